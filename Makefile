@@ -1,0 +1,30 @@
+# Quick start:  make demo   |   make test
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.attnas-installed
+
+.PHONY: demo test install lint clean
+
+# (Re)install when the venv is missing, pyproject changed, or TORCH differs from last time.
+install:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@if [ ! -f $(STAMP) ] || [ pyproject.toml -nt $(STAMP) ] || ! grep -qxF '$(TORCH)' $(STAMP); then \
+		$(BIN)/pip install '$(TORCH)' && \
+		$(BIN)/pip install -e '.[dev]' && \
+		echo '$(TORCH)' > $(STAMP); \
+	fi
+
+demo: install
+	$(BIN)/attnas demo
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs data/synth

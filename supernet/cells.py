@@ -1,0 +1,213 @@
+"""Attention cells: the searchable supernet cell and the fixed (derived) cell.
+
+Both map ``x`` ``(N, C, T, H, W)`` to the same shape::
+
+    u   = proj(x)                                  1x1x1 conv C -> Ci (Ci = round(C * inner_ratio))
+    h_0 = u
+    h_k = edge_k( sum_j b_kj * h_j , j < k )        k = 1..K   (node k-1 of the K nodes)
+    y   = BN(conv_1x1x1(concat(h_1..h_K)))          Ci*K -> C, BN weight (gamma) initialised to 0
+    out = x + y
+
+In :class:`SearchCell` ``b_k = softmax(beta_k)`` over the inputs available to node k and
+each edge is a :class:`~supernet.ops.MixedEdge` weighted by ``softmax(alpha_k / tau)``.
+alpha ``(K, 24)`` and beta ``(K, K)`` (row k uses its first k+1 entries) live in one
+:class:`ArchParameters` owned by the network and shared by every cell position.
+In :class:`FixedCell` each node has one op and one input (a genotype's node list).
+With gamma = 0 a new cell is the identity, so inserting it cannot hurt a pretrained net.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .ops import AttentionOp, MixedEdge, check_video
+from .space import NUM_OPS, OP_NAMES, POSITIONS, check_choice, parse_op
+
+__all__ = ["NodeSpec", "ArchParameters", "SearchCell", "FixedCell", "fixed_from_search",
+           "inner_width"]
+
+
+class NodeSpec(NamedTuple):
+    """One node of a fixed cell: an op name and the index of its input
+    (0 = the projected cell input, j >= 1 = the output of node j-1)."""
+
+    op: str
+    input: int
+
+
+def inner_width(channels: int, inner_ratio: float) -> int:
+    """Cell inner width ``round(channels * inner_ratio)``; ``ValueError`` if unusable."""
+    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 2:
+        raise ValueError(f"a cell needs an integer channel count >= 2, got {channels!r}")
+    if not 0.0 < float(inner_ratio) <= 4.0:
+        raise ValueError(f"inner_ratio must be in (0, 4], got {inner_ratio!r}")
+    return max(1, round(channels * inner_ratio))
+
+
+def _check_nodes(nodes: Sequence) -> list[NodeSpec]:
+    if len(nodes) == 0:
+        raise ValueError("a cell needs at least one node")
+    out = []
+    for k, node in enumerate(nodes):
+        if isinstance(node, dict):
+            node = (node.get("op"), node.get("input"))
+        if not isinstance(node, (tuple, list)) or len(node) != 2:
+            raise ValueError(f"node {k}: expected (op, input), got {node!r}")
+        op, inp = node
+        parse_op(op)
+        if not isinstance(inp, int) or isinstance(inp, bool) or not 0 <= inp <= k:
+            raise ValueError(
+                f"node {k}: input {inp!r} out of range; node {k} may read 0 (cell input) "
+                f"to {k} (output of node {k - 1})" if k else
+                f"node 0: input {inp!r} out of range; node 0 can only read 0 (cell input)"
+            )
+        out.append(NodeSpec(str(op), int(inp)))
+    return out
+
+
+class ArchParameters(nn.Module):
+    """alpha ``(K, 24)`` (op choice per node) and beta ``(K, K)`` (input choice per node).
+
+    Args:
+        num_nodes: K, nodes per cell (default 3).
+        init_scale: std of the small random init (DARTS uses 1e-3).
+    """
+
+    def __init__(self, num_nodes: int = 3, init_scale: float = 1e-3) -> None:
+        super().__init__()
+        if not isinstance(num_nodes, int) or num_nodes < 1:
+            raise ValueError(f"num_nodes must be a positive integer, got {num_nodes!r}")
+        self.num_nodes = num_nodes
+        self.alpha = nn.Parameter(init_scale * torch.randn(num_nodes, NUM_OPS))
+        self.beta = nn.Parameter(init_scale * torch.randn(num_nodes, num_nodes))
+        mask = torch.ones(num_nodes, num_nodes).tril().bool()
+        self.register_buffer("beta_mask", mask, persistent=False)
+        #: softmax temperature on alpha (an anti-collapse schedule may lower it)
+        self.register_buffer("temperature", torch.tensor(1.0))
+
+    def op_weights(self) -> Tensor:
+        """``softmax(alpha / tau)`` per node, ``(K, 24)``."""
+        return (self.alpha / self.temperature).softmax(-1)
+
+    def input_weights(self) -> Tensor:
+        """``softmax(beta)`` over each node's available inputs, ``(K, K)`` lower-triangular."""
+        return self.beta.masked_fill(~self.beta_mask, float("-inf")).softmax(-1)
+
+    def derive(self) -> list[NodeSpec]:
+        """Argmax op and argmax input per node."""
+        ops = self.alpha.detach().argmax(-1).tolist()
+        ins = self.input_weights().detach().argmax(-1).tolist()
+        return [NodeSpec(OP_NAMES[o], int(i)) for o, i in zip(ops, ins)]
+
+    def set_one_hot(self, nodes: Sequence, scale: float = 1e4) -> None:
+        """Make alpha/beta (numerically) one-hot on a node list (for tests and probes)."""
+        nodes = _check_nodes(nodes)
+        if len(nodes) != self.num_nodes:
+            raise ValueError(f"expected {self.num_nodes} nodes, got {len(nodes)}")
+        with torch.no_grad():
+            self.alpha.fill_(-scale)
+            self.beta.fill_(-scale)
+            for k, nd in enumerate(nodes):
+                self.alpha[k, OP_NAMES.index(nd.op)] = scale
+                self.beta[k, nd.input] = scale
+
+
+class _CellBase(nn.Module):
+    def __init__(self, channels: int, num_nodes: int, inner_ratio: float, kv_pool: bool,
+                 position: str) -> None:
+        super().__init__()
+        self.channels = channels
+        self.inner = inner_width(channels, inner_ratio)
+        self.inner_ratio = float(inner_ratio)
+        self.kv_pool = bool(kv_pool)
+        self.position = check_choice(position, POSITIONS, "position")
+        self.num_nodes = num_nodes
+        self.proj = nn.Conv3d(channels, self.inner, 1, bias=False)
+        self.sink = nn.Conv3d(self.inner * num_nodes, channels, 1, bias=False)
+        self.bn = nn.BatchNorm3d(channels)
+        nn.init.zeros_(self.bn.weight)
+
+    def _finish(self, x: Tensor, nodes: list[Tensor]) -> Tensor:
+        return x + self.bn(self.sink(torch.cat(nodes, 1)))
+
+
+class SearchCell(_CellBase):
+    """The supernet cell: every node is a :class:`MixedEdge` over all 24 candidates.
+
+    Args:
+        channels: C of the input/output ``(N, C, T, H, W)``.
+        arch: the network's shared :class:`ArchParameters` (held by reference, not
+            registered, so it is saved and optimised once, by its owner).
+        inner_ratio: Ci / C (default 0.5).
+        kv_pool: max-pool dot-product keys/values 1x2x2 (default True).
+        position: ``none`` | ``coords`` | ``sincos`` for dot-product candidates.
+    """
+
+    def __init__(self, channels: int, arch: ArchParameters, inner_ratio: float = 0.5,
+                 kv_pool: bool = True, position: str = "none") -> None:
+        if not isinstance(arch, ArchParameters):
+            raise ValueError("SearchCell needs the network's ArchParameters as `arch`")
+        super().__init__(channels, arch.num_nodes, inner_ratio, kv_pool, position)
+        self.__dict__["arch"] = arch  # a reference, not a submodule
+        self.edges = nn.ModuleList(
+            MixedEdge(self.inner, position, kv_pool) for _ in range(arch.num_nodes)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_video(x, self.channels)
+        ops = self.arch.op_weights()
+        ins = self.arch.input_weights()
+        hs = [self.proj(x)]
+        for k, edge in enumerate(self.edges):
+            z = sum(ins[k, j] * hs[j] for j in range(k + 1))
+            hs.append(edge(z, ops[k]))
+        return self._finish(x, hs[1:])
+
+
+class FixedCell(_CellBase):
+    """A derived cell: one op and one input per node.
+
+    Args:
+        channels: C of the input/output ``(N, C, T, H, W)``.
+        nodes: a sequence of :class:`NodeSpec` / ``(op, input)`` / ``{"op", "input"}``.
+        inner_ratio, kv_pool, position: as :class:`SearchCell`.
+    """
+
+    def __init__(self, channels: int, nodes: Sequence, inner_ratio: float = 0.5,
+                 kv_pool: bool = True, position: str = "none") -> None:
+        nodes = _check_nodes(nodes)
+        super().__init__(channels, len(nodes), inner_ratio, kv_pool, position)
+        self.nodes = nodes
+        self.edges = nn.ModuleList(AttentionOp(self.inner, nd.op, position, kv_pool)
+                                   for nd in nodes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_video(x, self.channels)
+        hs = [self.proj(x)]
+        for nd, edge in zip(self.nodes, self.edges):
+            hs.append(edge(hs[nd.input]))
+        return self._finish(x, hs[1:])
+
+    def extra_repr(self) -> str:
+        return " | ".join(f"{nd.op}<-{nd.input}" for nd in self.nodes)
+
+
+def fixed_from_search(cell: SearchCell, nodes: Sequence | None = None) -> FixedCell:
+    """A :class:`FixedCell` for ``nodes`` (default: the cell's argmax) that inherits the
+    search cell's weights (projection, sink, BN, and each chosen op's share of its edge)."""
+    nodes = _check_nodes(nodes if nodes is not None else cell.arch.derive())
+    fixed = FixedCell(cell.channels, nodes, cell.inner_ratio, cell.kv_pool, cell.position)
+    fixed = fixed.to(next(cell.parameters()).device)
+    fixed.proj.load_state_dict(cell.proj.state_dict())
+    fixed.sink.load_state_dict(cell.sink.state_dict())
+    fixed.bn.load_state_dict(cell.bn.state_dict())
+    for src, dst in zip(cell.edges, fixed.edges):
+        want = dst.weights.state_dict()
+        have = src.weights.state_dict()
+        dst.weights.load_state_dict({k: have[k] for k in want})
+    return fixed
+

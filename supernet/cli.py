@@ -1,0 +1,48 @@
+"""The ``attnas`` command: one console script, one subcommand per stage.
+
+Each subcommand lives in the module that owns its idea and exposes ``main(argv) -> int``;
+this file only dispatches (imports are lazy so ``attnas --help`` is instant).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+#: subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("datamodules.cli", "datasets: `attnas data synth --out DIR` writes the synthetic benchmark"),
+    "search": ("supernet.search_cli", "differentiable search (LightningCLI): `attnas search fit -c CONFIG`"),
+    "derive": ("derive.cli", "search checkpoint -> genotype JSON + picture"),
+    "retrain": ("supernet.retrain_cli", "train/evaluate a video classifier (LightningCLI)"),
+    "cost": ("supernet.cost", "params, MACs/FLOPs and CPU latency of a backbone + block"),
+    "demo": ("supernet.demo", "the quick start: synthetic data -> search -> derive"),
+    "bench": ("benchmarks.run", "the benchmark suite (accuracy, cost, search cost)"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: attnas <command> [args...]", "", "commands:"]
+    lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "`attnas <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``attnas`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"attnas: unknown command {name!r}; expected one of: {', '.join(COMMANDS)}",
+              file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    code = module.main(rest)
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

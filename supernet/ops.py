@@ -1,0 +1,338 @@
+"""Attention operations of the search space, single and mixed.
+
+Every operation maps ``z`` of shape ``(N, C, T, H, W)`` to the same shape.
+
+* **dot** ``(family, dim, act)``: ``q = Wq(z+pos)``, ``k = Wk(z+pos)``, ``v = Wv(z)``
+  (1x1x1 convs, width C); keys/values optionally max-pooled 1x2x2 over space
+  (spatial / spatiotemporal only: temporal attention keeps each position's own track).
+  Positions are grouped by ``dim`` -- spatial: sequences of H*W per frame, temporal:
+  sequences of T per pixel, spatiotemporal: one sequence of T*H*W -- and
+  ``S = q k^T / sqrt(C)``. The attention matrix is ``softmax(S)`` over keys, or
+  ``sigmoid(S) / Lk``, ``relu(S) / Lk``, ``S / Lk`` (normalised by the number of keys,
+  as the dot-product non-local variant is). Output ``A v``.
+* **map** ``(family, dim, act)``: per-position channel statistics ``[mean_c, max_c]`` are
+  averaged over the axes that are *not* attended, a small conv (2->1 channels; 1x7x7
+  spatial, 3x1x1 temporal, 3x3x3 spatiotemporal) gives logits over the attended
+  positions, the activation makes a map (softmax over positions is rescaled by their
+  number so the mean weight is 1), broadcast over the rest and multiplied onto ``v``.
+
+All candidates of an edge share one set of weights (:class:`EdgeWeights`): ``q``, ``k``,
+``v`` and the three map convs, so the 24 candidates cost little more than one. The fast
+:class:`MixedEdge` mixes the activations on the affinity (one ``S`` and one ``A v`` per
+dimension) and the maps before they multiply ``v``; :func:`reference_mixed_edge` is the
+explicit weighted sum of the 24 single ops, kept for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .space import ACTIVATIONS, DIMENSIONS, OPS, POSITIONS, OpSpec, check_choice, parse_op
+
+__all__ = [
+    "EdgeWeights",
+    "AttentionOp",
+    "MixedEdge",
+    "reference_mixed_edge",
+    "single_op",
+    "positional_encoding",
+    "check_video",
+]
+
+_MAP_KERNELS = {"spatial": (1, 7, 7), "temporal": (3, 1, 1), "spatiotemporal": (3, 3, 3)}
+
+
+def check_video(x: Tensor, channels: int | None = None, what: str = "input") -> None:
+    """Raise ``ValueError`` unless ``x`` is ``(N, C, T, H, W)`` (with ``C == channels``)."""
+    if not isinstance(x, Tensor) or x.dim() != 5:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{what} must be a 5-D video tensor (N, C, T, H, W), got {shape}")
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(
+            f"{what} has {x.shape[1]} channels but this block was built for {channels} "
+            f"(shape {tuple(x.shape)})"
+        )
+
+
+def positional_encoding(kind: str, channels: int, t: int, h: int, w: int,
+                        device=None, dtype=None) -> Tensor | None:
+    """Positional signal for dot-product inputs.
+
+    ``coords`` -> ``(3, T, H, W)``: normalised t, y, x in [-1, 1] (0 for a size-1 axis),
+    concatenated to the query/key inputs. ``sincos`` -> ``(channels, T, H, W)``: channels
+    split in three groups (t, y, x), each half sine half cosine at geometric frequencies,
+    added to the query/key inputs. ``none`` -> ``None``.
+    """
+    check_choice(kind, POSITIONS, "position")
+    if kind == "none":
+        return None
+
+    def axis(n: int) -> Tensor:
+        if n == 1:
+            return torch.zeros(1, device=device, dtype=dtype)
+        return torch.linspace(-1.0, 1.0, n, device=device, dtype=dtype)
+
+    tt, yy, xx = torch.meshgrid(axis(t), axis(h), axis(w), indexing="ij")
+    if kind == "coords":
+        return torch.stack([tt, yy, xx])
+    enc = torch.zeros(channels, t, h, w, device=device, dtype=dtype)
+    per = channels // 3
+    half = per // 2
+    for g, coord in enumerate((tt, yy, xx)):
+        if half == 0:
+            break
+        freqs = torch.pow(100.0, -torch.arange(half, device=device, dtype=dtype) / max(half, 1))
+        ang = (coord[None] + 1.0) * math.pi * freqs[:, None, None, None] * 4.0
+        base = g * per
+        enc[base:base + half] = torch.sin(ang)
+        enc[base + half:base + 2 * half] = torch.cos(ang)
+    return enc
+
+
+class EdgeWeights(nn.Module):
+    """Weights that the candidates of one edge share.
+
+    Args:
+        channels: width C of the edge input and output.
+        position: ``none`` | ``coords`` | ``sincos`` (see :func:`positional_encoding`).
+        kv_pool: max-pool keys/values 1x2x2 for spatial / spatiotemporal dot products.
+        families: which families need weights (a single op builds only its own).
+        dimensions: which map convs to build.
+    """
+
+    def __init__(self, channels: int, position: str = "none", kv_pool: bool = True,
+                 families: tuple[str, ...] = ("map", "dot"),
+                 dimensions: tuple[str, ...] = DIMENSIONS) -> None:
+        super().__init__()
+        if not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"an attention edge needs a positive integer width, got {channels!r}")
+        self.channels = channels
+        self.position = check_choice(position, POSITIONS, "position")
+        self.kv_pool = bool(kv_pool)
+        self.v = nn.Conv3d(channels, channels, 1, bias=False)
+        if "dot" in families:
+            qk_in = channels + (3 if position == "coords" else 0)
+            self.q = nn.Conv3d(qk_in, channels, 1, bias=False)
+            self.k = nn.Conv3d(qk_in, channels, 1, bias=False)
+        if "map" in families:
+            self.maps = nn.ModuleDict({
+                d: nn.Conv3d(2, 1, _MAP_KERNELS[d], padding=tuple(k // 2 for k in _MAP_KERNELS[d]))
+                for d in dimensions
+            })
+            for conv in self.maps.values():
+                nn.init.zeros_(conv.bias)
+
+    # -- dot-product pieces ------------------------------------------------------------
+    def qk_input(self, z: Tensor) -> Tensor:
+        n, c, t, h, w = z.shape
+        pos = positional_encoding(self.position, c, t, h, w, z.device, z.dtype)
+        if pos is None:
+            return z
+        if self.position == "coords":
+            return torch.cat([z, pos.unsqueeze(0).expand(n, -1, -1, -1, -1)], 1)
+        return z + pos.unsqueeze(0)
+
+    def qkv(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        qin = self.qk_input(z)
+        return self.q(qin), self.k(qin), self.v(z)
+
+    def pool_kv(self, x: Tensor, dim: str) -> Tensor:
+        """Max-pool 1x2x2 (ceil mode; an axis of size 1 is left alone) for spatial dims."""
+        if not self.kv_pool or dim == "temporal":
+            return x
+        kh = 2 if x.shape[-2] >= 2 else 1
+        kw = 2 if x.shape[-1] >= 2 else 1
+        if kh == kw == 1:
+            return x
+        return F.max_pool3d(x, (1, kh, kw), (1, kh, kw), ceil_mode=True)
+
+    # -- map pieces --------------------------------------------------------------------
+    def map_logits(self, z: Tensor, dim: str) -> Tensor:
+        """Logits over the attended positions, broadcastable to ``(N, 1, T, H, W)``."""
+        stats = torch.cat([z.mean(1, keepdim=True), z.amax(1, keepdim=True)], 1)
+        if dim == "spatial":
+            stats = stats.mean(2, keepdim=True)
+        elif dim == "temporal":
+            stats = stats.mean((3, 4), keepdim=True)
+        return self.maps[dim](stats)
+
+
+def group(x: Tensor, dim: str) -> Tensor:
+    """``(N, C, T, H, W)`` -> ``(B, L, C)`` sequences of the attended positions."""
+    n, c, t, h, w = x.shape
+    if dim == "spatial":
+        return x.permute(0, 2, 3, 4, 1).reshape(n * t, h * w, c)
+    if dim == "temporal":
+        return x.permute(0, 3, 4, 2, 1).reshape(n * h * w, t, c)
+    return x.permute(0, 2, 3, 4, 1).reshape(n, t * h * w, c)
+
+
+def ungroup(y: Tensor, dim: str, shape: torch.Size) -> Tensor:
+    """Inverse of :func:`group` for an output with ``shape`` ``(N, C, T, H, W)``."""
+    n, c, t, h, w = shape
+    if dim == "spatial":
+        return y.reshape(n, t, h, w, c).permute(0, 4, 1, 2, 3)
+    if dim == "temporal":
+        return y.reshape(n, h, w, t, c).permute(0, 4, 3, 1, 2)
+    return y.reshape(n, t, h, w, c).permute(0, 4, 1, 2, 3)
+
+
+def dot_activation(s: Tensor, act: str) -> Tensor:
+    """Attention matrix from scaled affinity ``s`` ``(B, Lq, Lk)``."""
+    lk = s.shape[-1]
+    if act == "softmax":
+        return s.softmax(-1)
+    if act == "sigmoid":
+        return torch.sigmoid(s) / lk
+    if act == "relu":
+        return torch.relu(s) / lk
+    return s / lk
+
+
+def map_activation(logits: Tensor, act: str) -> Tensor:
+    """Map from logits ``(N, 1, T', H', W')``; softmax is over all attended positions."""
+    if act == "softmax":
+        n = logits.shape[0]
+        count = logits[0].numel()
+        return logits.reshape(n, -1).softmax(-1).reshape(logits.shape) * count
+    if act == "sigmoid":
+        return torch.sigmoid(logits)
+    if act == "relu":
+        return torch.relu(logits)
+    return logits
+
+
+def single_op(weights: EdgeWeights, spec: OpSpec, z: Tensor, use_sdpa: bool = True) -> Tensor:
+    """One candidate on ``z`` ``(N, C, T, H, W)`` -> same shape.
+
+    A softmax dot product goes through ``F.scaled_dot_product_attention`` (no N x N
+    matrix on flash/memory-efficient backends) unless ``use_sdpa`` is False.
+    """
+    if spec.family == "map":
+        return map_activation(weights.map_logits(z, spec.dimension), spec.activation) * weights.v(z)
+    q, k, v = weights.qkv(z)
+    d = spec.dimension
+    qg = group(q, d)
+    kg = group(weights.pool_kv(k, d), d)
+    vg = group(weights.pool_kv(v, d), d)
+    if spec.activation == "softmax" and use_sdpa:
+        y = F.scaled_dot_product_attention(qg, kg, vg)
+    else:
+        s = qg @ kg.transpose(1, 2) * (qg.shape[-1] ** -0.5)
+        y = dot_activation(s, spec.activation) @ vg
+    return ungroup(y, d, z.shape)
+
+
+class _MixedDotActivation(torch.autograd.Function):
+    """``A = w0*softmax(S) + (w1*sigmoid(S) + w2*relu(S) + w3*S) / Lk``.
+
+    Saves only ``S`` and recomputes the four activations in backward, so the mixed
+    attention matrix costs two ``(B, Lq, Lk)`` tensors of memory, not six.
+    """
+
+    @staticmethod
+    def forward(ctx, s: Tensor, w: Tensor) -> Tensor:  # type: ignore[override]
+        lk = s.shape[-1]
+        a = s.softmax(-1).mul_(w[0])
+        a.add_(torch.sigmoid(s).mul_(w[1] / lk))
+        a.add_(torch.relu(s).mul_(w[2] / lk)).add_(s * (w[3] / lk))
+        ctx.save_for_backward(s, w)
+        return a
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        s, w = ctx.saved_tensors
+        lk = s.shape[-1]
+        p = s.softmax(-1)
+        gp = g * p
+        sig = torch.sigmoid(s)
+        relu_mask = (s > 0).to(s.dtype)
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.stack([
+                gp.sum(),
+                (g * sig).sum() / lk,
+                (g * s * relu_mask).sum() / lk,
+                (g * s).sum() / lk,
+            ]).to(w.dtype)
+        grad_s = None
+        if ctx.needs_input_grad[0]:
+            # softmax backward: p * (g - sum(g * p))
+            grad_s = (gp - p * gp.sum(-1, keepdim=True)).mul_(w[0])
+            grad_s.add_(g * (sig * (1 - sig) * (w[1] / lk) + relu_mask * (w[2] / lk) + w[3] / lk))
+        return grad_s, grad_w
+
+
+def mixed_dot_activation(s: Tensor, w: Tensor) -> Tensor:
+    """Weighted mix of the four dot activations of ``s`` ``(B, Lq, Lk)`` by ``w`` ``(4,)``."""
+    return _MixedDotActivation.apply(s, w.to(s.dtype))
+
+
+class AttentionOp(nn.Module):
+    """A single candidate operation (a node of a fixed cell).
+
+    Args:
+        channels: width C; input and output are ``(N, C, T, H, W)``.
+        op: an op name from :mod:`supernet.space` (e.g. ``dot.spatiotemporal.softmax``).
+        position: ``none`` | ``coords`` | ``sincos`` for dot-product ops.
+        kv_pool: max-pool keys/values 1x2x2 (spatial / spatiotemporal dot products).
+    """
+
+    def __init__(self, channels: int, op: str | OpSpec, position: str = "none",
+                 kv_pool: bool = True) -> None:
+        super().__init__()
+        self.spec = parse_op(op)
+        self.weights = EdgeWeights(channels, position, kv_pool, families=(self.spec.family,),
+                                   dimensions=(self.spec.dimension,))
+
+    def forward(self, z: Tensor) -> Tensor:
+        check_video(z, self.weights.channels)
+        return single_op(self.weights, self.spec, z)
+
+    def extra_repr(self) -> str:
+        return self.spec.name
+
+
+class MixedEdge(nn.Module):
+    """All 24 candidates on one edge, mixed by softmax(alpha) weights ``w`` ``(24,)``.
+
+    Fast path: one affinity and one ``A v`` product per dimension with the four
+    activations mixed on the affinity, and one map multiply for all 12 map candidates.
+    Args are those of :class:`EdgeWeights`.
+    """
+
+    def __init__(self, channels: int, position: str = "none", kv_pool: bool = True) -> None:
+        super().__init__()
+        self.weights = EdgeWeights(channels, position, kv_pool)
+
+    def forward(self, z: Tensor, w: Tensor) -> Tensor:
+        ew = self.weights
+        w = w.reshape(2, len(DIMENSIONS), len(ACTIVATIONS))  # family, dim, act (space order)
+        q, k, v = ew.qkv(z)
+        # map family: sum the 12 maps (broadcast shapes) then one multiply onto v
+        m = 0
+        for di, d in enumerate(DIMENSIONS):
+            logits = ew.map_logits(z, d)
+            for ai, a in enumerate(ACTIVATIONS):
+                m = m + w[0, di, ai] * map_activation(logits, a)
+        out = m * v
+        # dot family: one affinity per dimension, activations mixed on it
+        for di, d in enumerate(DIMENSIONS):
+            qg = group(q, d)
+            kg = group(ew.pool_kv(k, d), d)
+            vg = group(ew.pool_kv(v, d), d)
+            s = torch.bmm(qg, kg.transpose(1, 2)).mul_(qg.shape[-1] ** -0.5)
+            out = out + ungroup(torch.bmm(mixed_dot_activation(s, w[1, di]), vg), d, z.shape)
+        return out
+
+
+def reference_mixed_edge(edge: MixedEdge, z: Tensor, w: Tensor, use_sdpa: bool = False) -> Tensor:
+    """Explicit ``sum_i w_i * op_i(z)`` over the 24 candidates (slow; for tests/benchmarks)."""
+    out = 0
+    for i, spec in enumerate(OPS):
+        out = out + w[i] * single_op(edge.weights, spec, z, use_sdpa=use_sdpa)
+    return out
