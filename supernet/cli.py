@@ -11,8 +11,8 @@ import sys
 
 #: subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "data": ("datamodules.cli", "datasets: `attnas data synth --out DIR` writes the synthetic benchmark"),
-    "search": ("supernet.search_cli", "differentiable search (LightningCLI): `attnas search fit -c CONFIG`"),
+    "data": ("datamodules.cli", "datasets: `attnas data synth --out DIR` (synthetic benchmark)"),
+    "search": ("supernet.search_cli", "differentiable search (LightningCLI): `search fit -c CFG`"),
     "derive": ("derive.cli", "search checkpoint -> genotype JSON + picture"),
     "retrain": ("supernet.retrain_cli", "train/evaluate a video classifier (LightningCLI)"),
     "cost": ("supernet.cost", "params, MACs/FLOPs and CPU latency of a backbone + block"),
