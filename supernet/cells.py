@@ -201,7 +201,8 @@ def fixed_from_search(cell: SearchCell, nodes: Sequence | None = None) -> FixedC
     search cell's weights (projection, sink, BN, and each chosen op's share of its edge)."""
     nodes = _check_nodes(nodes if nodes is not None else cell.arch.derive())
     fixed = FixedCell(cell.channels, nodes, cell.inner_ratio, cell.kv_pool, cell.position)
-    fixed = fixed.to(next(cell.parameters()).device)
+    ref = next(cell.parameters())
+    fixed = fixed.to(device=ref.device, dtype=ref.dtype)
     fixed.proj.load_state_dict(cell.proj.state_dict())
     fixed.sink.load_state_dict(cell.sink.state_dict())
     fixed.bn.load_state_dict(cell.bn.state_dict())

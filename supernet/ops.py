@@ -227,49 +227,86 @@ def single_op(weights: EdgeWeights, spec: OpSpec, z: Tensor, use_sdpa: bool = Tr
     return ungroup(y, d, z.shape)
 
 
-class _MixedDotActivation(torch.autograd.Function):
-    """``A = w0*softmax(S) + (w1*sigmoid(S) + w2*relu(S) + w3*S) / Lk``.
+def _mix(s: Tensor, wl: list[float], lk: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``A = w0*softmax(s) + (w1*sigmoid(s) + w2*relu(s) + w3*s) / lk``; returns A, p, sig."""
+    p = s.softmax(-1)
+    sig = torch.sigmoid(s)
+    a = p * wl[0]
+    a.add_(sig, alpha=wl[1] / lk).add_(s.clamp(min=0), alpha=wl[2] / lk).add_(s, alpha=wl[3] / lk)
+    return a, p, sig
 
-    Saves only ``S`` and recomputes the four activations in backward, so the mixed
-    attention matrix costs two ``(B, Lq, Lk)`` tensors of memory, not six.
+
+def _row_chunk(b: int, lq: int, lk: int, budget: int = 1 << 19) -> int:
+    """Query rows per chunk so one ``(B, rows, Lk)`` block stays around ``budget`` elements."""
+    return max(1, min(lq, budget // max(1, b * lk)))
+
+
+class _MixedAttention(torch.autograd.Function):
+    """``out = A(q k^T / sqrt(d)) v`` with ``A`` the four dot activations mixed by ``w``.
+
+    Flash-style: the ``(B, Lq, Lk)`` attention matrix is built in query-row chunks that fit
+    in cache and is never stored; backward recomputes it chunk by chunk. Memory is
+    ``O(B * chunk * Lk)`` instead of ``O(B * Lq * Lk)`` per activation.
     """
 
     @staticmethod
-    def forward(ctx, s: Tensor, w: Tensor) -> Tensor:  # type: ignore[override]
-        lk = s.shape[-1]
-        a = s.softmax(-1).mul_(w[0])
-        a.add_(torch.sigmoid(s).mul_(w[1] / lk))
-        a.add_(torch.relu(s).mul_(w[2] / lk)).add_(s * (w[3] / lk))
-        ctx.save_for_backward(s, w)
-        return a
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, w: Tensor) -> Tensor:  # type: ignore[override]
+        b, lq, d = q.shape
+        lk = k.shape[1]
+        scale = d ** -0.5
+        wl = [float(x) for x in w.detach().cpu()]
+        out = q.new_empty(b, lq, v.shape[-1])
+        rows = _row_chunk(b, lq, lk)
+        kt = k.transpose(1, 2)
+        for r0 in range(0, lq, rows):
+            s = torch.bmm(q[:, r0:r0 + rows], kt).mul_(scale)
+            a, _, _ = _mix(s, wl, lk)
+            torch.bmm(a, v, out=out[:, r0:r0 + rows])
+        ctx.save_for_backward(q, k, v, w)
+        ctx.wl = wl
+        return out
 
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
-        s, w = ctx.saved_tensors
-        lk = s.shape[-1]
-        p = s.softmax(-1)
-        gp = g * p
-        sig = torch.sigmoid(s)
-        relu_mask = (s > 0).to(s.dtype)
-        grad_w = None
-        if ctx.needs_input_grad[1]:
-            grad_w = torch.stack([
-                gp.sum(),
-                (g * sig).sum() / lk,
-                (g * s * relu_mask).sum() / lk,
-                (g * s).sum() / lk,
-            ]).to(w.dtype)
-        grad_s = None
-        if ctx.needs_input_grad[0]:
-            # softmax backward: p * (g - sum(g * p))
-            grad_s = (gp - p * gp.sum(-1, keepdim=True)).mul_(w[0])
-            grad_s.add_(g * (sig * (1 - sig) * (w[1] / lk) + relu_mask * (w[2] / lk) + w[3] / lk))
-        return grad_s, grad_w
+        q, k, v, w = ctx.saved_tensors
+        wl = ctx.wl
+        b, lq, d = q.shape
+        lk = k.shape[1]
+        scale = d ** -0.5
+        g = g.contiguous()
+        dq = torch.empty_like(q)
+        dk = torch.zeros_like(k)
+        dv = torch.zeros_like(v)
+        dw = torch.zeros(4, dtype=torch.float64, device=q.device)
+        rows = _row_chunk(b, lq, lk)
+        kt = k.transpose(1, 2)
+        vt = v.transpose(1, 2)
+        for r0 in range(0, lq, rows):
+            qc, gc = q[:, r0:r0 + rows], g[:, r0:r0 + rows]
+            s = torch.bmm(qc, kt).mul_(scale)
+            a, p, sig = _mix(s, wl, lk)
+            dv.baddbmm_(a.transpose(1, 2), gc)
+            da = torch.bmm(gc, vt)
+            dap = da * p
+            relu = s.clamp(min=0)
+            dw += torch.stack([dap.sum(), (da * sig).sum() / lk, (da * relu).sum() / lk,
+                               (da * s).sum() / lk]).to(dw.dtype)
+            # d/ds of each activation, weighted; softmax: p * (da - sum(da * p))
+            ds = (dap - p * dap.sum(-1, keepdim=True)).mul_(wl[0])
+            sig.mul_(1 - sig).mul_(wl[1] / lk).add_((s > 0).to(s.dtype), alpha=wl[2] / lk)
+            ds.addcmul_(da, sig.add_(wl[3] / lk)).mul_(scale)
+            torch.bmm(ds, k, out=dq[:, r0:r0 + rows])
+            dk.baddbmm_(ds.transpose(1, 2), qc)
+        return dq, dk, dv, dw.to(w.dtype)
 
 
-def mixed_dot_activation(s: Tensor, w: Tensor) -> Tensor:
-    """Weighted mix of the four dot activations of ``s`` ``(B, Lq, Lk)`` by ``w`` ``(4,)``."""
-    return _MixedDotActivation.apply(s, w.to(s.dtype))
+def mixed_attention(q: Tensor, k: Tensor, v: Tensor, w: Tensor) -> Tensor:
+    """Attention with the four dot activations mixed by ``w`` ``(4,)`` (space order).
+
+    ``q`` ``(B, Lq, d)``, ``k`` ``(B, Lk, d)``, ``v`` ``(B, Lk, dv)`` -> ``(B, Lq, dv)``;
+    equals ``sum_a w_a * act_a(q k^T / sqrt(d)) v`` without storing any ``Lq x Lk`` matrix.
+    """
+    return _MixedAttention.apply(q.contiguous(), k.contiguous(), v.contiguous(), w)
 
 
 class AttentionOp(nn.Module):
@@ -302,14 +339,19 @@ class MixedEdge(nn.Module):
 
     Fast path: one affinity and one ``A v`` product per dimension with the four
     activations mixed on the affinity, and one map multiply for all 12 map candidates.
-    Args are those of :class:`EdgeWeights`.
+    Args are those of :class:`EdgeWeights`; ``explicit=True`` switches to the slow
+    reference (:func:`reference_mixed_edge`), for benchmarks.
     """
 
-    def __init__(self, channels: int, position: str = "none", kv_pool: bool = True) -> None:
+    def __init__(self, channels: int, position: str = "none", kv_pool: bool = True,
+                 explicit: bool = False) -> None:
         super().__init__()
         self.weights = EdgeWeights(channels, position, kv_pool)
+        self.explicit = explicit
 
     def forward(self, z: Tensor, w: Tensor) -> Tensor:
+        if self.explicit:
+            return reference_mixed_edge(self, z, w)
         ew = self.weights
         w = w.reshape(2, len(DIMENSIONS), len(ACTIVATIONS))  # family, dim, act (space order)
         q, k, v = ew.qkv(z)
@@ -325,8 +367,7 @@ class MixedEdge(nn.Module):
             qg = group(q, d)
             kg = group(ew.pool_kv(k, d), d)
             vg = group(ew.pool_kv(v, d), d)
-            s = torch.bmm(qg, kg.transpose(1, 2)).mul_(qg.shape[-1] ** -0.5)
-            out = out + ungroup(torch.bmm(mixed_dot_activation(s, w[1, di]), vg), d, z.shape)
+            out = out + ungroup(mixed_attention(qg, kg, vg, w[1, di]), d, z.shape)
         return out
 
 
