@@ -1,0 +1,145 @@
+"""Pictures of a cell and of the architecture weights, and the architecture CSV."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+import torch
+
+from derive.draw import (
+    arch_csv_header,
+    draw_cell,
+    plot_alpha,
+    read_arch_csv,
+    write_arch_csv_row,
+)
+from derive.genotype import Genotype, random_genotype
+from supernet.cells import ArchParameters, NodeSpec
+from supernet.space import NUM_OPS, OP_NAMES
+
+
+def check_png(path: Path, min_bytes: int = 10_000) -> np.ndarray:
+    assert path.is_file() and path.stat().st_size > min_bytes
+    image = mpimg.imread(path)
+    assert image.ndim == 3 and image.shape[2] in (3, 4)
+    assert image.shape[0] > 200 and image.shape[1] > 400
+    assert image.std() > 0.05  # not a blank canvas
+    return image
+
+
+def no_temp_files(folder: Path) -> bool:
+    return not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("num_nodes", [1, 5])
+def test_draw_cell_writes_a_png(tmp_path, num_nodes):
+    genotype = random_genotype(num_nodes, seed=3, position="coords")
+    path = draw_cell(genotype, tmp_path / "cell.png")
+    assert path == tmp_path / "cell.png"
+    image = check_png(path)
+    assert image.shape[1] > image.shape[0]  # a left-to-right flow
+    assert no_temp_files(tmp_path)
+
+
+def test_draw_cell_chain_of_eight_and_other_formats(tmp_path):
+    chain = Genotype([NodeSpec("dot.spatiotemporal.softmax", k) for k in range(8)],
+                     provenance={"run": "r", "epoch": 3})
+    image = check_png(draw_cell(chain, tmp_path / "chain.png", title="a chain"))
+    assert image.shape[1] <= 20 * 150 + 1 and image.shape[0] <= 14 * 150 + 1  # capped size
+    svg = draw_cell(chain, tmp_path / "chain.svg")
+    assert svg.read_text().lstrip().startswith("<?xml")
+    with pytest.raises(ValueError, match="cannot write a .docx picture"):
+        draw_cell(chain, tmp_path / "chain.docx")
+    assert no_temp_files(tmp_path)
+
+
+def _three_epochs(path: Path, num_nodes: int = 3) -> list[tuple[np.ndarray, np.ndarray]]:
+    torch.manual_seed(0)
+    arch = ArchParameters(num_nodes)
+    written = []
+    for epoch in range(3):
+        with torch.no_grad():
+            arch.alpha += torch.randn_like(arch.alpha)
+            arch.beta += torch.randn_like(arch.beta)
+        ops, ins = arch.op_weights().detach(), arch.input_weights().detach()
+        write_arch_csv_row(path, epoch, ops, ins)
+        written.append((ops.numpy(), ins.numpy()))
+    return written
+
+
+def test_arch_csv_format_and_round_trip(tmp_path):
+    path = tmp_path / "arch.csv"
+    written = _three_epochs(path)
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    header = rows[0]
+    assert header == arch_csv_header(3)
+    assert header[0] == "epoch" and header[1] == f"alpha.0.{OP_NAMES[0]}"
+    assert header[1 + 3 * NUM_OPS:] == ["beta.0.0", "beta.1.0", "beta.1.1", "beta.2.0",
+                                        "beta.2.1", "beta.2.2"]
+    assert [r[0] for r in rows[1:]] == ["0", "1", "2"]
+    records = read_arch_csv(path)
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    for rec, (ops, ins) in zip(records, written):
+        np.testing.assert_allclose(rec["alpha"], ops, atol=1e-6)
+        np.testing.assert_allclose(rec["beta"], ins, atol=1e-6)
+        np.testing.assert_allclose(rec["alpha"].sum(1), 1.0, atol=1e-4)
+    assert no_temp_files(tmp_path)
+
+
+def test_arch_csv_resume_rewrites_later_epochs_and_rejects_other_shapes(tmp_path):
+    path = tmp_path / "arch.csv"
+    _three_epochs(path)
+    # A search resumed from the end of epoch 0 writes epoch 1 again: epochs >= 1 are dropped.
+    write_arch_csv_row(path, 1, np.full((3, NUM_OPS), 1 / NUM_OPS), np.tril(np.ones((3, 3))) / 3)
+    records = read_arch_csv(path)
+    assert [r["epoch"] for r in records] == [0, 1]
+    np.testing.assert_allclose(records[1]["alpha"], 1 / NUM_OPS, atol=1e-6)
+    with pytest.raises(ValueError, match="different columns"):
+        write_arch_csv_row(path, 2, np.full((2, NUM_OPS), 1 / NUM_OPS), np.eye(2))
+    with pytest.raises(ValueError, match=r"op_weights must be \(K, 24\)"):
+        write_arch_csv_row(tmp_path / "b.csv", 0, np.ones((3, 5)), np.eye(3))
+    with pytest.raises(ValueError, match="NaN"):
+        write_arch_csv_row(tmp_path / "b.csv", 0, np.full((1, NUM_OPS), np.nan), np.eye(1))
+    with pytest.raises(ValueError, match="epoch"):
+        write_arch_csv_row(tmp_path / "b.csv", -1, np.ones((1, NUM_OPS)), np.eye(1))
+    assert not (tmp_path / "b.csv").exists()
+
+
+def test_plot_alpha_from_csv(tmp_path):
+    csv_path = tmp_path / "arch.csv"
+    _three_epochs(csv_path, num_nodes=3)
+    image = check_png(plot_alpha(csv_path, tmp_path / "alpha.png"))
+    assert image.shape[0] > 800  # 24 op rows need room
+    plot_alpha(str(csv_path), tmp_path / "alpha_str.png")
+    assert no_temp_files(tmp_path)
+
+
+def test_plot_alpha_from_dicts(tmp_path):
+    rng = np.random.default_rng(0)
+    history = []
+    for epoch in range(4):
+        logits = rng.normal(size=(5, NUM_OPS))
+        alpha = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        beta = np.tril(np.ones((5, 5)))
+        history.append({"epoch": epoch, "alpha": alpha, "beta": beta / beta.sum(1, keepdims=True)})
+    check_png(plot_alpha(history, tmp_path / "alpha.png"))
+    # Flat dicts keyed like the CSV columns work as well (only one epoch here).
+    flat = {"epoch": 0, **{f"alpha.0.{op}": 1 / NUM_OPS for op in OP_NAMES}, "beta.0.0": 1.0}
+    check_png(plot_alpha([flat], tmp_path / "one.png"))
+
+
+def test_plot_alpha_bad_history(tmp_path):
+    with pytest.raises(ValueError, match="no epochs"):
+        plot_alpha([], tmp_path / "a.png")
+    with pytest.raises(ValueError, match="no such architecture CSV"):
+        plot_alpha(tmp_path / "missing.csv", tmp_path / "a.png")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("epoch,alpha.0.dot.spatial.softmx\n0,1.0\n")
+    with pytest.raises(ValueError, match=r"bad.csv, line 2: unknown operation 'dot.spatial.so"):
+        plot_alpha(bad, tmp_path / "a.png")
+    assert not (tmp_path / "a.png").exists()
