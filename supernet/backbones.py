@@ -1,0 +1,468 @@
+"""3-D ResNet backbones (I3D-R50 and a small proxy) with attention blocks inserted as data.
+
+One class, :class:`VideoResNet`, serves both: a stem (``kt x k x k`` conv, BN, ReLU, optional
+1x3x3 max-pool), bottleneck stages with per-block temporal kernels on the first 1x1 conv
+(I3D "inflation"), an optional temporal max-pool 2 after the first stage, global average
+pooling, dropout and a linear head. Input ``(N, 3, T, H, W)``, output logits
+``(N, num_classes)``.
+
+**Insertion positions** are a mapping ``stage name -> block indices`` (0-indexed; a block
+is added *after* that bottleneck). :func:`resolve_positions` turns ``None`` (the
+backbone's default), a preset name, a JSON string or a mapping into a checked mapping, and
+:meth:`VideoResNet.insert_blocks` is the single code path that adds any block type.
+
+Reference figures (I3D-R50, 400 classes): 28,043,472 parameters, 28.41 GMACs at
+1x3x8x224x224; with the non-local "5 blocks" 35,401,936 parameters, 36.54 GMACs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from .ops import check_video
+
+__all__ = [
+    "StageConfig",
+    "Bottleneck",
+    "Stage",
+    "VideoResNet",
+    "resolve_positions",
+    "i3d_r50",
+    "proxy",
+    "I3D_PRESETS",
+    "PROXY_PRESETS",
+    "count_parameters",
+]
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One bottleneck stage.
+
+    Attributes:
+        name: stage name used by insertion positions (``res2`` ...).
+        width: output channels of every block.
+        inner: bottleneck width (channels of the 1x3x3 conv).
+        temporal_kernels: temporal kernel of each block's first 1x1 conv (its length is
+            the stage depth; 3 = inflated, 1 = not).
+        spatial_stride: stride of the first block's 1x3x3 conv (and its shortcut).
+    """
+
+    name: str
+    width: int
+    inner: int
+    temporal_kernels: tuple[int, ...]
+    spatial_stride: int
+
+    @property
+    def depth(self) -> int:
+        return len(self.temporal_kernels)
+
+
+class Bottleneck(nn.Module):
+    """``relu(BN(conv_c(relu(BN(conv_b(relu(BN(conv_a(x)))))))) + shortcut(x))``.
+
+    conv_a ``kt x 1 x 1`` (C_in -> inner), conv_b ``1 x 3 x 3`` stride ``(1, s, s)``,
+    conv_c ``1 x 1 x 1`` (inner -> C_out), BN after each, the last BN's gamma at 0; the
+    shortcut is a strided 1x1x1 conv + BN when the shape changes.
+    ``(N, C_in, T, H, W)`` -> ``(N, C_out, T, ceil(H/s), ceil(W/s))``.
+    """
+
+    def __init__(self, in_channels: int, inner: int, out_channels: int,
+                 temporal_kernel: int = 1, spatial_stride: int = 1) -> None:
+        super().__init__()
+        kt = temporal_kernel
+        s = spatial_stride
+        self.conv_a = nn.Conv3d(in_channels, inner, (kt, 1, 1), padding=(kt // 2, 0, 0),
+                                bias=False)
+        self.bn_a = nn.BatchNorm3d(inner)
+        self.conv_b = nn.Conv3d(inner, inner, (1, 3, 3), stride=(1, s, s), padding=(0, 1, 1),
+                                bias=False)
+        self.bn_b = nn.BatchNorm3d(inner)
+        self.conv_c = nn.Conv3d(inner, out_channels, 1, bias=False)
+        self.bn_c = nn.BatchNorm3d(out_channels)
+        self.shortcut: nn.Module | None = None
+        if in_channels != out_channels or s != 1:
+            self.shortcut = nn.Sequential(
+                nn.Conv3d(in_channels, out_channels, 1, stride=(1, s, s), bias=False),
+                nn.BatchNorm3d(out_channels),
+            )
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.relu(self.bn_a(self.conv_a(x)))
+        y = self.relu(self.bn_b(self.conv_b(y)))
+        y = self.bn_c(self.conv_c(y))
+        return self.relu(y + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class Stage(nn.Module):
+    """Bottleneck blocks (``blocks``) and the blocks inserted after some of them
+    (``inserted``, keyed by the index as a string)."""
+
+    def __init__(self, in_channels: int, cfg: StageConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        blocks = []
+        for i, kt in enumerate(cfg.temporal_kernels):
+            blocks.append(Bottleneck(in_channels if i == 0 else cfg.width, cfg.inner,
+                                     cfg.width, kt, cfg.spatial_stride if i == 0 else 1))
+        self.blocks = nn.ModuleList(blocks)
+        self.inserted = nn.ModuleDict()
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            key = str(i)
+            if key in self.inserted:
+                x = self.inserted[key](x)
+        return x
+
+
+PositionsLike = None | str | Mapping[str, Iterable[int]]
+
+
+def resolve_positions(positions: PositionsLike, depths: Mapping[str, int],
+                      presets: Mapping[str, Mapping[str, Sequence[int]]],
+                      default: str) -> dict[str, tuple[int, ...]]:
+    """Check insertion positions and return ``{stage: sorted unique indices}``.
+
+    Args:
+        positions: ``None`` (the preset ``default``), a preset name, a JSON object string
+            (``'{"res3": [1, 3]}'``) or a mapping ``stage -> block indices``.
+        depths: ``stage name -> number of blocks`` of the backbone.
+        presets: named position sets of the backbone.
+        default: the preset used for ``None``.
+
+    Raises:
+        ValueError: unknown preset or stage, an index that is not an integer in
+            ``[0, depth)``; the message lists what is accepted.
+    """
+    if positions is None:
+        positions = default
+    if isinstance(positions, str):
+        text = positions.strip()
+        if text.startswith("{"):
+            try:
+                positions = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"positions: invalid JSON {text!r} ({err.msg})") from None
+        elif text in presets:
+            positions = presets[text]
+        else:
+            raise ValueError(
+                f"unknown positions preset {text!r}; accepted: {', '.join(presets)}, "
+                f"or a mapping stage -> block indices over stages "
+                + ", ".join(f"{k} ({v} blocks)" for k, v in depths.items())
+            )
+    if not isinstance(positions, Mapping):
+        raise ValueError(f"positions must be None, a preset name or a mapping stage -> "
+                         f"block indices, got {type(positions).__name__}")
+    out: dict[str, tuple[int, ...]] = {}
+    for stage, indices in positions.items():
+        if stage not in depths:
+            raise ValueError(f"positions: unknown stage {stage!r}; stages: "
+                             + ", ".join(f"{k} ({v} blocks)" for k, v in depths.items()))
+        if isinstance(indices, int) and not isinstance(indices, bool):
+            indices = [indices]
+        if isinstance(indices, (str, bytes)) or not isinstance(indices, Iterable):
+            raise ValueError(f"positions[{stage!r}] must be a list of block indices, "
+                             f"got {indices!r}")
+        depth = depths[stage]
+        checked = set()
+        for i in indices:
+            if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < depth:
+                raise ValueError(
+                    f"positions[{stage!r}]: index {i!r} is out of range; {stage} has {depth} "
+                    f"blocks, so indices are 0..{depth - 1}"
+                )
+            checked.add(i)
+        if checked:
+            out[stage] = tuple(sorted(checked))
+    return out
+
+
+class VideoResNet(nn.Module):
+    """A 3-D bottleneck ResNet (I3D family) with blocks inserted after chosen bottlenecks.
+
+    Args:
+        num_classes: size of the linear head.
+        stages: the bottleneck stages, in order.
+        stem_width: channels of the stem conv.
+        stem_kernel: ``(kt, k, k)`` of the stem conv (stride ``(1, 2, 2)``, "same" padding).
+        stem_pool: 1x3x3 max-pool, stride ``(1, 2, 2)``, after the stem.
+        temporal_pool_after: stage name after which T is max-pooled by 2 (``None``: never).
+        dropout: dropout before the head.
+        presets: named insertion-position sets; ``default_positions`` names the default.
+        name: backbone name (for reprs and errors).
+
+    Shapes: ``(N, 3, T, H, W)`` -> ``(N, num_classes)``.
+    """
+
+    def __init__(self, num_classes: int, stages: Sequence[StageConfig], *, stem_width: int = 64,
+                 stem_kernel: tuple[int, int, int] = (5, 7, 7), stem_pool: bool = True,
+                 temporal_pool_after: str | None = "res2", dropout: float = 0.5,
+                 presets: Mapping[str, Mapping[str, Sequence[int]]] | None = None,
+                 default_positions: str = "none", name: str = "video_resnet") -> None:
+        super().__init__()
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        names = [s.name for s in stages]
+        if temporal_pool_after is not None and temporal_pool_after not in names:
+            raise ValueError(f"temporal_pool_after={temporal_pool_after!r} is not a stage "
+                             f"({', '.join(names)})")
+        self.name = name
+        self.num_classes = num_classes
+        self.stage_configs = tuple(stages)
+        self.stem_kernel = tuple(stem_kernel)
+        self.stem_pool = bool(stem_pool)
+        self.temporal_pool_after = temporal_pool_after
+        self.presets = dict(presets or {"none": {}})
+        self.presets.setdefault("none", {})
+        self.default_positions = default_positions
+        kt, kh, kw = stem_kernel
+        self.stem = nn.Sequential()
+        self.stem.add_module("conv", nn.Conv3d(3, stem_width, stem_kernel, stride=(1, 2, 2),
+                                               padding=(kt // 2, kh // 2, kw // 2), bias=False))
+        self.stem.add_module("bn", nn.BatchNorm3d(stem_width))
+        self.stem.add_module("relu", nn.ReLU(inplace=True))
+        if stem_pool:
+            self.stem.add_module("pool", nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)))
+        self.stages = nn.ModuleDict()
+        channels = stem_width
+        for cfg in stages:
+            self.stages[cfg.name] = Stage(channels, cfg)
+            channels = cfg.width
+        self.temporal_pool = nn.MaxPool3d((2, 1, 1), (2, 1, 1))
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(channels, num_classes)
+        self.feature_dim = channels
+        self._init_weights()
+        self.positions: dict[str, tuple[int, ...]] = {}
+        self.block_name = "none"
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm3d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        for m in self.modules():
+            if isinstance(m, Bottleneck):
+                nn.init.zeros_(m.bn_c.weight)
+        nn.init.normal_(self.head.weight, std=0.01)
+        nn.init.zeros_(self.head.bias)
+
+    # -- structure -----------------------------------------------------------------------
+    def stage_depths(self) -> dict[str, int]:
+        """``{stage name: number of bottlenecks}``."""
+        return {cfg.name: cfg.depth for cfg in self.stage_configs}
+
+    def stage_widths(self) -> dict[str, int]:
+        """``{stage name: output channels}`` (the channels an inserted block sees)."""
+        return {cfg.name: cfg.width for cfg in self.stage_configs}
+
+    def resolve_positions(self, positions: PositionsLike) -> dict[str, tuple[int, ...]]:
+        """:func:`resolve_positions` with this backbone's depths and presets."""
+        return resolve_positions(positions, self.stage_depths(), self.presets,
+                                 self.default_positions)
+
+    def insert_blocks(self, positions: PositionsLike,
+                      make_block: Callable[[str, int, int], nn.Module], name: str = "") -> None:
+        """Insert ``make_block(stage, index, channels)`` after each chosen bottleneck.
+
+        The one insertion code path for every block type; replaces earlier insertions.
+        """
+        resolved = self.resolve_positions(positions)
+        widths = self.stage_widths()
+        for stage in self.stages.values():
+            stage.inserted = nn.ModuleDict()
+        for stage_name, indices in resolved.items():
+            for i in indices:
+                block = make_block(stage_name, i, widths[stage_name])
+                if not isinstance(block, nn.Module):
+                    raise TypeError(f"block builder returned {type(block).__name__}, "
+                                    f"not an nn.Module")
+                self.stages[stage_name].inserted[str(i)] = block
+        self.positions = resolved
+        self.block_name = name or self.block_name
+
+    def inserted_blocks(self) -> list[tuple[str, nn.Module]]:
+        """``[("res3.1", block), ...]`` in forward order (identity blocks included)."""
+        out = []
+        for stage_name, stage in self.stages.items():
+            for key in sorted(stage.inserted, key=int):
+                out.append((f"{stage_name}.{key}", stage.inserted[key]))
+        return out
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """The inserted blocks, in forward order."""
+        return [b for _, b in self.inserted_blocks()]
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The shared architecture parameters (alpha, beta) when searching, else ``[]``."""
+        arch = getattr(self, "arch", None)
+        return list(arch.parameters()) if isinstance(arch, nn.Module) else []
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every parameter that is not an architecture parameter."""
+        arch_ids = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch_ids]
+
+    def receptive_field(self) -> tuple[int, int, int]:
+        """Receptive field ``(frames, pixels, pixels)`` of one output position of the last
+        stage through convolutions and pooling only (inserted blocks excluded)."""
+        rf = [1, 1, 1]
+        jump = [1, 1, 1]
+
+        def layer(kernel: Sequence[int], stride: Sequence[int]) -> None:
+            for a in range(3):
+                rf[a] += (kernel[a] - 1) * jump[a]
+                jump[a] *= stride[a]
+
+        layer(self.stem_kernel, (1, 2, 2))
+        if self.stem_pool:
+            layer((1, 3, 3), (1, 2, 2))
+        for cfg in self.stage_configs:
+            for i, kt in enumerate(cfg.temporal_kernels):
+                s = cfg.spatial_stride if i == 0 else 1
+                layer((kt, 1, 1), (1, 1, 1))
+                layer((1, 3, 3), (1, s, s))
+            if cfg.name == self.temporal_pool_after:
+                layer((2, 1, 1), (2, 1, 1))
+        return rf[0], rf[1], rf[2]
+
+    # -- forward -------------------------------------------------------------------------
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(N, 3, T, H, W)`` -> pooled features ``(N, feature_dim)``."""
+        check_video(x, 3, "clip")
+        x = self.stem(x)
+        for name, stage in self.stages.items():
+            x = stage(x)
+            if name == self.temporal_pool_after and x.shape[2] >= 2:
+                x = self.temporal_pool(x)
+        return self.pool(x).flatten(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, 3, T, H, W)`` -> logits ``(N, num_classes)``."""
+        return self.head(self.dropout(self.forward_features(x)))
+
+    def extra_repr(self) -> str:
+        pos = ", ".join(f"{k}:{list(v)}" for k, v in self.positions.items()) or "-"
+        return f"name={self.name}, block={self.block_name}, positions={pos}"
+
+
+# -- the two backbones -------------------------------------------------------------------
+
+I3D_PRESETS: dict[str, dict[str, list[int]]] = {
+    "none": {},
+    "5blocks": {"res3": [1, 3], "res4": [1, 3, 5]},
+    "10blocks": {"res3": [0, 1, 2, 3], "res4": [0, 1, 2, 3, 4, 5]},
+}
+I3D_PRESETS["default"] = I3D_PRESETS["5blocks"]
+
+PROXY_PRESETS: dict[str, dict[str, list[int]]] = {
+    "none": {},
+    "default": {"res3": [0, 1], "res4": [1]},
+    "all": {"res3": [0, 1], "res4": [0, 1]},
+}
+
+
+def i3d_r50(num_classes: int = 400, dropout: float = 0.5) -> VideoResNet:
+    """I3D-R50 as in SlowFast ``I3D_8x8_R50`` / pytorchvideo ``i3d_r50`` (no blocks inserted).
+
+    Stem 5x7x7 stride (1,2,2) + 1x3x3 max-pool; stages (3, 4, 6, 3), widths 256..2048,
+    inner widths 64..512; temporal kernel 3 on conv_a of res2 all, res3 0/2, res4 0/2/4,
+    res5 1; temporal max-pool 2 after res2. Default insertion preset ``5blocks``.
+    """
+    stages = [
+        StageConfig("res2", 256, 64, (3, 3, 3), 1),
+        StageConfig("res3", 512, 128, (3, 1, 3, 1), 2),
+        StageConfig("res4", 1024, 256, (3, 1, 3, 1, 3, 1), 2),
+        StageConfig("res5", 2048, 512, (1, 3, 1), 2),
+    ]
+    return VideoResNet(num_classes, stages, stem_width=64, stem_kernel=(5, 7, 7),
+                       stem_pool=True, temporal_pool_after="res2", dropout=dropout,
+                       presets=I3D_PRESETS, default_positions="5blocks", name="i3d_r50")
+
+
+def _proxy_temporal_kernels(depths: Sequence[int]) -> list[tuple[int, ...]]:
+    """First stage all 3; second stage 3 on every other block from the first; later 1."""
+    out = []
+    for s, d in enumerate(depths):
+        if s == 0:
+            out.append((3,) * d)
+        elif s == 1:
+            out.append(tuple(3 if i % 2 == 0 else 1 for i in range(d)))
+        else:
+            out.append((1,) * d)
+    return out
+
+
+def proxy(num_classes: int, widths: Sequence[int] = (64, 128, 256),
+          depths: Sequence[int] = (1, 2, 2), stem_width: int = 32, expansion: int = 4,
+          stem_kernel: Sequence[int] = (3, 5, 5), stem_pool: bool = False,
+          temporal_pool: bool = True,
+          temporal_kernels: Sequence[Sequence[int]] | None = None,
+          dropout: float = 0.2) -> VideoResNet:
+    """A small I3D-family backbone for search on CPU.
+
+    Defaults: stem 3x5x5 (32 ch) stride (1,2,2), no max-pool; stages ``res2, res3, res4``
+    with widths 64/128/256 (inner width / ``expansion`` = 16/32/64), depths 1/2/2, spatial
+    strides 1/2/2, temporal kernel 3 on conv_a of res2 and res3 block 0, temporal max-pool
+    2 after res2. A 8x64x64 clip gives 4x16x16 at res3 and 4x8x8 at res4. Default
+    insertion (3 blocks): res3 after blocks 0 and 1, res4 after block 1.
+
+    Its convolutional receptive field is 10 frames x 45 pixels (see
+    :meth:`VideoResNet.receptive_field`): on 16x64x64 clips no conv feature spans the
+    whole clip, so relating distant events needs the attention blocks (or the final
+    global pooling, which loses their arrangement).
+
+    Args:
+        widths, depths: per stage (one to four stages, named res2, res3, ...).
+        expansion: bottleneck ratio ``width / inner``.
+        temporal_kernels: per stage, per block (default: see above).
+    """
+    widths, depths = list(widths), list(depths)
+    if not 1 <= len(widths) <= 4 or len(widths) != len(depths):
+        raise ValueError(f"proxy: widths and depths need the same length (1 to 4 stages), "
+                         f"got widths={widths} depths={depths}")
+    for w, d in zip(widths, depths):
+        if not isinstance(w, int) or not isinstance(d, int) or w < expansion or d < 1:
+            raise ValueError(f"proxy: widths must be integers >= expansion ({expansion}) and "
+                             f"depths >= 1, got widths={widths} depths={depths}")
+    if temporal_kernels is None:
+        kts = _proxy_temporal_kernels(depths)
+    else:
+        kts = [tuple(int(k) for k in s) for s in temporal_kernels]
+        if [len(k) for k in kts] != depths or any(k % 2 == 0 or k < 1 for s in kts for k in s):
+            raise ValueError(f"proxy: temporal_kernels must give one odd kernel per block "
+                             f"(depths {depths}), got {temporal_kernels!r}")
+    if len(stem_kernel) != 3 or any(int(k) % 2 == 0 for k in stem_kernel):
+        raise ValueError(f"proxy: stem_kernel must be three odd sizes, got {stem_kernel!r}")
+    names = [f"res{i + 2}" for i in range(len(widths))]
+    stages = [StageConfig(n, w, max(1, w // expansion), k, 1 if i == 0 else 2)
+              for i, (n, w, k) in enumerate(zip(names, widths, kts))]
+    presets = {k: {s: v for s, v in p.items() if s in names} for k, p in PROXY_PRESETS.items()}
+    for key, preset in presets.items():
+        presets[key] = {s: [i for i in v if i < len(kts[names.index(s)])]
+                        for s, v in preset.items()}
+    return VideoResNet(num_classes, stages, stem_width=stem_width,
+                       stem_kernel=tuple(int(k) for k in stem_kernel), stem_pool=stem_pool,
+                       temporal_pool_after="res2" if temporal_pool else None, dropout=dropout,
+                       presets=presets, default_positions="default", name="proxy")
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters())
+

@@ -1,0 +1,272 @@
+"""Baseline attention blocks, inserted into backbones exactly as the searched cells are.
+
+Every block maps ``x`` ``(N, C, T, H, W)`` to the same shape.
+
+* :class:`NonLocalBlock` -- non-local block (Wang et al., CVPR 2018), embedded Gaussian
+  (``softmax(theta^T phi / sqrt(d)) g``) or dot product (``theta^T phi g / L_k``).
+  Residual, with the output BatchNorm's gamma at 0 (an identity at init).
+* :class:`DoubleAttention` -- A^2 double attention (Chen et al., NeurIPS 2018): gather
+  then distribute, never an ``L x L`` matrix. Residual, BN gamma 0.
+* :class:`CinST` / :class:`STinC` -- Attention-in-Attention (Hao et al., TCSVT 2022):
+  a position gate computed from channel statistics (``g_C``) and a gate averaged over
+  three axis-pooled 3-D convolutions (``g_ST``), one nested inside the other. They are
+  multiplicative (not residual), as defined in DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .ops import check_video, positional_encoding
+from .space import POSITIONS, check_choice
+
+__all__ = ["NonLocalBlock", "DoubleAttention", "CinST", "STinC", "pool_kv"]
+
+_NL_MODES = ("softmax", "dot")
+_NL_IMPLS = ("sdpa", "explicit")
+
+
+def _positive_int(value: int, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+def pool_kv(x: Tensor) -> Tensor:
+    """Max-pool ``(N, C, T, H, W)`` by 1x2x2 over space (ceil mode, so odd sizes keep their
+    last row/column; an axis of size 1 is left alone). Equals the usual floor-mode pool on
+    even sizes."""
+    kh = 2 if x.shape[-2] >= 2 else 1
+    kw = 2 if x.shape[-1] >= 2 else 1
+    if kh == kw == 1:
+        return x
+    return F.max_pool3d(x, (1, kh, kw), (1, kh, kw), ceil_mode=True)
+
+
+class NonLocalBlock(nn.Module):
+    """Non-local block: ``z = x + BN(W_z y)``, ``y_i = sum_j f(theta_i, phi_j) g_j``.
+
+    ``theta`` is a 1x1x1 conv of ``x`` to ``d = round(C * inner_ratio)`` channels; ``phi`` and
+    ``g`` are 1x1x1 convs of ``x`` max-pooled 1x2x2 over space (the pool is applied to the
+    input of ``phi``/``g``, as in the original Caffe2 and SlowFast implementations, so the
+    pooled keys cost a quarter). ``W_z`` is a 1x1x1 conv back to C, then BatchNorm with
+    gamma initialised to 0, so a new block is the identity. All convs have a bias
+    (SlowFast/pytorchvideo), which gives 526,592 parameters at C=512.
+
+    Modes: ``softmax`` (embedded Gaussian) -- ``f = softmax_j(theta_i . phi_j / sqrt(d))``,
+    computed by ``F.scaled_dot_product_attention`` on ``(N, 1, L, d)`` tensors so the CPU
+    flash kernel is used and no ``L x L_k`` matrix is stored; ``dot`` -- ``f = theta_i .
+    phi_j / L_k``, computed as ``theta (phi^T g) / L_k`` (associativity: ``d x d`` instead
+    of ``L x L_k``). ``impl="explicit"`` materialises the affinity instead (the textbook
+    formulation, kept for tests and the benchmark); both give the same function.
+
+    Args:
+        channels: C of the input/output ``(N, C, T, H, W)``.
+        inner_ratio: ``d / C`` (default 0.5).
+        mode: ``softmax`` | ``dot``.
+        kv_pool: max-pool keys/values 1x2x2 over space (default True).
+        position: ``none`` | ``coords`` (normalised t, y, x channels concatenated to the
+            inputs of ``theta``/``phi``) | ``sincos`` (added to them).
+        impl: ``sdpa`` | ``explicit``.
+    """
+
+    def __init__(self, channels: int, inner_ratio: float = 0.5, mode: str = "softmax",
+                 kv_pool: bool = True, position: str = "none", impl: str = "sdpa") -> None:
+        super().__init__()
+        self.channels = _positive_int(channels, "channels")
+        if not 0.0 < float(inner_ratio) <= 4.0:
+            raise ValueError(f"inner_ratio must be in (0, 4], got {inner_ratio!r}")
+        self.inner = max(1, round(channels * inner_ratio))
+        self.mode = check_choice(mode, _NL_MODES, "non-local mode")
+        self.impl = check_choice(impl, _NL_IMPLS, "non-local impl")
+        self.position = check_choice(position, POSITIONS, "position")
+        self.kv_pool = bool(kv_pool)
+        qk_in = channels + (3 if position == "coords" else 0)
+        self.theta = nn.Conv3d(qk_in, self.inner, 1)
+        self.phi = nn.Conv3d(qk_in, self.inner, 1)
+        self.g = nn.Conv3d(channels, self.inner, 1)
+        self.out = nn.Conv3d(self.inner, channels, 1)
+        self.bn = nn.BatchNorm3d(channels)
+        nn.init.zeros_(self.bn.weight)
+
+    def _qk_input(self, x: Tensor) -> Tensor:
+        n, c, t, h, w = x.shape
+        pos = positional_encoding(self.position, c, t, h, w, x.device, x.dtype)
+        if pos is None:
+            return x
+        if self.position == "coords":
+            return torch.cat([x, pos.unsqueeze(0).expand(n, -1, -1, -1, -1)], 1)
+        return x + pos.unsqueeze(0)
+
+    def attend(self, x: Tensor) -> Tensor:
+        """The non-local response ``y`` ``(N, d, T, H, W)`` (before ``W_z``)."""
+        n, _, t, h, w = x.shape
+        qk = self._qk_input(x)
+        pooled_qk = pool_kv(qk) if self.kv_pool else qk
+        if self.position == "sincos":  # x + pos: the values need their own pooled input
+            pooled_x = pool_kv(x) if self.kv_pool else x
+        else:  # max-pooling is per channel: the first C channels of pool(qk) are pool(x)
+            pooled_x = pooled_qk[:, : self.channels]
+        theta = self.theta(qk).flatten(2)  # (N, d, L)
+        phi = self.phi(pooled_qk).flatten(2)  # (N, d, Lk)
+        g = self.g(pooled_x).flatten(2)  # (N, d, Lk)
+        lk = phi.shape[-1]
+        if self.impl == "explicit":
+            s = torch.bmm(theta.transpose(1, 2), phi)  # (N, L, Lk)
+            if self.mode == "softmax":
+                a = (s * self.inner ** -0.5).softmax(-1)
+            else:
+                a = s / lk
+            y = torch.bmm(g, a.transpose(1, 2))  # (N, d, L)
+        elif self.mode == "softmax":
+            # 4-D, contiguous (N, 1, L, d): the layout the CPU flash kernel accepts (3-D or
+            # strided inputs fall back to the math path, which stores the L x Lk matrix)
+            q, k, v = (z.transpose(1, 2).unsqueeze(1).contiguous() for z in (theta, phi, g))
+            y = F.scaled_dot_product_attention(q, k, v).squeeze(1).transpose(1, 2)  # (N, d, L)
+        else:
+            kv = torch.bmm(g, phi.transpose(1, 2)) / lk  # (N, d, d): sum_j g_j phi_j^T
+            y = torch.bmm(kv, theta)  # (N, d, L)
+        return y.reshape(n, self.inner, t, h, w)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, C, T, H, W)`` -> ``(N, C, T, H, W)``."""
+        check_video(x, self.channels)
+        return x + self.bn(self.out(self.attend(x)))
+
+    def extra_repr(self) -> str:
+        return (f"channels={self.channels}, inner={self.inner}, mode={self.mode}, "
+                f"kv_pool={self.kv_pool}, position={self.position}, impl={self.impl}")
+
+
+class DoubleAttention(nn.Module):
+    """A^2 double-attention block: gather, then distribute.
+
+    With ``L = T*H*W`` and 1x1x1 convs ``phi`` (C->m), ``theta`` (C->n), ``rho`` (C->n)::
+
+        A = phi(x)                  (N, m, L)   features
+        B = softmax_L(theta(x))     (N, n, L)   n attention maps over positions (gather)
+        V = softmax_n(rho(x))       (N, n, L)   per-position weights over the n descriptors
+        G = A B^T                   (N, m, n)   global descriptors
+        Z = G V                     (N, m, L)   distributed back to every position
+        out = x + BN(conv_{m->C}(Z))            BN gamma 0 (identity at init)
+
+    Cost ``O(m n L)``; no ``L x L`` matrix. The BN with gamma 0 is our addition (the paper
+    adds the conv output directly), so that insertion never perturbs a pretrained
+    backbone at step 0, like the non-local block and the cells.
+
+    Args:
+        channels: C of the input/output ``(N, C, T, H, W)``.
+        m: number of feature channels (default ``C // 4``).
+        n: number of attention maps (default ``C // 4``).
+    """
+
+    def __init__(self, channels: int, m: int | None = None, n: int | None = None) -> None:
+        super().__init__()
+        self.channels = _positive_int(channels, "channels")
+        self.m = _positive_int(m if m is not None else max(1, channels // 4), "m")
+        self.n = _positive_int(n if n is not None else max(1, channels // 4), "n")
+        self.phi = nn.Conv3d(channels, self.m, 1)
+        self.theta = nn.Conv3d(channels, self.n, 1)
+        self.rho = nn.Conv3d(channels, self.n, 1)
+        self.out = nn.Conv3d(self.m, channels, 1)
+        self.bn = nn.BatchNorm3d(channels)
+        nn.init.zeros_(self.bn.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, C, T, H, W)`` -> ``(N, C, T, H, W)``."""
+        check_video(x, self.channels)
+        n, _, t, h, w = x.shape
+        a = self.phi(x).flatten(2)
+        b = self.theta(x).flatten(2).softmax(-1)
+        v = self.rho(x).flatten(2).softmax(1)
+        g = torch.bmm(a, b.transpose(1, 2))  # (N, m, n)
+        z = torch.bmm(g, v).reshape(n, self.m, t, h, w)
+        return x + self.bn(self.out(z))
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, m={self.m}, n={self.n}"
+
+
+def _max_mean(x: Tensor, dim: int) -> Tensor:
+    """``[max, mean]`` of ``x`` over ``dim``, stacked as 2 channels at dim 1."""
+    return torch.stack([x.amax(dim), x.mean(dim)], 1)
+
+
+class _Gate(nn.Module):
+    """3x3x3 conv (2->1, no bias) -> BN -> sigmoid on a 2-channel statistics volume."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(2, 1, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm3d(1)
+
+    def forward(self, stats: Tensor) -> Tensor:
+        return torch.sigmoid(self.bn(self.conv(stats)))
+
+
+class ChannelGate(nn.Module):
+    """AIA ``g_C``: ``[max, mean]`` over channels ``(N, 2, T, H, W)`` -> gate
+    ``(N, 1, T, H, W)`` (one weight per position, shared by the channels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = _Gate()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.gate(_max_mean(x, 1))
+
+
+class STGate(nn.Module):
+    """AIA ``g_ST``: the mean of three gates. Pooling ``[max, mean]`` over T gives a
+    ``(N, 2, C, H, W)`` volume, a 3x3x3 conv over (C, H, W) + BN + sigmoid gives a gate
+    ``(N, C, 1, H, W)``; likewise over H (gate ``(N, C, T, 1, W)``) and W (``(N, C, T, H,
+    1)``). The three broadcast to ``(N, C, T, H, W)`` and are averaged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.t = _Gate()
+        self.h = _Gate()
+        self.w = _Gate()
+
+    def forward(self, x: Tensor) -> Tensor:
+        gt = self.t(_max_mean(x, 2)).squeeze(1).unsqueeze(2)  # (N, C, 1, H, W)
+        gh = self.h(_max_mean(x, 3)).squeeze(1).unsqueeze(3)  # (N, C, T, 1, W)
+        gw = self.w(_max_mean(x, 4)).squeeze(1).unsqueeze(4)  # (N, C, T, H, 1)
+        return (gt + gh + gw) / 3.0
+
+
+class CinST(nn.Module):
+    """AIA, channel attention inside spatiotemporal attention:
+    ``x' = x * g_C(x)``, ``out = x * g_ST(x')``. ``(N, C, T, H, W)`` -> same shape.
+
+    224 parameters whatever C (four 2->1 3x3x3 convs and four 1-channel BNs).
+    ``channels`` is only checked against the input."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = _positive_int(channels, "channels")
+        self.g_c = ChannelGate()
+        self.g_st = STGate()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, C, T, H, W)`` -> ``(N, C, T, H, W)``."""
+        check_video(x, self.channels)
+        return x * self.g_st(x * self.g_c(x))
+
+
+class STinC(nn.Module):
+    """AIA, spatiotemporal attention inside channel attention:
+    ``x' = x * g_ST(x)``, ``out = x * g_C(x')``. ``(N, C, T, H, W)`` -> same shape."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = _positive_int(channels, "channels")
+        self.g_c = ChannelGate()
+        self.g_st = STGate()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, C, T, H, W)`` -> ``(N, C, T, H, W)``."""
+        check_video(x, self.channels)
+        return x * self.g_c(x * self.g_st(x))
