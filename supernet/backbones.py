@@ -372,7 +372,7 @@ I3D_PRESETS["default"] = I3D_PRESETS["5blocks"]
 
 PROXY_PRESETS: dict[str, dict[str, list[int]]] = {
     "none": {},
-    "default": {"res3": [0, 1], "res4": [1]},
+    "default": {"res3": [1], "res4": [1]},
     "all": {"res3": [0, 1], "res4": [0, 1]},
 }
 
@@ -420,7 +420,9 @@ def proxy(num_classes: int, widths: Sequence[int] = (64, 128, 256),
     with widths 64/128/256 (inner width / ``expansion`` = 16/32/64), depths 1/2/2, spatial
     strides 1/2/2, temporal kernel 3 on conv_a of res2 and res3 block 0, temporal max-pool
     2 after res2. A 8x64x64 clip gives 4x16x16 at res3 and 4x8x8 at res4. Default
-    insertion (3 blocks): res3 after blocks 0 and 1, res4 after block 1.
+    insertion (2 blocks): after the last block of res3 and of res4 (preset ``all``: after
+    every block of res3 and res4). A search step (weights + architecture, first order) on
+    2x3x8x64x64 takes ~0.3 s on one core of this machine.
 
     Its convolutional receptive field is 10 frames x 45 pixels (see
     :meth:`VideoResNet.receptive_field`): on 16x64x64 clips no conv feature spans the

@@ -136,7 +136,7 @@ def create_backbone(name: str, num_classes: int, block: str = "none",
         num_classes: classes of the linear head.
         block: a :func:`create_block` name (or genotype ``.json`` path).
         positions: ``None`` (the backbone's default: I3D ``5blocks`` = res3 after blocks
-            1, 3 and res4 after 1, 3, 5; proxy ``default`` = res3 after 0, 1 and res4
+            1, 3 and res4 after 1, 3, 5; proxy ``default`` = res3 after 1 and res4
             after 1), a preset name (I3D: ``none``, ``5blocks``, ``10blocks``, ``default``;
             proxy: ``none``, ``default``, ``all``), a JSON object string, or a mapping
             ``stage -> block indices`` (0-indexed; the block goes after that bottleneck).

@@ -61,8 +61,8 @@ def test_default_positions_are_the_nonlocal_five_blocks() -> None:
 
 def test_proxy_defaults() -> None:
     p = create_backbone("proxy", 7, block="nonlocal")
-    assert p.positions == {"res3": (0, 1), "res4": (1,)}
-    assert len(p.blocks) == 3
+    assert p.positions == {"res3": (1,), "res4": (1,)}
+    assert len(p.blocks) == 2
     assert p.receptive_field() == (10, 45, 45)
     assert count_parameters(create_backbone("proxy", 7)) < 300_000
     narrow = create_backbone("proxy", 7, widths=(32, 64, 128, 256), depths=(1, 1, 2, 1),
@@ -152,7 +152,7 @@ def test_search_backbone_shares_one_arch() -> None:
                             block_kwargs={"num_nodes": 2, "position": "coords"})
     assert isinstance(model.arch, ArchParameters) and model.arch.num_nodes == 2
     cells = model.blocks
-    assert len(cells) == 3 and all(isinstance(c, SearchCell) for c in cells)
+    assert len(cells) == 2 and all(isinstance(c, SearchCell) for c in cells)
     assert all(c.arch is model.arch for c in cells)
     arch = model.arch_parameters()
     assert [p.shape for p in arch] == [(2, 24), (2, 2)]
