@@ -1,0 +1,54 @@
+"""``attnas demo`` (what ``make demo`` runs): synthetic data -> search -> derive.
+
+1. generates the embedded synthetic benchmark into ``data/synth`` if it is missing;
+2. runs the default search (``configs/search/synthetic.yaml``: proxy backbone, supernet
+   cells at its default positions) to completion with a progress bar;
+3. derives the genotype from the last checkpoint, prints it and where its picture is.
+
+Extra arguments go to the search CLI, e.g. ``attnas demo --trainer.max_epochs 2``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "search" / "synthetic.yaml"
+
+
+def _latest_version(root: Path) -> Path | None:
+    runs = [p for p in root.glob("version_*") if p.is_dir()]
+    return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``attnas demo``."""
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    from derive.cli import main as derive_main
+
+    from .search_cli import main as search_main
+
+    if not CONFIG.is_file():
+        print(f"attnas demo: error: default config {CONFIG} is missing", file=sys.stderr)
+        return 2
+    t0 = time.time()
+    print(f"[attnas demo] search with {CONFIG.relative_to(REPO)} (data generated on first use)")
+    code = search_main(["fit", "-c", str(CONFIG), "--trainer.logger.init_args.name", "demo",
+                        *argv])
+    if code != 0:
+        return code
+    run = _latest_version(Path("runs") / "demo")
+    ckpt = run / "checkpoints" / "last.ckpt" if run else None
+    if ckpt is None or not ckpt.is_file():
+        print("attnas demo: error: the search wrote no checkpoint", file=sys.stderr)
+        return 1
+    print(f"[attnas demo] derive from {ckpt}")
+    code = derive_main([str(ckpt), "-o", str(run / "derived.json")])
+    print(f"[attnas demo] done in {time.time() - t0:.0f} s; run folder: {run}")
+    print(f"[attnas demo] retrain it: attnas retrain fit -c configs/retrain/synthetic.yaml "
+          f"--model.block {run / 'derived.json'}")
+    return code

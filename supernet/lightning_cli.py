@@ -1,0 +1,97 @@
+"""``attnas search`` and ``attnas retrain``: LightningCLIs with one-line errors.
+
+Both are ``LightningCLI(..., run=False)``: this module parses the subcommand itself
+(``fit`` / ``validate`` / ``test``), instantiates model, datamodule and trainer from YAML
+configs and dotted overrides, checks the data and any ``--ckpt_path`` *before* training,
+then calls the trainer. Input problems (unknown block or backbone, a missing data path, a
+malformed genotype, a checkpoint of the wrong kind) end with one line on stderr and exit
+code 2; a non-finite loss ends with one line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from pytorch_lightning.cli import LightningCLI
+
+SUBCOMMANDS = ("fit", "validate", "test")
+
+
+class _AttnasCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:  # noqa: D102
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.add_argument("--ckpt_path", type=str | None, default=None,
+                            help="checkpoint to resume (fit) or evaluate (validate/test)")
+
+
+def _error(kind: str, msg: str, code: int = 2) -> int:
+    print(f"attnas {kind}: error: {msg}", file=sys.stderr)
+    return code
+
+
+def check_checkpoint(path: str, kind: str) -> None:
+    """Raise ``ValueError`` unless ``path`` is a readable attnas checkpoint of ``kind``."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same input error
+        raise ValueError(
+            f"{path} is not a readable PyTorch checkpoint ({e.__class__.__name__})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")
+    found = ckpt.get("attnas_kind")
+    if found != kind:
+        raise ValueError(f"{path} is a {found or 'foreign'} checkpoint, expected a {kind} "
+                         f"checkpoint")
+
+
+def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict,
+        extra_callbacks=None) -> int:
+    """Run ``attnas <kind> [subcommand] ...``; returns the exit code."""
+    from datamodules import VideoDataModule
+
+    argv = list(argv)
+    sub = "fit"
+    if argv and argv[0] in SUBCOMMANDS:
+        sub = argv.pop(0)
+    elif argv and not argv[0].startswith("-"):
+        return _error(kind, f"unknown subcommand {argv[0]!r}; expected one of "
+                            f"{', '.join(SUBCOMMANDS)}")
+    if kind == "search" and sub == "test":
+        return _error(kind, "search has no test stage; derive the cell and retrain it")
+    try:
+        cli = _AttnasCLI(
+            model_class, VideoDataModule, run=False, args=argv,
+            trainer_defaults=trainer_defaults, seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": f"attnas {kind} [{'|'.join(SUBCOMMANDS)}]",
+                           "description": f"attnas {kind}: {model_class.__doc__.splitlines()[0]}"},
+        )
+    except SystemExit as e:  # --help, --print_config, or a parse error (already printed)
+        return int(e.code or 0)
+    except (ValueError, FileNotFoundError, KeyError, TypeError) as e:
+        return _error(kind, str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
+    for cb in extra_callbacks or ():
+        if not any(isinstance(c, type(cb)) for c in cli.trainer.callbacks):
+            cli.trainer.callbacks.append(cb)
+    ckpt_path = cli.config.get("ckpt_path")
+    dm = cli.datamodule
+    try:
+        if ckpt_path:
+            check_checkpoint(ckpt_path, kind)
+        if cli.trainer.is_global_zero:
+            dm.prepare_data()
+        dm.setup("fit" if sub == "fit" else sub)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        return _error(kind, str(e).strip().splitlines()[0])
+    try:
+        getattr(cli.trainer, sub)(cli.model, datamodule=dm, ckpt_path=ckpt_path)
+    except FloatingPointError as e:
+        return _error(kind, str(e), code=1)
+    except (ValueError, FileNotFoundError) as e:
+        return _error(kind, str(e).strip().splitlines()[0])
+    return 0

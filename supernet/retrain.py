@@ -1,0 +1,176 @@
+"""Retrain: an ordinary video classifier with any attention block inserted.
+
+Batches are dicts ``{"video": (N, 3, T, H, W) float, "label": (N,) int64,
+"video_index": (N,) int64}``. Validation reports clip-level top-1/top-5; test also
+averages the softmax scores of every view of a video (``video_index``) and reports
+video-level top-1/top-5, as multi-view testing (e.g. 10 clips x 3 crops) does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics.classification import MulticlassAccuracy
+
+from .factory import create_backbone
+
+__all__ = ["VideoClassifier"]
+
+
+class VideoClassifier(pl.LightningModule):
+    """Backbone + inserted blocks, trained with SGD, cosine schedule and linear warm-up.
+
+    Args:
+        num_classes: classes of the dataset (linked from the datamodule by the CLI).
+        backbone: ``i3d_r50`` or ``proxy``.
+        block: ``none``, ``nonlocal``, ``nonlocal_dot``, ``a2``, ``cinst``, ``stinc``, or a
+            genotype JSON file (a derived cell).
+        positions: insertion positions (None = backbone default; ``5blocks``, ``10blocks``,
+            or ``{"res3": [1, 3], "res4": [1, 3, 5]}``).
+        block_kwargs: extra arguments for the block (e.g. ``{"position": "coords"}``).
+        backbone_kwargs: extra arguments for the backbone (e.g. ``{"dropout": 0.5}``).
+        pretrained_2d: a local torchvision-format ResNet-50 state dict to inflate (i3d_r50).
+        lr: peak SGD learning rate (after warm-up), cosine-annealed to ``lr_min``.
+        lr_min: final learning rate.
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        warmup_epochs: linear warm-up epochs (fractional allowed; 0 = none).
+        label_smoothing: cross-entropy label smoothing.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "proxy",
+        block: str = "none",
+        positions: str | dict[str, list[int]] | None = None,
+        block_kwargs: dict | None = None,
+        backbone_kwargs: dict | None = None,
+        pretrained_2d: str | None = None,
+        lr: float = 0.05,
+        lr_min: float = 0.0,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        warmup_epochs: float = 0.0,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        kwargs = dict(backbone_kwargs or {})
+        if pretrained_2d:
+            kwargs["pretrained_2d"] = pretrained_2d
+        self.model = create_backbone(backbone, num_classes, block=block, positions=positions,
+                                     block_kwargs=block_kwargs, **kwargs)
+        top5 = min(5, num_classes)
+        self.metrics = torch.nn.ModuleDict({
+            f"{stage}_top{k}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
+            for stage in ("train", "val", "test") for k in (1, top5)
+        })
+        self._topk = (1, top5)
+        self._video_scores: dict[int, Tensor] = {}
+        self._video_labels: dict[int, int] = {}
+
+    def forward(self, video: Tensor) -> Tensor:
+        """``(N, 3, T, H, W)`` -> logits ``(N, num_classes)``."""
+        return self.model(video)
+
+    def _shared_step(self, batch: dict, stage: str) -> tuple[Tensor, Tensor]:
+        logits = self(batch["video"])
+        loss = F.cross_entropy(logits, batch["label"],
+                               label_smoothing=self.hparams.label_smoothing if stage == "train"
+                               else 0.0)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite {stage} loss ({loss.item()}) at epoch {self.current_epoch}, "
+                f"step {self.global_step}")
+        n = batch["video"].shape[0]
+        self.log(f"{stage}/loss", loss, prog_bar=stage != "test", batch_size=n, sync_dist=True)
+        for k in self._topk:
+            m = self.metrics[f"{stage}_top{k}"]
+            m.update(logits.detach(), batch["label"])
+            self.log(f"{stage}/top{k}", m, prog_bar=k == 1, batch_size=n,
+                     on_step=False, on_epoch=True)
+        return loss, logits
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")[0]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "val")[0]
+
+    def test_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss, logits = self._shared_step(batch, "test")
+        if "video_index" in batch:
+            probs = logits.detach().float().softmax(-1).cpu()
+            for i, vi in enumerate(batch["video_index"].tolist()):
+                if vi in self._video_scores:
+                    self._video_scores[vi] += probs[i]
+                else:
+                    self._video_scores[vi] = probs[i].clone()
+                    self._video_labels[vi] = int(batch["label"][i])
+        return loss
+
+    def on_test_epoch_start(self) -> None:
+        self._video_scores, self._video_labels = {}, {}
+
+    def on_test_epoch_end(self) -> None:
+        """Video-level top-k: per-video averaged scores, gathered over DDP ranks."""
+        if not self._video_scores:
+            return
+        idx = torch.tensor(sorted(self._video_scores), dtype=torch.long)
+        scores = torch.stack([self._video_scores[i] for i in idx.tolist()])
+        labels = torch.tensor([self._video_labels[i] for i in idx.tolist()])
+        if self.trainer.world_size > 1:
+            # every rank saw a different subset of views: sum scores per video over ranks
+            n_local = torch.tensor([len(idx)], device=self.device)
+            n_max = int(self.all_gather(n_local).max())
+            pad = n_max - len(idx)
+            idx_p = F.pad(idx, (0, pad), value=-1).to(self.device)
+            sc_p = F.pad(scores, (0, 0, 0, pad)).to(self.device)
+            lb_p = F.pad(labels, (0, pad), value=-1).to(self.device)
+            all_idx = self.all_gather(idx_p).reshape(-1).cpu()
+            all_sc = self.all_gather(sc_p).reshape(-1, scores.shape[1]).cpu()
+            all_lb = self.all_gather(lb_p).reshape(-1).cpu()
+            keep = all_idx >= 0
+            all_idx, all_sc, all_lb = all_idx[keep], all_sc[keep], all_lb[keep]
+            uniq, inv = torch.unique(all_idx, return_inverse=True)
+            scores = torch.zeros(len(uniq), all_sc.shape[1]).index_add_(0, inv, all_sc)
+            labels = torch.zeros(len(uniq), dtype=torch.long).scatter_(0, inv, all_lb)
+        for k in self._topk:
+            top = scores.topk(k, dim=-1).indices
+            acc = (top == labels[:, None]).any(-1).float().mean()
+            self.log(f"test/video_top{k}", acc, rank_zero_only=True)
+        self.log("test/videos", float(len(labels)), rank_zero_only=True)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+        opt = torch.optim.SGD(
+            [{"params": decay, "weight_decay": hp.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=hp.lr, momentum=hp.momentum, nesterov=hp.momentum > 0,
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        epochs = max(1, self.trainer.max_epochs or 1)
+        warm = int(round(hp.warmup_epochs * total / epochs))
+        floor = hp.lr_min / hp.lr if hp.lr > 0 else 0.0
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            t = (step - warm) / max(1, total - warm)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["attnas_kind"] = "retrain"

@@ -1,0 +1,271 @@
+"""The search LightningModule: bi-level DARTS over the supernet cell, manual optimisation.
+
+Every training step takes a batch dict ``{"weights": batch, "arch": batch}`` (the two
+disjoint halves of the training set, see ``datamodules.VideoDataModule(search=True)``);
+each half's batch is ``{"video": (N, 3, T, H, W) float, "label": (N,) int64, ...}``.
+
+1. architecture step on the ``arch`` batch: Adam on alpha/beta only, first order by
+   default, or the unrolled second-order gradient (``arch_order=2``); skipped during the
+   first ``warmup_epochs`` (alpha/beta frozen while the weights settle);
+2. weight step on the ``weights`` batch: SGD with momentum + cosine schedule, never
+   touching alpha/beta, with gradient clipping.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics.classification import MulticlassAccuracy
+
+from .darts import arch_gradient, beta_decay_penalty, entropy_penalty
+from .factory import create_backbone
+
+__all__ = ["SearchModule"]
+
+
+class SearchModule(pl.LightningModule):
+    """Supernet search on a proxy backbone.
+
+    Args:
+        num_classes: classes of the dataset (linked from the datamodule by the CLI).
+        backbone: backbone name for :func:`supernet.create_backbone` (default ``proxy``).
+        positions: insertion positions (None = the backbone's default), see create_backbone.
+        num_nodes: K, operation nodes per cell (default 3).
+        inner_ratio: cell inner width / channels (default 0.5).
+        kv_pool: max-pool dot-product keys/values 1x2x2 (default True).
+        position: positional signal for dot-product ops: none | coords | sincos.
+        backbone_kwargs: extra keyword arguments for the backbone (e.g. proxy widths).
+        lr: weight SGD learning rate (cosine-annealed to ``lr_min`` over ``max_epochs``).
+        lr_min: final weight learning rate.
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        arch_lr: Adam learning rate for alpha/beta (DARTS: 3e-4).
+        arch_betas: Adam betas (DARTS: (0.5, 0.999)).
+        arch_weight_decay: Adam weight decay on alpha/beta (DARTS: 1e-3).
+        arch_order: 1 (first order) or 2 (unrolled second order).
+        warmup_epochs: epochs with alpha/beta frozen at the start.
+        grad_clip: max gradient norm of the weight step (0 disables).
+        remedy: anti-collapse term added to the architecture loss: ``none``,
+            ``beta_decay`` (beta-DARTS logsumexp regulariser on alpha) or ``entropy``
+            (entropy of softmax(alpha) and of the input weights).
+        remedy_weight: weight of the remedy term (beta-DARTS ramps it linearly over the
+            epochs after warm-up, as its paper does; entropy uses it as is).
+        temperature: (start, end) softmax temperature on alpha, annealed linearly over the
+            search epochs (``(1.0, 1.0)`` = off).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "proxy",
+        positions: str | dict[str, list[int]] | None = None,
+        num_nodes: int = 3,
+        inner_ratio: float = 0.5,
+        kv_pool: bool = True,
+        position: str = "coords",
+        backbone_kwargs: dict | None = None,
+        lr: float = 0.05,
+        lr_min: float = 1e-3,
+        momentum: float = 0.9,
+        weight_decay: float = 3e-4,
+        arch_lr: float = 3e-4,
+        arch_betas: tuple[float, float] = (0.5, 0.999),
+        arch_weight_decay: float = 1e-3,
+        arch_order: int = 1,
+        warmup_epochs: int = 0,
+        grad_clip: float = 5.0,
+        remedy: Literal["none", "beta_decay", "entropy"] = "none",
+        remedy_weight: float = 0.0,
+        temperature: tuple[float, float] = (1.0, 1.0),
+    ) -> None:
+        super().__init__()
+        if arch_order not in (1, 2):
+            raise ValueError(f"arch_order must be 1 or 2, got {arch_order!r}")
+        if remedy not in ("none", "beta_decay", "entropy"):
+            raise ValueError(f"unknown remedy {remedy!r}; accepted: none, beta_decay, entropy")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.model = create_backbone(
+            backbone, num_classes, block="search", positions=positions,
+            block_kwargs={"num_nodes": num_nodes, "inner_ratio": inner_ratio,
+                          "kv_pool": kv_pool, "position": position},
+            **(backbone_kwargs or {}),
+        )
+        self.acc = torch.nn.ModuleDict({
+            k: MulticlassAccuracy(num_classes, average="micro")
+            for k in ("train_w", "train_a", "val")
+        })
+
+    # -- helpers -----------------------------------------------------------------------
+    @property
+    def arch(self):
+        """The network's shared :class:`~supernet.cells.ArchParameters` (alpha, beta)."""
+        return self.model.arch
+
+    def forward(self, video: Tensor) -> Tensor:
+        """``(N, 3, T, H, W)`` -> logits ``(N, num_classes)``."""
+        return self.model(video)
+
+    def cell_config(self) -> dict:
+        """The searched cell's hyper-parameters (recorded in every genotype)."""
+        hp = self.hparams
+        return {"inner_ratio": hp.inner_ratio, "kv_pool": hp.kv_pool, "position": hp.position}
+
+    def _loss(self, batch: dict, key: str | None = None) -> Tensor:
+        logits = self(batch["video"])
+        loss = F.cross_entropy(logits, batch["label"])
+        if key is not None:
+            self.acc[key].update(logits.detach(), batch["label"])
+        return loss
+
+    def _remedy(self) -> Tensor:
+        hp = self.hparams
+        if hp.remedy == "none" or hp.remedy_weight == 0.0:
+            return self.arch.alpha.new_zeros(())
+        if hp.remedy == "beta_decay":
+            span = max(1, (self.trainer.max_epochs or 1) - hp.warmup_epochs)
+            ramp = min(1.0, (self.current_epoch - hp.warmup_epochs + 1) / span)
+            return hp.remedy_weight * ramp * beta_decay_penalty(self.arch.alpha)
+        return hp.remedy_weight * (entropy_penalty(self.arch.op_weights())
+                                   + entropy_penalty(self.arch.input_weights()[1:]))
+
+    def _check_finite(self, loss: Tensor, what: str, batch_idx: int) -> None:
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite {what} loss ({loss.item()}) at epoch {self.current_epoch}, "
+                f"step {self.global_step} (batch {batch_idx}); the last good genotype is the "
+                f"one written at the end of the previous epoch"
+            )
+
+    def _weight_lr(self) -> float:
+        return float(self.optimizers()[0].param_groups[0]["lr"])
+
+    # -- training ----------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        if not isinstance(batch, dict) or not {"weights", "arch"} <= set(batch):
+            raise ValueError("search needs batches {'weights': ..., 'arch': ...}: "
+                             "use VideoDataModule(search=True)")
+        w_opt, a_opt = self.optimizers()
+        bw, ba = batch["weights"], batch["arch"]
+        hp = self.hparams
+        n = bw["video"].shape[0]
+
+        if self.current_epoch >= hp.warmup_epochs:
+            a_opt.zero_grad()
+            if hp.arch_order == 1:
+                loss_a = self._loss(ba, "train_a")
+                self._check_finite(loss_a, "architecture", batch_idx)
+                self.manual_backward(loss_a + self._remedy())
+            else:
+                arch = self.model.arch_parameters()
+                weights = [p for p in self.model.weight_parameters() if p.requires_grad]
+                losses = []
+
+                def val_loss() -> Tensor:
+                    loss = self._loss(ba)
+                    losses.append(loss.detach())
+                    return loss + self._remedy()
+
+                grads = arch_gradient(lambda: self._loss(bw), val_loss, weights, arch, order=2,
+                                      xi=self._weight_lr(), weight_decay=hp.weight_decay)
+                loss_a = losses[0]
+                self._check_finite(loss_a, "architecture", batch_idx)
+                self._all_reduce_(grads)
+                for p, g in zip(arch, grads):
+                    p.grad = g
+                with torch.no_grad():
+                    self.acc["train_a"].update(self(ba["video"]), ba["label"])
+            a_opt.step()
+            self.log("train_a/loss", loss_a, prog_bar=True, batch_size=n, sync_dist=True)
+
+        w_opt.zero_grad()
+        loss_w = self._loss(bw, "train_w")
+        self._check_finite(loss_w, "weight", batch_idx)
+        self.manual_backward(loss_w)
+        for p in self.model.arch_parameters():  # the weight step never moves alpha/beta
+            p.grad = None
+        if hp.grad_clip > 0:
+            self.clip_gradients(w_opt, gradient_clip_val=hp.grad_clip,
+                                gradient_clip_algorithm="norm")
+        w_opt.step()
+        self.log("train_w/loss", loss_w, prog_bar=True, batch_size=n, sync_dist=True)
+        return loss_w
+
+    def _all_reduce_(self, grads: list[Tensor]) -> None:
+        """Average hand-computed arch gradients over DDP ranks (manual_backward does it
+        for the first-order path)."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            world = torch.distributed.get_world_size()
+            for g in grads:
+                torch.distributed.all_reduce(g)
+                g.div_(world)
+
+    def on_train_epoch_start(self) -> None:
+        t0, t1 = self.hparams.temperature
+        if (t0, t1) != (1.0, 1.0):
+            span = max(1, (self.trainer.max_epochs or 1) - 1)
+            frac = min(1.0, self.current_epoch / span)
+            self.arch.temperature.fill_(t0 + (t1 - t0) * frac)
+
+    def on_train_epoch_end(self) -> None:
+        for key in ("train_w", "train_a"):
+            if self.acc[key].update_count:
+                self.log(f"{key}/acc", self.acc[key].compute(), prog_bar=key == "train_a",
+                         sync_dist=True)
+            self.acc[key].reset()
+        sch = self.lr_schedulers()
+        if sch is not None:
+            sch.step()
+        ops, ins = self.arch.op_weights().detach(), self.arch.input_weights().detach()
+        self.log("arch/alpha_entropy", entropy_penalty(ops))
+        self.log("arch/beta_entropy", entropy_penalty(ins[1:]) if len(ins) > 1 else 0.0)
+        self.log("arch/alpha_max", ops.max(-1).values.mean())
+        self.log("lr", self._weight_lr())
+
+    # -- validation --------------------------------------------------------------------
+    def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss = self._loss(batch, "val")
+        self.log("val/loss", loss, prog_bar=True, batch_size=batch["video"].shape[0],
+                 sync_dist=True)
+        return loss
+
+    def on_validation_epoch_end(self) -> None:
+        if self.acc["val"].update_count:
+            self.log("val/acc", self.acc["val"].compute(), prog_bar=True, sync_dist=True)
+        self.acc["val"].reset()
+
+    # -- optimisers --------------------------------------------------------------------
+    def configure_optimizers(self):
+        hp = self.hparams
+        w_opt = torch.optim.SGD(self.model.weight_parameters(), lr=hp.lr, momentum=hp.momentum,
+                                weight_decay=hp.weight_decay)
+        a_opt = torch.optim.Adam(self.model.arch_parameters(), lr=hp.arch_lr,
+                                 betas=tuple(hp.arch_betas), weight_decay=hp.arch_weight_decay)
+        epochs = max(1, self.trainer.max_epochs or 1)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=epochs, eta_min=hp.lr_min)
+        return [w_opt, a_opt], [{"scheduler": sched, "interval": "epoch"}]
+
+    # -- exact resume: the RNG streams travel with the checkpoint -------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        checkpoint["attnas_rng"] = {  # plain tensors/ints only: loadable with weights_only
+            "torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+            "python": random.getstate(),
+        }
+        checkpoint["attnas_kind"] = "search"
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("attnas_rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            kind, keys, pos, has_gauss, gauss = rng["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+            random.setstate(rng["python"])
+
