@@ -40,6 +40,29 @@ NL_SHAPES = {"res3": (2, 512, 4, 28, 28), "res3-T8": (2, 512, 8, 28, 28)}
 NL_LARGE = {"res2-T8": (2, 512, 8, 56, 56)}  # DESIGN.md's peer figure: ~5.3 GB explicit
 CLIP = (1, 3, 8, 224, 224)
 MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+NOTES = """## Notes
+
+- **Why the res3 targets (≥ 1.5× faster, ≤ 1/4 memory) are out of reach there.** With keys
+  pooled 1×2×2 the res3 affinity is 2×3136×784 floats = 19.7 MB, smaller than the block's own
+  tensors: its output and the input gradient alone are 2 × 12.8 MB, more than 1/4 of the
+  explicit block's peak. The SDPA advantage grows with the affinity: memory ratio 0.69 at
+  2×512×4×28², 0.42 at 2×512×8×28², 0.12 at 2×512×8×56² (explicit ≈ 5 GB there, as DESIGN.md
+  reports for a peer's block).
+- **Speed.** Exact softmax attention costs the same matrix products either way; the CPU flash
+  kernel recomputes the affinity in backward (7 products vs 6) while MKL's batched matmul is
+  efficient at d = 256, so SDPA runs at parity with the explicit form (≈ 0.9–1.15×), not
+  1.5× faster. DESIGN.md's "1.6× faster at N = 6272" did not reproduce on this machine.
+- `nonlocal_dot` is computed as θ(φᵀg)/L_k (a d×d product) instead of (θᵀφ/L_k)g, the same
+  function with fewer MACs than the softmax block.
+- Latency differences between rows of less than ~20 % are within the noise of this shared
+  machine (load average 3–5 during the run): the cinst/stinc rows measured slower than the
+  nonlocal row, yet one CinST at 1×512×4×28² takes 21 ms against 51 ms for one non-local
+  block (1 thread, `torch.profiler`). AIA's cost is in its [max, mean] reductions and
+  gated products, not MACs; in training it saves those full-size products (+111 MiB vs
+  +88 MiB for the non-local blocks).
+- Peak inference memory is the same for every row: it occurs in the stem/res2 (each
+  256×8×56² activation is 25.7 MB), before the first inserted block.
+"""
 
 
 # -- measurements (run inside child processes) ---------------------------------------------
@@ -325,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *verdicts,
         "",
+        NOTES,
     ])
     print("\n" + text)
     out = Path(args.out)
