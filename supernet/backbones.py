@@ -35,6 +35,7 @@ __all__ = [
     "proxy",
     "I3D_PRESETS",
     "PROXY_PRESETS",
+    "proxy_presets",
     "count_parameters",
 ]
 
@@ -370,11 +371,26 @@ I3D_PRESETS: dict[str, dict[str, list[int]]] = {
 }
 I3D_PRESETS["default"] = I3D_PRESETS["5blocks"]
 
+#: the proxy's presets at its default depths; for other depths see :func:`proxy_presets`
 PROXY_PRESETS: dict[str, dict[str, list[int]]] = {
     "none": {},
     "default": {"res3": [1], "res4": [1]},
     "all": {"res3": [0, 1], "res4": [0, 1]},
 }
+
+
+def proxy_presets(depths: Sequence[int]) -> dict[str, dict[str, list[int]]]:
+    """Presets of a proxy with these stage depths. The middle stages are res3 and res4
+    (with fewer stages: the stages after res2, or res2 alone): ``default`` inserts after
+    the last block of each, ``all`` after every block of each."""
+    names = [f"res{i + 2}" for i in range(len(depths))]
+    middle = names[1:3] or names
+    depth = dict(zip(names, depths))
+    return {
+        "none": {},
+        "default": {s: [depth[s] - 1] for s in middle},
+        "all": {s: list(range(depth[s])) for s in middle},
+    }
 
 
 def i3d_r50(num_classes: int = 400, dropout: float = 0.5) -> VideoResNet:
@@ -421,8 +437,9 @@ def proxy(num_classes: int, widths: Sequence[int] = (64, 128, 256),
     strides 1/2/2, temporal kernel 3 on conv_a of res2 and res3 block 0, temporal max-pool
     2 after res2. A 8x64x64 clip gives 4x16x16 at res3 and 4x8x8 at res4. Default
     insertion (2 blocks): after the last block of res3 and of res4 (preset ``all``: after
-    every block of res3 and res4). A search step (weights + architecture, first order) on
-    2x3x8x64x64 takes ~0.3 s on one core of this machine.
+    every block of res3 and res4; see :func:`proxy_presets` for other depths). A search
+    step (weights + architecture, first order) on 2x3x8x64x64 takes ~0.3 s on one core
+    of this machine.
 
     Its convolutional receptive field is 10 frames x 45 pixels (see
     :meth:`VideoResNet.receptive_field`): on 16x64x64 clips no conv feature spans the
@@ -454,14 +471,11 @@ def proxy(num_classes: int, widths: Sequence[int] = (64, 128, 256),
     names = [f"res{i + 2}" for i in range(len(widths))]
     stages = [StageConfig(n, w, max(1, w // expansion), k, 1 if i == 0 else 2)
               for i, (n, w, k) in enumerate(zip(names, widths, kts))]
-    presets = {k: {s: v for s, v in p.items() if s in names} for k, p in PROXY_PRESETS.items()}
-    for key, preset in presets.items():
-        presets[key] = {s: [i for i in v if i < len(kts[names.index(s)])]
-                        for s, v in preset.items()}
     return VideoResNet(num_classes, stages, stem_width=stem_width,
                        stem_kernel=tuple(int(k) for k in stem_kernel), stem_pool=stem_pool,
                        temporal_pool_after="res2" if temporal_pool else None, dropout=dropout,
-                       presets=presets, default_positions="default", name="proxy")
+                       presets=proxy_presets(depths), default_positions="default",
+                       name="proxy")
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -222,7 +222,7 @@ def _human(res: dict[str, Any]) -> str:
     ]
     if res["latency_ms"] is not None:
         lines.append(f"  latency  {res['latency_ms']:>14.1f} ms forward, median of "
-                     f"{len(res['latency_runs_ms'])} ({res['threads']} threads, "
+                     f"{len(res['latency_runs_ms'])} ({res['threads']} thread(s), "
                      f"{platform.processor() or platform.machine()} CPU)")
     return "\n".join(lines)
 

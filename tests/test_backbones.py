@@ -69,6 +69,11 @@ def test_proxy_defaults() -> None:
                              positions={"res4": [0, 1], "res5": [0]}, block="a2")
     assert [n for n, _ in narrow.inserted_blocks()] == ["res4.0", "res4.1", "res5.0"]
     assert narrow(torch.randn(1, 3, 4, 32, 32)).shape == (1, 7)
+    deep = create_backbone("proxy", 7, depths=(1, 3, 1), block="a2")
+    assert deep.positions == {"res3": (2,), "res4": (0,)}
+    two = create_backbone("proxy", 7, widths=(32, 64), depths=(1, 2), block="a2",
+                          positions="all")
+    assert two.positions == {"res3": (0, 1)}
 
 
 def test_proxy_receptive_field_matches_gradient_support() -> None:
