@@ -1,0 +1,468 @@
+"""``VideoDataModule``: the LightningDataModule every stage uses (search, retrain, test).
+
+Where the videos come from (``root``), in this order:
+
+1. list files -- ``train_list`` / ``val_list`` / ``test_list`` if given, else
+   ``root/train.txt``, ``root/val.txt``, ``root/test.txt`` when ``root/train.txt`` exists
+   (the synthetic benchmark's layout); ``path label`` lines, see
+   :func:`~datamodules.datasets.read_video_list`. Class names (index order) come from
+   ``classes``, else ``root/classes.json`` or ``root/meta.json`` (a ``"classes"`` list),
+   else the lists (integer labels: ``"0" .. "K-1"``; names: the sorted names of the
+   training list);
+2. split class folders -- ``root/train/<class>/...``, ``root/val/<class>/...`` (and
+   optionally ``root/test/<class>/...``; missing test -> val);
+3. one class folder tree -- ``root/<class>/<video>``, split seeded and stratified into
+   train / val / test by ``val_fraction`` / ``test_fraction``.
+
+Batches are dicts ``{"video": float32 (N, C, T, H, W), "label": int64 (N,),
+"video_index": int64 (N,)}``. In search mode the training set is split (seeded, stratified)
+into two disjoint halves and :meth:`train_dataloader` returns
+``{"weights": DataLoader, "arch": DataLoader}``, which Lightning's ``CombinedLoader`` turns
+into batches ``{"weights": batch, "arch": batch}``. The test (and predict) loader yields
+every view -- ``test_clips`` temporal clips x ``test_crops`` spatial crops -- of every video,
+in video order, with ``video_index`` so scores can be averaged per video.
+
+Under DDP (``trainer.world_size > 1``) every loader gets a ``DistributedSampler``
+(seeded, reshuffled each epoch by Lightning's ``set_epoch``), so each rank reads its own
+shard of each half. Broken videos: see :mod:`datamodules.datasets`; the running count is
+:meth:`VideoDataModule.failed_count`, logged per epoch by
+:class:`datamodules.callbacks.BrokenVideoMonitor`.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from .cache import CACHE_MODES, ClipCache
+from .datasets import (
+    VideoClipDataset,
+    VideoRecord,
+    classes_from_lists,
+    label_records,
+    read_video_list,
+    scan_class_folders,
+    split_in_two,
+)
+from .transforms import KINETICS_MEAN, KINETICS_STD, EvalTransform, TrainTransform
+
+__all__ = ["VideoDataModule"]
+
+_LIST_NAMES = {"train": "train.txt", "val": "val.txt", "test": "test.txt"}
+
+
+class VideoDataModule(pl.LightningDataModule):
+    """Video clips for search, training and multi-view testing.
+
+    Args:
+        root: dataset folder: a folder per class, or a folder holding ``train.txt`` /
+            ``val.txt`` / ``test.txt`` list files (auto-detected), or ``train/``, ``val/``
+            class-folder trees. With ``synthetic=True`` a missing root is generated.
+        train_list: ``path label`` list for training (overrides ``root/train.txt``).
+        val_list: list for validation (overrides ``root/val.txt``).
+        test_list: list for testing (overrides ``root/test.txt``; default: the val list).
+        predict_list: list for ``predict`` (default: the test list).
+        path_prefix: prepended to relative paths in list files (default: the list's folder).
+        classes: class names in index order (default: from folders / lists).
+        num_frames: frames per clip T.
+        sampling_rate: stride between the sampled frames.
+        crop_size: output H = W.
+        min_short_side: training short-side resize, lower bound (default ``crop_size``).
+        max_short_side: training short-side resize, upper bound (default ``min_short_side``).
+        test_short_side: evaluation short-side resize (default ``crop_size``).
+        flip_prob: probability of a horizontal flip in training.
+        mean: per-channel mean for normalisation (RGB, on [0, 1] values).
+        std: per-channel std for normalisation.
+        batch_size: training batch size (per rank; per half in search mode).
+        eval_batch_size: validation / test batch size (default ``batch_size``).
+        num_workers: DataLoader worker processes per loader.
+        pin_memory: pin batches (useful with a GPU).
+        persistent_workers: keep workers alive between epochs (when ``num_workers > 0``).
+        search: split the training set into ``weights`` / ``arch`` halves.
+        val_clips: temporal clips per video for validation (centre crop).
+        test_clips: temporal clips per video for testing.
+        test_crops: spatial crops per clip for testing (1 = centre, 3 = three crops).
+        val_fraction: single class-folder tree only: fraction of each class for validation.
+        test_fraction: single class-folder tree only: fraction of each class for testing.
+        max_fail_fraction: fraction of broken videos tolerated per split before an error.
+        seed: seeds the search split, the folder split and the distributed samplers.
+        synthetic: generate the synthetic benchmark in ``root`` if it is missing.
+        synthetic_params: generator parameters (``classes``, ``videos_per_class``,
+            ``frames``, ``size``, ``seed``) for ``synthetic=True``.
+        cache: decoded-clip cache: ``none`` | ``memory`` (per worker) | ``disk``.
+        cache_dir: folder of the ``disk`` cache (default ``root/.clip_cache``).
+        cache_memory_mb: bound of the ``memory`` cache per process.
+        decode_threads: FFmpeg decoder threads per file (1 is fastest for short clips).
+        drop_last: drop the last incomplete training batch.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/synth",
+        train_list: str | None = None,
+        val_list: str | None = None,
+        test_list: str | None = None,
+        predict_list: str | None = None,
+        path_prefix: str = "",
+        classes: list[str] | None = None,
+        num_frames: int = 16,
+        sampling_rate: int = 1,
+        crop_size: int = 32,
+        min_short_side: int | None = None,
+        max_short_side: int | None = None,
+        test_short_side: int | None = None,
+        flip_prob: float = 0.5,
+        mean: tuple[float, float, float] = KINETICS_MEAN,
+        std: tuple[float, float, float] = KINETICS_STD,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,
+        search: bool = False,
+        val_clips: int = 1,
+        test_clips: int = 1,
+        test_crops: int = 1,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        max_fail_fraction: float = 0.1,
+        seed: int = 0,
+        synthetic: bool = False,
+        synthetic_params: dict[str, int] | None = None,
+        cache: str = "none",
+        cache_dir: str | None = None,
+        cache_memory_mb: float = 1024.0,
+        decode_threads: int = 1,
+        drop_last: bool = True,
+    ) -> None:
+        super().__init__()
+        if test_crops not in (1, 3):
+            raise ValueError(f"test_crops must be 1 or 3, got {test_crops}")
+        for name, value in (("num_frames", num_frames), ("sampling_rate", sampling_rate),
+                            ("crop_size", crop_size), ("batch_size", batch_size),
+                            ("val_clips", val_clips), ("test_clips", test_clips)):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if cache not in CACHE_MODES:
+            raise ValueError(f"cache must be one of {CACHE_MODES}, got {cache!r}")
+        if not 0.0 <= max_fail_fraction <= 1.0:
+            raise ValueError(f"max_fail_fraction must be in [0, 1], got {max_fail_fraction}")
+        if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1
+                and val_fraction + test_fraction < 1):
+            raise ValueError("val_fraction and test_fraction must be in [0, 1) and sum < 1")
+        self.save_hyperparameters()
+        self.root = root
+        self.train_list, self.val_list, self.test_list = train_list, val_list, test_list
+        self.predict_list = predict_list
+        self.path_prefix = path_prefix
+        self.num_frames, self.sampling_rate, self.crop_size = num_frames, sampling_rate, crop_size
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.persistent_workers = persistent_workers
+        self.search = search
+        self.val_clips, self.test_clips, self.test_crops = val_clips, test_clips, test_crops
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.max_fail_fraction = max_fail_fraction
+        self.seed = seed
+        self.synthetic = synthetic
+        self.synthetic_params = dict(synthetic_params or {})
+        self.decode_threads = decode_threads
+        self.drop_last = drop_last
+        self._train_tf = TrainTransform(crop_size, min_short_side, max_short_side, flip_prob,
+                                        mean, std)
+        self._val_tf = EvalTransform(crop_size, test_short_side, 1, mean, std)
+        self._test_tf = EvalTransform(crop_size, test_short_side, test_crops, mean, std)
+        self._cache_args = (cache, cache_dir, cache_memory_mb)
+        self._cache: ClipCache | None = None
+        self._classes: list[str] | None = list(classes) if classes else None
+        self._fixed_classes = classes is not None
+        self._sources: dict[str, list[VideoRecord]] | None = None
+        self.datasets: dict[str, VideoClipDataset] = {}
+
+    # ------------------------------------------------------------------ classes
+    @property
+    def classes(self) -> list[str]:
+        """Class names in index order (a cheap read of folders / lists; no decoding)."""
+        if self._classes is None:
+            if self.synthetic and not Path(self.root).exists():
+                from .synth import class_names  # lazy: the generator is only needed here
+
+                self._classes = class_names(**self.synthetic_params)
+            else:
+                self._resolve_sources()
+        assert self._classes is not None
+        return list(self._classes)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def save_classes(self, path: str | Path) -> Path:
+        """Write ``{"classes": [...], "class_to_idx": {...}, "root": ...}`` to ``path``
+        (JSON, atomically) and return it."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"classes": self.classes,
+               "class_to_idx": {c: i for i, c in enumerate(self.classes)},
+               "root": str(self.root)}
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.replace(path)
+        return path
+
+    # ------------------------------------------------------------------ sources
+    def _list_path(self, given: str | None, split: str) -> Path | None:
+        root = Path(self.root)
+        if given:
+            p = Path(given)
+            if not p.is_absolute() and not p.exists() and (root / p).exists():
+                p = root / p
+            if not p.is_file():
+                raise FileNotFoundError(f"{split} list file {given} does not exist")
+            return p
+        p = root / _LIST_NAMES[split]
+        return p if p.is_file() else None
+
+    def _resolve_sources(self) -> dict[str, list[VideoRecord]]:
+        """Find the videos of every split; raises ``FileNotFoundError`` / ``ValueError``
+        naming the missing root / list file / unknown label."""
+        if self._sources is not None:
+            return self._sources
+        root = Path(self.root)
+        explicit = any((self.train_list, self.val_list, self.test_list))
+        if not explicit and not root.is_dir():
+            hint = " (set synthetic: true to generate it)" if not self.synthetic else ""
+            raise FileNotFoundError(f"dataset root {root} does not exist{hint}")
+        sources: dict[str, list[VideoRecord]] = {}
+        if explicit or (root / "train.txt").is_file():
+            lists = {s: self._list_path(getattr(self, f"{s}_list"), s) for s in _LIST_NAMES}
+            if lists["train"] is None:
+                raise FileNotFoundError(f"no training list: {root / 'train.txt'} does not "
+                                        "exist and train_list is not set")
+            entries = {s: read_video_list(p, self.path_prefix) for s, p in lists.items() if p}
+            if self._classes is None:
+                self._classes = self._classes_file()
+            if self._classes is None:
+                self._classes = classes_from_lists([entries[s] for s in entries])
+            for s, e in entries.items():
+                sources[s] = label_records(e, self._classes, str(lists[s]))
+            if self.predict_list:
+                p = self._list_path(self.predict_list, "test")
+                sources["predict"] = label_records(read_video_list(p, self.path_prefix),
+                                                   self._classes, str(p))
+        elif (root / "train").is_dir() and (root / "val").is_dir():
+            train, names = scan_class_folders(root / "train")
+            if self._classes is None:
+                self._classes = names
+            sources["train"] = self._relabel(train, names, root / "train")
+            for s in ("val", "test"):
+                if (root / s).is_dir():
+                    recs, found = scan_class_folders(root / s)
+                    sources[s] = self._relabel(recs, found, root / s)
+        else:
+            recs, names = scan_class_folders(root)
+            if self._classes is None:
+                self._classes = names
+            recs = self._relabel(recs, names, root)
+            sources.update(self._split_folder(recs))
+        if not sources.get("train"):
+            raise ValueError(f"the training set under {root} is empty")
+        sources.setdefault("test", sources.get("val", []))
+        self._sources = sources
+        return sources
+
+    def _classes_file(self) -> list[str] | None:
+        """Class names recorded next to the lists: ``root/classes.json`` (as written by
+        :meth:`save_classes`) or the synthetic benchmark's ``root/meta.json``."""
+        for name in ("classes.json", "meta.json"):
+            f = Path(self.root) / name
+            if f.is_file():
+                try:
+                    names = json.loads(f.read_text()).get("classes")
+                except (ValueError, AttributeError) as err:
+                    raise ValueError(f"{f}: not a JSON object with a 'classes' list ({err})"
+                                     ) from err
+                if isinstance(names, list) and names and all(isinstance(c, str) for c in names):
+                    return list(names)
+        return None
+
+    def _relabel(self, recs: list[VideoRecord], found: list[str], where: Path
+                 ) -> list[VideoRecord]:
+        assert self._classes is not None
+        index = {c: i for i, c in enumerate(self._classes)}
+        unknown = [c for c in found if c not in index]
+        if unknown:
+            raise ValueError(f"{where}: class folder(s) {unknown} not among the classes "
+                             f"{self._classes[:10]}")
+        return [VideoRecord(r.path, index[found[r.label]]) for r in recs]
+
+    def _split_folder(self, recs: list[VideoRecord]) -> dict[str, list[VideoRecord]]:
+        g = torch.Generator().manual_seed(self.seed)
+        out: dict[str, list[VideoRecord]] = {"train": [], "val": [], "test": []}
+        for c in sorted({r.label for r in recs}):
+            mine = [r for r in recs if r.label == c]
+            order = torch.randperm(len(mine), generator=g).tolist()
+            n_val = int(round(len(mine) * self.val_fraction))
+            n_test = int(round(len(mine) * self.test_fraction))
+            out["val"] += [mine[i] for i in order[:n_val]]
+            out["test"] += [mine[i] for i in order[n_val:n_val + n_test]]
+            out["train"] += [mine[i] for i in order[n_val + n_test:]]
+        return out
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def prepare_data(self) -> None:
+        """Generate the synthetic benchmark if ``synthetic`` and it is missing (rank 0)."""
+        if self.synthetic:
+            from .synth import ensure_synthetic
+
+            ensure_synthetic(self.root, **self.synthetic_params)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets of ``stage`` (``fit``, ``validate``, ``test``, ``predict`` or
+        ``None`` = all). Errors about missing files / labels are raised here."""
+        if self.synthetic and not Path(self.root).exists():
+            self.prepare_data()  # used without a Trainer
+        sources = self._resolve_sources()
+        if self._cache is None:
+            mode, directory, mb = self._cache_args
+            if mode == "disk" and not directory:
+                directory = str(Path(self.root) / ".clip_cache")
+            self._cache = ClipCache(mode, directory, mb)
+        want = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
+                "predict": ("predict",), None: ("train", "val", "test", "predict")}[stage]
+        if "train" in want and "train" not in self.datasets:
+            train = sources["train"]
+            if self.search:
+                a, b = split_in_two([r.label for r in train], self.seed)
+                self.datasets["weights"] = self._dataset([train[i] for i in a], "train",
+                                                         "weights")
+                self.datasets["arch"] = self._dataset([train[i] for i in b], "train", "arch")
+                self.split_indices = (a, b)
+            self.datasets["train"] = self._dataset(train, "train", "train")
+        if "val" in want and "val" not in self.datasets:
+            if sources.get("val"):
+                self.datasets["val"] = self._dataset(sources["val"], "val", "val")
+            elif stage == "validate":
+                raise FileNotFoundError(f"no validation set: {Path(self.root) / 'val.txt'} "
+                                        "does not exist and val_list is not set")
+            else:
+                warnings.warn(f"no validation set under {self.root}; validation is skipped",
+                              stacklevel=2)
+        if "test" in want and "test" not in self.datasets:
+            if not sources.get("test"):
+                if stage == "test":
+                    raise FileNotFoundError(f"no test set: {Path(self.root) / 'test.txt'} "
+                                            "does not exist and test_list is not set")
+            else:
+                self.datasets["test"] = self._dataset(sources["test"], "test", "test")
+        if "predict" in want and "predict" not in self.datasets:
+            recs = sources.get("predict") or sources.get("test")
+            if recs:
+                self.datasets["predict"] = self._dataset(recs, "test", "predict")
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            # every rank asks (``log_dir`` is a broadcast under DDP), rank 0 writes
+            log_dir = trainer.log_dir if trainer.loggers else None
+            if log_dir and trainer.is_global_zero:
+                self.save_classes(Path(log_dir) / "classes.json")
+
+    def _dataset(self, records: list[VideoRecord], kind: str, name: str) -> VideoClipDataset:
+        common = dict(num_frames=self.num_frames, sampling_rate=self.sampling_rate,
+                      max_fail_fraction=self.max_fail_fraction, cache=self._cache,
+                      decode_threads=self.decode_threads, name=name)
+        if kind == "train":
+            return VideoClipDataset(records, sampler="random", transform=self._train_tf,
+                                    **common)
+        if kind == "val":
+            return VideoClipDataset(records, sampler="uniform", clips_per_video=self.val_clips,
+                                    transform=self._val_tf, **common)
+        return VideoClipDataset(records, sampler="uniform", clips_per_video=self.test_clips,
+                                crops_per_clip=self.test_crops, transform=self._test_tf,
+                                **common)
+
+    # ------------------------------------------------------------------ loaders
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return int(trainer.world_size), int(trainer.global_rank)
+
+    def _loader(self, ds: VideoClipDataset, train: bool) -> DataLoader:
+        world, rank = self._world()
+        sampler = None
+        if world > 1:
+            sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=train,
+                                         seed=self.seed, drop_last=train and self.drop_last)
+        workers = self.num_workers
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and workers > 0,
+            drop_last=train and self.drop_last,
+        )
+
+    def _need(self, name: str, stage: str) -> VideoClipDataset:
+        if name not in self.datasets:
+            self.setup(stage)
+        if name not in self.datasets:
+            raise RuntimeError(f"no {name} dataset (is its list file missing?)")
+        return self.datasets[name]
+
+    def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
+        """Training loader; in search mode ``{"weights": DataLoader, "arch": DataLoader}``."""
+        if self.search:
+            return {"weights": self._loader(self._need("weights", "fit"), True),
+                    "arch": self._loader(self._need("arch", "fit"), True)}
+        return self._loader(self._need("train", "fit"), True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation loader (``val_clips`` centre-cropped clips per video); ``[]`` (no
+        validation) when there is no validation set."""
+        if "val" not in self.datasets:
+            self.setup("fit")
+        if "val" not in self.datasets:
+            return []
+        return self._loader(self.datasets["val"], False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Every view of every test video (``test_clips x test_crops`` per video)."""
+        return self._loader(self._need("test", "test"), False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Like :meth:`test_dataloader` on ``predict_list`` (default: the test list)."""
+        return self._loader(self._need("predict", "predict"), False)
+
+    # ------------------------------------------------------------------ broken files
+    def failed_count(self) -> int:
+        """Videos skipped as broken so far, over every split (this rank)."""
+        seen: set[str] = set()
+        for ds in self.datasets.values():
+            seen.update(ds.failed_paths())
+        return len(seen)
+
+    def failed_paths(self) -> list[str]:
+        """Paths of the videos skipped as broken so far (this rank), sorted."""
+        seen: set[str] = set()
+        for ds in self.datasets.values():
+            seen.update(ds.failed_paths())
+        return sorted(seen)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"classes": self._classes}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("classes") and not self._fixed_classes:
+            self._classes = list(state_dict["classes"])

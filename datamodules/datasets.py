@@ -1,0 +1,332 @@
+"""Video datasets: where the videos are, what their labels are, and clip loading.
+
+Two ways to describe a dataset:
+
+1. **a folder per class** -- ``root/<class>/<video>``; classes are the sorted folder names;
+2. **a list file** -- one ``path label`` line per video (pytorchvideo / SlowFast style;
+   separated by whitespace, a comma or a tab; blank lines and ``#`` comments skipped, a
+   ``path label`` header allowed). Relative paths are joined to ``path_prefix``, or, when
+   it is empty, to the folder of the list file. Labels are class names or integers.
+
+:class:`VideoClipDataset` turns records into clips: item ``i`` is view
+``(clip, crop)`` of video ``i // views``; it returns
+``{"video": float32 (C, T, H, W), "label": int64 (), "video_index": int64 ()}``.
+
+**Broken files** (missing, zero-byte, not a video, truncated, undecodable) are skipped: a
+:class:`BrokenVideoWarning` names the file, the failure is recorded in a status array in
+shared memory (so DataLoader workers and the main process see the same count and a bad
+file is not retried), and another video is loaded in its place so batches stay full
+(training: a random one; evaluation: the next one, same view). When more than
+``max_fail_fraction`` of the videos have failed, :class:`TooManyBrokenVideosError` names the
+first failures.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .cache import ClipCache
+from .decode import DecodeError, VideoReader
+from .sampling import SAMPLERS, clip_indices, clip_span, random_clip_start, uniform_clip_starts
+from .transforms import to_float
+
+__all__ = ["VIDEO_EXTENSIONS", "VideoRecord", "BrokenVideoWarning", "TooManyBrokenVideosError",
+           "scan_class_folders", "read_video_list", "label_records", "VideoClipDataset",
+           "split_in_two"]
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv")
+
+_UNKNOWN, _OK, _FAILED = 0, 1, -1
+
+
+class VideoRecord(NamedTuple):
+    """One video: its path and its class index."""
+
+    path: str
+    label: int
+
+
+class BrokenVideoWarning(UserWarning):
+    """A video could not be read and was skipped."""
+
+
+class TooManyBrokenVideosError(RuntimeError):
+    """More than ``max_fail_fraction`` of a dataset's videos could not be read."""
+
+
+# ---------------------------------------------------------------------------------- sources
+def scan_class_folders(root: str | Path, extensions: Sequence[str] = VIDEO_EXTENSIONS
+                       ) -> tuple[list[VideoRecord], list[str]]:
+    """Records and class names of ``root/<class>/<video>`` (classes = sorted folder names,
+    videos sorted within each). Raises ``FileNotFoundError`` / ``ValueError`` naming
+    ``root`` if it is missing or holds no class folder with videos."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root {root} does not exist or is not a folder")
+    exts = tuple(e.lower() for e in extensions)
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    records: list[VideoRecord] = []
+    kept: list[str] = []
+    for name in classes:
+        files = sorted(f for f in (root / name).rglob("*")
+                       if f.is_file() and f.suffix.lower() in exts)
+        if files:
+            records += [VideoRecord(str(f), len(kept)) for f in files]
+            kept.append(name)
+    if not records:
+        raise ValueError(f"no videos ({', '.join(exts)}) found in class folders under {root}")
+    return records, kept
+
+
+def read_video_list(list_file: str | Path, path_prefix: str = "") -> list[tuple[str, str, int]]:
+    """``(path, raw label, line number)`` of every entry of a ``path label`` list file.
+
+    Raises ``FileNotFoundError`` naming the file if it is missing and ``ValueError`` naming
+    file and line for a malformed line.
+    """
+    list_file = Path(list_file)
+    if not list_file.is_file():
+        raise FileNotFoundError(f"list file {list_file} does not exist")
+    base = Path(path_prefix) if path_prefix else list_file.parent
+    out: list[tuple[str, str, int]] = []
+    text = list_file.read_text()
+    for lineno, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        if "," in s or "\t" in s:
+            row = next(csv.reader(io.StringIO(s), delimiter="," if "," in s else "\t"))
+            parts = [p.strip() for p in row if p.strip()]
+        else:
+            parts = s.rsplit(None, 1)
+        if len(parts) != 2:
+            raise ValueError(f"{list_file}:{lineno}: expected 'path label', got {line!r}")
+        path, label = parts
+        if not out and label.lower() in ("label", "class", "labels") and \
+                path.lower() in ("path", "video", "file", "filename", "video_path"):
+            continue  # header
+        p = Path(path)
+        out.append((str(p if p.is_absolute() else base / p), label, lineno))
+    return out
+
+
+def _is_int(s: str) -> bool:
+    return s.lstrip("-").isdigit()
+
+
+def label_records(entries: Sequence[tuple[str, str, int]], classes: Sequence[str] | None,
+                  source: str) -> list[VideoRecord]:
+    """Map raw labels to class indices. A label is a class name of ``classes`` or an
+    integer in ``[0, len(classes))``. ``ValueError`` naming ``source`` and the line for an
+    unknown label."""
+    classes = list(classes or [])
+    index = {c: i for i, c in enumerate(classes)}
+    out = []
+    for path, label, lineno in entries:
+        if label in index:
+            y = index[label]
+        elif _is_int(label) and 0 <= int(label) < len(classes):
+            y = int(label)
+        else:
+            known = ", ".join(classes[:10]) + (" ..." if len(classes) > 10 else "")
+            raise ValueError(f"{source}:{lineno}: unknown label {label!r} (known: {known})")
+        out.append(VideoRecord(path, y))
+    return out
+
+
+def classes_from_lists(lists: Sequence[Sequence[tuple[str, str, int]]]) -> list[str]:
+    """Class names implied by list entries: all-integer labels give ``"0" .. str(max)``;
+    otherwise the sorted names of the *first* list (the training list), so a name that
+    appears only in val/test is an error later."""
+    first = lists[0] if lists else []
+    labels = [lab for lst in lists for _, lab, _ in lst]
+    if labels and all(_is_int(lab) for lab in labels):
+        return [str(i) for i in range(max(int(lab) for lab in labels) + 1)]
+    return sorted({lab for _, lab, _ in first})
+
+
+def split_in_two(labels: Sequence[int], seed: int) -> tuple[list[int], list[int]]:
+    """Seeded, class-stratified split of ``range(len(labels))`` into two disjoint halves
+    that cover it (the DARTS weights / architecture split). Sizes differ by at most the
+    number of classes with an odd count."""
+    g = torch.Generator().manual_seed(int(seed))
+    labels_t = torch.as_tensor(list(labels), dtype=torch.long)
+    a: list[int] = []
+    b: list[int] = []
+    flip = 0
+    for c in torch.unique(labels_t).tolist():
+        idx = torch.nonzero(labels_t == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)].tolist()
+        half = len(idx) // 2 + (len(idx) % 2 if flip == 0 else 0)
+        flip ^= len(idx) % 2
+        a += idx[:half]
+        b += idx[half:]
+    return sorted(a), sorted(b)
+
+
+# ---------------------------------------------------------------------------------- dataset
+class VideoClipDataset(Dataset):
+    """Clips of videos, decoded with PyAV on demand.
+
+    Args:
+        records: the videos.
+        num_frames: frames per clip (T).
+        sampling_rate: stride between sampled frames.
+        sampler: ``random`` (one random clip per video per epoch) or ``uniform``
+            (``clips_per_video`` evenly spread clips).
+        clips_per_video: temporal views per video (``uniform`` only).
+        crops_per_clip: spatial views per clip (1 or 3); passed to ``transform`` as ``view``.
+        transform: ``(uint8 (T, H, W, 3), view) -> float32 (C, T, H, W)``; default
+            :func:`~datamodules.transforms.to_float` (no resize/normalise).
+        max_fail_fraction: fraction of videos allowed to fail before
+            :class:`TooManyBrokenVideosError`.
+        cache: optional :class:`~datamodules.cache.ClipCache`.
+        decode_threads: decoder threads per file (1 is best for short clips).
+        name: shown in warnings and errors (``train``, ``val``...).
+
+    ``len(ds) == len(records) * clips_per_video * crops_per_clip``; item ``i`` is video
+    ``i // (clips * crops)``, temporal clip ``(i // crops) % clips``, crop ``i % crops``.
+    """
+
+    def __init__(self, records: Sequence[VideoRecord], num_frames: int, sampling_rate: int = 1,
+                 sampler: str = "random", clips_per_video: int = 1, crops_per_clip: int = 1,
+                 transform: Callable[[np.ndarray, int], Tensor] | None = None,
+                 max_fail_fraction: float = 0.1, cache: ClipCache | None = None,
+                 decode_threads: int = 1, name: str = "dataset") -> None:
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if sampler == "random" and clips_per_video != 1:
+            raise ValueError("the random sampler draws one clip per video (clips_per_video=1)")
+        if clips_per_video < 1 or crops_per_clip < 1:
+            raise ValueError("clips_per_video and crops_per_clip must be >= 1")
+        if not 0.0 <= max_fail_fraction <= 1.0:
+            raise ValueError(f"max_fail_fraction must be in [0, 1], got {max_fail_fraction}")
+        if len(records) == 0:
+            raise ValueError(f"the {name} set is empty")
+        self.records = list(records)
+        self.num_frames = int(num_frames)
+        self.sampling_rate = int(sampling_rate)
+        self.span = clip_span(self.num_frames, self.sampling_rate)
+        self.sampler = sampler
+        self.clips_per_video = int(clips_per_video)
+        self.crops_per_clip = int(crops_per_clip)
+        self.transform = transform
+        self.max_fail_fraction = float(max_fail_fraction)
+        self.cache = cache
+        self.decode_threads = decode_threads
+        self.name = name
+        # per-video status, shared by DataLoader workers (fork or spawn) and the main process
+        self._status = torch.zeros(len(self.records), dtype=torch.int8).share_memory_()
+        self._reasons: dict[int, str] = {}
+        self._frames: dict[int, int] = {}  # per-process memo of frame counts
+
+    @property
+    def views_per_video(self) -> int:
+        return self.clips_per_video * self.crops_per_clip
+
+    @property
+    def labels(self) -> list[int]:
+        return [r.label for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records) * self.views_per_video
+
+    # ----------------------------------------------------------------------- failures
+    def failed_count(self) -> int:
+        """How many videos have failed to load so far (all processes)."""
+        return int((self._status == _FAILED).sum())
+
+    def failed_paths(self) -> list[str]:
+        """Paths of the videos that failed so far, in dataset order."""
+        return [self.records[i].path
+                for i in torch.nonzero(self._status == _FAILED).flatten().tolist()]
+
+    def _mark_failed(self, v: int, err: Exception) -> None:
+        self._status[v] = _FAILED
+        self._reasons[v] = str(err)
+        warnings.warn(f"skipping broken video in the {self.name} set: {err}",
+                      BrokenVideoWarning, stacklevel=3)
+        n_failed = self.failed_count()
+        if n_failed > self.max_fail_fraction * len(self.records):
+            first = torch.nonzero(self._status == _FAILED).flatten().tolist()[:5]
+            names = "; ".join(self._reasons.get(i, self.records[i].path) for i in first)
+            raise TooManyBrokenVideosError(
+                f"{n_failed} of {len(self.records)} videos in the {self.name} set could not be "
+                f"read (more than max_fail_fraction={self.max_fail_fraction}); first "
+                f"failures: {names}")
+
+    # ----------------------------------------------------------------------- loading
+    def _indices(self, n_frames: int, clip: int) -> np.ndarray:
+        if self.sampler == "random":
+            start = random_clip_start(n_frames, self.span)
+        else:
+            start = uniform_clip_starts(n_frames, self.span, self.clips_per_video)[clip]
+        return clip_indices(start, self.num_frames, self.sampling_rate, n_frames)
+
+    def load_clip(self, v: int, clip: int = 0) -> np.ndarray:
+        """Decode temporal clip ``clip`` of video ``v``: ``uint8 (T, H, W, 3)``.
+        Raises :class:`~datamodules.decode.DecodeError` for a broken file."""
+        path = self.records[v].path
+        cache = self.cache if self.cache is not None and self.cache.enabled else None
+        n = self._frames.get(v)
+        idx = None
+        if cache is not None and n is not None:
+            idx = self._indices(n, clip)
+            hit = cache.get(path, idx)
+            if hit is not None:
+                return hit
+        with VideoReader(path, threads=self.decode_threads) as reader:
+            n = self._frames[v] = reader.num_frames
+            if idx is None:
+                idx = self._indices(n, clip)
+                if cache is not None:
+                    hit = cache.get(path, idx)
+                    if hit is not None:
+                        return hit
+            frames = reader.get_frames(idx)
+        if cache is not None:
+            cache.put(path, idx, frames)
+        return frames
+
+    def _replacement(self, v: int, attempt: int) -> int:
+        n = len(self.records)
+        if self.sampler == "random" and attempt == 1:
+            return int(torch.randint(n, (1,)).item())
+        return (v + 1) % n
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        v, view = divmod(int(index), self.views_per_video)
+        clip, crop = divmod(view, self.crops_per_clip)
+        for attempt in range(1, len(self.records) + 2):
+            if int(self._status[v]) != _FAILED:
+                try:
+                    frames = self.load_clip(v, clip)
+                except DecodeError as err:
+                    self._mark_failed(v, err)
+                else:
+                    if int(self._status[v]) == _UNKNOWN:
+                        self._status[v] = _OK
+                    x = self.transform(frames, crop) if self.transform else to_float(frames)
+                    return {"video": x, "label": torch.tensor(self.records[v].label),
+                            "video_index": torch.tensor(v)}
+            v = self._replacement(v, attempt)
+        raise TooManyBrokenVideosError(f"no readable video left in the {self.name} set; first "
+                                       f"failures: {self.failed_paths()[:5]}")
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.name}: {len(self.records)} videos x "
+                f"{self.views_per_video} views, T={self.num_frames}, rate={self.sampling_rate}, "
+                f"sampler={self.sampler})")
+

@@ -1,0 +1,272 @@
+"""Video decoding with PyAV that decodes only what a clip needs.
+
+:class:`VideoReader` opens a file once, reads its frame count / rate from the stream (or,
+when the stream has none, as WebM/VP9 and Matroska do, from the stream or container
+duration) and :meth:`VideoReader.get_frames` returns the frames at the requested indices as
+``uint8`` ``(T, H, W, 3)`` RGB. It seeks to the keyframe at or before the first requested
+frame (``seconds -> pts`` with the stream's time base), decodes forward, and stops right after
+the last requested frame. Frames are identified by their presentation time
+(``index = round((pts - start_pts) * time_base * fps)``), so the result is the same as
+slicing a full decode (:func:`decode_all`).
+
+Indices past the end of a video are clamped to its last frame by the samplers
+(:mod:`datamodules.sampling`); if a file has fewer decodable frames than its header says
+by more than a small tolerance (a truncated file) the read fails with :class:`DecodeError`.
+Every failure to read a file (missing, zero-byte, not a video, no video stream, truncated,
+undecodable) is raised as :class:`DecodeError` naming the file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+__all__ = ["DecodeError", "VideoInfo", "VideoReader", "probe", "read_frames", "decode_all"]
+
+#: how many frames a file may fall short of its header before it counts as truncated
+#: (header frame counts derived from durations can be off by one or two).
+SHORTFALL_TOLERANCE = 2
+
+
+class DecodeError(RuntimeError):
+    """A video file could not be read; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :class:`VideoReader` knows about a file before decoding it."""
+
+    path: str
+    num_frames: int  #: frame count (from the stream, else estimated from the duration)
+    fps: float  #: frames per second (average rate, else guessed rate)
+    width: int
+    height: int
+    duration: float  #: seconds
+
+    @property
+    def frames_exact(self) -> bool:  # pragma: no cover - informational
+        return self.num_frames > 0
+
+
+def _fail(path: str | Path, why: str) -> DecodeError:
+    return DecodeError(f"{path}: {why}")
+
+
+class VideoReader:
+    """An open video file. Use as a context manager or call :meth:`close`.
+
+    Args:
+        path: the video file (mp4, avi, webm, mkv, ... anything FFmpeg reads).
+        threads: decoder threads; ``1`` (default) is fastest for short clips and inside
+            DataLoader workers, ``0`` lets FFmpeg choose (slice threading).
+
+    Raises:
+        DecodeError: the file is missing, empty, not a video or has no video stream.
+    """
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        self.path = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise _fail(path, "no such file")
+        if p.stat().st_size == 0:
+            raise _fail(path, "empty file (0 bytes)")
+        try:
+            self._container = av.open(self.path, metadata_errors="ignore")
+        except (av.FFmpegError, UnicodeDecodeError, ValueError, OSError) as err:
+            raise _fail(path, f"cannot open as a video ({err})") from err
+        try:
+            if not self._container.streams.video:
+                raise _fail(path, "no video stream")
+            self._stream = self._container.streams.video[0]
+            cc = self._stream.codec_context
+            cc.thread_count = max(0, int(threads))
+            if threads != 1:
+                self._stream.thread_type = "SLICE"
+            self.info = self._probe()
+            self._fresh = True  # nothing decoded yet: reading from the start needs no seek
+        except BaseException:
+            self._container.close()
+            raise
+
+    # ------------------------------------------------------------------ metadata
+    def _probe(self) -> VideoInfo:
+        s = self._stream
+        rate = s.average_rate or s.guessed_rate or s.base_rate
+        if not rate or float(rate) <= 0:
+            raise _fail(self.path, "the video stream has no frame rate")
+        fps = float(rate)
+        self._rate = Fraction(rate)
+        self._time_base = s.time_base or Fraction(1, 1_000_000)
+        self._start_pts = s.start_time if s.start_time is not None else 0
+        duration = None
+        if s.duration is not None and s.duration > 0:
+            duration = float(s.duration * self._time_base)
+        elif self._container.duration is not None and self._container.duration > 0:
+            duration = self._container.duration / av.time_base  # microseconds -> s
+        n = int(s.frames or 0)
+        if n <= 0:
+            if duration is None:
+                raise _fail(self.path, "neither a frame count nor a duration in the header")
+            n = int(round(duration * fps))
+        if n <= 0:
+            raise _fail(self.path, "the video stream has no frames")
+        if duration is None:
+            duration = n / fps
+        return VideoInfo(self.path, n, fps, int(s.width), int(s.height), float(duration))
+
+    @property
+    def num_frames(self) -> int:
+        """Frame count from the header (exact for MP4/AVI, estimated for WebM/MKV)."""
+        return self.info.num_frames
+
+    @property
+    def fps(self) -> float:
+        return self.info.fps
+
+    # ------------------------------------------------------------------ index <-> time
+    def index_to_pts(self, index: int) -> int:
+        """Presentation timestamp (stream time base) of frame ``index``."""
+        seconds = Fraction(index) / self._rate
+        return self._start_pts + int(math.floor(seconds / self._time_base))
+
+    def pts_to_index(self, pts: int) -> int:
+        """Frame index of a presentation timestamp (rounded to the nearest frame)."""
+        seconds = (pts - self._start_pts) * self._time_base
+        return int(round(float(seconds * self._rate)))
+
+    # ------------------------------------------------------------------ decoding
+    def _decode_from(self, first: int, last: int, seek: bool):
+        """Yield ``(index, frame)`` for decoded frames until ``last`` is passed."""
+        if seek and first > 0:
+            self._container.seek(self.index_to_pts(first), stream=self._stream,
+                                 backward=True, any_frame=False)
+        elif not self._fresh:
+            self._container.seek(self._start_pts, stream=self._stream, backward=True,
+                                 any_frame=False)
+        self._fresh = False
+        counter = 0
+        for frame in self._container.decode(self._stream):
+            idx = self.pts_to_index(frame.pts) if frame.pts is not None else None
+            if idx is None:
+                if seek and first > 0:
+                    raise _NoPts
+                idx = counter
+            counter += 1
+            yield idx, frame
+            if idx >= last:
+                return
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        """Decode the frames at ``indices`` (any order, repeats allowed).
+
+        Args:
+            indices: frame indices in ``[0, num_frames)``.
+
+        Returns:
+            ``uint8`` array ``(len(indices), H, W, 3)``, RGB.
+
+        Raises:
+            DecodeError: undecodable data, or the file ends more than
+                :data:`SHORTFALL_TOLERANCE` frames before a requested index (truncated).
+        """
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size == 0:
+            raise ValueError("get_frames needs at least one index")
+        if idx.min() < 0:
+            raise ValueError(f"negative frame index {int(idx.min())}")
+        wanted = sorted(set(idx.tolist()))
+        first, last = wanted[0], wanted[-1]
+        try:
+            try:
+                got = self._collect(wanted, first, last, seek=True)
+            except _SeekMissed:
+                got = self._collect(wanted, first, last, seek=False)
+            except _NoPts:
+                got = self._collect(wanted, first, last, seek=False)
+        except (av.FFmpegError, ValueError, OSError) as err:
+            raise _fail(self.path, f"undecodable ({err})") from err
+        if not got:
+            raise _fail(self.path, f"no frame decodable at or after index {first} "
+                                   f"(header says {self.num_frames} frames; truncated?)")
+        last_got = max(got)
+        if last - last_got > SHORTFALL_TOLERANCE:
+            raise _fail(self.path, f"truncated: decoding stopped at frame {last_got} but the "
+                                   f"header says {self.num_frames} frames (wanted {last})")
+        # fill frames the decoder did not produce (duplicated pts, header off by one) with
+        # the nearest earlier frame, else the nearest later one
+        have = sorted(got)
+        out_frames = []
+        for i in idx.tolist():
+            if i not in got:
+                pos = np.searchsorted(have, i, side="right") - 1
+                i = have[max(pos, 0)]
+            out_frames.append(got[i])
+        return np.stack(out_frames)
+
+    def _collect(self, wanted: list[int], first: int, last: int, seek: bool) -> dict:
+        want = set(wanted)
+        got: dict[int, np.ndarray] = {}
+        started = False
+        for i, frame in self._decode_from(first, last, seek):
+            if not started:
+                started = True
+                if seek and first > 0 and i > first:
+                    raise _SeekMissed  # the demuxer landed after the clip start
+            if i in want and i not in got:
+                got[i] = frame.to_ndarray(format="rgb24")
+        return got
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _SeekMissed(Exception):
+    pass
+
+
+class _NoPts(Exception):
+    pass
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Header information of a video (no decoding). Raises :class:`DecodeError`."""
+    with VideoReader(path) as r:
+        return r.info
+
+
+def read_frames(path: str | Path, indices: Sequence[int], threads: int = 1) -> np.ndarray:
+    """Open ``path``, decode the frames at ``indices``: ``uint8`` ``(T, H, W, 3)``."""
+    with VideoReader(path, threads=threads) as r:
+        return r.get_frames(indices)
+
+
+def decode_all(path: str | Path, threads: int = 1) -> np.ndarray:
+    """Decode every frame of a video in order: ``uint8`` ``(N, H, W, 3)``.
+
+    The reference for :meth:`VideoReader.get_frames` and the "decode everything, then
+    slice" baseline of ``benchmarks/decode.py``. Raises :class:`DecodeError`.
+    """
+    with VideoReader(path, threads=threads) as r:
+        frames = []
+        try:
+            r._container.seek(r._start_pts, stream=r._stream, backward=True, any_frame=False)
+            for frame in r._container.decode(r._stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+        except (av.FFmpegError, ValueError, OSError) as err:
+            raise _fail(path, f"undecodable ({err})") from err
+    if not frames:
+        raise _fail(path, "no decodable frame")
+    return np.stack(frames)

@@ -1,0 +1,355 @@
+"""The synthetic relational video benchmark (the embedded default dataset).
+
+Every video shows the *same ingredients*; only their **temporal order** differs between
+classes, so no single frame, colour or object tells the class -- a model has to relate
+brief events that are far apart in time and space.
+
+Ingredients of a video (``frames`` x ``size`` x ``size``, default 16 x 32 x 32):
+
+* a dark, textured background with a little per-frame noise;
+* **distractors**: three small squares in off colours (grey, purple, cyan, orange) drifting
+  and bouncing at random velocities for the whole video;
+* **events**: for each *colour pair* -- (red, green), then (blue, yellow), then
+  (magenta, white) -- two brief flashes (a square shown for 2 frames), one of each colour,
+  at random positions kept apart, in random 2-frame time slots (all events of a video in
+  distinct slots, so pairs interleave and neither slot nor position gives the order away).
+
+**Classes**: the order within each pair. With ``k`` pairs there are ``2**k`` orders; the
+benchmark with ``N`` classes uses ``k = ceil(log2 N)`` pairs and the first ``N`` of the
+``2**k`` orders. A class is named by its orders, ``A-B`` meaning "A flashes before B"
+(``red-green_yellow-blue``: red before green and yellow before blue). The default has 4
+classes (chance 25 %); getting one pair right and guessing the other gives 50 %.
+
+A model needs long-range relations twice over: the two flashes of a pair are a few
+frames apart and far apart in space, and each pair is interleaved with the other pair's
+flashes and the moving distractors. A small 3-D conv net has to carry a flash through many
+temporal convolutions to compare it with its partner; an attention block can relate them
+directly.
+
+Files: ``out/<class>/<class>_<i>.mp4`` (H.264, yuv420p, CRF 10, one keyframe),
+``out/train.txt`` / ``val.txt`` / ``test.txt`` (``<class>/<file> <class>`` lines; 70 / 15 /
+15 % of every class) and ``out/meta.json`` (parameters, classes, counts) -- written last, so
+its presence means the folder is complete. Every video is rendered from its own RNG
+``(seed, class, index)``: the output is the same whatever the number of processes, and an
+interrupted run resumes where it stopped (writes are atomic: temp file + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+__all__ = ["DEFAULTS", "GENERATOR_VERSION", "SynthError", "class_names", "class_orders",
+           "render_video", "write_video", "ensure_synthetic", "classes_markdown"]
+
+GENERATOR_VERSION = 1
+DEFAULTS: dict[str, int] = {"classes": 4, "videos_per_class": 1000, "frames": 16, "size": 32,
+                            "seed": 0}
+SPLITS = (("train", 0.70), ("val", 0.15), ("test", 0.15))
+FPS = 8
+CRF = 10
+
+#: key event colours, by pair: the class is the order within each pair
+PAIRS: tuple[tuple[tuple[str, tuple[int, int, int]], tuple[str, tuple[int, int, int]]], ...] = (
+    (("red", (235, 35, 35)), ("green", (35, 215, 35))),
+    (("blue", (40, 70, 245)), ("yellow", (240, 230, 30))),
+    (("magenta", (240, 40, 220)), ("white", (250, 250, 250))),
+)
+#: distractor colours (none is a key colour)
+DISTRACTOR_COLOURS = ((140, 140, 140), (150, 70, 190), (60, 200, 210), (210, 130, 50))
+MAX_CLASSES = 2 ** len(PAIRS)
+
+
+class SynthError(RuntimeError):
+    """The output folder cannot be used (holds something else, or other parameters)."""
+
+
+# ---------------------------------------------------------------------------- classes
+def _check(classes: int, videos_per_class: int, frames: int, size: int, seed: int) -> None:
+    if not 2 <= classes <= MAX_CLASSES:
+        raise ValueError(f"--classes must be between 2 and {MAX_CLASSES}, got {classes}")
+    if videos_per_class < 3:
+        raise ValueError(f"--videos-per-class must be >= 3 (train/val/test), got "
+                         f"{videos_per_class}")
+    pairs = _num_pairs(classes)
+    if frames < 4 * pairs or frames > 1024:
+        raise ValueError(f"--frames must be in [{4 * pairs}, 1024] for {classes} classes "
+                         f"({2 * pairs} flashes of 2 frames in distinct slots), got {frames}")
+    if size < 16 or size > 1024 or size % 2:
+        raise ValueError(f"--size must be an even number in [16, 1024], got {size}")
+    if seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {seed}")
+
+
+def _num_pairs(classes: int) -> int:
+    return max(1, math.ceil(math.log2(classes)))
+
+
+def class_orders(classes: int = DEFAULTS["classes"]) -> list[tuple[bool, ...]]:
+    """For each class (in index order) and each pair: ``True`` if the pair's *second*
+    colour flashes first. The index order is the sorted order of :func:`class_names`."""
+    k = _num_pairs(classes)
+    combos = list(product((False, True), repeat=k))[:classes]
+    names = [_name(c) for c in combos]
+    return [c for _, c in sorted(zip(names, combos))]
+
+
+def _name(swaps: Sequence[bool]) -> str:
+    parts = []
+    for (a, b), swap in zip(PAIRS, swaps):
+        first, second = (b[0], a[0]) if swap else (a[0], b[0])
+        parts.append(f"{first}-{second}")
+    return "_".join(parts)
+
+
+def class_names(classes: int = DEFAULTS["classes"], **_: Any) -> list[str]:
+    """Class names, sorted (= class index order), e.g. ``green-red_blue-yellow``."""
+    return [_name(s) for s in class_orders(classes)]
+
+
+def classes_markdown(classes: int = DEFAULTS["classes"]) -> str:
+    """A markdown description of the classes (pasted into README)."""
+    k = _num_pairs(classes)
+    pairs = ", ".join(f"({a[0]}, {b[0]})" for a, b in PAIRS[:k])
+    lines = [
+        f"Every video holds the same ingredients: {2 * k} brief coloured flashes (a square "
+        "shown for 2 frames) at random, well separated positions and in distinct random "
+        f"2-frame time slots, one flash per colour of the pairs {pairs}, plus three "
+        "off-colour squares drifting and bouncing for the whole clip (distractors) over a "
+        "noisy textured background. Only the **order of the flashes within each pair** "
+        "differs between classes: no frame, colour or position tells the class.",
+        "",
+        "| index | class | meaning |",
+        "|---:|---|---|",
+    ]
+    for i, name in enumerate(class_names(classes)):
+        meaning = " and ".join(f"{p.split('-')[0]} before {p.split('-')[1]}"
+                               for p in name.split("_"))
+        lines.append(f"| {i} | `{name}` | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- rendering
+def _square(frame: np.ndarray, y: float, x: float, s: int, colour: Sequence[int]) -> None:
+    h, w = frame.shape[:2]
+    y0, x0 = int(round(y)), int(round(x))
+    frame[max(y0, 0):max(min(y0 + s, h), 0), max(x0, 0):max(min(x0 + s, w), 0)] = colour
+
+
+def render_video(class_index: int, classes: int = DEFAULTS["classes"],
+                 frames: int = DEFAULTS["frames"], size: int = DEFAULTS["size"],
+                 rng: np.random.Generator | None = None) -> np.ndarray:
+    """Render one video of class ``class_index``: ``uint8 (frames, size, size, 3)`` RGB."""
+    rng = rng if rng is not None else np.random.default_rng()
+    swaps = class_orders(classes)[class_index]
+    k = len(swaps)
+    t, s = frames, size
+    obj = max(2, round(s / 8))  # event square side (4 px at 32)
+    dis = max(2, round(3 * s / 32))  # distractor side (3 px at 32)
+    # background: textured, a little temporal noise
+    base = rng.uniform(20, 50)
+    texture = rng.normal(0.0, 8.0, (s, s, 1))
+    video = np.repeat((base + texture)[None], t, 0).repeat(3, -1)
+    video += rng.normal(0.0, 3.0, video.shape)
+    # distractors: drifting, bouncing squares in off colours
+    lim = s - dis
+    for _ in range(3):
+        colour = DISTRACTOR_COLOURS[rng.integers(len(DISTRACTOR_COLOURS))]
+        y, x = rng.uniform(0, lim, 2)
+        vy, vx = rng.uniform(-1.5, 1.5, 2) * s / 32
+        for f in range(t):
+            _square(video[f], y, x, dis, colour)
+            y, x = y + vy, x + vx
+            if not 0 <= y <= lim:
+                vy, y = -vy, float(np.clip(y, 0, lim))
+            if not 0 <= x <= lim:
+                vx, x = -vx, float(np.clip(x, 0, lim))
+    # events: 2k flashes in distinct 2-frame slots, positions kept apart
+    slots = rng.choice(np.arange(0, t - 1, 2), 2 * k, replace=False)
+    placed: list[np.ndarray] = []
+    min_dist = s / 4
+    for p, swap in enumerate(swaps):
+        times = sorted(slots[2 * p:2 * p + 2].tolist())
+        if swap:
+            times.reverse()
+        for (_, colour), when in zip(PAIRS[p], times):
+            for _ in range(100):
+                pos = rng.uniform(0, s - obj, 2)
+                if all(np.hypot(*(pos - q)) >= min_dist for q in placed):
+                    break
+            placed.append(pos)
+            for f in (when, when + 1):
+                _square(video[f], pos[0], pos[1], obj, colour)
+    return np.clip(video, 0, 255).astype(np.uint8)
+
+
+def write_video(path: str | Path, video: np.ndarray, fps: int = FPS, crf: int = CRF) -> Path:
+    """Encode ``uint8 (T, H, W, 3)`` as H.264 MP4 (yuv420p, one keyframe) atomically:
+    to a temp file next to ``path``, then renamed. H and W must be even."""
+    path = Path(path)
+    t, h, w, _ = video.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"H.264 yuv420p needs even sizes, got {h}x{w}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with av.open(str(tmp), "w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height = w, h
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": str(crf), "preset": "ultrafast", "g": str(max(t, 1)),
+                              "threads": "1"}
+            for frame in video:
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+                for packet in stream.encode(vf):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------------------- the folder
+def _jobs(out: Path, p: dict[str, int]) -> list[tuple[str, int, int, int, int, int, int]]:
+    names = class_names(p["classes"])
+    return [(str(out / name / f"{name}_{i:05d}.mp4"), c, i, p["classes"], p["frames"],
+             p["size"], p["seed"])
+            for c, name in enumerate(names) for i in range(p["videos_per_class"])]
+
+
+def _make_one(job: tuple[str, int, int, int, int, int, int]) -> str:
+    path, c, i, classes, frames, size, seed = job
+    if not os.path.exists(path):
+        rng = np.random.default_rng([seed, c, i])
+        write_video(path, render_video(c, classes, frames, size, rng))
+    return path
+
+
+def _split_of(i: int, n: int) -> str:
+    n_train = int(round(n * SPLITS[0][1]))
+    n_val = int(round(n * SPLITS[1][1]))
+    return "train" if i < n_train else "val" if i < n_train + n_val else "test"
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_synthetic(out: str | Path, classes: int = DEFAULTS["classes"],
+                     videos_per_class: int = DEFAULTS["videos_per_class"],
+                     frames: int = DEFAULTS["frames"], size: int = DEFAULTS["size"],
+                     seed: int = DEFAULTS["seed"], workers: int | None = None,
+                     force: bool = False, progress: bool = False) -> Path:
+    """Generate the synthetic benchmark in ``out`` unless it is already there.
+
+    Args:
+        out: output folder (created).
+        classes, videos_per_class, frames, size, seed: generator parameters (recorded in
+            ``meta.json``; a folder with the same parameters is reused as is).
+        workers: encoder processes (default: CPU count, at most 8).
+        force: replace a previous synthetic benchmark with other parameters.
+        progress: show a progress bar (rich).
+
+    Returns:
+        ``Path(out)``.
+
+    Raises:
+        ValueError: a parameter is out of range.
+        SynthError: ``out`` holds something that is not a synthetic benchmark, or one with
+            other parameters and ``force`` is false.
+    """
+    params = {"classes": int(classes), "videos_per_class": int(videos_per_class),
+              "frames": int(frames), "size": int(size), "seed": int(seed)}
+    _check(**params)
+    out = Path(out)
+    meta_path, partial_path = out / "meta.json", out / ".synth-params.json"
+    wanted = {"generator_version": GENERATOR_VERSION, "params": params}
+    meta = _read_json(meta_path)
+    if meta is not None and {k: meta.get(k) for k in wanted} == wanted:
+        if all((out / f"{s}.txt").is_file() for s, _ in SPLITS):
+            return out
+    if out.exists() and any(out.iterdir()):
+        ours = meta is not None or partial_path.exists()
+        partial = _read_json(partial_path)
+        resumable = meta is None and partial == wanted
+        if not ours:
+            raise SynthError(f"{out} exists and is not a synthetic benchmark folder (no "
+                             "meta.json); choose another output folder")
+        if not resumable:
+            if not force:
+                have = (meta or partial or {}).get("params")
+                raise SynthError(f"{out} holds a synthetic benchmark with other parameters "
+                                 f"({have}); use --force (force=True) to replace it, or "
+                                 "another folder")
+            shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta_path.unlink(missing_ok=True)
+    _atomic_text(partial_path, json.dumps(wanted, indent=2) + "\n")
+    names = class_names(params["classes"])
+    for name in names:
+        (out / name).mkdir(exist_ok=True)
+    jobs = _jobs(out, params)
+    _run_jobs(jobs, workers, progress)
+    # lists and meta (meta last: it marks the folder complete)
+    n = params["videos_per_class"]
+    lines: dict[str, list[str]] = {s: [] for s, _ in SPLITS}
+    for path, c, i, *_ in jobs:
+        rel = Path(path).relative_to(out).as_posix()
+        lines[_split_of(i, n)].append(f"{rel} {names[c]}")
+    for s, _ in SPLITS:
+        _atomic_text(out / f"{s}.txt", "\n".join(lines[s]) + "\n")
+    meta = {**wanted, "format": "attnas-synthetic", "classes": names,
+            "counts": {s: len(v) for s, v in lines.items()}, "fps": FPS,
+            "codec": f"h264 (libx264, yuv420p, crf {CRF})",
+            "description": classes_markdown(params["classes"])}
+    _atomic_text(meta_path, json.dumps(meta, indent=2) + "\n")
+    partial_path.unlink(missing_ok=True)
+    return out
+
+
+def _run_jobs(jobs: list, workers: int | None, progress: bool) -> None:
+    todo = [j for j in jobs if not os.path.exists(j[0])]
+    workers = workers or min(os.cpu_count() or 1, 8)
+    bar = None
+    if progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        bar = Progress("[progress.description]{task.description}", BarColumn(),
+                       MofNCompleteColumn(), TimeElapsedColumn(), transient=False)
+        bar.start()
+        task = bar.add_task("synthetic videos", total=len(jobs), completed=len(jobs) - len(todo))
+    try:
+        if workers <= 1 or len(todo) < 64:
+            for job in todo:
+                _make_one(job)
+                if bar is not None:
+                    bar.advance(task)
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for _ in pool.map(_make_one, todo, chunksize=32):
+                    if bar is not None:
+                        bar.advance(task)
+    finally:
+        if bar is not None:
+            bar.stop()

@@ -1,0 +1,148 @@
+"""The synthetic benchmark: classes, determinism, reuse, atomicity, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from datamodules.cli import main as data_main
+from datamodules.decode import decode_all, probe
+from datamodules.synth import (
+    PAIRS,
+    SynthError,
+    class_names,
+    class_orders,
+    classes_markdown,
+    ensure_synthetic,
+    render_video,
+)
+
+SMALL = {"classes": 4, "videos_per_class": 6, "frames": 16, "size": 32, "seed": 1}
+
+
+def _colour_times(video: np.ndarray, rgb: tuple[int, int, int]) -> list[int]:
+    """Frames where a few pixels are close to ``rgb``."""
+    d = np.abs(video.astype(int) - np.array(rgb)).max(-1)
+    return [t for t in range(len(video)) if (d[t] < 40).sum() >= 4]
+
+
+def test_class_names_and_orders() -> None:
+    assert class_names(4) == sorted(class_names(4)) and len(set(class_names(4))) == 4
+    assert class_names(2) == ["green-red", "red-green"]
+    assert len(class_names(8)) == 8 and len(class_names(3)) == 3
+    assert class_orders(4)[class_names(4).index("red-green_yellow-blue")] == (False, True)
+    md = classes_markdown(4)
+    assert "| 3 | `red-green_yellow-blue` | red before green and yellow before blue |" in md
+
+
+@pytest.mark.parametrize("classes", [2, 4, 8])
+def test_every_class_shows_each_pair_in_its_order(classes: int) -> None:
+    rng = np.random.default_rng(0)
+    for c, swaps in enumerate(class_orders(classes)):
+        for _ in range(3):
+            v = render_video(c, classes, 16, 32, rng)
+            assert v.shape == (16, 32, 32, 3) and v.dtype == np.uint8
+            for (a, b), swap in zip(PAIRS, swaps):
+                ta, tb = _colour_times(v, a[1]), _colour_times(v, b[1])
+                assert len(ta) == 2 and len(tb) == 2, (a[0], ta, b[0], tb)
+                assert (tb[0] < ta[0]) == swap
+
+
+def test_generator_is_deterministic_and_reuses(tmp_path) -> None:
+    a = ensure_synthetic(tmp_path / "a", **SMALL, workers=1)
+    b = ensure_synthetic(tmp_path / "b", **SMALL, workers=2)
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*.mp4"))
+    assert len(files_a) == 4 * 6
+    assert files_a == sorted(p.relative_to(b) for p in b.rglob("*.mp4"))
+    for rel in files_a:  # byte-identical whatever the number of processes
+        assert (a / rel).read_bytes() == (b / rel).read_bytes()
+    for s in ("train", "val", "test"):
+        assert (a / f"{s}.txt").read_text() == (b / f"{s}.txt").read_text()
+    meta = json.loads((a / "meta.json").read_text())
+    assert meta["params"] == SMALL and meta["classes"] == class_names(4)
+    assert meta["counts"] == {"train": 16, "val": 4, "test": 4}
+    lines = (a / "train.txt").read_text().split("\n")
+    path, label = lines[0].split()
+    assert (a / path).is_file() and label in class_names(4) and path.startswith(label + "/")
+    # the files are real H.264 videos of the requested size
+    info = probe(a / path)
+    assert (info.num_frames, info.width, info.height) == (16, 32, 32)
+    assert decode_all(a / path).shape == (16, 32, 32, 3)
+    # same parameters: reused untouched
+    stamp = (a / path).stat().st_mtime_ns
+    assert ensure_synthetic(a, **SMALL) == a
+    assert (a / path).stat().st_mtime_ns == stamp
+    # a different seed gives different videos
+    c = ensure_synthetic(tmp_path / "c", **{**SMALL, "seed": 2}, workers=1)
+    assert (c / path).read_bytes() != (a / path).read_bytes()
+
+
+def test_other_parameters_need_force_and_foreign_folders_are_refused(tmp_path) -> None:
+    out = ensure_synthetic(tmp_path / "s", **SMALL, workers=1)
+    with pytest.raises(SynthError, match="other parameters"):
+        ensure_synthetic(out, **{**SMALL, "videos_per_class": 5})
+    ensure_synthetic(out, **{**SMALL, "videos_per_class": 5}, force=True, workers=1)
+    assert json.loads((out / "meta.json").read_text())["params"]["videos_per_class"] == 5
+    assert len(list(out.rglob("*.mp4"))) == 20
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("keep me")
+    with pytest.raises(SynthError, match="not a synthetic benchmark"):
+        ensure_synthetic(foreign, **SMALL, force=True)
+    assert (foreign / "thesis.tex").read_text() == "keep me"
+
+
+def test_interrupted_run_leaves_whole_files_and_resumes(tmp_path, monkeypatch) -> None:
+    import datamodules.synth as synth
+
+    real, calls = synth.render_video, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt  # Ctrl-C while the 6th video is being made
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(synth, "render_video", interrupted)
+    out = tmp_path / "s"
+    with pytest.raises(KeyboardInterrupt):
+        ensure_synthetic(out, **SMALL, workers=1)
+    assert not (out / "meta.json").exists() and not (out / "train.txt").exists()
+    done = sorted(out.rglob("*.mp4"))
+    assert len(done) == 5 and not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    for p in done:  # whatever exists is a whole, decodable video
+        assert decode_all(p).shape == (16, 32, 32, 3)
+    monkeypatch.setattr(synth, "render_video", real)
+    stamps = {p: p.stat().st_mtime_ns for p in done}
+    ensure_synthetic(out, **SMALL, workers=1)  # resumes: keeps the 5, makes the rest
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    fresh = ensure_synthetic(tmp_path / "fresh", **SMALL, workers=1)
+    for p in fresh.rglob("*.mp4"):
+        assert (out / p.relative_to(fresh)).read_bytes() == p.read_bytes()
+
+
+def test_default_parameters_are_quick_to_describe() -> None:
+    assert class_names() == class_names(4)
+
+
+def test_cli_synth_and_bad_input(tmp_path, capsys) -> None:
+    out = tmp_path / "cli"
+    code = data_main(["synth", "--out", str(out), "--classes", "2", "--videos-per-class", "4",
+                      "--frames", "8", "--size", "16", "--seed", "3", "--workers", "1"])
+    assert code == 0
+    assert json.loads((out / "meta.json").read_text())["params"] == {
+        "classes": 2, "videos_per_class": 4, "frames": 8, "size": 16, "seed": 3}
+    assert "synthetic benchmark ready" in capsys.readouterr().out
+    for argv, needle in ((["synth", "--out", str(tmp_path / "x"), "--size", "33"], "even"),
+                         (["synth", "--out", str(tmp_path / "x"), "--classes", "9"], "classes"),
+                         (["synth"], "--out"),
+                         (["synth", "--out", str(tmp_path / "x"), "--frames", "abc"], "frames"),
+                         (["bogus"], "invalid choice"),
+                         (["synth", "--out", str(out), "--seed", "4"], "other parameters")):
+        assert data_main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, (argv, err)
+    assert not os.path.exists(tmp_path / "x")
