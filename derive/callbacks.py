@@ -61,9 +61,11 @@ class GenotypeWriter(pl.Callback):
         self.draw = draw
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero or trainer.sanity_checking:
+        if trainer.sanity_checking:
             return
-        out = run_dir(trainer)
+        out = run_dir(trainer)  # a collective under DDP: every rank must ask
+        if not trainer.is_global_zero:
+            return
         out.mkdir(parents=True, exist_ok=True)
         epoch = trainer.current_epoch
         arch = pl_module.arch

@@ -26,6 +26,7 @@ def _latest_version(root: Path) -> Path | None:
 def main(argv: list[str]) -> int:
     """Entry point of ``attnas demo``."""
     if argv and argv[0] in ("-h", "--help"):
+        print("usage: attnas demo [search options, e.g. --trainer.max_epochs 2]\n")
         print(__doc__)
         return 0
     from derive.cli import main as derive_main

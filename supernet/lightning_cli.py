@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import torch
+from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningCLI
 
 SUBCOMMANDS = ("fit", "validate", "test")
@@ -24,6 +25,18 @@ class _AttnasCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.add_argument("--ckpt_path", type=str | None, default=None,
                             help="checkpoint to resume (fit) or evaluate (validate/test)")
+
+    def instantiate_trainer(self, **kwargs):  # noqa: D102
+        # Lightning's rich progress bar unless the config disables bars or brings its own
+        cfg = self._get(self.config_init, "trainer", default={})
+        given = cfg.get("callbacks") or []
+        given = given if isinstance(given, list) else [given]
+        if cfg.get("enable_progress_bar", True) is not False and not any(
+                isinstance(c, ProgressBar) for c in given):
+            defaults = self.trainer_defaults.get("callbacks", [])
+            self.trainer_defaults = {**self.trainer_defaults,
+                                     "callbacks": [*defaults, RichProgressBar()]}
+        return super().instantiate_trainer(**kwargs)
 
 
 def _error(kind: str, msg: str, code: int = 2) -> int:
@@ -49,8 +62,7 @@ def check_checkpoint(path: str, kind: str) -> None:
                          f"checkpoint")
 
 
-def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict,
-        extra_callbacks=None) -> int:
+def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict) -> int:
     """Run ``attnas <kind> [subcommand] ...``; returns the exit code."""
     from datamodules import VideoDataModule
 
@@ -63,6 +75,7 @@ def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict,
                             f"{', '.join(SUBCOMMANDS)}")
     if kind == "search" and sub == "test":
         return _error(kind, "search has no test stage; derive the cell and retrain it")
+    saved_argv, sys.argv = sys.argv, sys.argv[:1]  # args come from `argv`, not the shell
     try:
         cli = _AttnasCLI(
             model_class, VideoDataModule, run=False, args=argv,
@@ -75,9 +88,8 @@ def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict,
         return int(e.code or 0)
     except (ValueError, FileNotFoundError, KeyError, TypeError) as e:
         return _error(kind, str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
-    for cb in extra_callbacks or ():
-        if not any(isinstance(c, type(cb)) for c in cli.trainer.callbacks):
-            cli.trainer.callbacks.append(cb)
+    finally:
+        sys.argv = saved_argv
     ckpt_path = cli.config.get("ckpt_path")
     dm = cli.datamodule
     try:

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 def trainer_defaults(root: str = "runs") -> dict:
     """Retrain defaults: CSV logs and checkpoints under ``runs/retrain/version_N``."""
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+
     return {
         "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger",
                    "init_args": {"save_dir": root, "name": "retrain"}},
         "callbacks": [
-            {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
-             "init_args": {"save_last": True, "monitor": "val/top1", "mode": "max",
-                           "filename": "best", "auto_insert_metric_name": False}},
-            {"class_path": "pytorch_lightning.callbacks.LearningRateMonitor"},
-            {"class_path": "pytorch_lightning.callbacks.RichProgressBar"},
+            ModelCheckpoint(save_last=True, monitor="val/top1", mode="max", filename="best",
+                            auto_insert_metric_name=False),
+            LearningRateMonitor(),
         ],
         "max_epochs": 10,
         "log_every_n_steps": 10,

@@ -222,11 +222,25 @@ class SearchModule(pl.LightningModule):
         sch = self.lr_schedulers()
         if sch is not None:
             sch.step()
+        self._check_ranks_agree()
         ops, ins = self.arch.op_weights().detach(), self.arch.input_weights().detach()
         self.log("arch/alpha_entropy", entropy_penalty(ops))
         self.log("arch/beta_entropy", entropy_penalty(ins[1:]) if len(ins) > 1 else 0.0)
         self.log("arch/alpha_max", ops.max(-1).values.mean())
         self.log("lr", self._weight_lr())
+
+    def _check_ranks_agree(self) -> None:
+        """Under DDP every rank must hold the same alpha/beta (the arch gradients are
+        averaged); a divergence would silently derive different cells per rank."""
+        if self.trainer.world_size <= 1:
+            return
+        flat = torch.cat([self.arch.alpha.detach().flatten(), self.arch.beta.detach().flatten()])
+        gathered = self.all_gather(flat)
+        divergence = (gathered - gathered[0]).abs().max()
+        self.log("arch/rank_divergence", divergence, rank_zero_only=True)
+        if divergence > 1e-5:
+            raise RuntimeError(f"alpha/beta differ across DDP ranks by {float(divergence):.3g} "
+                               f"at epoch {self.current_epoch}")
 
     # -- validation --------------------------------------------------------------------
     def validation_step(self, batch: dict, batch_idx: int) -> Tensor:

@@ -1,0 +1,209 @@
+"""Search -> derive -> retrain through the real CLI, Trainer, checkpoints and video files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from datamodules.synth import ensure_synthetic
+from derive import load_genotype
+from supernet.cli import main as attnas
+
+# tiny everything: 2 classes, 16 px, 8 frames, a 1-stage-per-width proxy
+PROXY = '{"widths": [16, 32, 64], "depths": [1, 1, 1], "stem_width": 8}'
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ensure_synthetic(tmp_path_factory.mktemp("synth") / "data", classes=2,
+                            videos_per_class=12, frames=8, size=16, seed=3, workers=1)
+
+
+def _data_args(root: Path, search: bool) -> list[str]:
+    return [f"--data.root={root}", "--data.num_frames=8", "--data.crop_size=16",
+            "--data.batch_size=4", "--data.num_workers=0", f"--data.search={search}",
+            "--data.cache=memory"]
+
+
+def _search(root: Path, out: Path, *extra: str, epochs: int = 2) -> int:
+    torch.set_num_threads(1)
+    return attnas([
+        "search", "fit", *_data_args(root, True),
+        f"--model.backbone_kwargs={PROXY}", "--model.num_nodes=2",
+        f"--trainer.max_epochs={epochs}", "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={out}", f"--trainer.logger.init_args.save_dir={out}",
+        *extra,
+    ])
+
+
+def _run_dir(out: Path, name: str = "search") -> Path:
+    return sorted((out / name).glob("version_*"))[-1]
+
+
+@pytest.fixture(scope="module")
+def searched(synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    assert _search(synth, out) == 0
+    return _run_dir(out)
+
+
+def test_search_writes_checkpoint_genotype_and_pictures(searched: Path) -> None:
+    assert (searched / "checkpoints" / "last.ckpt").is_file()
+    for name in ("genotype.json", "genotype.png", "alpha.png", "arch.csv"):
+        assert (searched / name).stat().st_size > 0, name
+    g = load_genotype(searched / "genotype.json")
+    assert g.num_nodes == 2 and g.provenance["epoch"] == 1
+    rows = (searched / "arch.csv").read_text().strip().splitlines()
+    assert len(rows) == 3  # header + one row per epoch
+    ckpt = torch.load(searched / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["attnas_kind"] == "search"
+    # alpha moved away from its init (the architecture step ran) and is what derive reads
+    assert ckpt["state_dict"]["model.arch.alpha"].abs().max() > 1e-3
+
+
+def test_derive_then_retrain_fit_and_test(searched: Path, synth: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    cell = tmp_path / "cell.json"
+    assert attnas(["derive", str(searched / "checkpoints" / "last.ckpt"), "-o", str(cell)]) == 0
+    assert "node 0:" in capsys.readouterr().out
+    assert cell.is_file() and cell.with_suffix(".png").stat().st_size > 0
+    g = load_genotype(cell)
+    assert g.nodes == load_genotype(searched / "genotype.json").nodes
+    code = attnas(["retrain", "fit", *_data_args(synth, False), "--data.test_clips=2",
+                   f"--model.block={cell}", f"--model.backbone_kwargs={PROXY}",
+                   "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+                   "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
+                   f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    assert code == 0
+    run = _run_dir(tmp_path, "retrain")
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    code = attnas(["retrain", "test", *_data_args(synth, False), "--data.test_clips=2",
+                   f"--model.block={cell}", f"--model.backbone_kwargs={PROXY}",
+                   f"--ckpt_path={ckpt}", "--trainer.enable_progress_bar=false",
+                   f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    assert code == 0
+    metrics = (_run_dir(tmp_path, "retrain") / "metrics.csv").read_text()
+    assert "test/video_top1" in metrics
+
+
+@pytest.mark.parametrize("block", ["none", "nonlocal", "nonlocal_dot", "a2", "cinst", "stinc"])
+def test_retrain_each_baseline_block(block: str, synth: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    code = attnas(["retrain", "fit", *_data_args(synth, False), f"--model.block={block}",
+                   f"--model.backbone_kwargs={PROXY}", "--trainer.max_epochs=1",
+                   "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1",
+                   "--trainer.enable_progress_bar=false",
+                   f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    assert code == 0
+    assert (_run_dir(tmp_path, "retrain") / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_resumed_search_matches_uninterrupted(synth: Path, tmp_path: Path) -> None:
+    """Interrupt after epoch 1 (its checkpoint), resume: same alpha/beta as never stopping."""
+    assert _search(synth, tmp_path / "full", epochs=2) == 0
+    run = _run_dir(tmp_path / "full")
+    full = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    first = run / "checkpoints" / "epoch00.ckpt"
+    assert _search(synth, tmp_path / "cut", f"--ckpt_path={first}", epochs=2) == 0
+    resumed = torch.load(_run_dir(tmp_path / "cut") / "checkpoints" / "last.ckpt",
+                         weights_only=False)["state_dict"]
+    epoch0 = torch.load(first, weights_only=False)["state_dict"]
+    for key in ("model.arch.alpha", "model.arch.beta"):
+        assert not torch.equal(epoch0[key], full[key])  # epoch 2 really moved them
+        torch.testing.assert_close(resumed[key], full[key], rtol=0, atol=1e-6)
+
+
+def test_second_order_search_runs(synth: Path, tmp_path: Path) -> None:
+    assert _search(synth, tmp_path, "--model.arch_order=2", "--model.remedy=beta_decay",
+                   "--model.remedy_weight=0.5", epochs=1) == 0
+    g = json.loads((_run_dir(tmp_path) / "genotype.json").read_text())
+    assert g["provenance"]["arch_order"] == 2
+
+
+@pytest.mark.parametrize("command", [["search", "--help"], ["retrain", "fit", "--help"],
+                                     ["derive", "--help"], ["cost", "--help"],
+                                     ["data", "synth", "--help"], ["demo", "--help"], ["--help"]])
+def test_every_subcommand_has_help(command: list[str], capsys: pytest.CaptureFixture) -> None:
+    try:
+        code = attnas(command)
+    except SystemExit as e:  # argparse-based subcommands exit after printing help
+        code = e.code
+    assert code in (0, None)
+    assert "usage" in capsys.readouterr().out.lower()
+
+
+def test_bad_inputs_exit_2_with_one_line(synth: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture) -> None:
+    bad_geno = tmp_path / "bad.json"
+    bad_geno.write_text(json.dumps({"format": "attnas-genotype", "version": 1,
+                                    "nodes": [{"op": "dot.spatial.tanh", "input": 0}],
+                                    "cell": {"inner_ratio": 0.5, "kv_pool": True,
+                                             "position": "none", "num_nodes": 1}}))
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text('{"hello": 1}')
+    not_ckpt = tmp_path / "x.ckpt"
+    not_ckpt.write_text("nope")
+    base = ["retrain", "fit", *_data_args(synth, False), "--trainer.max_epochs=1",
+            f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    cases = [
+        (base + [f"--model.block={bad_geno}"], "dot.spatial.tanh"),
+        (base + [f"--model.block={foreign}"], "not an attnas genotype"),
+        (base + ["--model.block=transformer"], "transformer"),
+        (base + ["--model.backbone=resnet9000"], "resnet9000"),
+        (["retrain", "fit", *_data_args(tmp_path / "nowhere", False)], "nowhere"),
+        (["derive", str(not_ckpt)], "not a readable PyTorch checkpoint"),
+        (["derive", str(tmp_path / "missing.ckpt")], "does not exist"),
+        (["retrain", "frobnicate"], "unknown subcommand"),
+    ]
+    for argv, needle in cases:
+        capsys.readouterr()
+        assert attnas(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert needle in err, (argv, err)
+        assert "Traceback" not in err
+
+
+def test_derive_rejects_a_retrain_checkpoint(synth: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    code = attnas(["retrain", "fit", *_data_args(synth, False), "--trainer.max_epochs=1",
+                   f"--model.backbone_kwargs={PROXY}", "--trainer.limit_train_batches=1",
+                   "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
+                   f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    assert code == 0
+    ckpt = _run_dir(tmp_path, "retrain") / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+    assert attnas(["derive", str(ckpt)]) == 2
+    assert "derive needs a search checkpoint" in capsys.readouterr().err
+    capsys.readouterr()
+    assert _search(synth, tmp_path, f"--ckpt_path={ckpt}", epochs=1) == 2
+    assert "is a retrain checkpoint, expected a search checkpoint" in capsys.readouterr().err
+
+
+def test_ddp_two_cpu_processes_keep_alpha_identical(synth: Path, tmp_path: Path) -> None:
+    """Real DDP (gloo, 2 processes): each rank reads its own shard of both halves, the
+    arch gradients are averaged, and the module checks every epoch that alpha/beta agree."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "supernet.cli", "search", "fit", *_data_args(synth, True),
+           f"--model.backbone_kwargs={PROXY}", "--model.num_nodes=2",
+           "--trainer.max_epochs=2", "--trainer.limit_train_batches=2",
+           "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
+           "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
+           "--trainer.log_every_n_steps=1", f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    run = _run_dir(tmp_path)
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    divergence = [float(r["arch/rank_divergence"]) for r in rows
+                  if r.get("arch/rank_divergence")]
+    assert len(divergence) == 2 and max(divergence) == 0.0
+    assert (run / "genotype.json").is_file()
