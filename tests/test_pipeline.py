@@ -207,3 +207,17 @@ def test_ddp_two_cpu_processes_keep_alpha_identical(synth: Path, tmp_path: Path)
                   if r.get("arch/rank_divergence")]
     assert len(divergence) == 2 and max(divergence) == 0.0
     assert (run / "genotype.json").is_file()
+
+
+@pytest.mark.parametrize("config", sorted(str(p) for p in
+                                          (Path(__file__).resolve().parents[1] / "configs")
+                                          .rglob("*.yaml")))
+def test_shipped_configs_parse(config: str, capsys: pytest.CaptureFixture) -> None:
+    kind = "search" if "/search/" in config else "retrain"
+    try:
+        code = attnas([kind, "fit", "-c", config, "--print_config"])
+    except SystemExit as e:
+        code = e.code
+    assert code in (0, None)
+    printed = capsys.readouterr().out
+    assert "model:" in printed and "data:" in printed
