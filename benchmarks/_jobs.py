@@ -1,0 +1,285 @@
+"""The child side of ``benchmarks.run``: one search, one retrain or one step timing.
+
+Each job runs in its own process, started by :mod:`benchmarks.run` as
+
+    python -m benchmarks._jobs SPEC.json RESULT.json
+
+``SPEC.json`` holds everything the job needs (model / data / trainer keyword arguments,
+seed, threads, output paths); the job writes ``RESULT.json`` atomically and exits 0, or
+writes ``{"status": "failed", "error": "<one line>"}`` and exits 1. A process per job
+makes every row independent: a crash, a leak or an out-of-memory kill takes down one row
+only, the decoded-clip memory is returned between rows, and the process's high-water RSS
+is the peak memory of that one search (which an in-process run could not measure).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+__all__ = ["run_job", "main"]
+
+
+def _peak_rss_mib(who: int) -> float:
+    """High-water RSS in MiB of this process (``RUSAGE_SELF``) or of its reaped children
+    (``RUSAGE_CHILDREN``: the largest DataLoader worker)."""
+    return round(resource.getrusage(who).ru_maxrss / 1024, 1)
+
+
+def _trainer(spec: dict[str, Any], log_dir: Path, callbacks: list | None = None):
+    """A Trainer with the job's settings, CSV logs in ``log_dir``, no checkpoints, no bar."""
+    from pytorch_lightning import Trainer
+    from pytorch_lightning.loggers import CSVLogger
+
+    kwargs = {"num_sanity_val_steps": 0, **spec["trainer"]}
+    return Trainer(logger=CSVLogger(str(log_dir), name="", version=""),
+                   callbacks=callbacks or [], enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False, **kwargs)
+
+
+def _datamodule(spec: dict[str, Any], search: bool):
+    from datamodules import VideoDataModule
+
+    dm = VideoDataModule(**{**spec["data"], "search": search})
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def _metric(metrics: dict[str, Any], key: str) -> float | None:
+    value = metrics.get(key)
+    return None if value is None else round(float(value), 6)
+
+
+def run_search(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one supernet search; derive its genotype (JSON + PNG at ``spec['genotype']``)."""
+    from pytorch_lightning import seed_everything
+
+    from derive.callbacks import GenotypeWriter, genotype_from_module
+    from derive.draw import draw_cell
+    from derive.genotype import save_genotype
+    from supernet.search import SearchModule
+
+    seed_everything(spec["seed"], workers=True)
+    run_dir = Path(spec["run_dir"])
+    dm = _datamodule(spec, search=True)
+    module = SearchModule(num_classes=dm.num_classes, **spec["model"])
+    trainer = _trainer(spec, run_dir, [GenotypeWriter(draw=True)])
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=dm)
+    wall = time.perf_counter() - t0
+    genotype = genotype_from_module(module, trainer.current_epoch - 1, str(run_dir),
+                                    str(spec["data"]["root"]))
+    genotype.provenance.update(spec.get("provenance", {}))
+    out = Path(spec["genotype"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_genotype(genotype, out)
+    draw_cell(genotype, out.with_suffix(".png"), title=spec.get("title"))
+    return {
+        "status": "ok",
+        "wall_s": round(wall, 2),
+        "nodes": [[nd.op, nd.input] for nd in genotype.nodes],
+        "alpha_softmax": genotype.provenance.get("alpha_softmax"),
+        "beta_softmax": genotype.provenance.get("beta_softmax"),
+        "val_acc": _metric(trainer.callback_metrics, "val/acc"),
+    }
+
+
+def run_retrain(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train a :class:`supernet.retrain.VideoClassifier` from scratch, then test the final
+    weights (multi-view, video-level top-1)."""
+    from pytorch_lightning import seed_everything
+
+    from supernet.retrain import VideoClassifier
+
+    seed_everything(spec["seed"], workers=True)
+    dm = _datamodule(spec, search=False)
+    module = VideoClassifier(num_classes=dm.num_classes, **spec["model"])
+    trainer = _trainer(spec, Path(spec["run_dir"]))
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=dm)
+    fit_s = time.perf_counter() - t0
+    val = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    tested = trainer.test(module, datamodule=dm, verbose=False)
+    test = tested[0] if tested else {}
+    if test.get("test/video_top1") is None:
+        raise RuntimeError("the test stage logged no test/video_top1")
+    return {
+        "status": "ok",
+        "video_top1": _metric(test, "test/video_top1"),
+        "clip_top1": _metric(test, "test/top1"),
+        "val_top1": _metric(val, "val/top1"),
+        "train_top1": _metric(val, "train/top1"),
+        "fit_s": round(fit_s, 2),
+        "epochs": int(trainer.current_epoch),
+    }
+
+
+def _timed(step: Any, steps: int) -> float:
+    """Median seconds of ``step()`` over ``steps`` calls after one warm-up call."""
+    step()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _batch(shape: list[int], classes: int):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(*shape, generator=g),
+            torch.randint(0, classes, (shape[0],), generator=g))
+
+
+def time_supernet(search_model: dict[str, Any], classes: int, shape: list[int], steps: int
+                  ) -> tuple[float, float]:
+    """(search iteration, weight step) median seconds of the supernet.
+
+    A search iteration is what :class:`~supernet.search.SearchModule` does per batch with
+    ``arch_order=1``: architecture step (forward, backward, Adam on alpha/beta), then weight
+    step (forward, backward, SGD on the weights).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from supernet.search import SearchModule
+
+    torch.manual_seed(0)
+    x, y = _batch(shape, classes)
+    sup = SearchModule(num_classes=classes, **search_model).model
+    w_opt = torch.optim.SGD(sup.weight_parameters(), lr=1e-3, momentum=0.9)
+    a_opt = torch.optim.Adam(sup.arch_parameters(), lr=3e-4)
+
+    def weight_step() -> None:
+        w_opt.zero_grad(set_to_none=True)
+        F.cross_entropy(sup(x), y).backward()
+        for p in sup.arch_parameters():
+            p.grad = None
+        w_opt.step()
+
+    def search_iteration() -> None:
+        a_opt.zero_grad(set_to_none=True)
+        F.cross_entropy(sup(x), y).backward()
+        a_opt.step()
+        weight_step()
+
+    return _timed(search_iteration, steps), _timed(weight_step, steps)
+
+
+def time_network(retrain_model: dict[str, Any], block: str, classes: int, shape: list[int],
+                 steps: int) -> float:
+    """Median seconds of one ordinary training step (forward, backward, SGD) of the
+    retrain network with ``block``."""
+    import torch
+    import torch.nn.functional as F
+
+    from supernet.retrain import VideoClassifier
+
+    torch.manual_seed(0)
+    x, y = _batch(shape, classes)
+    net = VideoClassifier(num_classes=classes, **{**retrain_model, "block": block}).model
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+
+    return _timed(step, steps)
+
+
+def run_steptime(spec: dict[str, Any]) -> dict[str, Any]:
+    """Median time of a training step of the supernet and of the derived network (and of
+    the network without attention), all on the same random batch ``spec['shape']``."""
+    import torch
+
+    shape, classes, steps = spec["shape"], spec["num_classes"], spec["steps"]
+    it, ws = time_supernet(spec["search_model"], classes, shape, steps)
+    out = {"status": "ok", "shape": shape, "steps": steps, "threads": torch.get_num_threads(),
+           "supernet_iteration_s": it, "supernet_weight_step_s": ws,
+           "derived_step_s": time_network(spec["retrain_model"], spec["genotype"], classes,
+                                          shape, steps),
+           "none_step_s": time_network(spec["retrain_model"], "none", classes, shape, steps)}
+    return {k: round(v, 5) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def run_calibrate(spec: dict[str, Any]) -> dict[str, Any]:
+    """Step times used by ``--plan`` to estimate the run before any run has finished:
+    the supernet's search iteration at the search batch, and one training step of each
+    block in ``spec['blocks']`` at the retrain batch."""
+    import torch
+
+    classes, steps = spec["num_classes"], spec["steps"]
+    it, _ = time_supernet(spec["search_model"], classes, spec["search_shape"], steps)
+    blocks = {b: round(time_network(spec["retrain_model"], b, classes, spec["retrain_shape"],
+                                    steps), 5)
+              for b in spec["blocks"]}
+    return {"status": "ok", "threads": torch.get_num_threads(),
+            "supernet_iteration_s": round(it, 5), "blocks": blocks}
+
+
+#: fault injection for tests: a comma-separated list of run keys (``nonlocal``,
+#: ``searched/s0``, ``steptime``) whose job raises at once
+CRASH_ENV = "ATTNAS_BENCH_CRASH"
+
+JOBS = {"search": run_search, "retrain": run_retrain, "steptime": run_steptime,
+        "calibrate": run_calibrate}
+
+
+def run_job(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run the job ``spec['kind']`` in this process; adds process wall time and peak RSS."""
+    import torch
+
+    torch.set_num_threads(int(spec.get("threads", 1)))
+    if spec.get("key") in os.environ.get(CRASH_ENV, "").split(","):
+        raise RuntimeError(f"injected crash ({CRASH_ENV})")
+    t0 = time.perf_counter()
+    result = JOBS[spec["kind"]](spec)
+    result["total_s"] = round(time.perf_counter() - t0, 2)
+    result["peak_rss_mib"] = _peak_rss_mib(resource.RUSAGE_SELF)
+    result["worker_peak_rss_mib"] = _peak_rss_mib(resource.RUSAGE_CHILDREN)
+    return result
+
+
+def _write(path: Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def one_line(err: BaseException) -> str:
+    """``Type: first line of the message`` (what a failed row records)."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}"[:300] if text else type(err).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks._jobs SPEC.json RESULT.json``; exit 0 on success, else 1."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print("usage: python -m benchmarks._jobs SPEC.json RESULT.json", file=sys.stderr)
+        return 2
+    spec_path, result_path = Path(argv[0]), Path(argv[1])
+    spec = json.loads(spec_path.read_text())
+    try:
+        result = run_job(spec)
+    except BaseException as err:  # noqa: BLE001 - every failure becomes a failed row
+        traceback.print_exc()
+        _write(result_path, {"status": "failed", "error": one_line(err)})
+        return 1
+    _write(result_path, result)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""The benchmark runner (``benchmarks/run.py``): the whole chain at toy scale (``--quick``),
+resume without recomputation, a crashed row, and bad input.
+
+The quick run is done once per module (~30 s on 2 cores: 10 subprocesses, 1 thread each);
+everything else reuses its results folder or copies of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from benchmarks._jobs import CRASH_ENV
+from benchmarks.run import main as bench
+
+EXPECTED_ROWS = ["none", "nonlocal", "a2", "cinst", "stinc", "searched/s0", "random/0"]
+EXPECTED_LABELS = ["none", "nonlocal", "a2", "cinst", "stinc", "searched (seed 0)",
+                   "random cell 0", "**random cells (mean)**"]
+CSVS = ("accuracy.csv", "search.csv", "steptime.csv")
+
+
+def _run(argv: list[str]) -> tuple[int, str]:
+    """Run the benchmark in this process; (exit code, printed output)."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = bench(argv)
+    return code, buf.getvalue()
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("bench") / "quick"
+    code, text = _run(["--quick", "--out", str(out)])
+    assert code == 0, text
+    return out, text
+
+
+def test_quick_runs_the_whole_chain(quick: tuple[Path, str]) -> None:
+    out, text = quick
+    for name in (*CSVS, "accuracy.md", "accuracy.png"):
+        assert (out / name).stat().st_size > 0, name
+    rows = _rows(out / "accuracy.csv")
+    assert [r["row"] for r in rows] == EXPECTED_ROWS
+    assert all(r["status"] == "ok" for r in rows), rows
+    for r in rows:
+        assert 0.0 <= float(r["video_top1"]) <= 1.0
+        assert int(r["params"]) > 0 and int(r["macs"]) > 0 and float(r["wall_s"]) > 0
+    # every row ran with one of the accepted cells: genotypes written and drawn
+    for name in ("searched_s0", "searched_s0_repeat1", "random_0"):
+        assert (out / "genotypes" / f"{name}.json").is_file(), name
+        assert (out / "genotypes" / f"{name}.png").stat().st_size > 0, name
+    # the table has every row and the random-cell summary
+    md = (out / "accuracy.md").read_text()
+    table = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    for label in EXPECTED_LABELS:
+        assert any(ln.startswith(f"| {label} |") for ln in table), label
+    assert "python -m benchmarks.run --quick --out" in md and "torch" in md
+    # search cost, step time ratio, reproducibility
+    searches = _rows(out / "search.csv")
+    assert [s["status"] for s in searches] == ["ok", "ok"]
+    assert all(float(s["peak_rss_mib"]) > 0 and float(s["wall_s"]) > 0 for s in searches)
+    step = _rows(out / "steptime.csv")[0]
+    assert step["status"] == "ok" and float(step["supernet_iteration_s"]) > 0
+    assert "search iteration / derived step" in text
+    # the same seed twice gave the same genotype, and the table says so
+    assert searches[0]["nodes"] == searches[1]["nodes"]
+    assert searches[0]["alpha_softmax"] == searches[1]["alpha_softmax"]
+    assert "search seed 0 run twice → **identical genotype**" in md
+    assert "| node | op chosen (seeds) |" in md
+    assert "full run ≈" in text  # the running estimate
+
+
+def test_rerun_recomputes_nothing(quick: tuple[Path, str]) -> None:
+    out, _ = quick
+    before = {name: (out / name).read_text() for name in CSVS}
+    code, text = _run(["--quick", "--out", str(out)])
+    assert code == 0, text
+    assert "skipped 10 finished runs" in text and "ran 0 runs" in text
+    assert {name: (out / name).read_text() for name in CSVS} == before
+    code, text = _run(["--quick", "--out", str(out), "--plan"])
+    assert code == 0 and "all done" in text
+
+
+def test_crashed_row_is_recorded_then_retried(quick: tuple[Path, str], tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(quick[0], out)
+    finished = {r["row"]: r for r in _rows(out / "accuracy.csv")}
+    argv = ["--quick", "--out", str(out), "--blocks", "none,nonlocal,a2,cinst,stinc,nonlocal_dot"]
+    monkeypatch.setenv(CRASH_ENV, "nonlocal_dot")
+    code, text = _run(argv)
+    assert code == 1, text
+    rows = {r["row"]: r for r in _rows(out / "accuracy.csv")}
+    assert rows["nonlocal_dot"]["status"] == "failed"
+    assert rows["nonlocal_dot"]["error"] == f"RuntimeError: injected crash ({CRASH_ENV})"
+    assert {k: v for k, v in rows.items() if k != "nonlocal_dot"} == finished  # untouched
+    md = (out / "accuracy.md").read_text()
+    assert "## Failed runs" in md and "injected crash" in md
+    assert any(ln.startswith("| nonlocal_dot |") and "failed" in ln for ln in md.splitlines())
+    # the next run retries the failed row only
+    monkeypatch.delenv(CRASH_ENV)
+    code, text = _run(argv)
+    assert code == 0, text
+    assert "ran 1 runs" in text
+    assert _rows(out / "accuracy.csv")[-1]["status"] == "ok"
+
+
+def test_other_settings_are_refused(quick: tuple[Path, str],
+                                    capsys: pytest.CaptureFixture) -> None:
+    out, _ = quick
+    before = (out / "accuracy.csv").read_text()
+    assert bench(["--quick", "--out", str(out), "--retrain-epochs", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "other settings" in err and len(err.splitlines()) == 1
+    assert (out / "accuracy.csv").read_text() == before
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--search-seeds", "0"], "--search-seeds must be >= 1, got 0"),
+    (["--train-seeds", "-2"], "--train-seeds must be >= 1, got -2"),
+    (["--train-seeds", "three"], "invalid int value: 'three'"),
+    (["--random-cells", "-1"], "--random-cells must be >= 0"),
+    (["--blocks", "none,nonlocal,bogus"], "unknown block 'bogus'; accepted: none, nonlocal"),
+    (["--blocks", "search"], "unknown block 'search'"),
+    (["--remedy", "none,magic"], "unknown remedy 'magic'; accepted: none, beta_decay"),
+    (["--positions", "coords,polar"], "unknown position 'polar'; accepted: none, coords"),
+    (["--retrain-epochs", "0"], "--retrain-epochs must be >= 1"),
+    (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+])
+def test_bad_input_fails_at_once(argv: list[str], message: str, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "never"
+    assert bench([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("attnas bench: error: "), err
+    assert message in err
+    assert not out.exists()
+
+
+def test_bad_genotype_file_and_the_attnas_command(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    from supernet.cli import main as attnas
+
+    bad = tmp_path / "cell.json"
+    bad.write_text(json.dumps({"format": "attnas-genotype", "version": 1, "nodes": []}))
+    assert attnas(["bench", "--blocks", f"none,{bad}", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--blocks:" in err and str(bad) in err
+    assert attnas(["bench", "--quick", "--search-seeds", "0"]) == 2
