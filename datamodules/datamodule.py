@@ -60,6 +60,9 @@ _LIST_NAMES = {"train": "train.txt", "val": "val.txt", "test": "test.txt"}
 class VideoDataModule(pl.LightningDataModule):
     """Video clips for search, training and multi-view testing.
 
+    The defaults (``num_frames=32``, ``crop_size=24``, ``sampling_rate=1``) read the whole
+    clip of the default synthetic benchmark.
+
     Args:
         root: dataset folder: a folder per class, or a folder holding ``train.txt`` /
             ``val.txt`` / ``test.txt`` list files (auto-detected), or ``train/``, ``val/``
@@ -111,9 +114,9 @@ class VideoDataModule(pl.LightningDataModule):
         predict_list: str | None = None,
         path_prefix: str = "",
         classes: list[str] | None = None,
-        num_frames: int = 16,
+        num_frames: int = 32,
         sampling_rate: int = 1,
-        crop_size: int = 32,
+        crop_size: int = 24,
         min_short_side: int | None = None,
         max_short_side: int | None = None,
         test_short_side: int | None = None,
@@ -295,6 +298,30 @@ class VideoDataModule(pl.LightningDataModule):
                     return list(names)
         return None
 
+    def _check_synthetic_clip(self) -> None:
+        """Warn when clips cannot show the whole video of the synthetic benchmark (its
+        class -- which flash is first -- needs every frame)."""
+        meta_file = Path(self.root) / "meta.json"
+        if not meta_file.is_file():
+            return
+        try:
+            meta = json.loads(meta_file.read_text())
+        except ValueError:
+            return
+        if not isinstance(meta, dict) or meta.get("format") != "attnas-synthetic":
+            return
+        p = meta.get("params", {})
+        frames, size = p.get("frames"), p.get("size")
+        span = (self.num_frames - 1) * self.sampling_rate + 1
+        if frames and span < frames:
+            warnings.warn(f"{self.root}: the synthetic videos have {frames} frames but a clip "
+                          f"spans {span} (num_frames={self.num_frames}, sampling_rate="
+                          f"{self.sampling_rate}); the first flash may fall outside the clip. "
+                          f"Use num_frames={frames}, sampling_rate=1.", stacklevel=3)
+        if size and self.crop_size != size:
+            warnings.warn(f"{self.root}: the synthetic videos are {size}x{size} px but "
+                          f"crop_size={self.crop_size}; use crop_size={size}.", stacklevel=3)
+
     def _relabel(self, recs: list[VideoRecord], found: list[str], where: Path
                  ) -> list[VideoRecord]:
         assert self._classes is not None
@@ -329,9 +356,10 @@ class VideoDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets of ``stage`` (``fit``, ``validate``, ``test``, ``predict`` or
         ``None`` = all). Errors about missing files / labels are raised here."""
-        if self.synthetic and not Path(self.root).exists():
-            self.prepare_data()  # used without a Trainer
+        if self.synthetic and getattr(self, "trainer", None) is None:
+            self.prepare_data()  # used without a Trainer (idempotent; cheap when complete)
         sources = self._resolve_sources()
+        self._check_synthetic_clip()
         if self._cache is None:
             mode, directory, mb = self._cache_args
             if mode == "disk" and not directory:

@@ -73,7 +73,8 @@ def test_search_mode_gives_two_disjoint_loaders(synth: Path) -> None:
 
 def test_test_loader_yields_every_view_with_its_video_index(synth: Path) -> None:
     dm = _dm(synth, test_clips=2, test_crops=3, crop_size=12, eval_batch_size=5)
-    dm.setup("test")
+    with pytest.warns(UserWarning, match="use crop_size=16"):  # the synthetic size is 16
+        dm.setup("test")
     n = len(dm.datasets["test"].records)
     vi = torch.cat([b["video_index"] for b in dm.test_dataloader()])
     assert vi.tolist() == [v for v in range(n) for _ in range(6)]

@@ -11,44 +11,49 @@ import pytest
 from datamodules.cli import main as data_main
 from datamodules.decode import decode_all, probe
 from datamodules.synth import (
-    PAIRS,
+    COLOURS,
     SynthError,
+    class_colours,
     class_names,
-    class_orders,
     classes_markdown,
     ensure_synthetic,
     render_video,
 )
 
-SMALL = {"classes": 4, "videos_per_class": 6, "frames": 16, "size": 32, "seed": 1}
+SMALL = {"classes": 4, "videos_per_class": 6, "frames": 16, "size": 24, "seed": 1}
 
 
-def _colour_times(video: np.ndarray, rgb: tuple[int, int, int]) -> list[int]:
-    """Frames where a few pixels are close to ``rgb``."""
+def _flash_times(video: np.ndarray, rgb: tuple[int, int, int]) -> list[int]:
+    """Frames where a whole flash square (side 2 * round(size / 12)) close to ``rgb``
+    is visible."""
+    side = max(2, 2 * round(video.shape[1] / 12))
     d = np.abs(video.astype(int) - np.array(rgb)).max(-1)
-    return [t for t in range(len(video)) if (d[t] < 40).sum() >= 4]
+    return [t for t in range(len(video)) if (d[t] < 40).sum() >= side * side]
 
 
-def test_class_names_and_orders() -> None:
-    assert class_names(4) == sorted(class_names(4)) and len(set(class_names(4))) == 4
-    assert class_names(2) == ["green-red", "red-green"]
-    assert len(class_names(8)) == 8 and len(class_names(3)) == 3
-    assert class_orders(4)[class_names(4).index("red-green_yellow-blue")] == (False, True)
+def test_class_names() -> None:
+    assert class_names(4) == ["blue_first", "green_first", "red_first", "yellow_first"]
+    assert class_names(2) == ["green_first", "red_first"]
+    assert len(class_names(6)) == 6 and class_names() == class_names(4)
     md = classes_markdown(4)
-    assert "| 3 | `red-green_yellow-blue` | red before green and yellow before blue |" in md
+    assert "| 2 | `red_first` | red flashes before green, blue, yellow |" in md
 
 
-@pytest.mark.parametrize("classes", [2, 4, 8])
-def test_every_class_shows_each_pair_in_its_order(classes: int) -> None:
+@pytest.mark.parametrize("classes,frames,size", [(2, 8, 16), (4, 32, 24), (6, 16, 32)])
+def test_the_class_colour_flashes_first_and_every_colour_once(classes: int, frames: int,
+                                                              size: int) -> None:
     rng = np.random.default_rng(0)
-    for c, swaps in enumerate(class_orders(classes)):
-        for _ in range(3):
-            v = render_video(c, classes, 16, 32, rng)
-            assert v.shape == (16, 32, 32, 3) and v.dtype == np.uint8
-            for (a, b), swap in zip(PAIRS, swaps):
-                ta, tb = _colour_times(v, a[1]), _colour_times(v, b[1])
-                assert len(ta) == 2 and len(tb) == 2, (a[0], ta, b[0], tb)
-                assert (tb[0] < ta[0]) == swap
+    palette = dict(COLOURS)
+    used = [name for name, _ in COLOURS[:classes]]
+    for c, first in enumerate(class_colours(classes)):
+        for _ in range(4):
+            v = render_video(c, classes, frames, size, rng)
+            assert v.shape == (frames, size, size, 3) and v.dtype == np.uint8
+            times = {name: _flash_times(v, palette[name]) for name in used}
+            assert all(len(ts) == 2 and ts[1] == ts[0] + 1 for ts in times.values()), times
+            starts = sorted((ts[0], name) for name, ts in times.items())
+            assert starts[0][1] == first
+            assert len({t for t, _ in starts}) == classes  # distinct slots
 
 
 def test_generator_is_deterministic_and_reuses(tmp_path) -> None:
@@ -64,13 +69,14 @@ def test_generator_is_deterministic_and_reuses(tmp_path) -> None:
     meta = json.loads((a / "meta.json").read_text())
     assert meta["params"] == SMALL and meta["classes"] == class_names(4)
     assert meta["counts"] == {"train": 16, "val": 4, "test": 4}
+    assert meta["params"]["size"] == 24
     lines = (a / "train.txt").read_text().split("\n")
     path, label = lines[0].split()
     assert (a / path).is_file() and label in class_names(4) and path.startswith(label + "/")
     # the files are real H.264 videos of the requested size
     info = probe(a / path)
-    assert (info.num_frames, info.width, info.height) == (16, 32, 32)
-    assert decode_all(a / path).shape == (16, 32, 32, 3)
+    assert (info.num_frames, info.width, info.height) == (16, 24, 24)
+    assert decode_all(a / path).shape == (16, 24, 24, 3)
     # same parameters: reused untouched
     stamp = (a / path).stat().st_mtime_ns
     assert ensure_synthetic(a, **SMALL) == a
@@ -114,7 +120,7 @@ def test_interrupted_run_leaves_whole_files_and_resumes(tmp_path, monkeypatch) -
     done = sorted(out.rglob("*.mp4"))
     assert len(done) == 5 and not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     for p in done:  # whatever exists is a whole, decodable video
-        assert decode_all(p).shape == (16, 32, 32, 3)
+        assert decode_all(p).shape == (16, 24, 24, 3)
     monkeypatch.setattr(synth, "render_video", real)
     stamps = {p: p.stat().st_mtime_ns for p in done}
     ensure_synthetic(out, **SMALL, workers=1)  # resumes: keeps the 5, makes the rest
@@ -137,7 +143,7 @@ def test_cli_synth_and_bad_input(tmp_path, capsys) -> None:
         "classes": 2, "videos_per_class": 4, "frames": 8, "size": 16, "seed": 3}
     assert "synthetic benchmark ready" in capsys.readouterr().out
     for argv, needle in ((["synth", "--out", str(tmp_path / "x"), "--size", "33"], "even"),
-                         (["synth", "--out", str(tmp_path / "x"), "--classes", "9"], "classes"),
+                         (["synth", "--out", str(tmp_path / "x"), "--classes", "7"], "classes"),
                          (["synth"], "--out"),
                          (["synth", "--out", str(tmp_path / "x"), "--frames", "abc"], "frames"),
                          (["bogus"], "invalid choice"),
