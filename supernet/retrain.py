@@ -9,6 +9,7 @@ video-level top-1/top-5, as multi-view testing (e.g. 10 clips x 3 crops) does.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import pytorch_lightning as pl
 import torch
@@ -34,10 +35,11 @@ class VideoClassifier(pl.LightningModule):
         block_kwargs: extra arguments for the block (e.g. ``{"position": "coords"}``).
         backbone_kwargs: extra arguments for the backbone (e.g. ``{"dropout": 0.5}``).
         pretrained_2d: a local torchvision-format ResNet-50 state dict to inflate (i3d_r50).
-        lr: peak SGD learning rate (after warm-up), cosine-annealed to ``lr_min``.
+        optimizer: ``sgd`` (momentum, Nesterov) or ``adamw``.
+        lr: peak learning rate (after warm-up), cosine-annealed to ``lr_min``.
         lr_min: final learning rate.
         momentum: SGD momentum.
-        weight_decay: SGD weight decay.
+        weight_decay: weight decay (not applied to biases and norm parameters).
         warmup_epochs: linear warm-up epochs (fractional allowed; 0 = none).
         label_smoothing: cross-entropy label smoothing.
     """
@@ -51,6 +53,7 @@ class VideoClassifier(pl.LightningModule):
         block_kwargs: dict | None = None,
         backbone_kwargs: dict | None = None,
         pretrained_2d: str | None = None,
+        optimizer: Literal["sgd", "adamw"] = "sgd",
         lr: float = 0.05,
         lr_min: float = 0.0,
         momentum: float = 0.9,
@@ -59,6 +62,8 @@ class VideoClassifier(pl.LightningModule):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
+        if optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"unknown optimizer {optimizer!r}; accepted: sgd, adamw")
         self.save_hyperparameters()
         kwargs = dict(backbone_kwargs or {})
         if pretrained_2d:
@@ -153,11 +158,13 @@ class VideoClassifier(pl.LightningModule):
             if not p.requires_grad:
                 continue
             (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-        opt = torch.optim.SGD(
-            [{"params": decay, "weight_decay": hp.weight_decay},
-             {"params": no_decay, "weight_decay": 0.0}],
-            lr=hp.lr, momentum=hp.momentum, nesterov=hp.momentum > 0,
-        )
+        groups = [{"params": decay, "weight_decay": hp.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        if hp.get("optimizer", "sgd") == "adamw":
+            opt = torch.optim.AdamW(groups, lr=hp.lr)
+        else:
+            opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum,
+                                  nesterov=hp.momentum > 0)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = max(1, self.trainer.max_epochs or 1)
         warm = int(round(hp.warmup_epochs * total / epochs))

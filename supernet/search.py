@@ -41,7 +41,8 @@ class SearchModule(pl.LightningModule):
         kv_pool: max-pool dot-product keys/values 1x2x2 (default True).
         position: positional signal for dot-product ops: none | coords | sincos.
         backbone_kwargs: extra keyword arguments for the backbone (e.g. proxy widths).
-        lr: weight SGD learning rate (cosine-annealed to ``lr_min`` over ``max_epochs``).
+        optimizer: weight optimiser, ``sgd`` (momentum; DARTS) or ``adamw``.
+        lr: weight learning rate (cosine-annealed to ``lr_min`` over ``max_epochs``).
         lr_min: final weight learning rate.
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
@@ -68,8 +69,9 @@ class SearchModule(pl.LightningModule):
         num_nodes: int = 3,
         inner_ratio: float = 0.5,
         kv_pool: bool = True,
-        position: str = "coords",
+        position: str = "none",
         backbone_kwargs: dict | None = None,
+        optimizer: Literal["sgd", "adamw"] = "sgd",
         lr: float = 0.05,
         lr_min: float = 1e-3,
         momentum: float = 0.9,
@@ -87,6 +89,8 @@ class SearchModule(pl.LightningModule):
         super().__init__()
         if arch_order not in (1, 2):
             raise ValueError(f"arch_order must be 1 or 2, got {arch_order!r}")
+        if optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"unknown optimizer {optimizer!r}; accepted: sgd, adamw")
         if remedy not in ("none", "beta_decay", "entropy"):
             raise ValueError(f"unknown remedy {remedy!r}; accepted: none, beta_decay, entropy")
         self.save_hyperparameters()
@@ -257,8 +261,12 @@ class SearchModule(pl.LightningModule):
     # -- optimisers --------------------------------------------------------------------
     def configure_optimizers(self):
         hp = self.hparams
-        w_opt = torch.optim.SGD(self.model.weight_parameters(), lr=hp.lr, momentum=hp.momentum,
-                                weight_decay=hp.weight_decay)
+        if hp.get("optimizer", "sgd") == "adamw":
+            w_opt = torch.optim.AdamW(self.model.weight_parameters(), lr=hp.lr,
+                                      weight_decay=hp.weight_decay)
+        else:
+            w_opt = torch.optim.SGD(self.model.weight_parameters(), lr=hp.lr,
+                                    momentum=hp.momentum, weight_decay=hp.weight_decay)
         a_opt = torch.optim.Adam(self.model.arch_parameters(), lr=hp.arch_lr,
                                  betas=tuple(hp.arch_betas), weight_decay=hp.arch_weight_decay)
         epochs = max(1, self.trainer.max_epochs or 1)
