@@ -4,7 +4,7 @@ Both map ``x`` ``(N, C, T, H, W)`` to the same shape::
 
     u   = proj(x)                                  1x1x1 conv C -> Ci (Ci = round(C * inner_ratio))
     h_0 = u
-    h_k = edge_k( sum_j b_kj * h_j , j < k )        k = 1..K   (node k-1 of the K nodes)
+    h_k = BN_k(edge_k( sum_j b_kj * h_j , j < k ))  k = 1..K   (node k-1 of the K nodes)
     y   = BN(conv_1x1x1(concat(h_1..h_K)))          Ci*K -> C, BN weight (gamma) initialised to 0
     out = x + y
 
@@ -127,6 +127,9 @@ class _CellBase(nn.Module):
         self.position = check_choice(position, POSITIONS, "position")
         self.num_nodes = num_nodes
         self.proj = nn.Conv3d(channels, self.inner, 1, bias=False)
+        # one BatchNorm per node output: unnormalised candidates (identity / relu maps and
+        # affinities) chained over K nodes otherwise grow polynomially and overflow
+        self.norms = nn.ModuleList(nn.BatchNorm3d(self.inner) for _ in range(num_nodes))
         self.sink = nn.Conv3d(self.inner * num_nodes, channels, 1, bias=False)
         self.bn = nn.BatchNorm3d(channels)
         nn.init.zeros_(self.bn.weight)
@@ -164,7 +167,7 @@ class SearchCell(_CellBase):
         hs = [self.proj(x)]
         for k, edge in enumerate(self.edges):
             z = sum(ins[k, j] * hs[j] for j in range(k + 1))
-            hs.append(edge(z, ops[k]))
+            hs.append(self.norms[k](edge(z, ops[k])))
         return self._finish(x, hs[1:])
 
 
@@ -188,8 +191,8 @@ class FixedCell(_CellBase):
     def forward(self, x: Tensor) -> Tensor:
         check_video(x, self.channels)
         hs = [self.proj(x)]
-        for nd, edge in zip(self.nodes, self.edges):
-            hs.append(edge(hs[nd.input]))
+        for nd, edge, norm in zip(self.nodes, self.edges, self.norms):
+            hs.append(norm(edge(hs[nd.input])))
         return self._finish(x, hs[1:])
 
     def extra_repr(self) -> str:
@@ -206,6 +209,7 @@ def fixed_from_search(cell: SearchCell, nodes: Sequence | None = None) -> FixedC
     fixed.proj.load_state_dict(cell.proj.state_dict())
     fixed.sink.load_state_dict(cell.sink.state_dict())
     fixed.bn.load_state_dict(cell.bn.state_dict())
+    fixed.norms.load_state_dict(cell.norms.state_dict())
     for src, dst in zip(cell.edges, fixed.edges):
         want = dst.weights.state_dict()
         have = src.weights.state_dict()

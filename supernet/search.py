@@ -143,8 +143,9 @@ class SearchModule(pl.LightningModule):
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite {what} loss ({loss.item()}) at epoch {self.current_epoch}, "
-                f"step {self.global_step} (batch {batch_idx}); the last good genotype is the "
-                f"one written at the end of the previous epoch"
+                f"step {self.global_step} (batch {batch_idx}); "
+                + ("the last good genotype is the one written at the end of the previous epoch"
+                   if self.current_epoch > 0 else "no genotype was written yet (epoch 0)")
             )
 
     def _weight_lr(self) -> float:
