@@ -10,6 +10,7 @@ Extra arguments go to the search CLI, e.g. ``attnas demo --trainer.max_epochs 2`
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,12 @@ def main(argv: list[str]) -> int:
     if not CONFIG.is_file():
         print(f"attnas demo: error: default config {CONFIG} is missing", file=sys.stderr)
         return 2
+    if "OMP_NUM_THREADS" not in os.environ:
+        # leave cores to the two decoding workers: on a 2-core machine, 2 compute threads
+        # plus 2 workers oversubscribe the CPU and torch's spinning threads slow down 5-10x
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
     t0 = time.time()
     print(f"[attnas demo] search with {CONFIG.relative_to(REPO)} (data generated on first use)")
     code = search_main(["fit", "-c", str(CONFIG), "--trainer.logger.init_args.name", "demo",
