@@ -1,16 +1,18 @@
 """Learnability of the synthetic benchmark: train the proxy backbone with no attention,
 with non-local blocks and with other blocks, and record train / val accuracy per epoch.
 
-    python -m benchmarks.learnability                      # default data, none/nonlocal/cinst
-    python -m benchmarks.learnability --blocks none,nonlocal --epochs 8
+    python -m benchmarks.learnability    # default data; none, nonlocal, nonlocal+coords, cinst
+    python -m benchmarks.learnability --blocks none nonlocal --seeds 0 1 2 --epochs 8
 
 Data: ``datamodules.VideoDataModule(root, synthetic=True)`` (the default synthetic
 benchmark, generated on first use) through the real PyAV pipeline, with a decoded-clip
 memory cache. Model: ``supernet.create_backbone("proxy", num_classes, block=...)``.
 Loop: plain PyTorch, AdamW, linear warm-up then cosine, the same seed for every block.
 
-Writes ``<out>.json`` (every number), ``<out>.md`` (tables, command, machine) and
-``<out>.png`` (curves); default ``<out>`` = ``benchmarks/results/learnability``.
+Writes ``<out>.json`` (every number; rewritten after each run, so ``--resume`` continues
+an interrupted benchmark), ``<out>.md`` (tables, command, machine) and ``<out>.png``
+(curves, mean over seeds with the min-max band); default ``<out>`` =
+``benchmarks/results/learnability``. Runs are deterministic for a given seed.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.learnability",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default="data/synth", help="synthetic benchmark folder")
-    p.add_argument("--blocks", nargs="+", default=["none", "nonlocal", "cinst"],
+    p.add_argument("--blocks", nargs="+",
+                   default=["none", "nonlocal", "nonlocal:position=coords", "cinst"],
                    help="block specs: a create_block name, optionally with keyword arguments "
                         "as name:key=value:key=value (e.g. nonlocal:position=coords)")
     p.add_argument("--epochs", type=int, default=6)
@@ -47,12 +50,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup-epochs", type=float, default=0.5)
     p.add_argument("--workers", type=int, default=1, help="DataLoader workers")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
                    help="one run per seed and block (model init and data order)")
     p.add_argument("--limit-train", type=int, default=0,
                    help="use only this many training batches per epoch (0 = all)")
     p.add_argument("--out", default="benchmarks/results/learnability",
-                   help="output path without extension")
+                   help="output path without extension (.json, .md and .png are added)")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the (block, seed) runs already in <out>.json when its settings "
+                        "match (the JSON is rewritten after every run)")
     p.add_argument("--videos-per-class", type=int, default=None,
                    help="generator parameter (default: the benchmark default)")
     p.add_argument("--classes", type=int, default=None)
@@ -158,6 +164,12 @@ def train_one(block: str, dm: VideoDataModule, args: argparse.Namespace, seed: i
             "train_clips": len(dm.datasets["train"]), "val_clips": len(dm.datasets["val"])}
 
 
+def _atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def _machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -253,7 +265,7 @@ def _plot(results: list[dict], path: Path, chance: float) -> None:
     axes[0].set_ylabel("accuracy")
     axes[1].legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
+    tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(path)
@@ -276,19 +288,39 @@ def main(argv: list[str] | None = None) -> int:
     dm.prepare_data()
     print(f"data ready in {time.perf_counter() - t0:.1f} s: {args.root}", flush=True)
     dm.setup("fit")
-    print(f"{'block':>10} | seed | epoch | train loss | train acc | val loss | val acc | "
-          "train s")
-    results = [train_one(b, dm, args, seed) for b in args.blocks for seed in args.seeds]
     meta = {"root": args.root, "num_classes": dm.num_classes, "classes": dm.classes, **full}
     cmd = "python -m benchmarks.learnability " + " ".join(sys.argv[1:] if argv is None else argv)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"command": cmd.strip(), "machine": _machine(), "data": meta, "args": vars(args),
-           "results": results}
-    out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
-    out.with_suffix(".md").write_text(_markdown(results, args, cmd.strip(), meta))
-    _plot(results, out.with_suffix(".png"), 1.0 / dm.num_classes)
-    print(f"wrote {out}.json, {out}.md, {out}.png")
+    json_path, md_path, png_path = (Path(f"{out}{ext}") for ext in (".json", ".md", ".png"))
+    config = {"data": meta, **{k: getattr(args, k) for k in (
+        "batch_size", "lr", "weight_decay", "warmup_epochs", "epochs", "limit_train")}}
+    done: dict[tuple[str, int], dict] = {}
+    if args.resume and json_path.is_file():
+        old = json.loads(json_path.read_text())
+        if old.get("config") == config:
+            done = {(r["block"], r["seed"]): r for r in old.get("results", [])}
+        else:
+            print(f"{json_path}: other settings, not resumed", flush=True)
+    print(f"{'block':>10} | seed | epoch | train loss | train acc | val loss | val acc | "
+          "train s")
+    results = []
+    for block in args.blocks:
+        for seed in args.seeds:
+            if (block, seed) in done:
+                print(f"{block:>10} | {seed:>4} | reused from {json_path}", flush=True)
+                results.append(done[(block, seed)])
+                continue
+            results.append(train_one(block, dm, args, seed))
+            doc = {"command": cmd.strip(), "machine": _machine(), "config": config,
+                   "args": vars(args), "results": list(done.values()) + results}
+            _atomic(json_path, json.dumps(doc, indent=2) + "\n")  # after every run
+    doc = {"command": cmd.strip(), "machine": _machine(), "config": config,
+           "args": vars(args), "results": results}
+    _atomic(json_path, json.dumps(doc, indent=2) + "\n")
+    _atomic(md_path, _markdown(results, args, cmd.strip(), meta))
+    _plot(results, png_path, 1.0 / dm.num_classes)
+    print(f"wrote {json_path}, {md_path}, {png_path}")
     for r in results:
         print(f"{r['block']:>10} seed {r['seed']}: final val {r['epochs'][-1]['val_acc']:.3f}, "
               f"best val {max(e['val_acc'] for e in r['epochs']):.3f}, test {r['test_acc']}")

@@ -56,7 +56,8 @@ def main(argv: list[str]) -> int:
     except SystemExit as e:  # --help (0) or a usage error (2, already printed)
         return int(e.code or 0)
     if args.command is None:
-        parser.print_help()
+        print("attnas data: expected a subcommand: synth (see `attnas data --help`)",
+              file=sys.stderr)
         return 2
     try:
         out = ensure_synthetic(args.out, classes=args.classes,

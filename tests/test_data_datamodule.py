@@ -148,6 +148,37 @@ def test_broken_video_in_list_is_skipped_and_counted(synth: Path, tmp_path: Path
     assert any("broken.mp4" in str(w.message) for w in caught)
 
 
+class _Tiny(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def training_step(self, batch, batch_idx):
+        return self.w * batch["video"].mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_broken_video_monitor_logs_the_count_per_epoch(synth: Path, tmp_path: Path) -> None:
+    from datamodules import BrokenVideoMonitor
+
+    lines = (synth / "train.txt").read_text().splitlines()[:7]
+    (tmp_path / "bad.mp4").write_text("not a video")
+    lines.append(f"{tmp_path / 'bad.mp4'} {class_names(4)[1]}")
+    (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
+    dm = _dm(synth, train_list=str(tmp_path / "train.txt"), path_prefix=str(synth),
+             batch_size=4, max_fail_fraction=0.2)
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0,
+                         callbacks=[BrokenVideoMonitor()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(_Tiny(), datamodule=dm)
+    assert float(trainer.callback_metrics["data/broken_videos"]) == 1.0
+
+
 # ---------------------------------------------------------------------------- DDP
 class _Recorder(pl.LightningModule):
     """Records which training videos each rank sees in search mode."""

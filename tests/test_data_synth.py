@@ -145,6 +145,7 @@ def test_cli_synth_and_bad_input(tmp_path, capsys) -> None:
     for argv, needle in ((["synth", "--out", str(tmp_path / "x"), "--size", "33"], "even"),
                          (["synth", "--out", str(tmp_path / "x"), "--classes", "7"], "classes"),
                          (["synth"], "--out"),
+                         ([], "expected a subcommand"),
                          (["synth", "--out", str(tmp_path / "x"), "--frames", "abc"], "frames"),
                          (["bogus"], "invalid choice"),
                          (["synth", "--out", str(out), "--seed", "4"], "other parameters")):
