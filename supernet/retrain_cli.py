@@ -7,10 +7,13 @@ def trainer_defaults(root: str = "runs") -> dict:
     """Retrain defaults: CSV logs and checkpoints under ``runs/retrain/version_N``."""
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
+    from datamodules import BrokenVideoMonitor
+
     return {
         "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger",
                    "init_args": {"save_dir": root, "name": "retrain"}},
         "callbacks": [
+            BrokenVideoMonitor(),
             ModelCheckpoint(save_last=True, monitor="val/top1", mode="max", filename="best",
                             auto_insert_metric_name=False),
             LearningRateMonitor(),

@@ -8,12 +8,14 @@ def trainer_defaults(root: str = "runs") -> dict:
     ``runs/search/version_N``."""
     from pytorch_lightning.callbacks import ModelCheckpoint
 
+    from datamodules import BrokenVideoMonitor
     from derive.callbacks import GenotypeWriter
 
     return {
         "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger",
                    "init_args": {"save_dir": root, "name": "search"}},
         "callbacks": [
+            BrokenVideoMonitor(),
             ModelCheckpoint(save_last=True, save_top_k=-1, every_n_epochs=1,
                             filename="epoch{epoch:02d}", auto_insert_metric_name=False),
             GenotypeWriter(),
