@@ -206,7 +206,9 @@ def _markdown(results: list[dict], args: argparse.Namespace, cmd: str, meta: dic
              f"{meta['size']}x{meta['size']} px; the real PyAV pipeline)  ",
              f"Model: proxy backbone (`supernet.create_backbone('proxy', ...)`, block at its "
              f"default positions), AdamW lr {args.lr}, weight decay {args.weight_decay}, "
-             f"batch {args.batch_size}, {args.epochs} epochs, seeds {seeds}.", "",
+             f"batch {args.batch_size}, {args.epochs} epochs, seeds {seeds}. s/epoch is "
+             "wall time for training on the machine as it was (other jobs included); a run is "
+             "deterministic for its seed.", "",
              "## Final accuracy (mean over seeds; per seed in brackets)", "",
              "| block | params | train acc | val acc | best val acc | test acc | s/epoch |",
              "|---|---:|---:|---:|---:|---:|---:|"]
@@ -263,7 +265,7 @@ def _plot(results: list[dict], path: Path, chance: float) -> None:
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy")
-    axes[1].legend(loc="lower right", fontsize=8)
+    axes[1].legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -288,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     dm.prepare_data()
     print(f"data ready in {time.perf_counter() - t0:.1f} s: {args.root}", flush=True)
     dm.setup("fit")
-    meta = {"root": args.root, "num_classes": dm.num_classes, "classes": dm.classes, **full}
+    meta = {"root": args.root, "num_classes": dm.num_classes, "class_names": dm.classes,
+            **full}
     cmd = "python -m benchmarks.learnability " + " ".join(sys.argv[1:] if argv is None else argv)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
