@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.common import write_text_atomic
+
 BLOCKS = ["none", "nonlocal", "nonlocal_dot", "a2", "cinst", "stinc"]
 NL_SHAPES = {"res3": (2, 512, 4, 28, 28), "res3-T8": (2, 512, 8, 28, 28)}
 NL_LARGE = {"res2-T8": (2, 512, 8, 56, 56)}  # DESIGN.md's peer figure: ~5.3 GB explicit
@@ -351,11 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         NOTES,
     ])
     print("\n" + text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    write_text_atomic(args.out, text)
     return 0
 
 

@@ -29,6 +29,7 @@ import av
 import numpy as np
 import torch
 
+from benchmarks.common import cpu_name
 from datamodules.cache import ClipCache
 from datamodules.datasets import VideoClipDataset, VideoRecord
 from datamodules.decode import VideoReader, decode_all
@@ -151,14 +152,7 @@ def _search_step_rate(batch: int, repeats: int) -> float | None:
 
 
 def _machine() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return (f"{cpu}, {os.cpu_count()} cores, PyAV {av.__version__} (FFmpeg "
             f"{'.'.join(map(str, av.library_versions['libavcodec']))} libavcodec), torch "
             f"{torch.__version__}, Python {platform.python_version()}")

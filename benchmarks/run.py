@@ -55,6 +55,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import cpu_name
+
 __all__ = ["main", "BenchError", "Ledger", "build_plan"]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -1015,14 +1017,7 @@ def plot(table: list[dict[str, Any]], path: Path, title: str) -> Path | None:
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     import torch
 
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"

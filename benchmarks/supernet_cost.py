@@ -19,7 +19,8 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from benchmarks.common import write_text_atomic
 
 SHAPES = {"proxy": (2, 64, 8, 28, 28), "res4": (2, 1024, 4, 14, 14)}
 ROWS = {
@@ -143,11 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     text = "\n".join(header + lines + [""] + summary) + "\n"
     print("\n" + text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    write_text_atomic(args.out, text)
     return 0
 
 
