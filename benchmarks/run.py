@@ -49,6 +49,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -143,8 +144,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-batches", type=int, default=None,
                    help="smoke test of the full configuration: at most this many train / "
                         "val / test batches per epoch (not a result; use its own --out)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time, each its own subprocess (default 1); on a machine "
+                        "with few cores, --jobs 2 --threads 1 beats one run with 2 threads")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads per run (default: the CPU cores available; --quick 1)")
+                   help="torch threads per run (default: the CPU cores available divided by "
+                        "--jobs; --quick 1)")
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds after which one run is killed and recorded as failed")
     p.add_argument("--plan", action="store_true",
@@ -288,6 +293,7 @@ def build_plan(argv: list[str]) -> Plan:
                         ("--retrain-epochs", args.retrain_epochs)):
         if value is not None:
             _check_count(value, flag, 1)
+    _check_count(args.jobs, "--jobs", 1)
     if args.threads is not None:
         _check_count(args.threads, "--threads", 1)
     if args.limit_batches is not None:
@@ -337,7 +343,8 @@ def build_plan(argv: list[str]) -> Plan:
     if out.exists() and not out.is_dir():
         raise BenchError(f"--out {out} exists and is not a folder")
     work = (Path(args.work) if args.work else out / "_work").resolve()
-    threads = args.threads or (1 if quick else len(os.sched_getaffinity(0)))
+    threads = args.threads or (1 if quick else
+                               max(1, len(os.sched_getaffinity(0)) // args.jobs))
 
     # -- data: the synthetic benchmark, read whole (the class needs every frame) ---------
     from datamodules.synth import DEFAULTS
@@ -451,6 +458,7 @@ class Ledger:
     def __init__(self, path: Path, fields: list[str], key: tuple[str, ...]) -> None:
         self.path, self.fields, self.key = path, fields, key
         self.rows: dict[tuple[str, ...], dict[str, str]] = {}
+        self._lock = threading.Lock()  # --jobs: runs finish on several threads
         if path.is_file():
             with path.open(newline="") as fh:
                 for row in csv.DictReader(fh):
@@ -471,14 +479,15 @@ class Ledger:
     def put(self, row: dict[str, Any]) -> None:
         """Record (or replace) a row and rewrite the file atomically."""
         clean = {f: "" if row.get(f) is None else str(row.get(f)) for f in self.fields}
-        self.rows[self._key(clean)] = clean
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self.fields)
-            writer.writeheader()
-            writer.writerows(self.rows.values())
-        tmp.replace(self.path)
+        with self._lock:
+            self.rows[self._key(clean)] = clean
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            with tmp.open("w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=self.fields)
+                writer.writeheader()
+                writer.writerows(list(self.rows.values()))
+            tmp.replace(self.path)
 
     def settings(self) -> set[str]:
         """The settings fingerprints of the rows recorded."""
@@ -517,7 +526,7 @@ def escape(text: str) -> str:
 
 
 class Runner:
-    """Launches jobs one at a time, records them, prints progress and the estimate."""
+    """Launches jobs (``--jobs`` at a time), records them, prints progress and the estimate."""
 
     def __init__(self, plan: Plan, console: Any) -> None:
         self.plan, self.console = plan, console
@@ -529,18 +538,27 @@ class Runner:
         self.ran = 0
         self.skipped = 0
         self.failed = 0
+        self.finished = 0
         self.cost_cache: dict[str, dict[str, Any]] = {}
+        self._lock = threading.RLock()
+
+    def _bump(self, counter: str) -> int:
+        """Add one to a progress counter (thread-safe); returns its new value."""
+        with self._lock:
+            value = getattr(self, counter) + 1
+            setattr(self, counter, value)
+            return value
 
     # -- estimate --------------------------------------------------------------------
     def _walls(self) -> dict[str, list[float]]:
         walls: dict[str, list[float]] = {"search": [], "retrain": [], "steptime": []}
-        for r in self.srch.rows.values():
+        for r in list(self.srch.rows.values()):
             if r.get("status") == "ok" and _float(r.get("total_s")):
                 walls["search"].append(float(r["total_s"]))
-        for r in self.acc.rows.values():
+        for r in list(self.acc.rows.values()):
             if r.get("status") == "ok" and _float(r.get("wall_s")):
                 walls["retrain"].append(float(r["wall_s"]))
-        for r in self.step.rows.values():
+        for r in list(self.step.rows.values()):
             if r.get("status") == "ok" and _float(r.get("wall_s", None)):
                 walls["steptime"].append(float(r["wall_s"]))
         return walls
@@ -584,19 +602,22 @@ class Runner:
                 else:
                     total += mean["retrain"]
                     left += mean["retrain"]
-        return total, left
+        jobs = max(1, self.plan.args.jobs)  # runs overlap; walls were measured that way
+        return total / jobs, left / jobs
 
     def _progress(self, what: str, status: str, detail: str) -> None:
         total, left = self.estimate()
         eta = (f" | full run ≈ {_fmt_s(total)}, left ≈ {_fmt_s(left)}"
                if total is not None else "")
         colour = {"ok": "green", "failed": "red", "skip": "dim"}.get(status, "white")
-        self.console.print(f"\\[{self.index:>3}/{self.total}] {escape(what)}: [{colour}]{status}"
+        done = self._bump("finished")
+        self.console.print(f"\\[{done:>3}/{self.total} done] {escape(what)}: "
+                           f"[{colour}]{status}"
                            f"[/{colour}] {escape(detail)}{eta}", highlight=False)
 
     def _start(self, what: str) -> None:
-        self.index += 1
-        self.console.print(f"\\[{self.index:>3}/{self.total}] {escape(what)} … "
+        index = self._bump("index")
+        self.console.print(f"\\[{index:>3}/{self.total}] {escape(what)} … "
                            f"[dim]started {time.strftime('%H:%M:%S')}[/dim]", highlight=False)
 
     # -- one subprocess ------------------------------------------------------------------
@@ -659,8 +680,8 @@ class Runner:
         """Search (or skip, if finished) one job."""
         what = f"search {job.label}"
         if self.srch.done(job.key) and job.genotype.is_file():
-            self.index += 1
-            self.skipped += 1
+            self._bump("index")
+            self._bump("skipped")
             return
         self._start(what)
         spec = {
@@ -670,7 +691,7 @@ class Runner:
             "provenance": {"benchmark": job.key, "group": job.group},
         }
         result, wall, log = self.launch(_slug("search_" + job.key.replace("/", "_")), spec)
-        self.ran += 1
+        self._bump("ran")
         nodes = result.get("nodes")
         row = {
             "search": job.key, "label": job.label, "group": job.group, "seed": job.seed,
@@ -694,14 +715,14 @@ class Runner:
             self._progress(what, "ok", f"{_fmt_s(wall)}, peak RSS "
                            f"{result.get('peak_rss_mib', 0):.0f} MiB; cell {cell}")
         else:
-            self.failed += 1
+            self._bump("failed")
             self._progress(what, "failed", f"{result['error']} (log: {log})")
 
     def run_steptime(self) -> None:
         """Time supernet vs derived-network training steps (once)."""
         if self.step.done("steptime"):
-            self.index += 1
-            self.skipped += 1
+            self._bump("index")
+            self._bump("skipped")
             return
         ok = [j for j in self.plan.searches if j.group == "default" and j.repeat == 0
               and self.srch.done(j.key) and j.genotype.is_file()]
@@ -710,7 +731,7 @@ class Runner:
         if not ok:
             self.step.put({"key": "steptime", "status": "failed", "settings": self.plan.settings,
                            "finished": _now(), "error": "no searched cell to time"})
-            self.failed += 1
+            self._bump("failed")
             self._progress(what, "failed", "no searched cell to time")
             return
         batch = int(self.plan.search_data.get("batch_size", 16))
@@ -720,7 +741,7 @@ class Runner:
                 "shape": [batch, 3, self.plan.clip[0], self.plan.clip[1], self.plan.clip[1]],
                 "steps": 2 if self.plan.quick else 5}
         result, wall, log = self.launch("steptime", spec)
-        self.ran += 1
+        self._bump("ran")
         self.step.put({**{k: result.get(k) for k in STEP_FIELDS}, "key": "steptime",
                        "genotype": self._rel(ok[0].genotype),
                        "shape": "x".join(map(str, result.get("shape", []))),
@@ -730,11 +751,15 @@ class Runner:
             ratio = result["supernet_iteration_s"] / result["derived_step_s"]
             self._progress(what, "ok", f"search iteration / derived step = {ratio:.1f}×")
         else:
-            self.failed += 1
+            self._bump("failed")
             self._progress(what, "failed", f"{result['error']} (log: {log})")
 
     def cost(self, row: Row) -> dict[str, Any]:
         """Params and MACs of the proxy with ``row``'s block at the benchmark clip."""
+        with self._lock:  # one MAC count at a time (the counter is a global mode)
+            return self._cost(row)
+
+    def _cost(self, row: Row) -> dict[str, Any]:
         if row.key in self.cost_cache:
             return self.cost_cache[row.key]
         from supernet.cost import model_cost
@@ -758,8 +783,8 @@ class Runner:
         """Train and test one (row, seed), or skip it if finished."""
         what = f"train {row.label} seed {seed}"
         if self.acc.done(row.key, seed):
-            self.index += 1
-            self.skipped += 1
+            self._bump("index")
+            self._bump("skipped")
             return
         self._start(what)
         base = {"row": row.key, "label": row.label, "kind": row.kind,
@@ -768,7 +793,7 @@ class Runner:
                                            and Path(row.block).is_file()):
             self.acc.put({**base, "status": "failed", "finished": _now(),
                           "error": f"its search {row.search.key} failed"})
-            self.failed += 1
+            self._bump("failed")
             self._progress(what, "failed", f"its search {row.search.key} failed")
             return
         cost = self.cost(row)
@@ -777,7 +802,7 @@ class Runner:
                 "model": {**self.plan.retrain_model, "block": row.block}}
         slug = _slug(f"train_{row.key.replace('/', '_')}_seed{seed}")
         result, wall, log = self.launch(slug, spec)
-        self.ran += 1
+        self._bump("ran")
         self.acc.put({**base, **{k: result.get(k) for k in
                                  ("status", "video_top1", "clip_top1", "val_top1", "epochs",
                                   "peak_rss_mib", "error")},
@@ -787,7 +812,7 @@ class Runner:
             self._progress(what, "ok", f"video top-1 {100 * result['video_top1']:.1f} % "
                            f"in {_fmt_s(wall)}")
         else:
-            self.failed += 1
+            self._bump("failed")
             self._progress(what, "failed", f"{result['error']} (log: {log})")
 
 
@@ -1140,7 +1165,8 @@ def write_markdown(plan: Plan, runner: Runner, table: list[dict[str, Any]],
         f"{stamps[0] if stamps else '—'} … {stamps[-1] if stamps else '—'}.",
         "",
         f"- Command: `{plan.command}`",
-        f"- Machine: {_machine()}; {plan.threads} torch thread(s) per run, one run at a time.",
+        f"- Machine: {_machine()}; {plan.threads} torch thread(s) per run, "
+        f"{plan.args.jobs} run(s) at a time.",
         f"- Versions: {_versions()}.",
         f"- Data: synthetic benchmark `{plan.retrain_data['root']}` "
         f"({plan.synth['classes']} classes × {plan.synth['videos_per_class']} videos, "
@@ -1322,8 +1348,9 @@ def _print_plan(plan: Plan, runner: Runner, console: Any) -> None:
     per_row = statistics.fmean(est[r.key] for r in plan.rows)
     console.print(f"runs: {runner.total} ({len(todo_search)} searches ≈ "
                   f"{_fmt_s(est['search'])} each, {n_train} trainings ≈ {_fmt_s(per_row)} each "
-                  f"on average); calibrated estimate of what is left ≈ {_fmt_s(left)} with "
-                  f"{plan.threads} thread(s)")
+                  f"on average); calibrated estimate of what is left ≈ "
+                  f"{_fmt_s(left / plan.args.jobs)} with {plan.threads} thread(s) per run, "
+                  f"{plan.args.jobs} at a time")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1380,6 +1407,57 @@ def _main(plan: Plan) -> int:
         lock.close()
 
 
+def _tasks(plan: Plan, runner: Runner) -> list[tuple[Any, set[str], str]]:
+    """Every run as (callable, the search keys it waits for, its own key), in order:
+    searches, the step-time job, then the rows seed by seed."""
+    tasks: list[tuple[Any, set[str], str]] = []
+    for job in plan.searches:
+        tasks.append((lambda job=job: runner.run_search(job), set(), job.key))
+    first = [j.key for j in plan.searches if j.group == "default" and j.repeat == 0]
+    tasks.append((runner.run_steptime, set(first), "steptime"))
+    for seed in plan.train_seeds:
+        for row in plan.rows:
+            needs = {row.search.key} if row.search is not None else set()
+            tasks.append((lambda row=row, seed=seed: runner.run_row(row, seed), needs,
+                          f"{row.key}/{seed}"))
+    return tasks
+
+
+def _schedule(plan: Plan, runner: Runner) -> None:
+    """Run every task, ``--jobs`` at a time; a task starts once the searches it needs
+    have ended (ok or failed: a failed search fails its rows)."""
+    jobs = plan.args.jobs
+    pending = _tasks(plan, runner)
+    if jobs <= 1:
+        for fn, _, _ in pending:
+            fn()
+        return
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    ended: set[str] = set()
+    running: dict[Future[Any], str] = {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        try:
+            while pending or running:
+                for task in list(pending):
+                    if len(running) >= jobs:
+                        break
+                    fn, needs, key = task
+                    if needs <= ended:
+                        pending.remove(task)
+                        running[pool.submit(fn)] = key
+                if not running:  # cannot happen: every dependency is a task of the plan
+                    raise RuntimeError(f"unschedulable runs: {[k for _, _, k in pending]}")
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    ended.add(running.pop(fut))
+                    fut.result()  # re-raise a bug in the runner itself
+        except BaseException:
+            for fut in running:
+                fut.cancel()
+            raise
+
+
 def _run(plan: Plan, runner: Runner, console: Any) -> int:
     """Every step, then the reports; the exit code."""
     t0 = time.perf_counter()
@@ -1400,12 +1478,7 @@ def _run(plan: Plan, runner: Runner, console: Any) -> int:
     _random_genotypes(plan)
     interrupted = False
     try:
-        for job in plan.searches:
-            runner.run_search(job)
-        runner.run_steptime()
-        for seed in plan.train_seeds:
-            for row in plan.rows:
-                runner.run_row(row, seed)
+        _schedule(plan, runner)
     except KeyboardInterrupt:
         interrupted = True
         console.print("[red]interrupted[/red]: finished runs are kept; re-run the same "
