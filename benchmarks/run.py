@@ -1,6 +1,6 @@
 """The accuracy / search-cost benchmark: does the searched cell beat non-local blocks?
 
-    python -m benchmarks.run                 # the full benchmark (hours on 2 CPU cores)
+    python -m benchmarks.run                 # the full benchmark (about 2 h on 2 CPU cores)
     python -m benchmarks.run --quick         # the whole chain at toy scale (< 2 min)
     python -m benchmarks.run --plan          # what would run, and what is already done
     attnas bench ...                         # the same
@@ -66,6 +66,12 @@ RETRAIN_CONFIG = REPO / "configs" / "retrain" / "synthetic.yaml"
 DEFAULT_OUT = REPO / "benchmarks" / "results"
 QUICK_OUT = DEFAULT_OUT / "quick"
 DEFAULT_BLOCKS = ("none", "nonlocal", "a2", "cinst", "stinc")
+#: the benchmark's budget when --search-epochs / --retrain-epochs are not given: what fits
+#: the full run (2 searches, 30 trainings) in about two hours on 2 CPU cores
+BENCH_SEARCH_EPOCHS = 3
+BENCH_RETRAIN_EPOCHS = 3
+#: most runs at a time by default (each gets the cores divided among them)
+MAX_DEFAULT_JOBS = 4
 #: the remedy weight used for a ``--remedy`` value when the config's weight is 0
 DEFAULT_REMEDY_WEIGHT = 1.0
 #: toy scale of ``--quick``
@@ -138,15 +144,18 @@ def _parser() -> argparse.ArgumentParser:
                         "coords, sincos); each value other than the config's adds a search "
                         "group")
     p.add_argument("--search-epochs", type=int, default=None,
-                   help="override the search config's max_epochs")
+                   help="search epochs (default "
+                        f"{BENCH_SEARCH_EPOCHS}; the config's max_epochs is the demo's)")
     p.add_argument("--retrain-epochs", type=int, default=None,
-                   help="override the retrain config's max_epochs (same for every row)")
+                   help=f"training epochs, the same for every row (default "
+                        f"{BENCH_RETRAIN_EPOCHS})")
     p.add_argument("--limit-batches", type=int, default=None,
                    help="smoke test of the full configuration: at most this many train / "
                         "val / test batches per epoch (not a result; use its own --out)")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="runs at a time, each its own subprocess (default 1); on a machine "
-                        "with few cores, --jobs 2 --threads 1 beats one run with 2 threads")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="runs at a time, each its own subprocess (default: the CPU cores, at "
+                        f"most {MAX_DEFAULT_JOBS}; --quick 1); two 1-thread runs on 2 cores "
+                        "do more work than one 2-thread run")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per run (default: the CPU cores available divided by "
                         "--jobs; --quick 1)")
@@ -293,7 +302,15 @@ def build_plan(argv: list[str]) -> Plan:
                         ("--retrain-epochs", args.retrain_epochs)):
         if value is not None:
             _check_count(value, flag, 1)
+    cores = len(os.sched_getaffinity(0))
+    if args.jobs is None:
+        args.jobs = 1 if quick else max(1, min(MAX_DEFAULT_JOBS, cores))
     _check_count(args.jobs, "--jobs", 1)
+    if not quick:
+        if args.search_epochs is None:
+            args.search_epochs = BENCH_SEARCH_EPOCHS
+        if args.retrain_epochs is None:
+            args.retrain_epochs = BENCH_RETRAIN_EPOCHS
     if args.threads is not None:
         _check_count(args.threads, "--threads", 1)
     if args.limit_batches is not None:
@@ -343,8 +360,7 @@ def build_plan(argv: list[str]) -> Plan:
     if out.exists() and not out.is_dir():
         raise BenchError(f"--out {out} exists and is not a folder")
     work = (Path(args.work) if args.work else out / "_work").resolve()
-    threads = args.threads or (1 if quick else
-                               max(1, len(os.sched_getaffinity(0)) // args.jobs))
+    threads = args.threads or (1 if quick else max(1, cores // args.jobs))
 
     # -- data: the synthetic benchmark, read whole (the class needs every frame) ---------
     from datamodules.synth import DEFAULTS
