@@ -132,7 +132,8 @@ def _parser() -> argparse.ArgumentParser:
                         "gives the same genotype (default 0; --quick 1)")
     p.add_argument("--blocks", default=",".join(DEFAULT_BLOCKS),
                    help="baseline blocks, comma-separated: supernet.factory block names or "
-                        "genotype .json files (default %(default)s)")
+                        "genotype .json files (default %(default)s; '' for none, e.g. for a "
+                        "study whose baselines are in another results folder)")
     p.add_argument("--remedy", default=None,
                    help="anti-collapse study: comma-separated remedies (none, beta_decay, "
                         "entropy); each value other than the config's adds a search group")
@@ -323,7 +324,8 @@ def build_plan(argv: list[str]) -> Plan:
                          f"{args.remedy_weight:g}")
 
     accepted = _block_names()
-    blocks = _csv_list(args.blocks, "--blocks")
+    # "" = no baseline rows: a study or investigation whose baselines live in another folder
+    blocks = _csv_list(args.blocks, "--blocks") if args.blocks.strip() else []
     for b in blocks:
         if b.endswith(".json"):
             from derive.genotype import load_genotype

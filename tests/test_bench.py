@@ -159,3 +159,14 @@ def test_bad_genotype_file_and_the_attnas_command(tmp_path: Path,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--blocks:" in err and str(bad) in err
     assert attnas(["bench", "--quick", "--search-seeds", "0"]) == 2
+
+
+def test_empty_blocks_plans_searched_rows_only(tmp_path: Path) -> None:
+    from benchmarks.run import build_plan
+
+    plan = build_plan(["--blocks", "", "--random-cells", "0", "--search-seeds", "2",
+                       "--out", str(tmp_path / "o")])
+    assert [r.key for r in plan.rows] == ["searched/s0", "searched/s1"]
+    assert [r.kind for r in plan.rows] == ["searched", "searched"]
+    # "," is not the empty list but a typo: refused
+    assert bench(["--blocks", ",", "--out", str(tmp_path / "p")]) == 2
