@@ -72,9 +72,17 @@ def _check_nodes(nodes: Sequence) -> list[NodeSpec]:
 class ArchParameters(nn.Module):
     """alpha ``(K, 24)`` (op choice per node) and beta ``(K, K)`` (input choice per node).
 
+    Besides the learned logits it holds *restrictions*: which candidates each node may
+    still use (``op_mask`` ``(K, 24)`` and ``in_mask`` ``(K, K)``, bool, all allowed by
+    default). A restricted candidate gets weight exactly 0; a node restricted to one
+    candidate is *pinned*, and the cells then run that single op (or read that single
+    input) instead of the mixture. Selection rules (``derive.select``) use them to remove
+    or pin candidates, and single-path training pins one sampled path per step. The masks
+    are not saved in checkpoints (a restriction is a transient probe).
+
     Args:
         num_nodes: K, nodes per cell (default 3).
-        init_scale: std of the small random init (DARTS uses 1e-3).
+        init_scale: std of the small random init (DARTS uses 1e-3; 0 = exactly uniform).
     """
 
     def __init__(self, num_nodes: int = 3, init_scale: float = 1e-3) -> None:
@@ -86,20 +94,86 @@ class ArchParameters(nn.Module):
         self.beta = nn.Parameter(init_scale * torch.randn(num_nodes, num_nodes))
         mask = torch.ones(num_nodes, num_nodes).tril().bool()
         self.register_buffer("beta_mask", mask, persistent=False)
+        self.register_buffer("op_mask", torch.ones(num_nodes, NUM_OPS, dtype=torch.bool),
+                             persistent=False)
+        self.register_buffer("in_mask", mask.clone(), persistent=False)
         #: softmax temperature on alpha (an anti-collapse schedule may lower it)
         self.register_buffer("temperature", torch.tensor(1.0))
+        self._pinned_ops: list[int | None] = [None] * num_nodes
+        self._pinned_inputs: list[int | None] = [0] + [None] * (num_nodes - 1)
 
     def op_weights(self) -> Tensor:
-        """``softmax(alpha / tau)`` per node, ``(K, 24)``."""
-        return (self.alpha / self.temperature).softmax(-1)
+        """``softmax(alpha / tau)`` over each node's allowed candidates, ``(K, 24)``."""
+        logits = self.alpha / self.temperature
+        return logits.masked_fill(~self.op_mask, float("-inf")).softmax(-1)
 
     def input_weights(self) -> Tensor:
-        """``softmax(beta)`` over each node's available inputs, ``(K, K)`` lower-triangular."""
-        return self.beta.masked_fill(~self.beta_mask, float("-inf")).softmax(-1)
+        """``softmax(beta)`` over each node's allowed inputs, ``(K, K)`` lower-triangular."""
+        return self.beta.masked_fill(~(self.beta_mask & self.in_mask), float("-inf")).softmax(-1)
+
+    # -- restrictions ------------------------------------------------------------------
+    def pinned_op(self, node: int) -> int | None:
+        """The op index node ``node`` is restricted to, or None if it still mixes."""
+        return self._pinned_ops[node]
+
+    def pinned_input(self, node: int) -> int | None:
+        """The input index node ``node`` is restricted to, or None if it still mixes."""
+        return self._pinned_inputs[node]
+
+    def restrict(self, node: int, ops: Sequence[int] | None = None,
+                 inputs: Sequence[int] | None = None) -> None:
+        """Allow only ``ops`` (op indices) and/or ``inputs`` (0..node) at ``node``;
+        ``None`` leaves that part as it is. ``ValueError`` on an empty or bad set."""
+        if not 0 <= node < self.num_nodes:
+            raise ValueError(f"node {node} out of range 0..{self.num_nodes - 1}")
+        if ops is not None:
+            ops = sorted({int(o) for o in ops})
+            if not ops or ops[0] < 0 or ops[-1] >= NUM_OPS:
+                raise ValueError(f"node {node}: op indices must be a non-empty subset of "
+                                 f"0..{NUM_OPS - 1}, got {ops}")
+            row = torch.zeros(NUM_OPS, dtype=torch.bool)
+            row[ops] = True
+            self.op_mask[node] = row.to(self.op_mask.device)
+            self._pinned_ops[node] = ops[0] if len(ops) == 1 else None
+        if inputs is not None:
+            inputs = sorted({int(i) for i in inputs})
+            if not inputs or inputs[0] < 0 or inputs[-1] > node:
+                raise ValueError(f"node {node}: inputs must be a non-empty subset of "
+                                 f"0..{node}, got {inputs}")
+            row = torch.zeros(self.num_nodes, dtype=torch.bool)
+            row[inputs] = True
+            self.in_mask[node] = row.to(self.in_mask.device)
+            self._pinned_inputs[node] = inputs[0] if len(inputs) == 1 else None
+
+    def pin(self, nodes: Sequence) -> None:
+        """Restrict every node to one op and one input (a node list, as a genotype's)."""
+        nodes = _check_nodes(nodes)
+        if len(nodes) != self.num_nodes:
+            raise ValueError(f"expected {self.num_nodes} nodes, got {len(nodes)}")
+        for k, nd in enumerate(nodes):
+            self.restrict(k, ops=[OP_NAMES.index(nd.op)], inputs=[nd.input])
+
+    def clear_restrictions(self) -> None:
+        """Allow every candidate and input again (the default)."""
+        self.op_mask.fill_(True)
+        self.in_mask.copy_(self.beta_mask)
+        self._pinned_ops = [None] * self.num_nodes
+        self._pinned_inputs = [0] + [None] * (self.num_nodes - 1)
+
+    def restrictions(self) -> tuple[Tensor, Tensor]:
+        """A copy of ``(op_mask, in_mask)``, for :meth:`set_restrictions`."""
+        return self.op_mask.clone(), self.in_mask.clone()
+
+    def set_restrictions(self, state: tuple[Tensor, Tensor]) -> None:
+        """Restore masks returned by :meth:`restrictions`."""
+        op_mask, in_mask = state
+        for k in range(self.num_nodes):
+            self.restrict(k, ops=op_mask[k].nonzero().flatten().tolist(),
+                          inputs=in_mask[k, :k + 1].nonzero().flatten().tolist())
 
     def derive(self) -> list[NodeSpec]:
-        """Argmax op and argmax input per node."""
-        ops = self.alpha.detach().argmax(-1).tolist()
+        """Argmax op and argmax input per node (among the allowed candidates)."""
+        ops = self.op_weights().detach().argmax(-1).tolist()
         ins = self.input_weights().detach().argmax(-1).tolist()
         return [NodeSpec(OP_NAMES[o], int(i)) for o, i in zip(ops, ins)]
 
@@ -162,12 +236,16 @@ class SearchCell(_CellBase):
 
     def forward(self, x: Tensor) -> Tensor:
         check_video(x, self.channels)
-        ops = self.arch.op_weights()
-        ins = self.arch.input_weights()
+        arch = self.arch
+        ops = arch.op_weights()
+        ins = arch.input_weights()
         hs = [self.proj(x)]
         for k, edge in enumerate(self.edges):
-            z = sum(ins[k, j] * hs[j] for j in range(k + 1))
-            hs.append(self.norms[k](edge(z, ops[k])))
+            j = arch.pinned_input(k)
+            z = hs[j] if j is not None else sum(ins[k, i] * hs[i] for i in range(k + 1))
+            o = arch.pinned_op(k)  # a pinned node runs its one op, not the 24-way mixture
+            y = edge.single(z, o) if o is not None else edge(z, ops[k])
+            hs.append(self.norms[k](y))
         return self._finish(x, hs[1:])
 
 

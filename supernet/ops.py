@@ -349,6 +349,11 @@ class MixedEdge(nn.Module):
         self.weights = EdgeWeights(channels, position, kv_pool)
         self.explicit = explicit
 
+    def single(self, z: Tensor, index: int) -> Tensor:
+        """Candidate ``index`` (a column of alpha) alone, with this edge's shared weights:
+        what a node restricted to one candidate computes (weight 1, no mixture)."""
+        return single_op(self.weights, OPS[index], z)
+
     def forward(self, z: Tensor, w: Tensor) -> Tensor:
         if self.explicit:
             return reference_mixed_edge(self, z, w)

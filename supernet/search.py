@@ -1,18 +1,31 @@
-"""The search LightningModule: bi-level DARTS over the supernet cell, manual optimisation.
+"""The search LightningModule: trains the weight-sharing supernet, manual optimisation.
 
 Every training step takes a batch dict ``{"weights": batch, "arch": batch}`` (the two
 disjoint halves of the training set, see ``datamodules.VideoDataModule(search=True)``);
 each half's batch is ``{"video": (N, 3, T, H, W) float, "label": (N,) int64, ...}``.
 
-1. architecture step on the ``arch`` batch: Adam on alpha/beta only, first order by
-   default, or the unrolled second-order gradient (``arch_order=2``); skipped during the
-   first ``warmup_epochs`` (alpha/beta frozen while the weights settle);
-2. weight step on the ``weights`` batch: SGD with momentum + cosine schedule, never
-   touching alpha/beta, with gradient clipping.
+Three ways to train the supernet (``supernet=``):
+
+* ``darts`` -- bi-level DARTS:
+  1. architecture step on the ``arch`` batch: Adam on alpha/beta only, first order by
+     default (``autograd.grad`` on alpha/beta alone: no weight gradient is computed and
+     thrown away), or the unrolled second-order gradient (``arch_order=2``); skipped during
+     the first ``warmup_epochs``;
+  2. weight step on the ``weights`` batch (SGD/AdamW + cosine schedule, clipping), never
+     touching alpha/beta.
+* ``uniform`` -- alpha/beta frozen at exactly uniform: every candidate trains with the same
+  weight, an iteration is one weight step (the ``arch`` half is not used for training).
+* ``single_path`` -- single-path one-shot: each step samples one candidate and one input
+  per node uniformly (the same path for every cell position and every DDP rank, drawn from
+  ``(seed, step)``), pins it and trains only that path's weights.
+
+The cell is then chosen by a selection rule of ``derive.select`` (``select=``), run at the
+end of ``fit`` by the search CLI; this module only stores the rule's name and options.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Literal
 
@@ -25,8 +38,12 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from .darts import arch_gradient, beta_decay_penalty, entropy_penalty
 from .factory import create_backbone
+from .space import NUM_OPS
 
-__all__ = ["SearchModule"]
+__all__ = ["SearchModule", "SUPERNET_MODES"]
+
+#: how the supernet is trained (see the module docstring)
+SUPERNET_MODES: tuple[str, ...] = ("darts", "uniform", "single_path")
 
 
 class SearchModule(pl.LightningModule):
@@ -59,6 +76,14 @@ class SearchModule(pl.LightningModule):
             epochs after warm-up, as its paper does; entropy uses it as is).
         temperature: (start, end) softmax temperature on alpha, annealed linearly over the
             search epochs (``(1.0, 1.0)`` = off).
+        supernet: ``darts`` (bi-level, alpha learned), ``uniform`` (alpha frozen uniform,
+            weight steps only) or ``single_path`` (one uniformly sampled path per step).
+        select: the selection rule that derives the cell at the end of the search (a name
+            of ``derive.select.SELECTION_RULES``: ``argmax``, ``perturb``, ``alone``).
+        select_val_batches: validation batches a data-driven rule scores on.
+        select_calib_batches: training batches that recalibrate BatchNorm statistics before
+            each score.
+        select_finetune_steps: weight steps after each decision (0 = none).
     """
 
     def __init__(
@@ -85,8 +110,23 @@ class SearchModule(pl.LightningModule):
         remedy: Literal["none", "beta_decay", "entropy"] = "none",
         remedy_weight: float = 0.0,
         temperature: tuple[float, float] = (1.0, 1.0),
+        supernet: str = "darts",
+        select: str = "argmax",
+        select_val_batches: int = 8,
+        select_calib_batches: int = 4,
+        select_finetune_steps: int = 0,
     ) -> None:
         super().__init__()
+        if supernet not in SUPERNET_MODES:
+            raise ValueError(f"unknown supernet mode {supernet!r}; accepted: "
+                             f"{', '.join(SUPERNET_MODES)}")
+        if not isinstance(select, str) or not select:
+            raise ValueError(f"select must be a selection rule name, got {select!r}")
+        for name, value, low in (("select_val_batches", select_val_batches, 1),
+                                 ("select_calib_batches", select_calib_batches, 0),
+                                 ("select_finetune_steps", select_finetune_steps, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if arch_order not in (1, 2):
             raise ValueError(f"arch_order must be 1 or 2, got {arch_order!r}")
         if optimizer not in ("sgd", "adamw"):
@@ -101,6 +141,12 @@ class SearchModule(pl.LightningModule):
                           "kv_pool": kv_pool, "position": position},
             **(backbone_kwargs or {}),
         )
+        if supernet != "darts":  # exactly uniform and never trained
+            with torch.no_grad():
+                self.arch.alpha.zero_()
+                self.arch.beta.zero_()
+            for p in self.model.arch_parameters():
+                p.requires_grad_(False)
         self.acc = torch.nn.ModuleDict({
             k: MulticlassAccuracy(num_classes, average="micro")
             for k in ("train_w", "train_a", "val")
@@ -161,38 +207,20 @@ class SearchModule(pl.LightningModule):
         hp = self.hparams
         n = bw["video"].shape[0]
 
-        if self.current_epoch >= hp.warmup_epochs:
-            a_opt.zero_grad()
-            if hp.arch_order == 1:
-                loss_a = self._loss(ba, "train_a")
-                self._check_finite(loss_a, "architecture", batch_idx)
-                self.manual_backward(loss_a + self._remedy())
-            else:
-                arch = self.model.arch_parameters()
-                weights = [p for p in self.model.weight_parameters() if p.requires_grad]
-                losses = []
-
-                def val_loss() -> Tensor:
-                    loss = self._loss(ba)
-                    losses.append(loss.detach())
-                    return loss + self._remedy()
-
-                grads = arch_gradient(lambda: self._loss(bw), val_loss, weights, arch, order=2,
-                                      xi=self._weight_lr(), weight_decay=hp.weight_decay)
-                loss_a = losses[0]
-                self._check_finite(loss_a, "architecture", batch_idx)
-                self._all_reduce_(grads)
-                for p, g in zip(arch, grads):
-                    p.grad = g
-                with torch.no_grad():
-                    self.acc["train_a"].update(self(ba["video"]), ba["label"])
-            a_opt.step()
+        if hp.supernet == "darts" and self.current_epoch >= hp.warmup_epochs:
+            loss_a = self._arch_step(a_opt, bw, ba, batch_idx)
             self.log("train_a/loss", loss_a, prog_bar=True, batch_size=n, sync_dist=True)
 
-        w_opt.zero_grad()
-        loss_w = self._loss(bw, "train_w")
-        self._check_finite(loss_w, "weight", batch_idx)
-        self.manual_backward(loss_w)
+        if hp.supernet == "single_path":
+            self.arch.set_restrictions(self.sample_path(self.global_step))
+        w_opt.zero_grad(set_to_none=True)
+        try:
+            loss_w = self._loss(bw, "train_w")
+            self._check_finite(loss_w, "weight", batch_idx)
+            self.manual_backward(loss_w)
+        finally:
+            if hp.supernet == "single_path":
+                self.arch.clear_restrictions()
         for p in self.model.arch_parameters():  # the weight step never moves alpha/beta
             p.grad = None
         if hp.grad_clip > 0:
@@ -201,6 +229,58 @@ class SearchModule(pl.LightningModule):
         w_opt.step()
         self.log("train_w/loss", loss_w, prog_bar=True, batch_size=n, sync_dist=True)
         return loss_w
+
+    def _arch_step(self, a_opt, bw: dict, ba: dict, batch_idx: int) -> Tensor:
+        """One Adam step on alpha/beta; returns the architecture-half loss."""
+        hp = self.hparams
+        arch = self.model.arch_parameters()
+        a_opt.zero_grad()
+        if hp.arch_order == 1:
+            # gradients of alpha/beta only: autograd skips every weight gradient
+            loss_a = self._loss(ba, "train_a")
+            self._check_finite(loss_a, "architecture", batch_idx)
+            grads = torch.autograd.grad(loss_a + self._remedy(), arch, allow_unused=True)
+            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(arch, grads)]
+        else:
+            weights = [p for p in self.model.weight_parameters() if p.requires_grad]
+            losses = []
+
+            def val_loss() -> Tensor:
+                loss = self._loss(ba)
+                losses.append(loss.detach())
+                return loss + self._remedy()
+
+            grads = arch_gradient(lambda: self._loss(bw), val_loss, weights, arch, order=2,
+                                  xi=self._weight_lr(), weight_decay=hp.weight_decay)
+            loss_a = losses[0]
+            self._check_finite(loss_a, "architecture", batch_idx)
+            with torch.no_grad():
+                self.acc["train_a"].update(self(ba["video"]), ba["label"])
+        self._all_reduce_(grads)
+        for p, g in zip(arch, grads):
+            p.grad = g
+        a_opt.step()
+        return loss_a.detach()
+
+    def path_seed(self) -> int:
+        """The base seed of single-path sampling (the run's seed, else 0)."""
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        return int(seed) if seed and seed.lstrip("-").isdigit() else 0
+
+    def sample_path(self, step: int) -> tuple[Tensor, Tensor]:
+        """The single path of training step ``step``: one op and one input per node, drawn
+        uniformly from a generator seeded by ``(seed, step)`` (so a resume, every cell and
+        every DDP rank see the same path). Returns ``(op_mask, in_mask)`` bool masks for
+        :meth:`ArchParameters.set_restrictions`."""
+        k = self.arch.num_nodes
+        gen = torch.Generator().manual_seed(self.path_seed() * 1_000_003 + int(step))
+        ops = torch.randint(NUM_OPS, (k,), generator=gen)
+        op_mask = torch.zeros(k, NUM_OPS, dtype=torch.bool)
+        op_mask[torch.arange(k), ops] = True
+        in_mask = torch.zeros(k, k, dtype=torch.bool)
+        for node in range(k):
+            in_mask[node, int(torch.randint(node + 1, (1,), generator=gen))] = True
+        return op_mask, in_mask
 
     def _all_reduce_(self, grads: list[Tensor]) -> None:
         """Average hand-computed arch gradients over DDP ranks (manual_backward does it
@@ -283,6 +363,7 @@ class SearchModule(pl.LightningModule):
             "python": random.getstate(),
         }
         checkpoint["attnas_kind"] = "search"
+        checkpoint["attnas_supernet"] = self.hparams.supernet
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         rng = checkpoint.get("attnas_rng")
