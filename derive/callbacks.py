@@ -1,22 +1,30 @@
-"""Lightning callback that keeps the search's current result on disk, every epoch.
+"""Lightning callback that keeps the search's current result on disk.
 
 At the end of each training epoch (rank 0 only) it appends softmax(alpha) and the input
-weights to ``<run>/arch.csv``, and writes ``<run>/genotype.json``, ``<run>/genotype.png``
-(the cell) and ``<run>/alpha.png`` (heat map + alpha over epochs) -- all atomically, so an
-interrupted or crashed search still leaves its latest discrete cell behind.
+weights to ``<run>/arch.csv`` and draws ``<run>/alpha.png`` (heat map + alpha over
+epochs); with the ``argmax`` rule it also writes ``<run>/genotype.json`` and
+``<run>/genotype.png`` (the cell) every epoch, so an interrupted search still leaves its
+latest discrete cell behind. At the end of ``fit`` it runs the module's selection rule
+(``derive.select``; ``perturb`` / ``alone`` score on validation batches) and writes the
+final genotype, its picture and ``<run>/selection.png`` (every decision with its margin).
+All files are written atomically.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 from .draw import draw_cell, plot_alpha, write_arch_csv_row
 from .genotype import Genotype, save_genotype
+from .select import Selection, check_rule, select_cell, selection_data
 
-__all__ = ["GenotypeWriter", "run_dir"]
+__all__ = ["GenotypeWriter", "run_dir", "genotype_from_module", "final_genotype",
+           "select_from_module"]
 
 
 def run_dir(trainer: pl.Trainer) -> Path:
@@ -44,10 +52,81 @@ def genotype_from_module(module: pl.LightningModule, epoch: int, run: str | None
         "dataset": dataset,
         "seed": int(seed) if seed is not None else None,
         "backbone": module.hparams.get("backbone"),
+        "supernet": module.hparams.get("supernet", "darts"),
         "arch_order": module.hparams.get("arch_order"),
         "remedy": module.hparams.get("remedy"),
     }
     return Genotype.from_arch(module.arch, **module.cell_config(), provenance=provenance)
+
+
+def _finetune(module: pl.LightningModule, datamodule: Any) -> Any:
+    """``callable(steps)``: AdamW weight steps (lr = the search's final lr, at least 1e-4)
+    on the training half, for fine-tuning between selection decisions."""
+    state: dict[str, Any] = {}
+
+    def run(steps: int) -> None:
+        model = module.model
+        if "opt" not in state:
+            lr = max(float(module.hparams.get("lr_min") or 0.0), 1e-4)
+            state["opt"] = torch.optim.AdamW(model.weight_parameters(), lr=lr)
+            train = datamodule.train_dataloader()
+            state["loader"] = train["weights"] if isinstance(train, dict) else train
+            state["it"] = iter(state["loader"])
+        model.train()
+        for _ in range(steps):
+            try:
+                batch = next(state["it"])
+            except StopIteration:
+                state["it"] = iter(state["loader"])
+                batch = next(state["it"])
+            loss = torch.nn.functional.cross_entropy(model(batch["video"]), batch["label"])
+            state["opt"].zero_grad(set_to_none=True)
+            loss.backward()
+            state["opt"].step()
+        model.eval()
+
+    return run
+
+
+def select_from_module(module: pl.LightningModule, datamodule: Any = None,
+                       progress: Any = None) -> Selection:
+    """Run a :class:`supernet.search.SearchModule`'s selection rule (``hparams.select``)
+    on its supernet; data-driven rules take their batches from ``datamodule``."""
+    hp = module.hparams
+    rule = check_rule(hp.get("select", "argmax"))
+    data = None
+    if rule != "argmax":
+        if datamodule is None:
+            raise ValueError(f"selection rule {rule!r} needs validation data: no datamodule")
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        steps = int(hp.get("select_finetune_steps", 0))
+        data = selection_data(datamodule, int(hp.get("select_val_batches", 8)),
+                              int(hp.get("select_calib_batches", 4)),
+                              seed=int(seed) if seed and seed.lstrip("-").isdigit() else 0,
+                              finetune=_finetune(module, datamodule) if steps else None,
+                              finetune_steps=steps)
+        dev = next(module.parameters()).device
+        data.val = [(v.to(dev), y.to(dev)) for v, y in data.val]
+        data.calib = [v.to(dev) for v in data.calib]
+    return select_cell(module.model, rule, data, progress=progress)
+
+
+def final_genotype(module: pl.LightningModule, datamodule: Any, epoch: int,
+                   run: str | None = None, dataset: str | None = None,
+                   progress: Any = None) -> Genotype:
+    """The search's result: the module's selection rule applied to its supernet.
+
+    Returns a :class:`Genotype` whose ``provenance["selection"]`` records every decision
+    (choice, runner-up, margin, 95 % CI, significant) -- see :mod:`derive.select`.
+    """
+    selection = select_from_module(module, datamodule, progress=progress)
+    genotype = genotype_from_module(module, epoch, run, dataset)
+    genotype.nodes = list(selection.nodes)
+    genotype.provenance["select"] = selection.rule
+    genotype.provenance["selection"] = selection.to_dict()
+    return Genotype(nodes=genotype.nodes, inner_ratio=genotype.inner_ratio,
+                    kv_pool=genotype.kv_pool, position=genotype.position,
+                    provenance=genotype.provenance)
 
 
 class GenotypeWriter(pl.Callback):
@@ -60,6 +139,9 @@ class GenotypeWriter(pl.Callback):
     def __init__(self, draw: bool = True) -> None:
         self.draw = draw
 
+    def _rule(self, pl_module: pl.LightningModule) -> str:
+        return str(pl_module.hparams.get("select", "argmax"))
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
@@ -71,8 +153,55 @@ class GenotypeWriter(pl.Callback):
         arch = pl_module.arch
         write_arch_csv_row(out / "arch.csv", epoch, arch.op_weights().detach().cpu(),
                            arch.input_weights().detach().cpu())
+        if self.draw:
+            plot_alpha(out / "arch.csv", out / "alpha.png")
+        if self._rule(pl_module) != "argmax":
+            return  # the genotype comes from the data-driven selection at the end of fit
         genotype = genotype_from_module(pl_module, epoch, str(out), _dataset_name(trainer))
         save_genotype(genotype, out / "genotype.json")
         if self.draw:
             draw_cell(genotype, out / "genotype.png", title=f"epoch {epoch}")
-            plot_alpha(out / "arch.csv", out / "alpha.png")
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.current_epoch == 0:
+            return
+        out = run_dir(trainer)
+        if not trainer.is_global_zero:
+            return
+        epoch = trainer.current_epoch - 1
+        genotype = final_genotype(pl_module, trainer.datamodule, epoch, str(out),
+                                  _dataset_name(trainer), progress=_printer())
+        save_genotype(genotype, out / "genotype.json")
+        selection = genotype.provenance["selection"]
+        if self.draw:
+            draw_cell(genotype, out / "genotype.png",
+                      title=f"epoch {epoch}, {selection['rule']}")
+            _plot_selection(selection, out / "selection.png")
+        print(_report(genotype))
+
+
+def _plot_selection(selection: dict, path: Path) -> None:
+    try:
+        from .draw import plot_selection
+    except ImportError:  # pragma: no cover - the picture module is optional
+        return
+    plot_selection(selection, path)
+
+
+def _report(genotype: Genotype) -> str:
+    from .select import report_from_dict
+
+    return genotype.summary() + "\n" + report_from_dict(genotype.provenance["selection"])
+
+
+def _printer() -> Any:
+    """A progress callable that prints one line per node decision (no bar: it runs
+    after the trainer's bar has closed)."""
+    last: dict[str, str] = {}
+
+    def progress(done: int, total: int, what: str) -> None:
+        if last.get("what") != what:
+            last["what"] = what
+            print(f"[select] {what} ({done}/{total} scores)", flush=True)
+
+    return progress

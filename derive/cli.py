@@ -1,10 +1,14 @@
-"""``attnas derive CKPT -o cell.json [--png cell.png] [--alpha-png alpha.png]``.
+"""``attnas derive CKPT -o cell.json [--select RULE] [--data.KEY VALUE ...]``.
 
-Reads a search checkpoint (any epoch, ``last.ckpt`` included), discretises alpha/beta
-(argmax op and argmax input per node) and writes the genotype JSON, the cell's picture and,
-when the run's ``arch.csv`` is found next to the checkpoint, the alpha heat map / alpha
-over epochs. Bad input (missing file, not a checkpoint, a retrain checkpoint) ends with
-one line and exit code 2.
+Reads a search checkpoint (any epoch, ``last.ckpt`` included) and derives the cell with a
+selection rule of :mod:`derive.select` (default: the rule the search was run with):
+``argmax`` reads alpha/beta; ``perturb`` and ``alone`` rebuild the supernet and score
+candidates on validation batches, with the data settings saved in the checkpoint (or
+``--data.*`` overrides, e.g. ``--data.root /elsewhere``). Writes the genotype JSON, the
+cell's picture, the selection picture and, when the run's ``arch.csv`` is found next to
+the checkpoint, the alpha heat map / alpha over epochs. Bad input (missing file, not a
+checkpoint, a retrain checkpoint, an unknown rule, unreachable validation data) ends with
+one line and exit code 2, and nothing is written.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from supernet.cells import ArchParameters
 
 from .draw import draw_cell, plot_alpha
 from .genotype import Genotype, GenotypeError, save_genotype
+from .select import SELECTION_RULES, check_rule, report_from_dict
 
-__all__ = ["genotype_from_checkpoint", "main"]
+__all__ = ["genotype_from_checkpoint", "select_from_checkpoint", "main"]
 
 
 def _fail(msg: str) -> ValueError:
@@ -75,10 +80,94 @@ def genotype_from_checkpoint(path: str | Path) -> tuple[Genotype, Path | None]:
     return genotype, (csv if csv.is_file() else None)
 
 
+def _data_overrides(items: list[str]) -> dict:
+    """``--data.KEY VALUE`` / ``--data.KEY=VALUE`` pairs -> ``{KEY: value}`` (YAML values)."""
+    import yaml
+
+    out: dict = {}
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if not item.startswith("--data."):
+            raise ValueError(f"unrecognised argument {item!r} (data overrides look like "
+                             f"--data.root DIR)")
+        key, eq, value = item[len("--data."):].partition("=")
+        if not eq:
+            if i + 1 >= len(items):
+                raise ValueError(f"{item} needs a value")
+            value = items[i + 1]
+            i += 1
+        out[key] = yaml.safe_load(value)
+        i += 1
+    return out
+
+
+def select_from_checkpoint(path: str | Path, rule: str | None = None,
+                           data_overrides: dict | None = None, options: dict | None = None
+                           ) -> Genotype:
+    """Rebuild a search checkpoint's supernet and derive its cell with ``rule`` (default:
+    the run's own ``select``); data-driven rules read the validation data named in the
+    checkpoint's data settings, updated by ``data_overrides``. ``options`` may set
+    ``select_val_batches``, ``select_calib_batches``, ``select_finetune_steps``.
+
+    Raises:
+        ValueError / FileNotFoundError: bad checkpoint, rule or data (one-line messages).
+    """
+    from pytorch_lightning import seed_everything
+
+    from datamodules import VideoDataModule
+    from supernet.search import SearchModule
+
+    from .callbacks import final_genotype
+
+    base, _ = genotype_from_checkpoint(path)  # validates the checkpoint, finds the run
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    hp = dict(ckpt.get("hyper_parameters", {}))
+    rule = check_rule(rule or hp.get("select", "argmax"))
+    module = SearchModule.load_from_checkpoint(path, map_location="cpu", select=rule,
+                                               **(options or {}))
+    dm = None
+    if rule != "argmax":
+        data = {k: v for k, v in dict(ckpt.get("datamodule_hyper_parameters") or {}).items()
+                if not k.startswith("_")}
+        data.update(data_overrides or {})
+        if not data:
+            raise ValueError(f"{path} records no data settings; give --data.root DIR")
+        data.update({"search": True, "synthetic": False})
+        try:
+            dm = VideoDataModule(**data)
+        except TypeError as e:
+            raise ValueError(f"bad data settings: {e}") from None
+        dm.setup("fit")
+    seed = base.provenance.get("seed")
+    seed_everything(int(seed) if isinstance(seed, int) else 0, verbose=False)
+    genotype = final_genotype(module, dm, int(ckpt.get("epoch") or 0),
+                              base.provenance.get("run"), base.provenance.get("dataset"))
+    genotype.provenance["checkpoint"] = str(path)
+    return genotype
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        raise ValueError(message)
+
+
 def main(argv: list[str]) -> int:
     """Entry point of ``attnas derive``."""
-    ap = argparse.ArgumentParser(prog="attnas derive", description=__doc__.split("\n\n")[0])
+    ap = _Parser(prog="attnas derive", description=__doc__.split("\n\n")[0],
+                 epilog="Data overrides for data-driven rules: --data.KEY VALUE (any "
+                        "VideoDataModule argument, e.g. --data.root DIR --data.num_workers 0).")
     ap.add_argument("checkpoint", help="a search checkpoint (.ckpt)")
+    ap.add_argument("--select", default=None,
+                    help=f"selection rule: {' | '.join(SELECTION_RULES)} (default: the "
+                         f"search's own)")
+    ap.add_argument("--val-batches", type=int, default=None,
+                    help="validation batches a data-driven rule scores on (default: the "
+                         "search's select_val_batches)")
+    ap.add_argument("--calib-batches", type=int, default=None,
+                    help="training batches for BatchNorm recalibration before each score")
+    ap.add_argument("--finetune-steps", type=int, default=None,
+                    help="weight steps after each decision (default: the search's)")
     ap.add_argument("-o", "--out", default=None,
                     help="genotype JSON to write (default: <run>/derived.json)")
     ap.add_argument("--png", default=None, help="cell picture (default: next to the JSON)")
@@ -86,17 +175,36 @@ def main(argv: list[str]) -> int:
                     help="alpha heat map / alpha over epochs (default: next to the JSON, "
                          "when the run's arch.csv exists)")
     ap.add_argument("--quiet", action="store_true", help="do not print the genotype")
-    args = ap.parse_args(argv)
     try:
+        args, rest = ap.parse_known_args(argv)
+        overrides = _data_overrides(rest)
+        if args.select is not None:
+            check_rule(args.select)
+        options = {f"select_{k}": v for k, v in (("val_batches", args.val_batches),
+                                                ("calib_batches", args.calib_batches),
+                                                ("finetune_steps", args.finetune_steps))
+                   if v is not None}
         genotype, csv = genotype_from_checkpoint(args.checkpoint)
-    except (ValueError, FileNotFoundError, GenotypeError) as e:
-        print(f"attnas derive: error: {e}", file=sys.stderr)
+        genotype = select_from_checkpoint(args.checkpoint, args.select, overrides, options)
+    except (ValueError, FileNotFoundError, GenotypeError, RuntimeError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+        print(f"attnas derive: error: {msg}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path(genotype.provenance["run"]) / "derived.json"
     png = Path(args.png) if args.png else out.with_suffix(".png")
     save_genotype(genotype, out)
-    draw_cell(genotype, png, title=f"{out.stem} (epoch {genotype.provenance.get('epoch')})")
+    selection = genotype.provenance["selection"]
+    draw_cell(genotype, png, title=f"{out.stem} (epoch {genotype.provenance.get('epoch')}, "
+                                   f"{selection['rule']})")
     written = [str(out), str(png)]
+    try:
+        from .draw import plot_selection
+    except ImportError:  # pragma: no cover
+        plot_selection = None
+    if plot_selection is not None:
+        sel_png = out.with_name(out.stem + "_selection.png")
+        plot_selection(selection, sel_png)
+        written.append(str(sel_png))
     if csv is not None:
         alpha_png = (Path(args.alpha_png) if args.alpha_png
                      else out.with_name(out.stem + "_alpha.png"))
@@ -104,5 +212,6 @@ def main(argv: list[str]) -> int:
         written.append(str(alpha_png))
     if not args.quiet:
         print(genotype.summary())
+        print(report_from_dict(selection))
     print("wrote " + ", ".join(written))
     return 0

@@ -1,0 +1,424 @@
+"""Selection: how a trained supernet becomes a discrete cell. Every rule lives here.
+
+Three rules, chosen by name (:data:`SELECTION_RULES`):
+
+* ``argmax`` -- DARTS: the largest ``softmax(alpha)`` per node and the largest
+  ``softmax(beta)`` input. Needs no data; meaningful only when alpha has moved. A decision
+  whose winner is below :data:`ARGMAX_FLAT` times the uniform weight is flagged (a coin
+  toss: with a few hundred Adam steps at the DARTS arch lr alpha stays within noise of
+  uniform).
+* ``perturb`` -- perturbation-based selection after DARTS-PT (Wang et al., ICLR 2021): for
+  node 0, 1, ... in turn, remove each still-allowed candidate from the node's mixture,
+  measure the validation loss, and keep the candidate whose removal hurts most; pin it and
+  decide the node's input the same way; optionally fine-tune; go to the next node.
+* ``alone`` -- the candidate that does best when it is the node's only op (inherited
+  weights, the other undecided nodes still mixed), as single-path one-shot NAS scores
+  paths; inputs likewise.
+
+Before every score the BatchNorm running statistics are recomputed on a few training
+batches (the statistics of a mixture are not those of any single path; a supernet of
+ours showed a validation loss of 6e21 without this). Scores are per-clip cross-entropies
+on a fixed list of validation batches, so two candidates are compared on the same clips:
+the margin of the winner over the runner-up is the mean of the paired per-clip
+differences, with a 95 % normal confidence interval; a decision whose interval does not
+exclude 0 is flagged ``significant: false`` -- a user can tell a choice from a coin toss.
+
+Score convention: higher is better. ``perturb``: the validation-loss increase when the
+candidate is removed; ``alone``: minus the validation loss with the candidate alone;
+``argmax``: the softmax weight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from supernet.cells import ArchParameters, NodeSpec
+from supernet.space import FACTORS, NUM_OPS, OP_NAMES, OPS
+
+__all__ = ["SELECTION_RULES", "ARGMAX_FLAT", "Decision", "Selection", "SelectionData",
+           "check_rule", "select_cell", "recalibrate_batchnorm", "clip_losses",
+           "input_names", "take_batches", "selection_data", "report_from_dict",
+           "factor_summary"]
+
+SELECTION_RULES: tuple[str, ...] = ("argmax", "perturb", "alone")
+#: an argmax decision is flagged when its winner's weight is below this x uniform
+ARGMAX_FLAT = 1.5
+#: per-clip losses are clipped here (a diverging candidate must not produce inf/NaN stats)
+_LOSS_CAP = 50.0
+_Z95 = 1.959964
+
+_SCORE_LABEL = {
+    "argmax": "softmax weight",
+    "perturb": "validation-loss increase when removed",
+    "alone": "minus validation loss when alone",
+}
+
+Batch = tuple[Tensor, Tensor]  # video (N, 3, T, H, W), label (N,)
+
+
+def check_rule(rule: str) -> str:
+    """Return ``rule`` if it is a selection rule, else ``ValueError`` listing them."""
+    if rule not in SELECTION_RULES:
+        raise ValueError(f"unknown selection rule {rule!r}; accepted: "
+                         f"{', '.join(SELECTION_RULES)}")
+    return rule
+
+
+def input_names(node: int) -> list[str]:
+    """Names of the inputs node ``node`` may read: ``input``, ``node 0``, ..."""
+    return ["input"] + [f"node {j}" for j in range(node)]
+
+
+class Decision(NamedTuple):
+    """One choice of a selection: an op or an input of one node.
+
+    ``scores`` maps every candidate that was scored to its score (higher is better);
+    ``margin`` is winner minus runner-up, ``ci`` its 95 % interval over the validation
+    clips (None for argmax), ``significant`` whether ``ci`` excludes 0 (for argmax:
+    whether the winner's weight is clearly above uniform).
+    """
+
+    node: int
+    what: str  # "op" | "input"
+    choice: str
+    runner_up: str | None
+    margin: float
+    ci: tuple[float, float] | None
+    significant: bool | None
+    scores: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (as stored in a genotype's provenance)."""
+        return {"node": self.node, "what": self.what, "choice": self.choice,
+                "runner_up": self.runner_up, "margin": _r(self.margin),
+                "ci": None if self.ci is None else [_r(self.ci[0]), _r(self.ci[1])],
+                "significant": self.significant,
+                "scores": {k: _r(v) for k, v in self.scores.items()}}
+
+
+class Selection(NamedTuple):
+    """The result of a rule: the node list and every decision that led to it."""
+
+    rule: str
+    nodes: list[NodeSpec]
+    decisions: list[Decision]
+    seconds: float
+    clips: int  # validation clips scored on (0 for argmax)
+
+    @property
+    def flagged(self) -> list[Decision]:
+        """Decisions that are not clearly better than their runner-up."""
+        return [d for d in self.decisions if d.significant is False]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able record for ``provenance["selection"]``."""
+        return {"rule": self.rule, "score": _SCORE_LABEL[self.rule],
+                "seconds": round(self.seconds, 2), "clips": self.clips,
+                "flagged": len(self.flagged),
+                "decisions": [d.to_dict() for d in self.decisions]}
+
+    def report(self) -> str:
+        """Lines for the terminal: each decision, its margin, and the coin tosses."""
+        return report_from_dict(self.to_dict())
+
+
+def report_from_dict(selection: dict[str, Any]) -> str:
+    """The terminal report of a selection record (``Selection.to_dict()``, as stored in a
+    genotype's ``provenance["selection"]``): one line per decision with its margin and
+    95 % interval, the winning value of each factor, and the decisions that are coin
+    tosses."""
+    rule = selection.get("rule", "?")
+    unit = "weight" if rule == "argmax" else "loss"
+    clips = selection.get("clips") or 0
+    lines = [f"selection: {rule} ({selection.get('score', '')}"
+             + (f", {clips} validation clips" if clips else "")
+             + f", {float(selection.get('seconds') or 0):.0f} s)"]
+    decided = flagged = 0
+    for d in selection.get("decisions", []):
+        if d.get("runner_up") is None:
+            continue
+        decided += 1
+        ci = d.get("ci")
+        ci_txt = "" if ci is None else f" [95% CI {ci[0]:+.4f}, {ci[1]:+.4f}]"
+        flag = ""
+        if d.get("significant") is False:
+            flagged += 1
+            flag = "   <- not significant (coin toss)"
+        lines.append(f"  node {d['node']} {d['what']:<5} {d['choice']:<27} over "
+                     f"{d['runner_up']:<27} margin {d['margin']:+.4f} {unit}{ci_txt}{flag}")
+        if d["what"] == "op":
+            lines.append("      best by factor: " + factor_summary(d.get("scores", {})))
+    lines.append(f"  {flagged} of {decided} decisions not significant" if flagged
+                 else f"  all {decided} decisions significant")
+    return "\n".join(lines)
+
+
+def factor_summary(scores: dict[str, float]) -> str:
+    """For an op decision: the winning value of each factor and its lead, e.g.
+    ``family dot (+0.21), dimension temporal (+0.05), activation softmax (+0.01)``
+    (the best score among the ops with each value, compared with the next value's)."""
+    parts = []
+    for f, factor in enumerate(FACTORS):
+        best: dict[str, float] = {}
+        for name, s in scores.items():
+            v = OPS[OP_NAMES.index(name)][f]
+            best[v] = max(best.get(v, -math.inf), s)
+        ranked = sorted(best.items(), key=lambda kv: -kv[1])
+        lead = ranked[0][1] - ranked[1][1] if len(ranked) > 1 else 0.0
+        parts.append(f"{factor} {ranked[0][0]} ({lead:+.3f})")
+    return ", ".join(parts)
+
+
+def _r(x: float) -> float:
+    return round(float(x), 6)
+
+
+# ------------------------------------------------------------------------ data and stats
+@dataclass
+class SelectionData:
+    """What a data-driven rule scores on.
+
+    Args:
+        val: validation batches ``(video (N, 3, T, H, W), label (N,))``, scored every time.
+        calib: training batches that recompute BatchNorm statistics before each score
+            (empty: keep the statistics the supernet has).
+        finetune: optional ``callable(steps)`` that trains the weights of the current
+            (partly pinned) supernet for a few steps after each decision.
+        finetune_steps: steps per decision (0: no fine-tuning).
+    """
+
+    val: list[Batch]
+    calib: list[Tensor]
+    finetune: Callable[[int], None] | None = None
+    finetune_steps: int = 0
+
+
+def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches: Sequence[Tensor]) -> None:
+    """Recompute every BatchNorm's running mean/var as the exact average over ``batches``
+    (videos ``(N, 3, T, H, W)``) with the model as it is now (its current restrictions).
+    No-op for an empty list. Leaves the model in eval mode."""
+    bns = _batchnorms(model)
+    if not batches or not bns:
+        model.eval()
+        return
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    try:
+        for video in batches:
+            model(video)
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        model.eval()
+
+
+@torch.no_grad()
+def clip_losses(model: nn.Module, batches: Sequence[Batch]) -> Tensor:
+    """Per-clip cross-entropy ``(sum N,)`` float64 of ``model`` in eval mode; non-finite
+    or huge values are capped at 50 (a diverging candidate scores badly, not NaN)."""
+    model.eval()
+    out = [F.cross_entropy(model(v).double(), y, reduction="none") for v, y in batches]
+    losses = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+    return torch.nan_to_num(losses, nan=_LOSS_CAP, posinf=_LOSS_CAP).clamp(max=_LOSS_CAP)
+
+
+def _paired(diff: Tensor) -> tuple[float, tuple[float, float], bool]:
+    """Mean of paired differences, its 95 % interval, and whether it excludes 0."""
+    n = diff.numel()
+    mean = float(diff.mean())
+    sd = float(diff.std(unbiased=True)) if n > 1 else 0.0
+    half = _Z95 * sd / math.sqrt(max(n, 1))
+    ci = (mean - half, mean + half)
+    return mean, ci, ci[0] > 0.0
+
+
+# ------------------------------------------------------------------------------ rules
+def _argmax(arch: ArchParameters) -> tuple[list[NodeSpec], list[Decision]]:
+    ops = arch.op_weights().detach().cpu()
+    ins = arch.input_weights().detach().cpu()
+    nodes, decisions = [], []
+    for k in range(arch.num_nodes):
+        for what, w, names in (("op", ops[k], list(OP_NAMES)), ("input", ins[k, :k + 1],
+                                                                input_names(k))):
+            order = torch.argsort(w, descending=True).tolist()
+            best = order[0]
+            runner = order[1] if len(order) > 1 else None
+            margin = float(w[best] - w[runner]) if runner is not None else 0.0
+            decisions.append(Decision(
+                k, what, names[best], None if runner is None else names[runner], margin,
+                None, None if runner is None else bool(w[best] >= ARGMAX_FLAT / len(names)),
+                {names[i]: float(w[i]) for i in range(len(names))}))
+        op_d, in_d = decisions[-2], decisions[-1]
+        nodes.append(NodeSpec(op_d.choice, input_names(k).index(in_d.choice)))
+    return nodes, decisions
+
+
+def _score_candidates(model: nn.Module, arch: ArchParameters, node: int, what: str,
+                      allowed: list[int], rule: str, data: SelectionData,
+                      tick: Callable[[], None]) -> tuple[int, Decision]:
+    """Score every allowed candidate (op indices or input indices) of one node."""
+    names = list(OP_NAMES) if what == "op" else input_names(node)
+
+    def restrict(choice: list[int]) -> None:
+        if what == "op":
+            arch.restrict(node, ops=choice)
+        else:
+            arch.restrict(node, inputs=choice)
+
+    def measure() -> Tensor:
+        recalibrate_batchnorm(model, data.calib)
+        return clip_losses(model, data.val)
+
+    base = measure() if rule == "perturb" else None
+    losses: dict[int, Tensor] = {}
+    for c in allowed:
+        restrict([c] if rule == "alone" else [o for o in allowed if o != c])
+        losses[c] = measure()
+        tick()
+    restrict(allowed)
+    if rule == "perturb":
+        scores = {c: float((losses[c] - base).mean()) for c in allowed}
+    else:
+        scores = {c: -float(losses[c].mean()) for c in allowed}
+    order = sorted(allowed, key=lambda c: (-scores[c], c))
+    best, runner = order[0], order[1]
+    diff = losses[best] - losses[runner] if rule == "perturb" else losses[runner] - losses[best]
+    margin, ci, significant = _paired(diff)
+    return best, Decision(node, what, names[best], names[runner], margin, ci, significant,
+                          {names[c]: scores[c] for c in allowed})
+
+
+def select_cell(model: nn.Module, rule: str, data: SelectionData | None = None,
+                progress: Callable[[int, int, str], None] | None = None) -> Selection:
+    """Derive a cell from a supernet with ``rule``.
+
+    Args:
+        model: the supernet, ``(N, 3, T, H, W) -> logits``, with its shared
+            :class:`~supernet.cells.ArchParameters` as ``model.arch``.
+        rule: one of :data:`SELECTION_RULES`.
+        data: validation / calibration batches (required by ``perturb`` and ``alone``).
+        progress: optional ``callable(done, total, what)`` called after each score.
+
+    Returns:
+        a :class:`Selection`. The model's restrictions, BatchNorm statistics and train/eval
+        mode are restored on return (fine-tuning, if asked for, does change its weights).
+
+    Raises:
+        ValueError: unknown rule, a data-driven rule without validation batches, or a
+            model without ``arch``.
+    """
+    check_rule(rule)
+    arch = getattr(model, "arch", None)
+    if not isinstance(arch, ArchParameters):
+        raise ValueError("selection needs a supernet with shared ArchParameters as .arch "
+                         "(a search checkpoint's model)")
+    t0 = time.perf_counter()
+    if rule == "argmax":
+        nodes, decisions = _argmax(arch)
+        return Selection(rule, nodes, decisions, time.perf_counter() - t0, 0)
+    if data is None or not data.val:
+        raise ValueError(f"selection rule {rule!r} scores on validation data, and none was "
+                         f"given (the datamodule has no validation batches)")
+    k_nodes = arch.num_nodes
+    total = k_nodes * NUM_OPS + sum(range(2, k_nodes + 1))
+    done = 0
+
+    def tick(what: str) -> Callable[[], None]:
+        def inner() -> None:
+            nonlocal done
+            done += 1
+            if progress is not None:
+                progress(done, total, what)
+        return inner
+
+    saved_masks = arch.restrictions()
+    saved_bn = {k: v.clone() for k, v in model.state_dict().items()
+                if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    was_training = model.training
+    nodes: list[NodeSpec] = []
+    decisions: list[Decision] = []
+    try:
+        arch.clear_restrictions()
+        for k in range(k_nodes):
+            op, d_op = _score_candidates(model, arch, k, "op", list(range(NUM_OPS)), rule,
+                                         data, tick(f"node {k} op"))
+            arch.restrict(k, ops=[op])
+            decisions.append(d_op)
+            if k == 0:
+                inp = 0
+                decisions.append(Decision(0, "input", "input", None, 0.0, None, None,
+                                          {"input": 0.0}))
+            else:
+                inp, d_in = _score_candidates(model, arch, k, "input", list(range(k + 1)),
+                                              rule, data, tick(f"node {k} input"))
+                decisions.append(d_in)
+            arch.restrict(k, inputs=[inp])
+            nodes.append(NodeSpec(OP_NAMES[op], inp))
+            if data.finetune is not None and data.finetune_steps > 0 and k < k_nodes - 1:
+                data.finetune(data.finetune_steps)
+    finally:
+        arch.set_restrictions(saved_masks)
+        with contextlib.suppress(RuntimeError):
+            model.load_state_dict(saved_bn, strict=False)
+        model.train(was_training)
+    return Selection(rule, nodes, decisions, time.perf_counter() - t0,
+                     sum(int(y.numel()) for _, y in data.val))
+
+
+def take_batches(loader: Iterable, count: int, key: str | None = None) -> list[Any]:
+    """The first ``count`` batches of ``loader`` as ``(video, label)`` pairs (``key``: the
+    half of a search batch dict to use)."""
+    out: list[Any] = []
+    if count <= 0:
+        return out
+    for batch in loader:
+        if key is not None and isinstance(batch, dict) and key in batch:
+            batch = batch[key]
+        out.append((batch["video"], batch["label"]))
+        if len(out) >= count:
+            break
+    return out
+
+
+def selection_data(datamodule: Any, val_batches: int, calib_batches: int, seed: int = 0,
+                   finetune: Callable[[int], None] | None = None,
+                   finetune_steps: int = 0) -> SelectionData:
+    """Fixed validation / calibration batches from a :class:`datamodules.VideoDataModule`:
+    the first ``val_batches`` validation batches (in order) and ``calib_batches`` batches
+    of the training (``weights``) half, drawn under a private RNG seeded by ``seed`` so
+    the same run selects the same way and the global RNG is left alone.
+
+    Raises:
+        ValueError: the datamodule has no validation set.
+    """
+    val_loader = datamodule.val_dataloader()
+    if val_loader is None or val_loader == []:
+        raise ValueError("selection needs validation data, and the datamodule has no "
+                         "validation set (give --data.val_list, or a folder with a val split)")
+    val = take_batches(val_loader, val_batches)
+    if not val:
+        raise ValueError("selection needs validation data, and the validation loader is empty")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        train = datamodule.train_dataloader()
+        if isinstance(train, dict):  # search mode: {"weights": loader, "arch": loader}
+            train = train["weights"]
+        calib = [v for v, _ in take_batches(train, calib_batches, key="weights")]
+    return SelectionData(val=val, calib=calib, finetune=finetune, finetune_steps=finetune_steps)
