@@ -28,7 +28,7 @@ from .ops import AttentionOp, MixedEdge, check_video
 from .space import NUM_OPS, OP_NAMES, POSITIONS, check_choice, parse_op
 
 __all__ = ["NodeSpec", "ArchParameters", "SearchCell", "FixedCell", "fixed_from_search",
-           "inner_width"]
+           "inner_width", "recalibrate_batchnorm"]
 
 
 class NodeSpec(NamedTuple):
@@ -294,3 +294,30 @@ def fixed_from_search(cell: SearchCell, nodes: Sequence | None = None) -> FixedC
         dst.weights.load_state_dict({k: have[k] for k in want})
     return fixed
 
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches: Sequence[Tensor]) -> None:
+    """Recompute every BatchNorm's running mean/var as the exact average over ``batches``
+    (videos ``(N, 3, T, H, W)``) with the model as it is now (its current restrictions).
+
+    A supernet's running statistics are an average over many mixtures (and, single-path,
+    over many paths): they are not those of the network being evaluated. No-op for an
+    empty list. Leaves the model in eval mode.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not batches or not bns:
+        model.eval()
+        return
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    try:
+        for video in batches:
+            model(video)
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        model.eval()

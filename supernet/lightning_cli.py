@@ -44,8 +44,9 @@ def _error(kind: str, msg: str, code: int = 2) -> int:
     return code
 
 
-def check_checkpoint(path: str, kind: str) -> None:
-    """Raise ``ValueError`` unless ``path`` is a readable attnas checkpoint of ``kind``."""
+def check_checkpoint(path: str, kind: str, supernet: str | None = None) -> None:
+    """Raise ``ValueError`` unless ``path`` is a readable attnas checkpoint of ``kind``
+    (and, for a search checkpoint with ``supernet`` given, of that supernet mode)."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -60,6 +61,24 @@ def check_checkpoint(path: str, kind: str) -> None:
     if found != kind:
         raise ValueError(f"{path} is a {found or 'foreign'} checkpoint, expected a {kind} "
                          f"checkpoint")
+    if supernet is not None:
+        mode = ckpt.get("attnas_supernet", "darts")
+        if mode != supernet:
+            raise ValueError(f"{path} is a checkpoint of a {mode} supernet search, but this "
+                             f"run trains a {supernet} supernet (resume it with "
+                             f"--model.supernet {mode})")
+
+
+def _check_search(model, dm) -> None:
+    """Before a search trains: its selection rule exists and, if it scores on validation
+    data, the datamodule has some (the CLI layer may import derive)."""
+    from derive.select import check_rule
+
+    rule = check_rule(model.hparams.get("select", "argmax"))
+    if rule != "argmax" and not len(dm.datasets.get("val") or []):
+        raise ValueError(f"selection rule {rule!r} scores on validation data, and the "
+                         f"dataset has no validation split (give --data.val_list, or use "
+                         f"--model.select argmax)")
 
 
 def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict) -> int:
@@ -94,10 +113,13 @@ def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict) -
     dm = cli.datamodule
     try:
         if ckpt_path:
-            check_checkpoint(ckpt_path, kind)
+            check_checkpoint(ckpt_path, kind, cli.model.hparams.get("supernet", "darts")
+                             if kind == "search" else None)
         if cli.trainer.is_global_zero:
             dm.prepare_data()
         dm.setup("fit" if sub == "fit" else sub)
+        if kind == "search" and sub == "fit":
+            _check_search(cli.model, dm)
     except (ValueError, FileNotFoundError, KeyError) as e:
         return _error(kind, str(e).strip().splitlines()[0])
     try:

@@ -25,6 +25,7 @@ end of ``fit`` by the search CLI; this module only stores the rule's name and op
 
 from __future__ import annotations
 
+import collections
 import os
 import random
 from typing import Literal
@@ -36,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
+from .cells import recalibrate_batchnorm
 from .darts import arch_gradient, beta_decay_penalty, entropy_penalty
 from .factory import create_backbone
 from .space import NUM_OPS
@@ -84,6 +86,10 @@ class SearchModule(pl.LightningModule):
         select_calib_batches: training batches that recalibrate BatchNorm statistics before
             each score.
         select_finetune_steps: weight steps after each decision (0 = none).
+        val_recalibrate: before every validation, BatchNorm statistics are recomputed on
+            this many of the latest training batches (0 = keep the running averages). The
+            running averages of a supernet mix many networks; evaluated as they are, a
+            search of ours showed a validation loss of 6e21 with a training loss of 0.78.
     """
 
     def __init__(
@@ -115,6 +121,7 @@ class SearchModule(pl.LightningModule):
         select_val_batches: int = 8,
         select_calib_batches: int = 4,
         select_finetune_steps: int = 0,
+        val_recalibrate: int = 4,
     ) -> None:
         super().__init__()
         if supernet not in SUPERNET_MODES:
@@ -124,7 +131,8 @@ class SearchModule(pl.LightningModule):
             raise ValueError(f"select must be a selection rule name, got {select!r}")
         for name, value, low in (("select_val_batches", select_val_batches, 1),
                                  ("select_calib_batches", select_calib_batches, 0),
-                                 ("select_finetune_steps", select_finetune_steps, 0)):
+                                 ("select_finetune_steps", select_finetune_steps, 0),
+                                 ("val_recalibrate", val_recalibrate, 0)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if arch_order not in (1, 2):
@@ -147,6 +155,7 @@ class SearchModule(pl.LightningModule):
                 self.arch.beta.zero_()
             for p in self.model.arch_parameters():
                 p.requires_grad_(False)
+        self._recent: collections.deque = collections.deque(maxlen=val_recalibrate or 1)
         self.acc = torch.nn.ModuleDict({
             k: MulticlassAccuracy(num_classes, average="micro")
             for k in ("train_w", "train_a", "val")
@@ -207,11 +216,13 @@ class SearchModule(pl.LightningModule):
         hp = self.hparams
         n = bw["video"].shape[0]
 
-        if hp.supernet == "darts" and self.current_epoch >= hp.warmup_epochs:
+        if hp.get("supernet", "darts") == "darts" and self.current_epoch >= hp.warmup_epochs:
             loss_a = self._arch_step(a_opt, bw, ba, batch_idx)
             self.log("train_a/loss", loss_a, prog_bar=True, batch_size=n, sync_dist=True)
 
-        if hp.supernet == "single_path":
+        if hp.get("val_recalibrate", 0):
+            self._recent.append(bw["video"].detach())
+        if hp.get("supernet", "darts") == "single_path":
             self.arch.set_restrictions(self.sample_path(self.global_step))
         w_opt.zero_grad(set_to_none=True)
         try:
@@ -219,7 +230,7 @@ class SearchModule(pl.LightningModule):
             self._check_finite(loss_w, "weight", batch_idx)
             self.manual_backward(loss_w)
         finally:
-            if hp.supernet == "single_path":
+            if hp.get("supernet", "darts") == "single_path":
                 self.arch.clear_restrictions()
         for p in self.model.arch_parameters():  # the weight step never moves alpha/beta
             p.grad = None
@@ -328,6 +339,10 @@ class SearchModule(pl.LightningModule):
                                f"at epoch {self.current_epoch}")
 
     # -- validation --------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        if self.hparams.get("val_recalibrate", 0) and self._recent:
+            recalibrate_batchnorm(self.model, list(self._recent))
+
     def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
         loss = self._loss(batch, "val")
         self.log("val/loss", loss, prog_bar=True, batch_size=batch["video"].shape[0],
@@ -363,7 +378,7 @@ class SearchModule(pl.LightningModule):
             "python": random.getstate(),
         }
         checkpoint["attnas_kind"] = "search"
-        checkpoint["attnas_supernet"] = self.hparams.supernet
+        checkpoint["attnas_supernet"] = self.hparams.get("supernet", "darts")
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         rng = checkpoint.get("attnas_rng")
