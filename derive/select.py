@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from supernet.cells import ArchParameters, NodeSpec
+from supernet.cells import ArchParameters, NodeSpec, recalibrate_batchnorm
 from supernet.space import FACTORS, NUM_OPS, OP_NAMES, OPS
 
 __all__ = ["SELECTION_RULES", "ARGMAX_FLAT", "Decision", "Selection", "SelectionData",
@@ -200,33 +200,6 @@ class SelectionData:
     calib: list[Tensor]
     finetune: Callable[[int], None] | None = None
     finetune_steps: int = 0
-
-
-def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, batches: Sequence[Tensor]) -> None:
-    """Recompute every BatchNorm's running mean/var as the exact average over ``batches``
-    (videos ``(N, 3, T, H, W)``) with the model as it is now (its current restrictions).
-    No-op for an empty list. Leaves the model in eval mode."""
-    bns = _batchnorms(model)
-    if not batches or not bns:
-        model.eval()
-        return
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the calibration batches
-    model.train()
-    try:
-        for video in batches:
-            model(video)
-    finally:
-        for m, mom in zip(bns, momenta):
-            m.momentum = mom
-        model.eval()
 
 
 @torch.no_grad()
