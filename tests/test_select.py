@@ -193,7 +193,7 @@ def test_single_path_trains_only_the_sampled_path(synth: Path, tmp_path: Path) -
     assert module.global_step >= 2
     paths = [module.sample_path(s) for s in range(module.global_step)]
     dims = ("spatial", "temporal", "spatiotemporal")
-    for name, cell in module.model.inserted_blocks():
+    for _name, cell in module.model.inserted_blocks():
         for k, edge in enumerate(cell.edges):
             used = {OP_NAMES[int(op_mask[k].nonzero())] for op_mask, _ in paths}
             # step 0 cannot move cell internals (the sink BN gamma is 0): paths 1.. must
@@ -251,34 +251,42 @@ def test_unknown_mode_is_refused() -> None:
 
 def test_eval_mode_supernet_gives_sane_logits(tmp_path: Path) -> None:
     """Regression: a supernet evaluated with its running BatchNorm averages gave a val loss
-    of 6e21 on 48x48 8-frame clips (position none). With the statistics recomputed before
-    validation the logits are finite and the loss is that of a near-chance classifier."""
+    of 6e21 (48x48 8-frame clips) and 2.8e19 (the shipped synthetic config, uniform mode):
+    the running averages of a mixture are stale, and chained identity / relu affinities
+    (cubic in their input) turn a stale scale into an explosion on single clips. Validation
+    recomputes the statistics on the latest training batches first."""
     root = ensure_synthetic(tmp_path / "d48", classes=2, videos_per_class=10, frames=8,
                             size=48, seed=5, workers=1)
-    module = _fit_root(root, tmp_path)
-    dm = VideoDataModule(root=str(root), num_frames=8, crop_size=48, batch_size=4,
-                         num_workers=0, search=True, cache="memory")
-    dm.setup("fit")
+    module, trainer, dm = _fit_root(root, tmp_path)
+
+    def stale() -> None:  # running statistics far from those of the current weights
+        for m in module.model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_var.mul_(1e-4)
+
+    stale()
+    module.hparams.val_recalibrate = 0
+    broken = trainer.validate(module, datamodule=dm, verbose=False)[0]["val/loss"]
+    stale()
+    module.hparams.val_recalibrate = 4
+    fixed = trainer.validate(module, datamodule=dm, verbose=False)[0]["val/loss"]
+    assert not broken < 10.0  # the failure this guards against is reproduced (NaN or huge) ...
+    assert math.isfinite(fixed) and fixed < 2.0  # ... and gone (chance is ln 2 = 0.69)
     batch = next(iter(dm.val_dataloader()))
-    module.model.eval()
     with torch.no_grad():
-        logits = module.model(batch["video"])
-        loss = torch.nn.functional.cross_entropy(logits, batch["label"])
-    assert torch.isfinite(logits).all() and logits.abs().max() < 1e3
-    assert loss < 5.0
-    val_loss = float(module.trainer.callback_metrics["val/loss"])
-    assert math.isfinite(val_loss) and val_loss < 5.0
+        logits = module.model.eval()(batch["video"])
+    assert torch.isfinite(logits).all() and logits.abs().max() < 1e2
 
 
-def _fit_root(root: Path, tmp: Path) -> SearchModule:
+def _fit_root(root: Path, tmp: Path):
     pl.seed_everything(0, verbose=False)
     dm = VideoDataModule(root=str(root), num_frames=8, crop_size=48, batch_size=4,
                          num_workers=0, search=True, cache="memory")
     dm.setup("fit")
     module = SearchModule(num_classes=dm.num_classes, backbone_kwargs=PROXY, num_nodes=3,
-                          position="none", optimizer="adamw", lr=0.002)
+                          position="none", optimizer="adamw", lr=0.002, supernet="uniform")
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=2,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=str(tmp))
     trainer.fit(module, datamodule=dm)
-    return module
+    return module, trainer, dm
