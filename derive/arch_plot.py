@@ -9,15 +9,96 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
+from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from supernet.space import NUM_OPS, OP_NAMES
+from supernet.space import FACTORS, NUM_OPS, OP_NAMES
 
 from .arch_record import arch_history
 from .picture import FAMILY_COLOURS, save_figure
 
-__all__ = ["plot_alpha"]
+__all__ = ["plot_alpha", "FACTOR_COLOURS"]
+
+#: Segment colours of the factor-share bars: family in the family colours of the cell
+#: picture, dimension in greens, activation in purples (light to dark in FACTORS order).
+FACTOR_COLOURS: dict[str, tuple[str, ...]] = {
+    "family": ("#eeaa66", "#5f97d0"),
+    "dimension": ("#c7e9c0", "#74c476", "#238b45"),
+    "activation": ("#ebe9f4", "#bcbddc", "#807dba", "#54278f"),
+}
+_SHORT = {"spatiotemporal": "spatiotemp.", "identity": "ident.", "softmax": "softm.",
+          "sigmoid": "sigm.", "temporal": "temp.", "spatial": "spat."}
+
+
+def _is_dark(colour: str) -> bool:
+    r, g, b = (int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5))
+    return 0.299 * r + 0.587 * g + 0.114 * b < 0.5
+
+
+def _fit_label(value: str, share: float, width_in: float, fontsize: float) -> str:
+    """The longest of a few labels of a bar segment that fits ``width_in`` inches."""
+    pct = f"{100 * share:.0f}%"
+    short = _SHORT.get(value, value)
+    char_in = 0.6 * fontsize / 72  # a generous average glyph width
+    for label in (f"{value} {pct}", f"{value}\n{pct}", f"{short}\n{pct}", short, pct):
+        if max(map(len, label.split("\n"))) * char_in <= width_in - 0.04:
+            return label
+    return ""
+
+
+def _factor_key(ax: Any) -> None:
+    """A colour key under ``ax``: one row per factor, its values left to right in bar
+    order (a legend filled column by column, padded with blank entries)."""
+    ncols = max(len(v) for v in FACTORS.values())
+    blank = Patch(color="none", label="")
+    columns: list[list[Patch]] = [[] for _ in range(ncols)]
+    for factor, values in FACTORS.items():
+        for c in range(ncols):
+            columns[c].append(Patch(facecolor=FACTOR_COLOURS[factor][c], edgecolor="#999999",
+                                    lw=0.4, label=values[c]) if c < len(values) else blank)
+    handles = [h for col in columns for h in col]
+    ax.legend(handles=handles, labels=[h.get_label() for h in handles], ncols=ncols,
+              loc="upper center", bbox_to_anchor=(0.45, -0.14), frameon=False,
+              fontsize=6.5, handlelength=0.9, handleheight=0.9, handletextpad=0.3,
+              columnspacing=0.7, labelspacing=0.25)
+
+
+def _factor_bars(ax: Any, marg: dict[str, np.ndarray], node: int, bottom: bool,
+                 width_in: float) -> None:
+    """Three horizontal stacked bars on ``ax``: node ``node``'s family / dimension /
+    activation shares (``marg[factor]`` is ``(K, n_values)``; each row is normalised to
+    its sum, which is 1 for softmax weights); ``width_in`` is about the bar's length in
+    inches, to choose segment labels that fit."""
+    fontsize = 6.5
+    for row, (factor, values) in enumerate(FACTORS.items()):
+        shares = np.asarray(marg[factor][node], dtype=np.float64)
+        total = float(shares.sum())
+        shares = shares / total if total > 0 else np.full(len(values), 1 / len(values))
+        ranked = np.sort(shares)[::-1]
+        # The leading value is set in bold, unless it is a tie (e.g. the uniform start).
+        leader = int(shares.argmax()) if ranked[0] - ranked[1] >= 0.01 else -1
+        left = 0.0
+        for v, (value, share) in enumerate(zip(values, shares)):
+            colour = FACTOR_COLOURS[factor][v]
+            ax.barh(row, share, left=left, height=0.8, color=colour, edgecolor="white",
+                    lw=0.8)
+            label = _fit_label(value, float(share), share * width_in, fontsize)
+            if label:
+                ax.text(left + share / 2, row, label, ha="center", va="center",
+                        fontsize=fontsize, linespacing=1.0,
+                        color="white" if _is_dark(colour) else "black",
+                        fontweight="bold" if v == leader else "normal")
+            left += share
+    ax.set_xlim(0, 1)
+    ax.set_ylim(len(FACTORS) - 0.5, -0.5)
+    ax.set_yticks(range(len(FACTORS)), list(FACTORS), fontsize=7.5)
+    ax.tick_params(length=0, labelsize=7)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0], ["0", "", "50%", "", "100%"] if bottom
+                  else [""] * 5)
+    ax.grid(axis="x", alpha=0.3, lw=0.5)
+    ax.set_axisbelow(True)
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
 
 
 def plot_alpha(history: Any, path: str | os.PathLike, top: int = 3,
@@ -27,7 +108,10 @@ def plot_alpha(history: Any, path: str | os.PathLike, top: int = 3,
     Left: heat maps of the last epoch's ``softmax(alpha)`` (one column per node, the 24
     ops as rows, each node's argmax outlined) and ``softmax(beta)`` (node x input).
     Right: ``softmax(alpha)`` over the epochs, one panel per node, the ``top`` ops of the
-    last epoch highlighted and the rest in grey, with the uniform level 1/24 dotted.
+    last epoch highlighted and the rest in grey, with the uniform level 1/24 dotted; and
+    beside each, the node's factor marginals of the last epoch as three stacked bars
+    (family, dimension, activation shares; see :func:`supernet.space.factor_marginals`),
+    so "mostly dot-product, temporal" reads at a glance.
 
     Args:
         history: a CSV path (see :func:`write_arch_csv_row`) or a list of per-epoch
@@ -48,7 +132,8 @@ def plot_alpha(history: Any, path: str | os.PathLike, top: int = 3,
 
     cell_w, cell_h = 0.5, 0.22
     left_w = 2.3 + K * cell_w + 0.9
-    right_w = 6.4
+    curves_w, factors_w = 6.4, 3.0
+    right_w = curves_w + factors_w
     alpha_h = NUM_OPS * cell_h
     beta_h = max(1.0, K * 0.32)
     height = max(alpha_h + beta_h + 1.9, K * 1.35 + 1.0)
@@ -103,8 +188,17 @@ def plot_alpha(history: Any, path: str | os.PathLike, top: int = 3,
                       color="white" if v > 0.6 else "black")
     ax_b.set_title("softmax(β): input of each node", fontsize=9)
 
-    # (b) alpha over epochs, one panel per node.
-    axes = right.subplots(K, 1, sharex=True, squeeze=False)[:, 0]
+    # (b) alpha over epochs, one panel per node, and (c) its factor shares beside it.
+    grid = right.subplots(K, 2, squeeze=False, width_ratios=[curves_w, factors_w])
+    axes = grid[:, 0]
+    for ax in axes[1:]:
+        ax.sharex(axes[0])
+    for ax in axes[:-1]:
+        ax.tick_params(labelbottom=False)
+    for k, ax in enumerate(grid[:, 1]):
+        _factor_bars(ax, last["marginals"], k, bottom=k == K - 1, width_in=factors_w - 0.9)
+    grid[0, 1].set_title("factor shares of softmax(α), last epoch", fontsize=9)
+    _factor_key(grid[-1, 1])
     palette = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
     marker = "o" if len(records) <= 12 else None
     for k, ax in enumerate(axes):

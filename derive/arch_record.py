@@ -6,9 +6,18 @@ One row per epoch and the columns::
     alpha.<node>.<op_name>   for node in 0..K-1, op_name in supernet.space.OP_NAMES order,
     beta.<node>.<input>      for node in 0..K-1, input in 0..node
 
-holding ``softmax(alpha / tau)`` (each node's 24 values sum to 1) and ``softmax(beta)``
-over the inputs node ``k`` may read (``0`` = projected cell input, ``j`` = node ``j - 1``).
-The file is small and always rewritten whole, atomically.
+    <factor>.<node>.<value>  for node in 0..K-1, factor and value in supernet.space.FACTORS
+                             order (family.0.map, family.0.dot, dimension.0.spatial, ...,
+                             activation.0.identity, family.1.map, ...)
+
+holding ``softmax(alpha / tau)`` (each node's 24 values sum to 1), ``softmax(beta)``
+over the inputs node ``k`` may read (``0`` = projected cell input, ``j`` = node ``j - 1``),
+and the factor marginals of the op weights (:func:`supernet.space.factor_marginals`: the
+summed weight of the ops sharing each family / dimension / activation; each node's values
+of one factor sum to 1). The marginals are derived data, for a reader of the CSV: the
+reader recomputes them from alpha and ignores the stored ones, and a file written before
+they existed (no marginal columns) is read as well, and upgraded to the new columns when a
+row is appended to it. The file is small and always rewritten whole, atomically.
 """
 
 from __future__ import annotations
@@ -23,19 +32,47 @@ from typing import Any
 
 import numpy as np
 
-from supernet.space import NUM_OPS, OP_NAMES
+from supernet.space import FACTORS, NUM_OPS, OP_NAMES, factor_marginals
 
 from .genotype import atomic_write_text
 
-__all__ = ["arch_csv_header", "write_arch_csv_row", "read_arch_csv", "arch_history"]
+__all__ = ["arch_csv_header", "write_arch_csv_row", "read_arch_csv", "arch_history",
+           "marginals"]
 
 
-def arch_csv_header(num_nodes: int) -> list[str]:
-    """Column names of the architecture CSV for ``num_nodes`` nodes."""
+def arch_csv_header(num_nodes: int, marginals: bool = True) -> list[str]:
+    """Column names of the architecture CSV for ``num_nodes`` nodes.
+
+    ``marginals=False`` gives the header of files written before the factor-marginal
+    columns existed (epoch, alpha, beta only).
+    """
     cols = ["epoch"]
     cols += [f"alpha.{k}.{op}" for k in range(num_nodes) for op in OP_NAMES]
     cols += [f"beta.{k}.{j}" for k in range(num_nodes) for j in range(k + 1)]
+    if marginals:
+        cols += [f"{factor}.{k}.{value}" for k in range(num_nodes)
+                 for factor, values in FACTORS.items() for value in values]
     return cols
+
+
+def marginals(alpha: Any) -> dict[str, np.ndarray]:
+    """Factor marginals of op weights ``(K, 24)`` -> ``{"family": (K, 2), "dimension":
+    (K, 3), "activation": (K, 4)}`` as arrays (:func:`supernet.space.factor_marginals`)."""
+    return {f: np.asarray(m, dtype=np.float64).reshape(-1, len(FACTORS[f]))
+            for f, m in factor_marginals(alpha).items()}
+
+
+def _row_values(epoch: int, alpha: np.ndarray, beta: np.ndarray) -> list[str]:
+    """One CSV row (strings, in :func:`arch_csv_header` order) of ``alpha`` ``(K, 24)``
+    and ``beta`` ``(K, K)``."""
+    K = alpha.shape[0]
+    values = [str(int(epoch))]
+    values += [f"{v:.6g}" for v in alpha.reshape(-1)]
+    values += [f"{beta[k, j]:.6g}" for k in range(K) for j in range(k + 1)]
+    marg = marginals(alpha)
+    values += [f"{marg[factor][k, v]:.6g}" for k in range(K)
+               for factor, names in FACTORS.items() for v in range(len(names))]
+    return values
 
 
 def _as_matrix(value: Any, name: str) -> np.ndarray:
@@ -58,7 +95,9 @@ def write_arch_csv_row(path: str | os.PathLike, epoch: int, op_weights: Any,
 
     Creates the file with its header on first use. Rows of epochs ``>= epoch`` already in
     the file are dropped first, so a search resumed from an earlier checkpoint rewrites
-    its history instead of duplicating it. The whole file is rewritten atomically (it is
+    its history instead of duplicating it. A file in the old format (no factor-marginal
+    columns, same K) is upgraded: its rows are read, their marginals computed, and the
+    file written with the new header. The whole file is rewritten atomically (it is
     small: one row per epoch). In DDP call it on rank 0 only.
 
     Args:
@@ -68,7 +107,8 @@ def write_arch_csv_row(path: str | os.PathLike, epoch: int, op_weights: Any,
         input_weights: ``softmax(beta)``, ``(K, K)``, lower-triangular.
 
     Raises:
-        ValueError: bad shapes or values, or an existing file with another header.
+        ValueError: bad shapes or values, or an existing file with another header (another
+            K, or columns this code never wrote).
     """
     path = Path(path)
     if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
@@ -86,16 +126,25 @@ def write_arch_csv_row(path: str | os.PathLike, epoch: int, op_weights: Any,
         with path.open(newline="", encoding="utf-8") as fh:
             existing = list(csv.reader(fh))
         if existing:
-            if existing[0] != header:
+            if existing[0] == header:
+                rows = [r for r in existing[1:] if r and _row_epoch(r[0], path) < epoch]
+            elif existing[0] == arch_csv_header(K, marginals=False):  # old format: upgrade
+                for i, r in enumerate(existing[1:]):
+                    if not r:
+                        continue
+                    if len(r) != len(existing[0]):
+                        raise ValueError(f"{path}, line {i + 2}: {len(r)} values for "
+                                         f"{len(existing[0])} columns")
+                    rec = _record_from_flat(dict(zip(existing[0], r)),
+                                            f"{path}, line {i + 2}")
+                    if rec["epoch"] < epoch:
+                        rows.append(_row_values(rec["epoch"], rec["alpha"], rec["beta"]))
+            else:
                 raise ValueError(
                     f"{path}: existing architecture CSV has different columns "
                     f"({len(existing[0])} vs {len(header)} for K = {K}); use a new file"
                 )
-            rows = [r for r in existing[1:] if r and _row_epoch(r[0], path) < epoch]
-    values = [str(int(epoch))]
-    values += [f"{v:.6g}" for v in alpha.reshape(-1)]
-    values += [f"{beta[k, j]:.6g}" for k in range(K) for j in range(k + 1)]
-    rows.append(values)
+    rows.append(_row_values(epoch, alpha, beta))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -113,10 +162,12 @@ def _row_epoch(value: str, path: Path) -> int:
 
 _ALPHA_COL = re.compile(r"^alpha\.(\d+)\.(.+)$")
 _BETA_COL = re.compile(r"^beta\.(\d+)\.(\d+)$")
+_MARGINAL_COL = re.compile(rf"^({'|'.join(FACTORS)})\.(\d+)\.(.+)$")
 
 
 def _record_from_flat(row: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """``{"epoch", "alpha" (K,24), "beta" (K,K)}`` from a row keyed by CSV column names."""
+    """``{"epoch", "alpha" (K,24), "beta" (K,K), "marginals"}`` from a row keyed by CSV
+    column names (stored marginal columns are checked by name, their values ignored)."""
     if "epoch" not in row:
         raise ValueError(f"{where}: no 'epoch' column")
     alpha_cells: dict[tuple[int, int], float] = {}
@@ -131,6 +182,9 @@ def _record_from_flat(row: Mapping[str, Any], where: str) -> dict[str, Any]:
                 alpha_cells[int(m.group(1)), OP_NAMES.index(m.group(2))] = float(value)
             elif m := _BETA_COL.match(str(key)):
                 beta_cells[int(m.group(1)), int(m.group(2))] = float(value)
+            elif m := _MARGINAL_COL.match(str(key)):  # derived data: recomputed below
+                if m.group(3) not in FACTORS[m.group(1)]:
+                    raise ValueError(f"unknown {m.group(1)} {m.group(3)!r} in column {key!r}")
             else:
                 raise ValueError(f"unexpected column {key!r}")
         except (TypeError, ValueError) as err:
@@ -149,11 +203,17 @@ def _record_from_flat(row: Mapping[str, Any], where: str) -> dict[str, Any]:
         if not 0 <= j <= k < K:
             raise ValueError(f"{where}: column beta.{k}.{j} out of range for {K} nodes")
         beta[k, j] = v
-    return {"epoch": _row_epoch(str(row["epoch"]), Path(where)), "alpha": alpha, "beta": beta}
+    return {"epoch": _row_epoch(str(row["epoch"]), Path(where)), "alpha": alpha, "beta": beta,
+            "marginals": marginals(alpha)}
 
 
 def read_arch_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read an architecture CSV into ``[{"epoch": int, "alpha": (K,24), "beta": (K,K)}]``."""
+    """Read an architecture CSV into ``[{"epoch": int, "alpha": (K,24), "beta": (K,K),
+    "marginals": {"family": (K,2), "dimension": (K,3), "activation": (K,4)}}]``.
+
+    Files with or without the factor-marginal columns are read alike: the marginals are
+    always recomputed from alpha (stored values are ignored).
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such architecture CSV")
@@ -165,8 +225,9 @@ def read_arch_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def arch_history(history: Any) -> list[dict[str, Any]]:
-    """Per-epoch records ``[{"epoch", "alpha" (K,24), "beta" (K,K)}]``, sorted by epoch,
-    from a CSV path or a list of dicts (keyed like the CSV columns, or structured).
+    """Per-epoch records ``[{"epoch", "alpha" (K,24), "beta" (K,K), "marginals"}]`` (as
+    :func:`read_arch_csv` returns them), sorted by epoch, from a CSV path or a list of
+    dicts (keyed like the CSV columns, or structured ``{"epoch", "alpha", "beta"}``).
 
     Raises:
         ValueError: no epochs, bad columns or values, or epochs with different K.
@@ -185,11 +246,14 @@ def arch_history(history: Any) -> list[dict[str, Any]]:
                 raise TypeError(f"history[{i}] must be a dict, got {type(entry).__name__}")
             if "alpha" in entry:  # structured: {"epoch", "alpha" (K,24), "beta" (K,K)}
                 alpha = _as_matrix(entry["alpha"], f"history[{i}]['alpha']")
+                if alpha.shape[1] != NUM_OPS:
+                    raise ValueError(f"history[{i}]['alpha'] must be (K, {NUM_OPS}), "
+                                     f"got {alpha.shape}")
                 beta = entry.get("beta")
                 beta = (_as_matrix(beta, f"history[{i}]['beta']") if beta is not None
                         else np.zeros((alpha.shape[0], alpha.shape[0])))
                 records.append({"epoch": int(entry.get("epoch", i)), "alpha": alpha,
-                                "beta": beta})
+                                "beta": beta, "marginals": marginals(alpha)})
             else:  # flat, keyed like the CSV columns
                 records.append(_record_from_flat(entry, f"history[{i}]"))
     if not records:

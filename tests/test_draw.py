@@ -1,4 +1,5 @@
-"""Pictures of a cell and of the architecture weights, and the architecture CSV."""
+"""Pictures of a cell, of the architecture weights and of a selection, and the
+architecture CSV."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from derive.draw import (
 )
 from derive.genotype import Genotype, random_genotype
 from supernet.cells import ArchParameters, NodeSpec
-from supernet.space import NUM_OPS, OP_NAMES
+from supernet.space import FACTORS, NUM_OPS, OP_NAMES, factor_marginals
 
 
 def check_png(path: Path, min_bytes: int = 10_000) -> np.ndarray:
@@ -79,8 +80,13 @@ def test_arch_csv_format_and_round_trip(tmp_path):
     header = rows[0]
     assert header == arch_csv_header(3)
     assert header[0] == "epoch" and header[1] == f"alpha.0.{OP_NAMES[0]}"
-    assert header[1 + 3 * NUM_OPS:] == ["beta.0.0", "beta.1.0", "beta.1.1", "beta.2.0",
-                                        "beta.2.1", "beta.2.2"]
+    assert header[1 + 3 * NUM_OPS:1 + 3 * NUM_OPS + 6] == [
+        "beta.0.0", "beta.1.0", "beta.1.1", "beta.2.0", "beta.2.1", "beta.2.2"]
+    assert header[1 + 3 * NUM_OPS + 6:1 + 3 * NUM_OPS + 6 + 9] == [
+        "family.0.map", "family.0.dot", "dimension.0.spatial", "dimension.0.temporal",
+        "dimension.0.spatiotemporal", "activation.0.softmax", "activation.0.sigmoid",
+        "activation.0.relu", "activation.0.identity"]
+    assert len(header) == 1 + 3 * NUM_OPS + 6 + 3 * 9
     assert [r[0] for r in rows[1:]] == ["0", "1", "2"]
     records = read_arch_csv(path)
     assert [r["epoch"] for r in records] == [0, 1, 2]
@@ -88,7 +94,120 @@ def test_arch_csv_format_and_round_trip(tmp_path):
         np.testing.assert_allclose(rec["alpha"], ops, atol=1e-6)
         np.testing.assert_allclose(rec["beta"], ins, atol=1e-6)
         np.testing.assert_allclose(rec["alpha"].sum(1), 1.0, atol=1e-4)
+        for factor, values in FACTORS.items():
+            assert rec["marginals"][factor].shape == (3, len(values))
+            np.testing.assert_allclose(rec["marginals"][factor],
+                                       factor_marginals(ops)[factor], atol=1e-5)
     assert no_temp_files(tmp_path)
+
+
+def _marginal_columns(path: Path) -> dict[str, np.ndarray]:
+    """``{"family": (E, K, 2), ...}`` straight from the CSV's marginal columns."""
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    K = 1 + max(int(c.split(".")[1]) for c in rows[0] if c.startswith("alpha."))
+    return {f: np.array([[[float(r[f"{f}.{k}.{v}"]) for v in values] for k in range(K)]
+                         for r in rows]) for f, values in FACTORS.items()}
+
+
+def test_arch_csv_marginal_columns_sum_to_one_and_match_alpha(tmp_path):
+    path = tmp_path / "arch.csv"
+    written = _three_epochs(path)
+    stored = _marginal_columns(path)
+    for factor, values in FACTORS.items():
+        assert stored[factor].shape == (3, 3, len(values))
+        np.testing.assert_allclose(stored[factor].sum(-1), 1.0, atol=1e-5)
+        for e, (ops, _) in enumerate(written):
+            np.testing.assert_allclose(stored[factor][e], factor_marginals(ops)[factor],
+                                       atol=1e-5)
+    # A peaked node: all weight on one op gives one-hot marginals.
+    peaked = np.zeros((1, NUM_OPS))
+    peaked[0, OP_NAMES.index("dot.temporal.sigmoid")] = 1.0
+    write_arch_csv_row(tmp_path / "p.csv", 0, peaked, np.eye(1))
+    one = _marginal_columns(tmp_path / "p.csv")
+    assert one["family"][0, 0].tolist() == [0.0, 1.0]
+    assert one["dimension"][0, 0].tolist() == [0.0, 1.0, 0.0]
+    assert one["activation"][0, 0].tolist() == [0.0, 1.0, 0.0, 0.0]
+
+
+def _old_format(path: Path, num_nodes: int = 2, epochs: int = 3) -> list[np.ndarray]:
+    """An architecture CSV as written before the marginal columns existed."""
+    rng = np.random.default_rng(1)
+    header = arch_csv_header(num_nodes, marginals=False)
+    assert not any(c.startswith(("family.", "activation.")) for c in header)
+    alphas, lines = [], [",".join(header)]
+    for epoch in range(epochs):
+        a = rng.dirichlet(np.ones(NUM_OPS), size=num_nodes)
+        b = np.tril(np.ones((num_nodes, num_nodes)))
+        b /= b.sum(1, keepdims=True)
+        alphas.append(a)
+        lines.append(",".join([str(epoch)] + [f"{v:.6g}" for v in a.reshape(-1)]
+                              + [f"{b[k, j]:.6g}" for k in range(num_nodes)
+                                 for j in range(k + 1)]))
+    path.write_text("\n".join(lines) + "\n")
+    return alphas
+
+
+def test_read_old_format_arch_csv_recomputes_marginals(tmp_path):
+    path = tmp_path / "old.csv"
+    alphas = _old_format(path)
+    records = read_arch_csv(path)
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    for rec, a in zip(records, alphas):
+        np.testing.assert_allclose(rec["alpha"], a, atol=1e-5)
+        for factor in FACTORS:
+            np.testing.assert_allclose(rec["marginals"][factor].sum(1), 1.0, atol=1e-5)
+            np.testing.assert_allclose(rec["marginals"][factor], factor_marginals(a)[factor],
+                                       atol=1e-5)
+    check_png(plot_alpha(path, tmp_path / "old.png"))
+
+
+def test_stored_marginals_are_ignored_on_read(tmp_path):
+    path = tmp_path / "arch.csv"
+    _three_epochs(path, num_nodes=1)
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    col = rows[0].index("family.0.map")
+    rows[1][col] = "0.999"  # a hand-edited (wrong) derived value
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    rec = read_arch_csv(path)[0]
+    np.testing.assert_allclose(rec["marginals"]["family"].sum(1), 1.0, atol=1e-5)
+    assert rec["marginals"]["family"][0, 0] != pytest.approx(0.999)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(path.read_text().replace("family.0.map", "family.0.mop", 1))
+    with pytest.raises(ValueError, match="unknown family 'mop' in column 'family.0.mop'"):
+        read_arch_csv(bad)
+
+
+def test_appending_to_old_format_csv_upgrades_it_atomically(tmp_path):
+    path = tmp_path / "old.csv"
+    alphas = _old_format(path, num_nodes=2, epochs=3)
+    # Resume from epoch 1: epoch 2 of the old file is dropped, epoch 2 written anew.
+    new = np.full((2, NUM_OPS), 1 / NUM_OPS)
+    write_arch_csv_row(path, 2, new, np.tril(np.ones((2, 2))) / np.array([[1], [2]]))
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == arch_csv_header(2)
+    assert [r[0] for r in rows[1:]] == ["0", "1", "2"]
+    assert all(len(r) == len(rows[0]) for r in rows[1:])
+    records = read_arch_csv(path)
+    for rec, a in zip(records[:2], alphas[:2]):
+        np.testing.assert_allclose(rec["alpha"], a, atol=1e-5)
+    np.testing.assert_allclose(records[2]["alpha"], 1 / NUM_OPS, atol=1e-6)
+    stored = _marginal_columns(path)
+    for factor in FACTORS:
+        np.testing.assert_allclose(stored[factor].sum(-1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(stored[factor][0], factor_marginals(alphas[0])[factor],
+                                   atol=1e-5)
+    assert no_temp_files(tmp_path)
+    # An old file of another K still refuses (and is left untouched).
+    other = tmp_path / "other.csv"
+    _old_format(other, num_nodes=3, epochs=1)
+    before = other.read_text()
+    with pytest.raises(ValueError, match="different columns"):
+        write_arch_csv_row(other, 1, new, np.eye(2))
+    assert other.read_text() == before
 
 
 def test_arch_csv_resume_rewrites_later_epochs_and_rejects_other_shapes(tmp_path):
