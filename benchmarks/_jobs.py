@@ -59,12 +59,14 @@ def _metric(metrics: dict[str, Any], key: str) -> float | None:
 
 
 def run_search(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run one supernet search; derive its genotype (JSON + PNG at ``spec['genotype']``)."""
+    """Run one supernet search; its selection rule (``model.select``) derives the cell at
+    the end of ``fit`` (:class:`derive.callbacks.GenotypeWriter`), which is copied with its
+    picture to ``spec['genotype']``."""
     from pytorch_lightning import seed_everything
 
-    from derive.callbacks import GenotypeWriter, genotype_from_module
+    from derive.callbacks import GenotypeWriter
     from derive.draw import draw_cell
-    from derive.genotype import save_genotype
+    from derive.genotype import load_genotype, save_genotype
     from supernet.search import SearchModule
 
     seed_everything(spec["seed"], workers=True)
@@ -75,16 +77,24 @@ def run_search(spec: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm)
     wall = time.perf_counter() - t0
-    genotype = genotype_from_module(module, trainer.current_epoch - 1, str(run_dir),
-                                    str(spec["data"]["root"]))
+    written = Path(trainer.log_dir or run_dir) / "genotype.json"
+    if not written.is_file():
+        raise RuntimeError(f"the search wrote no genotype ({written})")
+    genotype = load_genotype(written)
     genotype.provenance.update(spec.get("provenance", {}))
     out = Path(spec["genotype"])
     out.parent.mkdir(parents=True, exist_ok=True)
     save_genotype(genotype, out)
     draw_cell(genotype, out.with_suffix(".png"), title=spec.get("title"))
+    selection = genotype.provenance.get("selection") or {}
     return {
         "status": "ok",
         "wall_s": round(wall, 2),
+        "select_s": selection.get("seconds"),
+        "flagged": selection.get("flagged"),
+        "decisions": [{k: d.get(k) for k in ("node", "what", "choice", "runner_up", "margin",
+                                               "ci", "significant")}
+                      for d in selection.get("decisions", []) if d.get("runner_up")],
         "nodes": [[nd.op, nd.input] for nd in genotype.nodes],
         "alpha_softmax": genotype.provenance.get("alpha_softmax"),
         "beta_softmax": genotype.provenance.get("beta_softmax"),
@@ -142,12 +152,13 @@ def _batch(shape: list[int], classes: int):
 
 
 def time_supernet(search_model: dict[str, Any], classes: int, shape: list[int], steps: int
-                  ) -> tuple[float, float]:
-    """(search iteration, weight step) median seconds of the supernet.
+                  ) -> tuple[float, float, float]:
+    """(darts search iteration, weight step, single-path step) median seconds.
 
-    A search iteration is what :class:`~supernet.search.SearchModule` does per batch with
-    ``arch_order=1``: architecture step (forward, backward, Adam on alpha/beta), then weight
-    step (forward, backward, SGD on the weights).
+    As :class:`~supernet.search.SearchModule` trains per batch: ``darts`` (first order) is
+    an architecture step (forward, gradients of alpha/beta only, Adam) then a weight step;
+    ``uniform`` is the weight step alone (forward, backward, SGD on the weights);
+    ``single_path`` pins one sampled op and input per node and takes a weight step.
     """
     import torch
     import torch.nn.functional as F
@@ -156,24 +167,41 @@ def time_supernet(search_model: dict[str, Any], classes: int, shape: list[int], 
 
     torch.manual_seed(0)
     x, y = _batch(shape, classes)
-    sup = SearchModule(num_classes=classes, **search_model).model
+    module = SearchModule(num_classes=classes, **search_model)
+    sup = module.model
     w_opt = torch.optim.SGD(sup.weight_parameters(), lr=1e-3, momentum=0.9)
-    a_opt = torch.optim.Adam(sup.arch_parameters(), lr=3e-4)
+    arch = list(sup.arch_parameters())
+    for p in arch:
+        p.requires_grad_(True)
+    a_opt = torch.optim.Adam(arch, lr=3e-4)
 
     def weight_step() -> None:
         w_opt.zero_grad(set_to_none=True)
         F.cross_entropy(sup(x), y).backward()
-        for p in sup.arch_parameters():
+        for p in arch:
             p.grad = None
         w_opt.step()
 
     def search_iteration() -> None:
         a_opt.zero_grad(set_to_none=True)
-        F.cross_entropy(sup(x), y).backward()
+        grads = torch.autograd.grad(F.cross_entropy(sup(x), y), arch, allow_unused=True)
+        for p, g in zip(arch, grads):
+            p.grad = g
         a_opt.step()
         weight_step()
 
-    return _timed(search_iteration, steps), _timed(weight_step, steps)
+    step = [0]
+
+    def single_path_step() -> None:
+        step[0] += 1
+        sup.arch.set_restrictions(module.sample_path(step[0]))
+        try:
+            weight_step()
+        finally:
+            sup.arch.clear_restrictions()
+
+    return (_timed(search_iteration, steps), _timed(weight_step, steps),
+            _timed(single_path_step, max(steps, 8)))
 
 
 def time_network(retrain_model: dict[str, Any], block: str, classes: int, shape: list[int],
@@ -204,9 +232,10 @@ def run_steptime(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     shape, classes, steps = spec["shape"], spec["num_classes"], spec["steps"]
-    it, ws = time_supernet(spec["search_model"], classes, shape, steps)
+    it, ws, sp = time_supernet(spec["search_model"], classes, shape, steps)
     out = {"status": "ok", "shape": shape, "steps": steps, "threads": torch.get_num_threads(),
            "supernet_iteration_s": it, "supernet_weight_step_s": ws,
+           "supernet_single_path_s": sp,
            "derived_step_s": time_network(spec["retrain_model"], spec["genotype"], classes,
                                           shape, steps),
            "none_step_s": time_network(spec["retrain_model"], "none", classes, shape, steps)}
@@ -220,7 +249,7 @@ def run_calibrate(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     classes, steps = spec["num_classes"], spec["steps"]
-    it, _ = time_supernet(spec["search_model"], classes, spec["search_shape"], steps)
+    it, _, _ = time_supernet(spec["search_model"], classes, spec["search_shape"], steps)
     blocks = {b: round(time_network(spec["retrain_model"], b, classes, spec["retrain_shape"],
                                     steps), 5)
               for b in spec["blocks"]}

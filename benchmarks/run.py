@@ -57,6 +57,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import cpu_name
+from benchmarks.groups import (
+    DEFAULT_GROUPS,
+    budget_lines,
+    group_name,
+    group_table_lines,
+    parse_group,
+    target_lines,
+)
 
 __all__ = ["main", "BenchError", "Ledger", "build_plan"]
 
@@ -86,12 +94,14 @@ _SPEED_ONLY = {"num_workers", "cache", "cache_dir", "cache_memory_mb", "persiste
 ACC_FIELDS = ["row", "label", "kind", "block", "seed", "status", "video_top1", "clip_top1",
               "val_top1", "params", "macs", "epochs", "wall_s", "peak_rss_mib", "settings",
               "finished", "error", "log"]
-SEARCH_FIELDS = ["search", "label", "group", "seed", "repeat", "status", "remedy",
-                 "remedy_weight", "position", "nodes", "genotype", "val_acc", "wall_s",
-                 "total_s", "peak_rss_mib", "worker_peak_rss_mib", "settings", "finished",
-                 "error", "log", "alpha_softmax"]
+SEARCH_FIELDS = ["search", "label", "group", "seed", "repeat", "status", "supernet", "select",
+                 "remedy", "remedy_weight", "position", "nodes", "genotype", "val_acc",
+                 "wall_s", "select_s", "total_s", "peak_rss_mib", "worker_peak_rss_mib",
+                 "flagged", "decisions", "settings", "finished", "error", "log",
+                 "alpha_softmax"]
 STEP_FIELDS = ["key", "status", "genotype", "shape", "steps", "threads",
-               "supernet_iteration_s", "supernet_weight_step_s", "derived_step_s",
+               "supernet_iteration_s", "supernet_weight_step_s", "supernet_single_path_s",
+               "derived_step_s",
                "none_step_s", "wall_s", "settings", "finished", "error", "log"]
 
 
@@ -144,6 +154,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="position study: comma-separated cell position options (none, "
                         "coords, sincos); each value other than the config's adds a search "
                         "group")
+    p.add_argument("--groups", default=None,
+                   help="search groups besides the config's, comma-separated specs "
+                        "'supernet+rule[+position]', e.g. 'darts+argmax,single_path+perturb' "
+                        "(default: " + ",".join(DEFAULT_GROUPS) + "; --quick and '': none); "
+                        "see benchmarks/groups.py")
+    p.add_argument("--budget-epochs", default=None,
+                   help="retrain-budget study: comma-separated epoch counts at which "
+                        "`nonlocal` is also trained with every training seed (its std must "
+                        "resolve a 2-point difference; default 6; --quick and '': none)")
     p.add_argument("--search-epochs", type=int, default=None,
                    help="search epochs (default "
                         f"{BENCH_SEARCH_EPOCHS}; the config's max_epochs is the demo's)")
@@ -236,6 +255,7 @@ class SearchJob:
     repeat: int
     model: dict[str, Any]
     genotype: Path
+    settings: str = ""
 
 
 @dataclass
@@ -248,6 +268,8 @@ class Row:
     block: str  # a block name or a genotype .json path
     search: SearchJob | None = None
     group: str = ""
+    epochs: int | None = None  # a budget-study row's own retrain epochs
+    settings: str = ""
 
 
 @dataclass
@@ -274,6 +296,14 @@ class Plan:
     settings: str
     command: str
     groups: list[str] = field(default_factory=list)
+    default_group: str = "default"
+    steptime_settings: str = ""
+
+    def trainer_for(self, row: Row) -> dict[str, Any]:
+        """The retrain trainer settings of ``row`` (a budget row has its own epochs)."""
+        if row.epochs is None:
+            return self.retrain_trainer
+        return {**self.retrain_trainer, "max_epochs": row.epochs}
 
 
 def _slug(text: str) -> str:
@@ -292,7 +322,7 @@ def build_plan(argv: list[str]) -> Plan:
     args = _parser().parse_args(argv)
     quick = args.quick
     search_seeds = _check_count(args.search_seeds if args.search_seeds is not None
-                                else 1 if quick else 2, "--search-seeds", 1)
+                                else 1 if quick else 3, "--search-seeds", 1)
     train_seeds = _check_count(args.train_seeds if args.train_seeds is not None
                                else 1 if quick else 3, "--train-seeds", 1)
     random_cells = _check_count(args.random_cells if args.random_cells is not None
@@ -416,51 +446,86 @@ def build_plan(argv: list[str]) -> Plan:
         rmodel.pop(key, None)
     smodel.pop("num_classes", None)
 
-    # -- searches -----------------------------------------------------------------------
+    # -- searches: one group per way of searching ------------------------------------------
     remedy_weight = (args.remedy_weight if args.remedy_weight is not None
                      else float(smodel.get("remedy_weight", 0.0)) or DEFAULT_REMEDY_WEIGHT)
-    groups: list[tuple[str, dict[str, Any]]] = [("default", {})]
+    for key in ("supernet", "select", "position", "remedy"):
+        smodel.setdefault(key, _search_default(key))
+    overrides: list[dict[str, Any]] = [{}]
+    specs = args.groups if args.groups is not None else "" if quick else ",".join(DEFAULT_GROUPS)
+    for spec in (_csv_list(specs, "--groups") if specs.strip() else []):
+        try:
+            overrides.append(parse_group(spec))
+        except ValueError as err:
+            raise BenchError(f"--groups: {err}") from None
     for value in study_remedy:
         if value != base_remedy:
             weight = remedy_weight if value != "none" else 0.0
-            groups.append((f"remedy={value}", {"remedy": value, "remedy_weight": weight}))
+            overrides.append({"remedy": value, "remedy_weight": weight})
     for value in study_position:
         if value != base_position:
-            groups.append((f"position={value}", {"position": value}))
-    gdir = out / "genotypes"
-    searches: list[SearchJob] = []
-    rows: list[Row] = [Row(b, b if not b.endswith(".json") else Path(b).stem, "baseline",
-                           str(Path(b).resolve()) if b.endswith(".json") else b)
-                       for b in blocks]
-    for group, over in groups:
-        tag = "" if group == "default" else f"[{group}]"
-        for seed in range(search_seeds):
-            key = f"searched{tag}/s{seed}"
-            label = f"searched{' ' + group if tag else ''} (seed {seed})"
-            job = SearchJob(key, label, group, seed, 0, {**smodel, **over},
-                            gdir / f"{_slug(key.replace('/', '_'))}.json")
-            searches.append(job)
-            rows.append(Row(key, label, "searched", str(job.genotype), job, group))
-    first = searches[0]
-    for r in range(1, repeats + 1):
-        searches.append(SearchJob(f"{first.key}#repeat{r}", f"{first.label}, repeat {r}",
-                                  first.group, first.seed, r, dict(first.model),
-                                  gdir / f"{_slug(first.key.replace('/', '_'))}_repeat{r}.json"))
-    for i in range(random_cells):
-        rows.append(Row(f"random/{i}", f"random cell {i}", "random",
-                        str(gdir / f"random_{i}.json")))
+            overrides.append({"position": value})
+    groups: list[tuple[str, dict[str, Any]]] = []
+    for over in overrides:
+        model = {**smodel, **over}
+        name = group_name(model)
+        if name not in [g for g, _ in groups]:
+            groups.append((name, model))
 
     def strip(d: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in d.items() if k not in _SPEED_ONLY}
 
-    settings = _fingerprint({
-        "search": [smodel, strip(sdata), strainer], "retrain": [rmodel, strip(rdata), rtrainer],
-        "remedy_weight": remedy_weight, "quick": quick,
-    })
+    # Each run's fingerprint covers what that run depends on: a search its model, data and
+    # trainer; a retrain row the retrain settings (and its search's fingerprint).
+    retrain_fp = _fingerprint({"retrain": [rmodel, strip(rdata), rtrainer], "quick": quick})
+    gdir = out / "genotypes"
+    searches: list[SearchJob] = []
+    rows: list[Row] = [Row(b, b if not b.endswith(".json") else Path(b).stem, "baseline",
+                           str(Path(b).resolve()) if b.endswith(".json") else b,
+                           settings=retrain_fp)
+                       for b in blocks]
+    for group, model in groups:
+        search_fp = _fingerprint({"search": [model, strip(sdata), strainer], "quick": quick})
+        for seed in range(search_seeds):
+            key = f"searched[{group}]/s{seed}"
+            label = f"{group} (seed {seed})"
+            job = SearchJob(key, label, group, seed, 0, model,
+                            gdir / f"{_slug(key.replace('/', '_'))}.json", search_fp)
+            searches.append(job)
+            rows.append(Row(key, label, "searched", str(job.genotype), job, group,
+                            settings=_fingerprint([retrain_fp, search_fp])))
+    first = searches[0]
+    for r in range(1, repeats + 1):
+        searches.append(SearchJob(f"{first.key}#repeat{r}", f"{first.label}, repeat {r}",
+                                  first.group, first.seed, r, dict(first.model),
+                                  gdir / f"{_slug(first.key.replace('/', '_'))}_repeat{r}.json",
+                                  first.settings))
+    for i in range(random_cells):
+        rows.append(Row(f"random/{i}", f"random cell {i}", "random",
+                        str(gdir / f"random_{i}.json"), settings=retrain_fp))
+    budgets = args.budget_epochs if args.budget_epochs is not None else "" if quick else "6"
+    for text in (_csv_list(budgets, "--budget-epochs") if budgets.strip() else []):
+        if "nonlocal" not in blocks:  # the study trains `nonlocal` at other budgets
+            break
+        try:
+            ep = int(text)
+        except ValueError:
+            raise BenchError(f"--budget-epochs: {text!r} is not an epoch count") from None
+        _check_count(ep, "--budget-epochs", 1)
+        if ep == rtrainer.get("max_epochs") or f"nonlocal@{ep}ep" in [x.key for x in rows]:
+            continue
+        rows.append(Row(f"nonlocal@{ep}ep", f"nonlocal, {ep} epochs", "budget", "nonlocal",
+                        epochs=ep, settings=_fingerprint(
+                            {"retrain": [rmodel, strip(rdata), {**rtrainer, "max_epochs": ep}],
+                             "quick": quick})))
+
+    settings = _fingerprint(sorted({x.settings for x in [*searches, *rows]}))
     command = " ".join(["python -m benchmarks.run", *map(shlex.quote, argv)])
-    return Plan(args, quick, out, work, threads, smodel, sdata, strainer, rmodel, rdata,
+    plan = Plan(args, quick, out, work, threads, smodel, sdata, strainer, rmodel, rdata,
                 rtrainer, synth, clip, notes, searches, rows, list(range(train_seeds)),
-                settings, command, [g for g, _ in groups])
+                settings, command, [g for g, _ in groups], groups[0][0])
+    plan.steptime_settings = _fingerprint([first.settings, retrain_fp])
+    return plan
 
 
 # ------------------------------------------------------------------------------ results
@@ -714,15 +779,19 @@ class Runner:
         row = {
             "search": job.key, "label": job.label, "group": job.group, "seed": job.seed,
             "repeat": job.repeat, "status": result["status"],
+            "supernet": job.model.get("supernet"), "select": job.model.get("select"),
             "remedy": job.model.get("remedy", "none"),
             "remedy_weight": job.model.get("remedy_weight", 0.0),
             "position": job.model.get("position"),
             "nodes": json.dumps(nodes) if nodes else "",
             "genotype": self._rel(job.genotype) if result["status"] == "ok" else "",
             "val_acc": result.get("val_acc"), "wall_s": result.get("wall_s"),
+            "select_s": result.get("select_s"),
             "total_s": round(wall, 2), "peak_rss_mib": result.get("peak_rss_mib"),
             "worker_peak_rss_mib": result.get("worker_peak_rss_mib"),
-            "settings": self.plan.settings, "finished": _now(), "error": result.get("error"),
+            "flagged": result.get("flagged"),
+            "decisions": json.dumps(result["decisions"]) if result.get("decisions") else "",
+            "settings": job.settings, "finished": _now(), "error": result.get("error"),
             "log": self._rel(log),
             "alpha_softmax": json.dumps(result.get("alpha_softmax"))
             if result.get("alpha_softmax") else "",
@@ -742,12 +811,14 @@ class Runner:
             self._bump("index")
             self._bump("skipped")
             return
-        ok = [j for j in self.plan.searches if j.group == "default" and j.repeat == 0
+        ok = [j for j in self.plan.searches if j.group == self.plan.default_group
+              and j.repeat == 0
               and self.srch.done(j.key) and j.genotype.is_file()]
         what = "step time: supernet vs derived network"
         self._start(what)
         if not ok:
-            self.step.put({"key": "steptime", "status": "failed", "settings": self.plan.settings,
+            self.step.put({"key": "steptime", "status": "failed",
+                           "settings": self.plan.steptime_settings,
                            "finished": _now(), "error": "no searched cell to time"})
             self._bump("failed")
             self._progress(what, "failed", "no searched cell to time")
@@ -763,7 +834,7 @@ class Runner:
         self.step.put({**{k: result.get(k) for k in STEP_FIELDS}, "key": "steptime",
                        "genotype": self._rel(ok[0].genotype),
                        "shape": "x".join(map(str, result.get("shape", []))),
-                       "settings": self.plan.settings, "finished": _now(),
+                       "settings": self.plan.steptime_settings, "finished": _now(),
                        "log": self._rel(log), "wall_s": round(wall, 2)})
         if result["status"] == "ok":
             ratio = result["supernet_iteration_s"] / result["derived_step_s"]
@@ -806,7 +877,7 @@ class Runner:
             return
         self._start(what)
         base = {"row": row.key, "label": row.label, "kind": row.kind,
-                "block": self._rel(row.block), "seed": seed, "settings": self.plan.settings}
+                "block": self._rel(row.block), "seed": seed, "settings": row.settings}
         if row.search is not None and not (self.srch.done(row.search.key)
                                            and Path(row.block).is_file()):
             self.acc.put({**base, "status": "failed", "finished": _now(),
@@ -816,7 +887,7 @@ class Runner:
             return
         cost = self.cost(row)
         spec = {"kind": "retrain", "key": row.key, "seed": seed, "data": self.plan.retrain_data,
-                "trainer": self.plan.retrain_trainer,
+                "trainer": self.plan.trainer_for(row),
                 "model": {**self.plan.retrain_model, "block": row.block}}
         slug = _slug(f"train_{row.key.replace('/', '_')}_seed{seed}")
         result, wall, log = self.launch(slug, spec)
@@ -876,6 +947,7 @@ def summarise(plan: Plan, acc: Ledger) -> list[dict[str, Any]]:
         vals = [100 * float(r["video_top1"]) for r in ok]
         any_rec = next((r for r in recs if r), {}) or {}
         entry = {"key": row.key, "label": row.label, "kind": row.kind, "group": row.group,
+                 "epochs": row.epochs,
                  "params": _float(any_rec.get("params")), "macs": _float(any_rec.get("macs")),
                  "values": vals, "n": len(vals),
                  "failed": sum(1 for r in recs if r and r.get("status") == "failed"),
@@ -905,7 +977,7 @@ def summarise(plan: Plan, acc: Ledger) -> list[dict[str, Any]]:
         members = [e for e in table if e["kind"] == "searched" and e["group"] == group
                    and not e["summary"]]
         if len(members) > 1:
-            name = "searched cells (mean)" if group == "default" else \
+            name = "searched cells (mean)" if group == plan.default_group else \
                 f"searched cells, {group} (mean)"
             summary(name, "searched", members, group)
     summary("random cells (mean)", "random",
@@ -921,40 +993,6 @@ def _delta(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
         se = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
         return f"{d:+.1f} ± {se:.1f}"
     return f"{d:+.1f}"
-
-
-def study_lines(plan: Plan, table: list[dict[str, Any]]) -> list[str]:
-    """One line per search group (default, remedy=..., position=...): the mean top-1 of
-    its searched cells (over search seeds), against ``nonlocal`` and the default group."""
-    if len(plan.groups) < 2:
-        return []
-    by_key = {e["key"]: e for e in table}
-    nl = by_key.get("nonlocal")
-
-    def group_entry(group: str) -> dict[str, Any] | None:
-        cells = [e for e in table if e["kind"] == "searched" and e["group"] == group
-                 and not e["summary"] and "mean" in e]
-        if not cells:
-            return None
-        vals = [v for e in cells for v in e["values"]]
-        mean, std = _stats(vals)
-        return {"mean": mean, "std": std, "n": len(vals), "cells": len(cells)}
-
-    base = group_entry("default")
-    lines = ["## Study: search options", "",
-             "| search group | searched cells | runs | video top-1 (%) | Δ vs nonlocal "
-             "| Δ vs default |", "|---|---:|---:|---:|---:|---:|"]
-    for group in plan.groups:
-        e = group_entry(group)
-        if e is None:
-            lines.append(f"| {group} | 0 | 0 | — | — | — |")
-            continue
-        acc = f"{e['mean']:.1f} ± {e['std']:.1f}" if e["n"] > 1 else f"{e['mean']:.1f}"
-        lines.append(f"| {group} | {e['cells']} | {e['n']} | {acc} "
-                     f"| {_delta(e, nl)} | {_delta(e, base) if group != 'default' else '—'} |")
-    lines += ["", "Each group's mean and std are over all its (cell, training seed) runs. "
-              "`default` is the search config as is; the other groups change one option.", ""]
-    return lines
 
 
 def _source(index: int) -> str:
@@ -989,30 +1027,6 @@ def accuracy_table(table: list[dict[str, Any]]) -> list[str]:
                      f"{_delta(e, nl) if e is not nl else '—'} | "
                      f"{_fmt_s(e['wall']) if e['wall'] else '—'} |")
     return lines
-
-
-def claim_lines(table: list[dict[str, Any]]) -> list[str]:
-    """The target checks of issue 6, measured."""
-    by_key = {e["key"]: e for e in table}
-    nl = by_key.get("nonlocal")
-    rnd = by_key.get("random-mean")
-    searched = [e for e in table if e["kind"] == "searched" and e["group"] == "default"
-                and not e["summary"] and "mean" in e]
-    smean = by_key.get("searched-meandefault") or (searched[0] if len(searched) == 1 else None)
-    out = []
-    if smean and nl and "mean" in nl:
-        d = smean["mean"] - nl["mean"]
-        out.append(f"- searched cell ({smean['label']}) − nonlocal: **{d:+.1f} points** "
-                   f"(target ≥ +2.0): {'met' if d >= 2.0 else 'not met'}.")
-        if len(searched) > 1:
-            best = max(searched, key=lambda e: e["mean"])
-            out.append(f"- best single searched cell ({best['label']}) − nonlocal: "
-                       f"{best['mean'] - nl['mean']:+.1f} points.")
-    if smean and rnd:
-        d = smean["mean"] - rnd["mean"]
-        out.append(f"- searched cell − random cells (mean of {rnd['n']}): **{d:+.1f} points** "
-                   f"(target > 0): {'met' if d > 0 else 'not met'}.")
-    return out or ["- not enough finished rows to check the targets."]
 
 
 def plot(table: list[dict[str, Any]], path: Path, title: str) -> Path | None:
@@ -1112,8 +1126,12 @@ def step_lines(step: Ledger) -> list[str]:
         "",
         "| network | one training step (s) | vs derived |",
         "|---|---:|---:|",
-        f"| supernet, search iteration (arch step + weight step) | {it:.3f} | {it / der:.2f}× |",
-        f"| supernet, weight step only | {ws:.3f} | {ws / der:.2f}× |",
+        f"| supernet, `darts` iteration (arch step + weight step) | {it:.3f} | {it / der:.2f}× |",
+        f"| supernet, weight step only (= a `uniform` iteration) | {ws:.3f} | {ws / der:.2f}× |",
+        *([f"| supernet, `single_path` step (one sampled path) | "
+           f"{float(r['supernet_single_path_s']):.3f} | "
+           f"{float(r['supernet_single_path_s']) / der:.2f}× |"]
+          if _float(r.get("supernet_single_path_s")) else []),
         f"| derived network (searched cell) | {der:.3f} | 1.00× |",
         f"| no attention (`none`) | {none:.3f} | {none / der:.2f}× |",
     ]
@@ -1173,7 +1191,8 @@ def write_markdown(plan: Plan, runner: Runner, table: list[dict[str, Any]],
             meta = {}
     counts = meta.get("counts", {})
     s, r = plan.search_trainer, plan.retrain_trainer
-    search_seeds = [j.seed for j in plan.searches if j.group == "default" and not j.repeat]
+    search_seeds = [j.seed for j in plan.searches if j.group == plan.default_group
+                    and not j.repeat]
     n_random = sum(1 for x in plan.rows if x.kind == "random")
     title = "Accuracy benchmark" + (" (--quick: toy scale, not a result)" if plan.quick else "")
     lines = [
@@ -1217,8 +1236,11 @@ def write_markdown(plan: Plan, runner: Runner, table: list[dict[str, Any]],
               "(`supernet.cost.model_cost`).", ""]
     if png is not None:
         lines += [f"![top-1 vs MACs]({png.name})", ""]
-    lines += ["## Targets", "", *claim_lines(table), ""]
-    lines += study_lines(plan, table)
+    lines += ["## Targets", "", *target_lines(plan, table, srch), ""]
+    lines += ["## Search groups", "", *group_table_lines(plan, table, srch)]
+    budget = budget_lines(table, int(plan.retrain_trainer.get("max_epochs") or 1))
+    if budget:
+        lines += ["## Retrain budget", "", *budget]
     lines += ["## Search cost", "", *search_lines(plan, srch), "",
               "Cell: each node's op ← its input (`in` = the projected cell input, `nK` = "
               "node K). Search wall = `trainer.fit`; process wall includes start-up and data "
@@ -1392,17 +1414,36 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
 
 
+def _stale(plan: Plan, runner: Runner) -> list[str]:
+    """The planned runs whose recorded row was made with other settings than the plan's
+    (each run's fingerprint covers what it depends on; rows of runs the plan does not
+    name are left alone)."""
+    out = []
+    for job in plan.searches:
+        r = runner.srch.get(job.key)
+        if r and r.get("settings") != job.settings:
+            out.append(f"search {job.key}: {r.get('settings')}, now {job.settings}")
+    for row in plan.rows:
+        for seed in plan.train_seeds:
+            r = runner.acc.get(row.key, seed)
+            if r and r.get("settings") != row.settings:
+                out.append(f"{row.key} seed {seed}: {r.get('settings')}, now {row.settings}")
+    r = runner.step.get("steptime")
+    if r and r.get("settings") != plan.steptime_settings:
+        out.append(f"steptime: {r.get('settings')}, now {plan.steptime_settings}")
+    return out
+
+
 def _main(plan: Plan) -> int:
     """Check the results folder, then plan or run."""
     from rich.console import Console
 
     console = Console(highlight=False, soft_wrap=True)
     runner = Runner(plan, console)
-    stale = (runner.acc.settings() | runner.srch.settings() | runner.step.settings()) \
-        - {plan.settings}
+    stale = _stale(plan, runner)
     if stale:
         print(f"attnas bench: error: {plan.out} holds results made with other settings "
-              f"(fingerprint {', '.join(sorted(stale))}, now {plan.settings}); use another "
+              f"({'; '.join(stale[:3])}{' …' if len(stale) > 3 else ''}); use another "
               f"--out or remove its CSV files", file=sys.stderr)
         return 2
     if plan.args.plan:
@@ -1431,7 +1472,7 @@ def _tasks(plan: Plan, runner: Runner) -> list[tuple[Any, set[str], str]]:
     tasks: list[tuple[Any, set[str], str]] = []
     for job in plan.searches:
         tasks.append((lambda job=job: runner.run_search(job), set(), job.key))
-    first = [j.key for j in plan.searches if j.group == "default" and j.repeat == 0]
+    first = [j.key for j in plan.searches if j.group == plan.default_group and j.repeat == 0]
     tasks.append((runner.run_steptime, set(first), "steptime"))
     for seed in plan.train_seeds:
         for row in plan.rows:

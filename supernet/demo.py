@@ -3,7 +3,10 @@
 1. generates the embedded synthetic benchmark into ``data/synth`` if it is missing;
 2. runs the default search (``configs/search/synthetic.yaml``: proxy backbone, supernet
    cells at its default positions) to completion with a progress bar;
-3. derives the genotype from the last checkpoint, prints it and where its picture is.
+3. the search's selection rule (``perturb`` by default) picks the cell at the end of
+   ``fit`` and prints every decision with its margin; the demo then says where the
+   genotype, its picture and the selection picture are (the cell is not derived a second
+   time: ``attnas derive CKPT --select RULE`` re-runs a selection when you want another).
 
 Extra arguments go to the search CLI, e.g. ``attnas demo --trainer.max_epochs 2``.
 """
@@ -30,8 +33,6 @@ def main(argv: list[str]) -> int:
         print("usage: attnas demo [search options, e.g. --trainer.max_epochs 2]\n")
         print(__doc__)
         return 0
-    from derive.cli import main as derive_main
-
     from .search_cli import main as search_main
 
     if not CONFIG.is_file():
@@ -50,13 +51,14 @@ def main(argv: list[str]) -> int:
     if code != 0:
         return code
     run = _latest_version(Path("runs") / "demo")
-    ckpt = run / "checkpoints" / "last.ckpt" if run else None
-    if ckpt is None or not ckpt.is_file():
-        print("attnas demo: error: the search wrote no checkpoint", file=sys.stderr)
+    cell = run / "genotype.json" if run else None
+    if cell is None or not cell.is_file():
+        print("attnas demo: error: the search wrote no genotype", file=sys.stderr)
         return 1
-    print(f"[attnas demo] derive from {ckpt}")
-    code = derive_main([str(ckpt), "-o", str(run / "derived.json")])
-    print(f"[attnas demo] done in {time.time() - t0:.0f} s; run folder: {run}")
+    pictures = [str(run / n) for n in ("genotype.png", "selection.png", "alpha.png")
+                if (run / n).is_file()]
+    print(f"[attnas demo] done in {time.time() - t0:.0f} s; cell: {cell}; pictures: "
+          f"{', '.join(pictures)}")
     print(f"[attnas demo] retrain it: attnas retrain fit -c configs/retrain/synthetic.yaml "
-          f"--model.block {run / 'derived.json'}")
-    return code
+          f"--model.block {cell}")
+    return 0

@@ -19,9 +19,12 @@ import pytest
 from benchmarks._jobs import CRASH_ENV
 from benchmarks.run import main as bench
 
-EXPECTED_ROWS = ["none", "nonlocal", "a2", "cinst", "stinc", "searched/s0", "random/0"]
-EXPECTED_LABELS = ["none", "nonlocal", "a2", "cinst", "stinc", "searched (seed 0)",
+#: the search config's group (supernet mode + selection rule), the default group
+GROUP = "uniform+perturb"
+EXPECTED_ROWS = ["none", "nonlocal", "a2", "cinst", "stinc", f"searched[{GROUP}]/s0", "random/0"]
+EXPECTED_LABELS = ["none", "nonlocal", "a2", "cinst", "stinc", f"{GROUP} (seed 0)",
                    "random cell 0", "**random cells (mean)**"]
+SEARCHED = "searched_uniform_perturb__s0"  # its genotype file's stem
 CSVS = ("accuracy.csv", "search.csv", "steptime.csv")
 
 
@@ -57,7 +60,7 @@ def test_quick_runs_the_whole_chain(quick: tuple[Path, str]) -> None:
         assert 0.0 <= float(r["video_top1"]) <= 1.0
         assert int(r["params"]) > 0 and int(r["macs"]) > 0 and float(r["wall_s"]) > 0
     # every row ran with one of the accepted cells: genotypes written and drawn
-    for name in ("searched_s0", "searched_s0_repeat1", "random_0"):
+    for name in (SEARCHED, f"{SEARCHED}_repeat1", "random_0"):
         assert (out / "genotypes" / f"{name}.json").is_file(), name
         assert (out / "genotypes" / f"{name}.png").stat().st_size > 0, name
     # the table has every row and the random-cell summary
@@ -78,6 +81,15 @@ def test_quick_runs_the_whole_chain(quick: tuple[Path, str]) -> None:
     assert searches[0]["alpha_softmax"] == searches[1]["alpha_softmax"]
     assert "search seed 0 run twice → **identical genotype**" in md
     assert "| node | op chosen (seeds) |" in md
+    # the selection ran (perturb scores on validation clips) and the group table reports it
+    assert all(s["select"] == "perturb" and s["supernet"] == "uniform" for s in searches)
+    decisions = json.loads(searches[0]["decisions"])
+    assert decisions and all(d["ci"] is not None for d in decisions)
+    assert int(searches[0]["flagged"]) <= len(decisions)
+    assert searches[0]["decisions"] == searches[1]["decisions"]  # same seed, same scores
+    assert "## Search groups" in md and f"| `{GROUP}` (default) |" in md
+    assert f"Default group: `{GROUP}`" in md and "mean − nonlocal" in md
+    assert float(step["supernet_single_path_s"]) > 0
     assert "full run ≈" in text  # the running estimate
 
 
@@ -137,6 +149,12 @@ def test_other_settings_are_refused(quick: tuple[Path, str],
     (["--positions", "coords,polar"], "unknown position 'polar'; accepted: none, coords"),
     (["--retrain-epochs", "0"], "--retrain-epochs must be >= 1"),
     (["--jobs", "0"], "--jobs must be >= 1, got 0"),
+    (["--groups", "uniform+magic"], "unknown token 'magic' in group 'uniform+magic'; accepted"),
+    (["--groups", "darts+uniform"], "gives two supernet values (darts, uniform)"),
+    (["--groups", ","], "--groups is empty"),
+    (["--groups", "uniform++perturb"], "empty group spec in 'uniform++perturb'"),
+    (["--budget-epochs", "0"], "--budget-epochs must be >= 1, got 0"),
+    (["--budget-epochs", "six"], "--budget-epochs: 'six' is not an epoch count"),
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),
 ])
 def test_bad_input_fails_at_once(argv: list[str], message: str, tmp_path: Path,
@@ -165,8 +183,54 @@ def test_empty_blocks_plans_searched_rows_only(tmp_path: Path) -> None:
     from benchmarks.run import build_plan
 
     plan = build_plan(["--blocks", "", "--random-cells", "0", "--search-seeds", "2",
-                       "--out", str(tmp_path / "o")])
-    assert [r.key for r in plan.rows] == ["searched/s0", "searched/s1"]
+                       "--groups", "", "--out", str(tmp_path / "o")])
+    assert [r.key for r in plan.rows] == [f"searched[{GROUP}]/s0", f"searched[{GROUP}]/s1"]
     assert [r.kind for r in plan.rows] == ["searched", "searched"]
     # "," is not the empty list but a typo: refused
     assert bench(["--blocks", ",", "--out", str(tmp_path / "p")]) == 2
+
+
+def test_groups_and_budget_rows_are_planned(tmp_path: Path) -> None:
+    from benchmarks.run import build_plan
+
+    plan = build_plan(["--blocks", "none,nonlocal", "--random-cells", "0", "--search-seeds",
+                       "3", "--out", str(tmp_path / "o")])
+    # the config's group first (the default), then the others; three seeds each
+    assert plan.groups == ["uniform+perturb", "single_path+perturb", "darts+argmax"]
+    assert plan.default_group == GROUP
+    assert [j.key for j in plan.searches][:4] == [
+        f"searched[{GROUP}]/s0", f"searched[{GROUP}]/s1", f"searched[{GROUP}]/s2",
+        "searched[single_path+perturb]/s0"]
+    models = {j.group: j.model for j in plan.searches}
+    assert models["darts+argmax"]["supernet"] == "darts"
+    assert models["darts+argmax"]["select"] == "argmax"
+    assert models["single_path+perturb"]["supernet"] == "single_path"
+    # the retrain-budget study: nonlocal at 6 epochs, with its own fingerprint
+    budget = [r for r in plan.rows if r.kind == "budget"]
+    assert [(r.key, r.block, r.epochs) for r in budget] == [("nonlocal@6ep", "nonlocal", 6)]
+    assert plan.trainer_for(budget[0])["max_epochs"] == 6
+    base = {r.key: r for r in plan.rows}
+    assert budget[0].settings != base["nonlocal"].settings
+    # a baseline row's fingerprint is the retrain settings alone: it does not change when
+    # the searches do, so finished baseline rows are kept
+    other = build_plan(["--blocks", "none,nonlocal", "--random-cells", "0", "--groups",
+                        "darts+argmax+sincos", "--search-epochs", "5",
+                        "--out", str(tmp_path / "o")])
+    assert {r.key: r.settings for r in other.rows if r.kind == "baseline"} == \
+        {r.key: r.settings for r in plan.rows if r.kind == "baseline"}
+    assert "darts+argmax+sincos" in other.groups
+    assert next(j for j in other.searches if j.group == "darts+argmax+sincos"
+                ).model["position"] == "sincos"
+
+
+def test_a_new_group_reuses_every_finished_run(quick: tuple[Path, str], tmp_path: Path
+                                               ) -> None:
+    out = tmp_path / "grown"
+    shutil.copytree(quick[0], out)
+    code, text = _run(["--quick", "--out", str(out), "--groups", "single_path+perturb"])
+    assert code == 0, text
+    assert "ran 2 runs" in text  # the new group's search and its row, nothing else
+    searches = {s["search"]: s for s in _rows(out / "search.csv")}
+    assert searches["searched[single_path+perturb]/s0"]["supernet"] == "single_path"
+    md = (out / "accuracy.md").read_text()
+    assert "| `single_path+perturb` |" in md

@@ -1,0 +1,254 @@
+"""Search groups of the accuracy benchmark: how a supernet is trained and how the cell is
+selected, and the per-group report (accuracy over search x training seeds, agreement of
+the search seeds, search cost, the selection's coin tosses, the targets).
+
+A *group spec* names a way to search with ``+``-joined tokens, in any order:
+
+* a supernet mode of :data:`supernet.search.SUPERNET_MODES` (``darts``, ``uniform``,
+  ``single_path``),
+* a selection rule of :data:`derive.select.SELECTION_RULES` (``argmax``, ``perturb``,
+  ``alone``),
+* optionally a cell position option of :data:`supernet.space.POSITIONS` (``none``,
+  ``coords``, ``sincos``).
+
+Tokens left out keep the search config's value. ``darts+argmax`` is round 1's search;
+``uniform+perturb+sincos`` trains every candidate equally with sinusoidal positions and
+selects by perturbation. A group's *name* is written from its resolved settings (the
+position and remedy only when they are not ``none``), so a group keeps its name (and its
+finished runs) when the config's defaults change.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import Counter
+from typing import Any
+
+__all__ = ["group_name", "parse_group", "group_rows", "group_table_lines", "target_lines",
+           "budget_lines", "agreement"]
+
+#: the benchmark's groups when --groups is not given (the config's group comes first)
+DEFAULT_GROUPS = ("uniform+perturb", "single_path+perturb", "darts+argmax")
+
+
+def _vocab() -> dict[str, tuple[str, ...]]:
+    from derive.select import SELECTION_RULES
+    from supernet.search import SUPERNET_MODES
+    from supernet.space import POSITIONS
+
+    return {"supernet": SUPERNET_MODES, "select": SELECTION_RULES, "position": POSITIONS}
+
+
+def group_name(model: dict[str, Any]) -> str:
+    """The name of the group a resolved search ``model`` dict belongs to, e.g.
+    ``uniform+perturb`` or ``darts+argmax+sincos``."""
+    parts = [str(model.get("supernet", "darts")), str(model.get("select", "argmax"))]
+    if str(model.get("position", "none")) != "none":
+        parts.append(str(model["position"]))
+    if str(model.get("remedy", "none")) != "none":
+        parts.append(f"remedy={model['remedy']}")
+    return "+".join(parts)
+
+
+def parse_group(spec: str) -> dict[str, str]:
+    """The model overrides of a group spec (see the module docstring).
+
+    Raises:
+        ValueError: an unknown token, or two values of one setting; the message lists what
+            is accepted.
+    """
+    vocab = _vocab()
+    over: dict[str, str] = {}
+    tokens = [t.strip() for t in spec.split("+")]
+    if not spec.strip() or not all(tokens):
+        raise ValueError(f"empty group spec in {spec!r}")
+    for token in tokens:
+        key = next((k for k, values in vocab.items() if token in values), None)
+        if key is None:
+            accepted = "; ".join(f"{k}: {', '.join(v)}" for k, v in vocab.items())
+            raise ValueError(f"unknown token {token!r} in group {spec!r}; accepted ({accepted})")
+        if key in over and over[key] != token:
+            raise ValueError(f"group {spec!r} gives two {key} values ({over[key]}, {token})")
+        over[key] = token
+    return over
+
+
+# ------------------------------------------------------------------------------ report
+def _stats(values: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _float(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def group_rows(table: list[dict[str, Any]], group: str) -> list[dict[str, Any]]:
+    """The searched-cell entries of ``group`` in a summarised accuracy table."""
+    return [e for e in table if e["kind"] == "searched" and e["group"] == group
+            and not e["summary"]]
+
+
+def agreement(cells: list[list[list[Any]]]) -> list[dict[str, Any]]:
+    """Per node: how many of the cells (node lists ``[[op, input], ...]``) agree on the
+    most common family, dimension and op. Returns ``[{"family": (value, count), ...}]``."""
+    out = []
+    for k in range(max((len(c) for c in cells), default=0)):
+        ops = [c[k][0] for c in cells if len(c) > k]
+        entry = {}
+        for name, pick in (("family", lambda op: op.split(".")[0]),
+                           ("dimension", lambda op: op.split(".")[1]),
+                           ("op", lambda op: op)):
+            value, count = Counter(pick(op) for op in ops).most_common(1)[0]
+            entry[name] = (value, count)
+        entry["n"] = len(ops)
+        out.append(entry)
+    return out
+
+
+def summarise_group(plan: Any, table: list[dict[str, Any]], srch: Any, group: str
+                    ) -> dict[str, Any]:
+    """Everything the group table says about ``group``: top-1 over all its (cell, training
+    seed) runs, the search seeds' cells and agreement, search cost and coin tosses."""
+    cells = [e for e in group_rows(table, group) if "mean" in e]
+    vals = [v for e in cells for v in e["values"]]
+    jobs = [j for j in plan.searches if j.group == group and j.repeat == 0]
+    recs = [srch.get(j.key) for j in jobs]
+    ok = [r for r in recs if r and r.get("status") == "ok" and r.get("nodes")]
+    walls = [w for w in (_float(r.get("total_s")) for r in ok) if w]
+    peaks = [p for p in (_float(r.get("peak_rss_mib")) for r in ok) if p]
+    flagged = [int(f) for f in (_float(r.get("flagged")) for r in ok) if f is not None]
+    out: dict[str, Any] = {
+        "group": group, "cells": len(cells), "runs": len(vals), "searches": len(jobs),
+        "searched": len(ok), "nodes": [json.loads(r["nodes"]) for r in ok],
+        "wall": statistics.fmean(walls) if walls else None,
+        "peak": max(peaks) if peaks else None,
+        "flagged": sum(flagged) if flagged else None,
+        "decisions": sum(len(json.loads(r["decisions"])) for r in ok if r.get("decisions"))
+        if any(r.get("decisions") for r in ok) else None,
+    }
+    if vals:
+        out["mean"], out["std"] = _stats(vals)
+        out["n"] = len(vals)
+    out["agreement"] = agreement(out["nodes"])
+    return out
+
+
+def _delta(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
+    if not a or not b or "mean" not in a or "mean" not in b:
+        return "—"
+    d = a["mean"] - b["mean"]
+    if a.get("n", 0) > 1 and b.get("n", 0) > 1:
+        se = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
+        return f"{d:+.1f} ± {se:.1f}"
+    return f"{d:+.1f}"
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m} min {s:02d} s" if m else f"{s} s"
+
+
+def _agree_text(agree: list[dict[str, Any]], what: str) -> str:
+    if not agree:
+        return "—"
+    return " · ".join(f"{a[what][0]} {a[what][1]}/{a['n']}" for a in agree)
+
+
+def _random_pool(table: list[dict[str, Any]]) -> dict[str, Any] | None:
+    vals = [v for e in table if e["kind"] == "random" and not e["summary"] and "mean" in e
+            for v in e["values"]]
+    if not vals:
+        return None
+    mean, std = _stats(vals)
+    return {"mean": mean, "std": std, "n": len(vals)}
+
+
+def group_table_lines(plan: Any, table: list[dict[str, Any]], srch: Any) -> list[str]:
+    """The markdown table with one line per search group."""
+    by_key = {e["key"]: e for e in table}
+    nl, rnd = by_key.get("nonlocal"), _random_pool(table)
+    lines = ["| search group | cells | runs | video top-1 (%) | Δ vs nonlocal | Δ vs random "
+             "| family agreement per node | dimension agreement per node | coin tosses "
+             "| search wall (mean) | peak RSS |",
+             "|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|"]
+    for group in plan.groups:
+        g = summarise_group(plan, table, srch, group)
+        acc = (f"{g['mean']:.1f} ± {g['std']:.1f}" if g.get("n", 0) > 1
+               else f"{g['mean']:.1f}" if "mean" in g else "—")
+        tosses = "—" if g["flagged"] is None else \
+            f"{g['flagged']}/{g['decisions']}" if g["decisions"] else str(g["flagged"])
+        star = " (default)" if group == plan.default_group else ""
+        peak = "—" if g["peak"] is None else f"{g['peak']:,.0f} MiB"
+        lines.append(
+            f"| `{group}`{star} | {g['cells']}/{g['searches']} | {g['runs']} | {acc} | "
+            f"{_delta(g, nl)} | {_delta(g, rnd)} | {_agree_text(g['agreement'], 'family')} | "
+            f"{_agree_text(g['agreement'], 'dimension')} | {tosses} | {_fmt_s(g['wall'])} | "
+            f"{peak} |")
+    lines += ["", "Top-1: mean ± std over every (search seed, training seed) run of the "
+              "group. Δ: difference of means ± its standard error; `random` pools every "
+              "random-cell run. Agreement: how many search seeds chose the most common "
+              "family / dimension at each node. Coin tosses: selection decisions whose "
+              "95 % interval of the margin over the runner-up includes 0 (argmax: a winner "
+              "below 1.5× the uniform weight), over all decisions of the group's searches. "
+              "Search wall: the whole search process, selection included.", ""]
+    return lines
+
+
+def target_lines(plan: Any, table: list[dict[str, Any]], srch: Any) -> list[str]:
+    """The targets of the default group, each measured, met or not, and by how much."""
+    by_key = {e["key"]: e for e in table}
+    nl, rnd = by_key.get("nonlocal"), _random_pool(table)
+    g = summarise_group(plan, table, srch, plan.default_group)
+    out = [f"Default group: `{plan.default_group}` ({g['searched']} of {g['searches']} "
+           f"search seeds finished, {g.get('n', 0)} retrain runs)."]
+    if "mean" in g and nl and "mean" in nl:
+        d = g["mean"] - nl["mean"]
+        out.append(f"- mean − nonlocal: **{d:+.1f} points** (target ≥ +2.0): "
+                   f"{'met' if d >= 2.0 else f'not met, by {2.0 - d:.1f}'}.")
+    if "mean" in g and rnd:
+        d = g["mean"] - rnd["mean"]
+        out.append(f"- mean − random cells: **{d:+.1f} points** (target ≥ +10.0): "
+                   f"{'met' if d >= 10.0 else f'not met, by {10.0 - d:.1f}'}.")
+    if g["agreement"] and g["searched"] >= 3:
+        fam = [a["family"][1] for a in g["agreement"]]
+        need = math.ceil(2 * g["searched"] / 3)
+        ok = all(c >= need for c in fam)
+        counts = ", ".join(f"{c}/{g['searched']}" for c in fam)
+        out.append(f"- family agreement per node: {counts} (target ≥ {need}/{g['searched']} "
+                   f"on every node): "
+                   f"{'met' if ok else 'not met'}.")
+    base = summarise_group(plan, table, srch, "darts+argmax") \
+        if "darts+argmax" in plan.groups and plan.default_group != "darts+argmax" else None
+    if base and base["wall"] and g["wall"]:
+        ratio = g["wall"] / base["wall"]
+        out.append(f"- search wall time vs `darts+argmax`: **{ratio:.2f}×** "
+                   f"({_fmt_s(g['wall'])} vs {_fmt_s(base['wall'])}; target ≤ 1.5×): "
+                   f"{'met' if ratio <= 1.5 else 'not met'}.")
+    return out
+
+
+def budget_lines(table: list[dict[str, Any]], epochs: int) -> list[str]:
+    """Training-seed std of ``nonlocal`` at the benchmark's budget and at the budget-study
+    rows (``nonlocal@<E>ep``): the retrain budget must resolve a 2-point difference."""
+    rows = [e for e in table if e["kind"] in ("baseline", "budget") and not e["summary"]
+            and (e["key"] == "nonlocal" or e["key"].startswith("nonlocal@"))]
+    if not rows:
+        return []
+    lines = ["| retrain budget | nonlocal video top-1 (%) | training seeds | std (points) |",
+             "|---|---:|---:|---:|"]
+    for e in rows:
+        ep = e.get("epochs") or epochs
+        acc = f"{e['mean']:.1f}" if "mean" in e else "—"
+        std = f"{e['std']:.1f}" if e.get("n", 0) > 1 else "—"
+        lines.append(f"| {ep} epochs | {acc} | {e['n']} | {std} |")
+    lines += ["", "Target: a budget whose training-seed std of `nonlocal` is ≤ 4 points.", ""]
+    return lines
