@@ -181,10 +181,8 @@ class GenotypeWriter(pl.Callback):
 
 
 def _plot_selection(selection: dict, path: Path) -> None:
-    try:
-        from .draw import plot_selection
-    except ImportError:  # pragma: no cover - the picture module is optional
-        return
+    from .selection_plot import plot_selection
+
     plot_selection(selection, path)
 
 

@@ -21,7 +21,7 @@ import torch
 
 from supernet.cells import ArchParameters
 
-from .draw import draw_cell, plot_alpha
+from .draw import draw_cell, plot_alpha, plot_selection
 from .genotype import Genotype, GenotypeError, save_genotype
 from .select import SELECTION_RULES, check_rule, report_from_dict
 
@@ -197,14 +197,9 @@ def main(argv: list[str]) -> int:
     draw_cell(genotype, png, title=f"{out.stem} (epoch {genotype.provenance.get('epoch')}, "
                                    f"{selection['rule']})")
     written = [str(out), str(png)]
-    try:
-        from .draw import plot_selection
-    except ImportError:  # pragma: no cover
-        plot_selection = None
-    if plot_selection is not None:
-        sel_png = out.with_name(out.stem + "_selection.png")
-        plot_selection(selection, sel_png)
-        written.append(str(sel_png))
+    sel_png = out.with_name(out.stem + "_selection.png")
+    plot_selection(selection, sel_png)
+    written.append(str(sel_png))
     if csv is not None:
         alpha_png = (Path(args.alpha_png) if args.alpha_png
                      else out.with_name(out.stem + "_alpha.png"))

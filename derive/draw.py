@@ -23,10 +23,12 @@ from .genotype import Genotype
 from .picture import FAMILY_COLOURS
 from .picture import FAMILY_LABELS as _FAMILY_LABELS
 from .picture import save_figure as _save
+from .selection_plot import plot_selection
 
 __all__ = [
     "draw_cell",
     "plot_alpha",
+    "plot_selection",
     "write_arch_csv_row",
     "read_arch_csv",
     "arch_csv_header",

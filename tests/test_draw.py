@@ -262,3 +262,27 @@ def test_plot_alpha_bad_history(tmp_path):
     with pytest.raises(ValueError, match=r"bad.csv, line 2: unknown operation 'dot.spatial.so"):
         plot_alpha(bad, tmp_path / "a.png")
     assert not (tmp_path / "a.png").exists()
+
+
+def test_selection_picture_of_a_real_selection(tmp_path):
+    """``plot_selection`` draws every decision of a real perturb selection (and of argmax);
+    a record without decisions is refused, nothing written."""
+    import torch
+
+    from derive.draw import plot_selection
+    from derive.select import SelectionData, select_cell
+    from supernet.factory import create_backbone
+
+    torch.manual_seed(0)
+    model = create_backbone("proxy", 2, block="search",
+                            block_kwargs={"num_nodes": 2, "inner_ratio": 0.5},
+                            widths=[8, 16, 32], depths=[1, 1, 1], stem_width=8)
+    video = torch.randn(4, 3, 4, 16, 16)
+    data = SelectionData(val=[(video, torch.tensor([0, 1, 0, 1]))], calib=[video])
+    for rule in ("perturb", "argmax"):
+        record = select_cell(model, rule, data).to_dict()
+        path = check_png(plot_selection(record, tmp_path / f"{rule}.png", title=rule))
+        assert path.ndim == 3
+    with pytest.raises(ValueError, match="without decisions"):
+        plot_selection({"rule": "perturb", "decisions": []}, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists() and no_temp_files(tmp_path)
