@@ -104,7 +104,7 @@ def select_from_module(module: pl.LightningModule, datamodule: Any = None,
                               int(hp.get("select_calib_batches", 4)),
                               seed=int(seed) if seed and seed.lstrip("-").isdigit() else 0,
                               finetune=_finetune(module, datamodule) if steps else None,
-                              finetune_steps=steps)
+                              finetune_steps=steps, bn=str(hp.get("select_bn", "recalibrate")))
         dev = next(module.parameters()).device
         data.val = [(v.to(dev), y.to(dev)) for v, y in data.val]
         data.calib = [v.to(dev) for v in data.calib]

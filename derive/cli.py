@@ -23,7 +23,7 @@ from supernet.cells import ArchParameters
 
 from .draw import draw_cell, plot_alpha, plot_selection
 from .genotype import Genotype, GenotypeError, save_genotype
-from .select import SELECTION_RULES, check_rule, report_from_dict
+from .select import SELECTION_RULES, check_bn_mode, check_rule, report_from_dict
 
 __all__ = ["genotype_from_checkpoint", "select_from_checkpoint", "main"]
 
@@ -108,7 +108,8 @@ def select_from_checkpoint(path: str | Path, rule: str | None = None,
     """Rebuild a search checkpoint's supernet and derive its cell with ``rule`` (default:
     the run's own ``select``); data-driven rules read the validation data named in the
     checkpoint's data settings, updated by ``data_overrides``. ``options`` may set
-    ``select_val_batches``, ``select_calib_batches``, ``select_finetune_steps``.
+    ``select_val_batches``, ``select_calib_batches``, ``select_finetune_steps``,
+    ``select_bn``.
 
     Raises:
         ValueError / FileNotFoundError: bad checkpoint, rule or data (one-line messages).
@@ -166,6 +167,9 @@ def main(argv: list[str]) -> int:
                          "search's select_val_batches)")
     ap.add_argument("--calib-batches", type=int, default=None,
                     help="training batches for BatchNorm recalibration before each score")
+    ap.add_argument("--bn", default=None,
+                    help="BatchNorm while scoring: recalibrate | batch (default: the search's "
+                         "select_bn)")
     ap.add_argument("--finetune-steps", type=int, default=None,
                     help="weight steps after each decision (default: the search's)")
     ap.add_argument("-o", "--out", default=None,
@@ -180,9 +184,12 @@ def main(argv: list[str]) -> int:
         overrides = _data_overrides(rest)
         if args.select is not None:
             check_rule(args.select)
+        if args.bn is not None:
+            check_bn_mode(args.bn)
         options = {f"select_{k}": v for k, v in (("val_batches", args.val_batches),
                                                 ("calib_batches", args.calib_batches),
-                                                ("finetune_steps", args.finetune_steps))
+                                                ("finetune_steps", args.finetune_steps),
+                                                ("bn", args.bn))
                    if v is not None}
         genotype, csv = genotype_from_checkpoint(args.checkpoint)
         genotype = select_from_checkpoint(args.checkpoint, args.select, overrides, options)

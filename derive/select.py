@@ -44,7 +44,8 @@ from torch import Tensor, nn
 from supernet.cells import ArchParameters, NodeSpec, recalibrate_batchnorm
 from supernet.space import FACTORS, NUM_OPS, OP_NAMES, OPS
 
-__all__ = ["SELECTION_RULES", "ARGMAX_FLAT", "Decision", "Selection", "SelectionData",
+__all__ = ["SELECTION_RULES", "BN_MODES", "check_bn_mode", "ARGMAX_FLAT", "Decision",
+           "Selection", "SelectionData",
            "check_rule", "select_cell", "recalibrate_batchnorm", "clip_losses",
            "input_names", "take_batches", "selection_data", "report_from_dict",
            "factor_summary"]
@@ -113,6 +114,7 @@ class Selection(NamedTuple):
     decisions: list[Decision]
     seconds: float
     clips: int  # validation clips scored on (0 for argmax)
+    bn: str = ""  # BatchNorm while scoring (see SelectionData.bn; "" for argmax)
 
     @property
     def flagged(self) -> list[Decision]:
@@ -122,7 +124,7 @@ class Selection(NamedTuple):
     def to_dict(self) -> dict[str, Any]:
         """JSON-able record for ``provenance["selection"]``."""
         return {"rule": self.rule, "score": _SCORE_LABEL[self.rule],
-                "seconds": round(self.seconds, 2), "clips": self.clips,
+                "seconds": round(self.seconds, 2), "clips": self.clips, "bn": self.bn,
                 "flagged": len(self.flagged),
                 "decisions": [d.to_dict() for d in self.decisions]}
 
@@ -141,6 +143,7 @@ def report_from_dict(selection: dict[str, Any]) -> str:
     clips = selection.get("clips") or 0
     lines = [f"selection: {rule} ({selection.get('score', '')}"
              + (f", {clips} validation clips" if clips else "")
+             + (f", BatchNorm {selection['bn']}" if selection.get("bn") else "")
              + f", {float(selection.get('seconds') or 0):.0f} s)"]
     decided = flagged = 0
     for d in selection.get("decisions", []):
@@ -194,20 +197,51 @@ class SelectionData:
         finetune: optional ``callable(steps)`` that trains the weights of the current
             (partly pinned) supernet for a few steps after each decision.
         finetune_steps: steps per decision (0: no fine-tuning).
+        bn: how BatchNorm normalises while scoring: ``recalibrate`` (running statistics
+            recomputed on ``calib`` before each score, then eval mode) or ``batch`` (each
+            validation batch is normalised by its own statistics, as in training; the
+            running statistics are not touched and ``calib`` is not needed).
     """
 
     val: list[Batch]
     calib: list[Tensor]
     finetune: Callable[[int], None] | None = None
     finetune_steps: int = 0
+    bn: str = "recalibrate"
+
+
+#: how BatchNorm normalises while a rule scores (see :class:`SelectionData`)
+BN_MODES: tuple[str, ...] = ("recalibrate", "batch")
+
+
+def check_bn_mode(mode: str) -> str:
+    """Return ``mode`` if it is one of :data:`BN_MODES`, else ``ValueError`` listing them."""
+    if mode not in BN_MODES:
+        raise ValueError(f"unknown BatchNorm mode {mode!r} for selection; accepted: "
+                         f"{', '.join(BN_MODES)}")
+    return mode
 
 
 @torch.no_grad()
-def clip_losses(model: nn.Module, batches: Sequence[Batch]) -> Tensor:
+def clip_losses(model: nn.Module, batches: Sequence[Batch], batch_stats: bool = False
+                ) -> Tensor:
     """Per-clip cross-entropy ``(sum N,)`` float64 of ``model`` in eval mode; non-finite
-    or huge values are capped at 50 (a diverging candidate scores badly, not NaN)."""
+    or huge values are capped at 50 (a diverging candidate scores badly, not NaN).
+    ``batch_stats``: BatchNorm layers normalise each batch by its own statistics (train
+    mode with momentum 0, so the running statistics stay as they are)."""
     model.eval()
-    out = [F.cross_entropy(model(v).double(), y, reduction="none") for v, y in batches]
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    if batch_stats:
+        for m in bns:
+            m.train()
+            m.momentum = 0.0
+    try:
+        out = [F.cross_entropy(model(v).double(), y, reduction="none") for v, y in batches]
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        model.eval()
     losses = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
     return torch.nan_to_num(losses, nan=_LOSS_CAP, posinf=_LOSS_CAP).clamp(max=_LOSS_CAP)
 
@@ -256,6 +290,8 @@ def _score_candidates(model: nn.Module, arch: ArchParameters, node: int, what: s
             arch.restrict(node, inputs=choice)
 
     def measure() -> Tensor:
+        if data.bn == "batch":
+            return clip_losses(model, data.val, batch_stats=True)
         recalibrate_batchnorm(model, data.calib)
         return clip_losses(model, data.val)
 
@@ -309,6 +345,7 @@ def select_cell(model: nn.Module, rule: str, data: SelectionData | None = None,
     if data is None or not data.val:
         raise ValueError(f"selection rule {rule!r} scores on validation data, and none was "
                          f"given (the datamodule has no validation batches)")
+    check_bn_mode(data.bn)
     k_nodes = arch.num_nodes
     total = k_nodes * NUM_OPS + sum(range(2, k_nodes + 1))
     done = 0
@@ -352,7 +389,7 @@ def select_cell(model: nn.Module, rule: str, data: SelectionData | None = None,
             model.load_state_dict(saved_bn, strict=False)
         model.train(was_training)
     return Selection(rule, nodes, decisions, time.perf_counter() - t0,
-                     sum(int(y.numel()) for _, y in data.val))
+                     sum(int(y.numel()) for _, y in data.val), data.bn)
 
 
 def take_batches(loader: Iterable, count: int, key: str | None = None) -> list[Any]:
@@ -372,7 +409,7 @@ def take_batches(loader: Iterable, count: int, key: str | None = None) -> list[A
 
 def selection_data(datamodule: Any, val_batches: int, calib_batches: int, seed: int = 0,
                    finetune: Callable[[int], None] | None = None,
-                   finetune_steps: int = 0) -> SelectionData:
+                   finetune_steps: int = 0, bn: str = "recalibrate") -> SelectionData:
     """Fixed validation / calibration batches from a :class:`datamodules.VideoDataModule`:
     the first ``val_batches`` validation batches (in order) and ``calib_batches`` batches
     of the training (``weights``) half, drawn under a private RNG seeded by ``seed`` so
@@ -394,4 +431,5 @@ def selection_data(datamodule: Any, val_batches: int, calib_batches: int, seed: 
         if isinstance(train, dict):  # search mode: {"weights": loader, "arch": loader}
             train = train["weights"]
         calib = [v for v, _ in take_batches(train, calib_batches, key="weights")]
-    return SelectionData(val=val, calib=calib, finetune=finetune, finetune_steps=finetune_steps)
+    return SelectionData(val=val, calib=calib if bn == "recalibrate" else [],
+                         finetune=finetune, finetune_steps=finetune_steps, bn=check_bn_mode(bn))

@@ -86,6 +86,10 @@ class SearchModule(pl.LightningModule):
         select_calib_batches: training batches that recalibrate BatchNorm statistics before
             each score.
         select_finetune_steps: weight steps after each decision (0 = none).
+        select_bn: BatchNorm while a data-driven rule scores: ``recalibrate`` (running
+            statistics recomputed on ``select_calib_batches`` training batches before each
+            score) or ``batch`` (each validation batch normalised by its own statistics,
+            as in training).
         val_recalibrate: before every validation, BatchNorm statistics are recomputed on
             this many of the latest training batches (0 = keep the running averages). The
             running averages of a supernet mix many networks; evaluated as they are, a
@@ -121,6 +125,7 @@ class SearchModule(pl.LightningModule):
         select_val_batches: int = 8,
         select_calib_batches: int = 4,
         select_finetune_steps: int = 0,
+        select_bn: str = "recalibrate",
         val_recalibrate: int = 4,
     ) -> None:
         super().__init__()
@@ -129,6 +134,8 @@ class SearchModule(pl.LightningModule):
                              f"{', '.join(SUPERNET_MODES)}")
         if not isinstance(select, str) or not select:
             raise ValueError(f"select must be a selection rule name, got {select!r}")
+        if select_bn not in ("recalibrate", "batch"):
+            raise ValueError(f"unknown select_bn {select_bn!r}; accepted: recalibrate, batch")
         for name, value, low in (("select_val_batches", select_val_batches, 1),
                                  ("select_calib_batches", select_calib_batches, 0),
                                  ("select_finetune_steps", select_finetune_steps, 0),

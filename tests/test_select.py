@@ -290,3 +290,35 @@ def _fit_root(root: Path, tmp: Path):
                          enable_model_summary=False, default_root_dir=str(tmp))
     trainer.fit(module, datamodule=dm)
     return module, trainer, dm
+
+
+def test_batch_statistics_scoring_leaves_running_statistics_alone() -> None:
+    """``bn="batch"``: every validation batch is normalised by its own statistics (no
+    calibration batches needed); the running statistics are untouched, the rule still
+    finds the only candidate that solves the task, and the record says how it scored."""
+    from derive.select import clip_losses
+
+    model = _supernet()
+    target = "dot.temporal.softmax"
+    data = _teacher_data(model, None)
+    model.arch.pin([(target, 0)])  # the teacher: the target alone, batch statistics
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    with torch.no_grad():
+        for m in bns:
+            m.train()
+        labels = [model(v).argmax(-1) for v, _ in data.val]
+    model.arch.clear_restrictions()
+    model.eval()
+    videos = [v for v, _ in data.val]
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    assert torch.isfinite(clip_losses(model, list(zip(videos, labels)), batch_stats=True)).all()
+    batch = SelectionData(val=list(zip(videos, labels)), calib=[], bn="batch")
+    sel = select_cell(model, "alone", batch)
+    assert sel.nodes[0].op == target and sel.decisions[0].significant is True
+    assert sel.to_dict()["bn"] == "batch" and "BatchNorm batch" in sel.report()
+    after = {k: v for k, v in model.state_dict().items() if "running" in k}
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    with pytest.raises(ValueError, match="accepted: recalibrate, batch"):
+        select_cell(model, "alone", SelectionData(val=data.val, calib=[], bn="running"))
+    with pytest.raises(ValueError, match="accepted: recalibrate, batch"):
+        SearchModule(num_classes=2, select_bn="running")
