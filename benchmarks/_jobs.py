@@ -61,7 +61,7 @@ def _metric(metrics: dict[str, Any], key: str) -> float | None:
 def run_search(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one supernet search; its selection rule (``model.select``) derives the cell at
     the end of ``fit`` (:class:`derive.callbacks.GenotypeWriter`), which is copied with its
-    picture to ``spec['genotype']``."""
+    picture to ``spec['genotype']``. The trained supernet is kept as ``<run>/last.ckpt``."""
     from pytorch_lightning import seed_everything
 
     from derive.callbacks import GenotypeWriter
@@ -77,6 +77,9 @@ def run_search(spec: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm)
     wall = time.perf_counter() - t0
+    # the trained supernet, so another rule can re-select from it without searching again:
+    # attnas derive <run>/last.ckpt --select RULE
+    trainer.save_checkpoint(str(run_dir / "last.ckpt"))
     written = Path(trainer.log_dir or run_dir) / "genotype.json"
     if not written.is_file():
         raise RuntimeError(f"the search wrote no genotype ({written})")
@@ -93,7 +96,7 @@ def run_search(spec: dict[str, Any]) -> dict[str, Any]:
         "select_s": selection.get("seconds"),
         "flagged": selection.get("flagged"),
         "decisions": [{k: d.get(k) for k in ("node", "what", "choice", "runner_up", "margin",
-                                               "ci", "significant")}
+                                               "ci", "significant", "factors")}
                       for d in selection.get("decisions", []) if d.get("runner_up")],
         "nodes": [[nd.op, nd.input] for nd in genotype.nodes],
         "alpha_softmax": genotype.provenance.get("alpha_softmax"),

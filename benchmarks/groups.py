@@ -9,7 +9,9 @@ A *group spec* names a way to search with ``+``-joined tokens, in any order:
 * a selection rule of :data:`derive.select.SELECTION_RULES` (``argmax``, ``perturb``,
   ``alone``),
 * optionally a cell position option of :data:`supernet.space.POSITIONS` (``none``,
-  ``coords``, ``sincos``).
+  ``coords``, ``sincos``),
+* optionally a search length ``<N>ep`` (e.g. ``6ep``: this group searches for 6 epochs
+  instead of the benchmark's ``--search-epochs``).
 
 Tokens left out keep the search config's value. ``darts+argmax`` is round 1's search;
 ``uniform+perturb+sincos`` trains every candidate equally with sinusoidal positions and
@@ -29,8 +31,10 @@ from typing import Any
 __all__ = ["group_name", "parse_group", "group_rows", "group_table_lines", "target_lines",
            "budget_lines", "agreement"]
 
-#: the benchmark's groups when --groups is not given (the config's group comes first)
-DEFAULT_GROUPS = ("uniform+perturb", "single_path+perturb", "darts+argmax")
+#: the benchmark's groups when --groups is not given; the first is the default group (the
+#: search config's settings with the search length the benchmark measured for it)
+DEFAULT_GROUPS = ("uniform+perturb+5ep", "uniform+perturb", "single_path+perturb",
+                  "darts+argmax")
 
 
 def _vocab() -> dict[str, tuple[str, ...]]:
@@ -52,23 +56,30 @@ def group_name(model: dict[str, Any]) -> str:
     return "+".join(parts)
 
 
-def parse_group(spec: str) -> dict[str, str]:
-    """The model overrides of a group spec (see the module docstring).
+def parse_group(spec: str) -> dict[str, Any]:
+    """The model overrides of a group spec (see the module docstring); a search length
+    comes back as ``{"search_epochs": N}``.
 
     Raises:
         ValueError: an unknown token, or two values of one setting; the message lists what
             is accepted.
     """
     vocab = _vocab()
-    over: dict[str, str] = {}
+    over: dict[str, Any] = {}
     tokens = [t.strip() for t in spec.split("+")]
     if not spec.strip() or not all(tokens):
         raise ValueError(f"empty group spec in {spec!r}")
     for token in tokens:
+        if token.endswith("ep") and token[:-2].isdigit() and int(token[:-2]) >= 1:
+            if "search_epochs" in over and over["search_epochs"] != int(token[:-2]):
+                raise ValueError(f"group {spec!r} gives two search lengths")
+            over["search_epochs"] = int(token[:-2])
+            continue
         key = next((k for k, values in vocab.items() if token in values), None)
         if key is None:
             accepted = "; ".join(f"{k}: {', '.join(v)}" for k, v in vocab.items())
-            raise ValueError(f"unknown token {token!r} in group {spec!r}; accepted ({accepted})")
+            raise ValueError(f"unknown token {token!r} in group {spec!r}; accepted ({accepted}; "
+                             f"search length: <N>ep)")
         if key in over and over[key] != token:
             raise ValueError(f"group {spec!r} gives two {key} values ({over[key]}, {token})")
         over[key] = token

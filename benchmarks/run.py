@@ -155,10 +155,11 @@ def _parser() -> argparse.ArgumentParser:
                         "coords, sincos); each value other than the config's adds a search "
                         "group")
     p.add_argument("--groups", default=None,
-                   help="search groups besides the config's, comma-separated specs "
-                        "'supernet+rule[+position]', e.g. 'darts+argmax,single_path+perturb' "
-                        "(default: " + ",".join(DEFAULT_GROUPS) + "; --quick and '': none); "
-                        "see benchmarks/groups.py")
+                   help="search groups, comma-separated specs 'supernet+rule[+position]"
+                        "[+<N>ep]', e.g. 'uniform+perturb,darts+argmax'; the first is the "
+                        "default group whose targets are checked; settings a spec leaves out "
+                        "come from the search config (default: " + ",".join(DEFAULT_GROUPS)
+                   + "; --quick and '': the config's group alone); see benchmarks/groups.py")
     p.add_argument("--budget-epochs", default=None,
                    help="retrain-budget study: comma-separated epoch counts at which "
                         "`nonlocal` is also trained with every training seed (its std must "
@@ -256,6 +257,7 @@ class SearchJob:
     model: dict[str, Any]
     genotype: Path
     settings: str = ""
+    trainer: dict[str, Any] | None = None  # a group with its own search length
 
 
 @dataclass
@@ -451,13 +453,15 @@ def build_plan(argv: list[str]) -> Plan:
                      else float(smodel.get("remedy_weight", 0.0)) or DEFAULT_REMEDY_WEIGHT)
     for key in ("supernet", "select", "position", "remedy"):
         smodel.setdefault(key, _search_default(key))
-    overrides: list[dict[str, Any]] = [{}]
+    # the first group is the default one (its targets are checked); '' = the config's group
     specs = args.groups if args.groups is not None else "" if quick else ",".join(DEFAULT_GROUPS)
+    overrides: list[dict[str, Any]] = []
     for spec in (_csv_list(specs, "--groups") if specs.strip() else []):
         try:
             overrides.append(parse_group(spec))
         except ValueError as err:
             raise BenchError(f"--groups: {err}") from None
+    overrides = overrides or [{}]
     for value in study_remedy:
         if value != base_remedy:
             weight = remedy_weight if value != "none" else 0.0
@@ -465,12 +469,18 @@ def build_plan(argv: list[str]) -> Plan:
     for value in study_position:
         if value != base_position:
             overrides.append({"position": value})
-    groups: list[tuple[str, dict[str, Any]]] = []
+    groups: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
     for over in overrides:
+        over = dict(over)
+        epochs = over.pop("search_epochs", None)
         model = {**smodel, **over}
+        trainer = dict(strainer)
         name = group_name(model)
-        if name not in [g for g, _ in groups]:
-            groups.append((name, model))
+        if epochs is not None and epochs != strainer.get("max_epochs"):
+            trainer["max_epochs"] = epochs
+            name += f"+{epochs}ep"
+        if name not in [g[0] for g in groups]:
+            groups.append((name, model, trainer))
 
     def strip(d: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in d.items() if k not in _SPEED_ONLY}
@@ -484,13 +494,14 @@ def build_plan(argv: list[str]) -> Plan:
                            str(Path(b).resolve()) if b.endswith(".json") else b,
                            settings=retrain_fp)
                        for b in blocks]
-    for group, model in groups:
-        search_fp = _fingerprint({"search": [model, strip(sdata), strainer], "quick": quick})
+    for group, model, trainer in groups:
+        search_fp = _fingerprint({"search": [model, strip(sdata), trainer], "quick": quick})
         for seed in range(search_seeds):
             key = f"searched[{group}]/s{seed}"
             label = f"{group} (seed {seed})"
             job = SearchJob(key, label, group, seed, 0, model,
-                            gdir / f"{_slug(key.replace('/', '_'))}.json", search_fp)
+                            gdir / f"{_slug(key.replace('/', '_'))}.json", search_fp,
+                            trainer if trainer != strainer else None)
             searches.append(job)
             rows.append(Row(key, label, "searched", str(job.genotype), job, group,
                             settings=_fingerprint([retrain_fp, search_fp])))
@@ -499,7 +510,7 @@ def build_plan(argv: list[str]) -> Plan:
         searches.append(SearchJob(f"{first.key}#repeat{r}", f"{first.label}, repeat {r}",
                                   first.group, first.seed, r, dict(first.model),
                                   gdir / f"{_slug(first.key.replace('/', '_'))}_repeat{r}.json",
-                                  first.settings))
+                                  first.settings, first.trainer))
     for i in range(random_cells):
         rows.append(Row(f"random/{i}", f"random cell {i}", "random",
                         str(gdir / f"random_{i}.json"), settings=retrain_fp))
@@ -523,7 +534,7 @@ def build_plan(argv: list[str]) -> Plan:
     command = " ".join(["python -m benchmarks.run", *map(shlex.quote, argv)])
     plan = Plan(args, quick, out, work, threads, smodel, sdata, strainer, rmodel, rdata,
                 rtrainer, synth, clip, notes, searches, rows, list(range(train_seeds)),
-                settings, command, [g for g, _ in groups], groups[0][0])
+                settings, command, [g[0] for g in groups], groups[0][0])
     plan.steptime_settings = _fingerprint([first.settings, retrain_fp])
     return plan
 
@@ -769,7 +780,7 @@ class Runner:
         self._start(what)
         spec = {
             "kind": "search", "key": job.key, "seed": job.seed, "model": job.model,
-            "data": self.plan.search_data, "trainer": self.plan.search_trainer,
+            "data": self.plan.search_data, "trainer": job.trainer or self.plan.search_trainer,
             "genotype": str(job.genotype), "title": job.label,
             "provenance": {"benchmark": job.key, "group": job.group},
         }
@@ -1467,18 +1478,33 @@ def _main(plan: Plan) -> int:
 
 
 def _tasks(plan: Plan, runner: Runner) -> list[tuple[Any, set[str], str]]:
-    """Every run as (callable, the search keys it waits for, its own key), in order:
-    searches, the step-time job, then the rows seed by seed."""
+    """Every run as (callable, the search keys it waits for, its own key), in the order
+    that gives the main answer first: the default group's searches, then its rows with
+    the baselines, random cells and budget rows seed by seed, the step-time job, then the
+    other groups' searches and rows."""
     tasks: list[tuple[Any, set[str], str]] = []
-    for job in plan.searches:
-        tasks.append((lambda job=job: runner.run_search(job), set(), job.key))
-    first = [j.key for j in plan.searches if j.group == plan.default_group and j.repeat == 0]
+    default = plan.default_group
+
+    def searches(first: bool) -> None:
+        for job in plan.searches:
+            if (job.group == default) == first:
+                tasks.append((lambda job=job: runner.run_search(job), set(), job.key))
+
+    def rows(first: bool) -> None:
+        for seed in plan.train_seeds:
+            for row in plan.rows:
+                if (row.kind != "searched" or row.group == default) != first:
+                    continue
+                needs = {row.search.key} if row.search is not None else set()
+                tasks.append((lambda row=row, seed=seed: runner.run_row(row, seed), needs,
+                              f"{row.key}/{seed}"))
+
+    searches(True)
+    rows(True)
+    first = [j.key for j in plan.searches if j.group == default and j.repeat == 0]
     tasks.append((runner.run_steptime, set(first), "steptime"))
-    for seed in plan.train_seeds:
-        for row in plan.rows:
-            needs = {row.search.key} if row.search is not None else set()
-            tasks.append((lambda row=row, seed=seed: runner.run_row(row, seed), needs,
-                          f"{row.key}/{seed}"))
+    searches(False)
+    rows(False)
     return tasks
 
 

@@ -96,14 +96,23 @@ class Decision(NamedTuple):
     ci: tuple[float, float] | None
     significant: bool | None
     scores: dict[str, float]
+    #: op decisions of data-driven rules: per factor (family, dimension, activation), the
+    #: winner's value against the best candidate with another value, with the paired
+    #: margin and its 95 % interval -- "dot, not map" can be clear when the exact op is not
+    factors: dict[str, dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (as stored in a genotype's provenance)."""
-        return {"node": self.node, "what": self.what, "choice": self.choice,
-                "runner_up": self.runner_up, "margin": _r(self.margin),
-                "ci": None if self.ci is None else [_r(self.ci[0]), _r(self.ci[1])],
-                "significant": self.significant,
-                "scores": {k: _r(v) for k, v in self.scores.items()}}
+        out = {"node": self.node, "what": self.what, "choice": self.choice,
+               "runner_up": self.runner_up, "margin": _r(self.margin),
+               "ci": None if self.ci is None else [_r(self.ci[0]), _r(self.ci[1])],
+               "significant": self.significant,
+               "scores": {k: _r(v) for k, v in self.scores.items()}}
+        if self.factors is not None:
+            out["factors"] = {f: {**v, "margin": _r(v["margin"]),
+                                  "ci": [_r(v["ci"][0]), _r(v["ci"][1])]}
+                              for f, v in self.factors.items()}
+        return out
 
 
 class Selection(NamedTuple):
@@ -158,7 +167,12 @@ def report_from_dict(selection: dict[str, Any]) -> str:
             flag = "   <- not significant (coin toss)"
         lines.append(f"  node {d['node']} {d['what']:<5} {d['choice']:<27} over "
                      f"{d['runner_up']:<27} margin {d['margin']:+.4f} {unit}{ci_txt}{flag}")
-        if d["what"] == "op":
+        if d["what"] == "op" and d.get("factors"):
+            lines.append("      by factor: " + ", ".join(
+                f"{f} {v['choice']} over {v['runner_up']} {v['margin']:+.4f}"
+                + ("" if v.get("significant") else " (coin toss)")
+                for f, v in d["factors"].items()))
+        elif d["what"] == "op":
             lines.append("      best by factor: " + factor_summary(d.get("scores", {})))
     lines.append(f"  {flagged} of {decided} decisions not significant" if flagged
                  else f"  all {decided} decisions significant")
@@ -308,10 +322,25 @@ def _score_candidates(model: nn.Module, arch: ArchParameters, node: int, what: s
         scores = {c: -float(losses[c].mean()) for c in allowed}
     order = sorted(allowed, key=lambda c: (-scores[c], c))
     best, runner = order[0], order[1]
-    diff = losses[best] - losses[runner] if rule == "perturb" else losses[runner] - losses[best]
-    margin, ci, significant = _paired(diff)
+
+    def paired(a: int, b: int) -> tuple[float, tuple[float, float], bool]:
+        """Margin of candidate a over b (positive: a is better), paired over the clips."""
+        return _paired(losses[a] - losses[b] if rule == "perturb" else losses[b] - losses[a])
+
+    margin, ci, significant = paired(best, runner)
+    factors = None
+    if what == "op":
+        factors = {}
+        for f, factor in enumerate(FACTORS):
+            value = OPS[best][f]
+            others = [c for c in order if OPS[c][f] != value]
+            if not others:
+                continue
+            m, fci, sig = paired(best, others[0])
+            factors[factor] = {"choice": value, "runner_up": OPS[others[0]][f],
+                               "margin": m, "ci": fci, "significant": sig}
     return best, Decision(node, what, names[best], names[runner], margin, ci, significant,
-                          {names[c]: scores[c] for c in allowed})
+                          {names[c]: scores[c] for c in allowed}, factors)
 
 
 def select_cell(model: nn.Module, rule: str, data: SelectionData | None = None,

@@ -195,12 +195,14 @@ def test_groups_and_budget_rows_are_planned(tmp_path: Path) -> None:
 
     plan = build_plan(["--blocks", "none,nonlocal", "--random-cells", "0", "--search-seeds",
                        "3", "--out", str(tmp_path / "o")])
-    # the config's group first (the default), then the others; three seeds each
-    assert plan.groups == ["uniform+perturb", "single_path+perturb", "darts+argmax"]
-    assert plan.default_group == GROUP
+    # the default group first (the config's settings, 5 search epochs), then the others
+    assert plan.groups == [f"{GROUP}+5ep", GROUP, "single_path+perturb", "darts+argmax"]
+    assert plan.default_group == f"{GROUP}+5ep"
     assert [j.key for j in plan.searches][:4] == [
-        f"searched[{GROUP}]/s0", f"searched[{GROUP}]/s1", f"searched[{GROUP}]/s2",
-        "searched[single_path+perturb]/s0"]
+        f"searched[{GROUP}+5ep]/s0", f"searched[{GROUP}+5ep]/s1", f"searched[{GROUP}+5ep]/s2",
+        f"searched[{GROUP}]/s0"]
+    assert plan.searches[0].trainer["max_epochs"] == 5 and plan.searches[3].trainer is None
+    assert plan.searches[0].settings != plan.searches[3].settings
     models = {j.group: j.model for j in plan.searches}
     assert models["darts+argmax"]["supernet"] == "darts"
     assert models["darts+argmax"]["select"] == "argmax"
@@ -227,7 +229,8 @@ def test_a_new_group_reuses_every_finished_run(quick: tuple[Path, str], tmp_path
                                                ) -> None:
     out = tmp_path / "grown"
     shutil.copytree(quick[0], out)
-    code, text = _run(["--quick", "--out", str(out), "--groups", "single_path+perturb"])
+    code, text = _run(["--quick", "--out", str(out), "--groups",
+                       f"{GROUP},single_path+perturb"])
     assert code == 0, text
     assert "ran 2 runs" in text  # the new group's search and its row, nothing else
     searches = {s["search"]: s for s in _rows(out / "search.csv")}

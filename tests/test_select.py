@@ -77,6 +77,15 @@ def test_alone_picks_the_only_candidate_that_solves_the_task() -> None:
     assert op.significant is True and op.ci[0] > 0.0
     assert len(op.scores) == NUM_OPS
     assert sel.clips == 32 and not sel.flagged
+    # the factor-level decisions: the winner's family / dimension / activation against the
+    # best op with another value, each with its own paired margin
+    assert set(op.factors) == {"family", "dimension", "activation"}
+    fam = op.factors["family"]
+    assert (fam["choice"], fam["runner_up"]) == ("dot", "map")
+    assert fam["significant"] is True and fam["ci"][0] > 0.0
+    assert op.factors["dimension"]["choice"] == "temporal"
+    assert sel.to_dict()["decisions"][0]["factors"]["family"]["choice"] == "dot"
+    assert "by factor: family dot over map" in sel.report()
 
 
 def test_perturb_keeps_the_candidate_whose_removal_hurts_most() -> None:
