@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import platform
 from pathlib import Path
+from typing import Any
+
+
+def finite_float(value: Any) -> float | None:
+    """``float(value)`` if that is a finite number (CSV cells are strings), else None."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
 
 
 def cpu_name() -> str:

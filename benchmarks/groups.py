@@ -28,6 +28,8 @@ import statistics
 from collections import Counter
 from typing import Any
 
+from benchmarks.common import finite_float as _float
+
 __all__ = ["group_name", "parse_group", "group_rows", "group_table_lines", "target_lines",
            "budget_lines", "agreement"]
 
@@ -90,14 +92,6 @@ def parse_group(spec: str) -> dict[str, Any]:
 def _stats(values: list[float]) -> tuple[float, float]:
     mean = statistics.fmean(values)
     return mean, statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def _float(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
 
 
 def group_rows(table: list[dict[str, Any]], group: str) -> list[dict[str, Any]]:

@@ -1,0 +1,491 @@
+"""The benchmark's plan: the command line, its defaults and what one invocation runs.
+
+Owns the argparse parser (its ``--help`` text is the docstring of :mod:`benchmarks.run`),
+the defaults and the toy scale of ``--quick``, :class:`BenchError`, and :func:`build_plan`,
+which validates the arguments and the configs and resolves them into a :class:`Plan`: the
+searches (:class:`SearchJob`) and the table rows (:class:`Row`), each with the settings
+fingerprint of what it depends on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import math
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.groups import DEFAULT_GROUPS, group_name, parse_group
+
+__all__ = ["BenchError", "Plan", "Row", "SearchJob", "build_plan"]
+
+
+REPO = Path(__file__).resolve().parents[1]
+SEARCH_CONFIG = REPO / "configs" / "search" / "synthetic.yaml"
+RETRAIN_CONFIG = REPO / "configs" / "retrain" / "synthetic.yaml"
+DEFAULT_OUT = REPO / "benchmarks" / "results"
+QUICK_OUT = DEFAULT_OUT / "quick"
+DEFAULT_BLOCKS = ("none", "nonlocal", "a2", "cinst", "stinc")
+#: the benchmark's budget when --search-epochs / --retrain-epochs are not given: what fits
+#: the full run (2 searches, 30 trainings) in about two hours on 2 CPU cores
+BENCH_SEARCH_EPOCHS = 3
+BENCH_RETRAIN_EPOCHS = 3
+#: most runs at a time by default (each gets the cores divided among them)
+MAX_DEFAULT_JOBS = 4
+#: the remedy weight used for a ``--remedy`` value when the config's weight is 0
+DEFAULT_REMEDY_WEIGHT = 1.0
+#: toy scale of ``--quick``
+QUICK_DATA = {"classes": 2, "videos_per_class": 12, "frames": 8, "size": 16, "seed": 3}
+QUICK_PROXY = {"widths": [16, 32, 64], "depths": [1, 1, 1], "stem_width": 8}
+QUICK_TRAINER = {"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 1,
+                 "log_every_n_steps": 1}
+#: data settings that change speed only (left out of the settings fingerprint)
+_SPEED_ONLY = {"num_workers", "cache", "cache_dir", "cache_memory_mb", "persistent_workers",
+               "pin_memory", "decode_threads", "root"}
+
+
+class BenchError(ValueError):
+    """Bad benchmark input: reported as one line, exit code 2."""
+
+
+# ------------------------------------------------------------------------------ the CLI
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line on stderr, exit code 2
+        raise BenchError(message)
+
+
+def _help_text() -> str:
+    """The ``--help`` text: the docstring of the entry point ``benchmarks/run.py`` (read
+    from its source, so that this module does not import it)."""
+    source = Path(__file__).with_name("run.py").read_text()
+    return ast.get_docstring(ast.parse(source), clean=False) or ""
+
+
+def _parser() -> argparse.ArgumentParser:
+    doc = _help_text()
+    p = _Parser(prog="attnas bench", description=doc.split("\n\n")[0],
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                epilog="\n\n".join(doc.split("\n\n")[1:]))
+    p.add_argument("--quick", action="store_true",
+                   help="the whole chain at toy scale (tiny data and proxy, 1 epoch, 1 search "
+                        "seed run twice, 1 random cell, 1 training seed) into "
+                        f"{QUICK_OUT.relative_to(REPO)}/")
+    p.add_argument("--out", default=None,
+                   help=f"results folder (default {DEFAULT_OUT.relative_to(REPO)}, or "
+                        f"{QUICK_OUT.relative_to(REPO)} with --quick)")
+    p.add_argument("--work", default=None,
+                   help="folder for run logs, Lightning logs, the clip cache and --quick's "
+                        "data (default <out>/_work)")
+    p.add_argument("--search-config", default=str(SEARCH_CONFIG), help="search YAML")
+    p.add_argument("--retrain-config", default=str(RETRAIN_CONFIG), help="retrain YAML")
+    p.add_argument("--search-seeds", type=int, default=None,
+                   help="search seeds 0..S-1 (default 2; --quick 1)")
+    p.add_argument("--train-seeds", type=int, default=None,
+                   help="training seeds 0..N-1 per row (default 3; --quick 1)")
+    p.add_argument("--random-cells", type=int, default=None,
+                   help="random cells of the search space (default 3; --quick 1)")
+    p.add_argument("--repeat-search", type=int, default=None,
+                   help="extra searches with the first seed, to check that the same seed "
+                        "gives the same genotype (default 0; --quick 1)")
+    p.add_argument("--blocks", default=",".join(DEFAULT_BLOCKS),
+                   help="baseline blocks, comma-separated: supernet.factory block names or "
+                        "genotype .json files (default %(default)s; '' for none, e.g. for a "
+                        "study whose baselines are in another results folder)")
+    p.add_argument("--remedy", default=None,
+                   help="anti-collapse study: comma-separated remedies (none, beta_decay, "
+                        "entropy); each value other than the config's adds a search group")
+    p.add_argument("--remedy-weight", type=float, default=None,
+                   help="remedy weight for --remedy groups when the config's is 0 "
+                        f"(default {DEFAULT_REMEDY_WEIGHT:g})")
+    p.add_argument("--positions", default=None,
+                   help="position study: comma-separated cell position options (none, "
+                        "coords, sincos); each value other than the config's adds a search "
+                        "group")
+    p.add_argument("--groups", default=None,
+                   help="search groups, comma-separated specs 'supernet+rule[+position]"
+                        "[+<N>ep]', e.g. 'uniform+perturb,darts+argmax'; the first is the "
+                        "default group whose targets are checked; settings a spec leaves out "
+                        "come from the search config (default: " + ",".join(DEFAULT_GROUPS)
+                   + "; --quick and '': the config's group alone); see benchmarks/groups.py")
+    p.add_argument("--budget-epochs", default=None,
+                   help="retrain-budget study: comma-separated epoch counts at which "
+                        "`nonlocal` is also trained with every training seed (its std must "
+                        "resolve a 2-point difference; default 6; --quick and '': none)")
+    p.add_argument("--search-epochs", type=int, default=None,
+                   help="search epochs (default "
+                        f"{BENCH_SEARCH_EPOCHS}; the config's max_epochs is the demo's)")
+    p.add_argument("--retrain-epochs", type=int, default=None,
+                   help=f"training epochs, the same for every row (default "
+                        f"{BENCH_RETRAIN_EPOCHS})")
+    p.add_argument("--limit-batches", type=int, default=None,
+                   help="smoke test of the full configuration: at most this many train / "
+                        "val / test batches per epoch (not a result; use its own --out)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="runs at a time, each its own subprocess (default: the CPU cores, at "
+                        f"most {MAX_DEFAULT_JOBS}; --quick 1); two 1-thread runs on 2 cores "
+                        "do more work than one 2-thread run")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per run (default: the CPU cores available divided by "
+                        "--jobs; --quick 1)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds after which one run is killed and recorded as failed")
+    p.add_argument("--plan", action="store_true",
+                   help="print what would run (and what is done) and exit")
+    return p
+
+
+def _csv_list(text: str, what: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values:
+        raise BenchError(f"{what} is empty")
+    return values
+
+
+def _check_count(value: int, flag: str, minimum: int) -> int:
+    if value < minimum:
+        raise BenchError(f"{flag} must be >= {minimum}, got {value}")
+    return value
+
+
+def _remedies() -> tuple[str, ...]:
+    """The remedies :class:`supernet.search.SearchModule` accepts (read from its signature)."""
+    import typing
+
+    from supernet.search import SearchModule
+
+    try:
+        hint = typing.get_type_hints(SearchModule.__init__)["remedy"]
+        values = tuple(str(v) for v in typing.get_args(hint))
+    except Exception:  # noqa: BLE001 - an unexpected annotation: fall back to the docs
+        values = ()
+    return values or ("none", "beta_decay", "entropy")
+
+
+def _search_default(name: str) -> Any:
+    """The default of a :class:`supernet.search.SearchModule` argument."""
+    import inspect
+
+    from supernet.search import SearchModule
+
+    return inspect.signature(SearchModule.__init__).parameters[name].default
+
+
+def _load_yaml(path: str) -> dict[str, Any]:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise BenchError(f"config {path} does not exist")
+    try:
+        doc = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise BenchError(f"config {path} is not valid YAML ({' '.join(str(err).split())})"
+                         ) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict) \
+            or not isinstance(doc.get("data"), dict):
+        raise BenchError(f"config {path} needs 'model:' and 'data:' sections")
+    return doc
+
+
+def _fingerprint(doc: Any) -> str:
+    return hashlib.sha1(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# ------------------------------------------------------------------------------ the plan
+@dataclass
+class SearchJob:
+    """One search: ``group`` is ``default`` or ``remedy=...`` / ``position=...``."""
+
+    key: str
+    label: str
+    group: str
+    seed: int
+    repeat: int
+    model: dict[str, Any]
+    genotype: Path
+    settings: str = ""
+    trainer: dict[str, Any] | None = None  # a group with its own search length
+
+
+@dataclass
+class Row:
+    """One row of the accuracy table (trained with every training seed)."""
+
+    key: str
+    label: str
+    kind: str  # baseline | searched | random
+    block: str  # a block name or a genotype .json path
+    search: SearchJob | None = None
+    group: str = ""
+    epochs: int | None = None  # a budget-study row's own retrain epochs
+    settings: str = ""
+
+
+@dataclass
+class Plan:
+    """Everything one invocation runs, with the resolved settings."""
+
+    args: argparse.Namespace
+    quick: bool
+    out: Path
+    work: Path
+    threads: int
+    search_model: dict[str, Any]
+    search_data: dict[str, Any]
+    search_trainer: dict[str, Any]
+    retrain_model: dict[str, Any]
+    retrain_data: dict[str, Any]
+    retrain_trainer: dict[str, Any]
+    synth: dict[str, int]
+    clip: tuple[int, int]
+    notes: list[str]
+    searches: list[SearchJob]
+    rows: list[Row]
+    train_seeds: list[int]
+    settings: str
+    command: str
+    groups: list[str] = field(default_factory=list)
+    default_group: str = "default"
+    steptime_settings: str = ""
+
+    def trainer_for(self, row: Row) -> dict[str, Any]:
+        """The retrain trainer settings of ``row`` (a budget row has its own epochs)."""
+        if row.epochs is None:
+            return self.retrain_trainer
+        return {**self.retrain_trainer, "max_epochs": row.epochs}
+
+
+def _slug(text: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+    return keep.strip("_")
+
+
+def _block_names() -> tuple[str, ...]:
+    from supernet.factory import BLOCK_NAMES
+
+    return tuple(b for b in BLOCK_NAMES if b not in ("search", "cell"))
+
+
+def build_plan(argv: list[str]) -> Plan:
+    """Parse and validate ``argv``; raises :class:`BenchError` on bad input."""
+    args = _parser().parse_args(argv)
+    quick = args.quick
+    search_seeds = _check_count(args.search_seeds if args.search_seeds is not None
+                                else 1 if quick else 3, "--search-seeds", 1)
+    train_seeds = _check_count(args.train_seeds if args.train_seeds is not None
+                               else 1 if quick else 3, "--train-seeds", 1)
+    random_cells = _check_count(args.random_cells if args.random_cells is not None
+                                else 1 if quick else 3, "--random-cells", 0)
+    repeats = _check_count(args.repeat_search if args.repeat_search is not None
+                           else 1 if quick else 0, "--repeat-search", 0)
+    for flag, value in (("--search-epochs", args.search_epochs),
+                        ("--retrain-epochs", args.retrain_epochs)):
+        if value is not None:
+            _check_count(value, flag, 1)
+    cores = len(os.sched_getaffinity(0))
+    if args.jobs is None:
+        args.jobs = 1 if quick else max(1, min(MAX_DEFAULT_JOBS, cores))
+    _check_count(args.jobs, "--jobs", 1)
+    if not quick:
+        if args.search_epochs is None:
+            args.search_epochs = BENCH_SEARCH_EPOCHS
+        if args.retrain_epochs is None:
+            args.retrain_epochs = BENCH_RETRAIN_EPOCHS
+    if args.threads is not None:
+        _check_count(args.threads, "--threads", 1)
+    if args.limit_batches is not None:
+        _check_count(args.limit_batches, "--limit-batches", 1)
+    if args.timeout is not None and args.timeout <= 0:
+        raise BenchError(f"--timeout must be > 0 seconds, got {args.timeout:g}")
+    if args.remedy_weight is not None and (args.remedy_weight < 0
+                                           or not math.isfinite(args.remedy_weight)):
+        raise BenchError(f"--remedy-weight must be a finite number >= 0, got "
+                         f"{args.remedy_weight:g}")
+
+    accepted = _block_names()
+    # "" = no baseline rows: a study or investigation whose baselines live in another folder
+    blocks = _csv_list(args.blocks, "--blocks") if args.blocks.strip() else []
+    for b in blocks:
+        if b.endswith(".json"):
+            from derive.genotype import load_genotype
+
+            try:
+                load_genotype(b)
+            except (ValueError, OSError) as err:
+                raise BenchError(f"--blocks: {' '.join(str(err).split())}") from None
+        elif b not in accepted:
+            raise BenchError(f"unknown block {b!r}; accepted: {', '.join(accepted)}, or a "
+                             f"genotype .json file")
+    if len(set(blocks)) != len(blocks):
+        raise BenchError(f"--blocks lists a block twice: {args.blocks}")
+
+    from supernet.space import POSITIONS
+
+    remedies = _remedies()
+    scfg, rcfg = _load_yaml(args.search_config), _load_yaml(args.retrain_config)
+    smodel, rmodel = dict(scfg["model"]), dict(rcfg["model"])
+    base_remedy = smodel.get("remedy", _search_default("remedy"))
+    base_position = smodel.get("position", _search_default("position"))
+    study_remedy = _csv_list(args.remedy, "--remedy") if args.remedy else [base_remedy]
+    study_position = (_csv_list(args.positions, "--positions") if args.positions
+                      else [base_position])
+    for value in study_remedy:
+        if value not in remedies:
+            raise BenchError(f"unknown remedy {value!r}; accepted: {', '.join(remedies)}")
+    for value in study_position:
+        if value not in POSITIONS:
+            raise BenchError(f"unknown position {value!r}; accepted: {', '.join(POSITIONS)}")
+
+    out = Path(args.out) if args.out else QUICK_OUT if quick else DEFAULT_OUT
+    out = out.resolve()
+    if out.exists() and not out.is_dir():
+        raise BenchError(f"--out {out} exists and is not a folder")
+    work = (Path(args.work) if args.work else out / "_work").resolve()
+    threads = args.threads or (1 if quick else max(1, cores // args.jobs))
+
+    # -- data: the synthetic benchmark, read whole (the class needs every frame) ---------
+    from datamodules.synth import DEFAULTS
+
+    notes: list[str] = []
+    sdata, rdata = dict(scfg["data"]), dict(rcfg["data"])
+    if quick:
+        synth = dict(QUICK_DATA)
+        root = work / "data"
+    else:
+        if not sdata.get("synthetic") or not rdata.get("synthetic"):
+            raise BenchError("the benchmark runs on the embedded synthetic benchmark: both "
+                             "configs need data.synthetic: true")
+        synth = {**DEFAULTS, **(sdata.get("synthetic_params") or {})}
+        root = Path(sdata.get("root", "data/synth")).resolve()
+        if Path(rdata.get("root", "data/synth")).resolve() != root:
+            raise BenchError("the search and retrain configs read different data roots")
+    clip = (int(synth["frames"]), int(synth["size"]))
+    for name, data in (("search", sdata), ("retrain", rdata)):
+        given = (data.get("num_frames"), data.get("crop_size"), data.get("sampling_rate", 1))
+        if given != (clip[0], clip[1], 1) and not quick:
+            notes.append(f"the {name} config reads {given[0]} frames x {given[1]} px "
+                         f"(sampling rate {given[2]}) but the synthetic videos are "
+                         f"{clip[0]} x {clip[1]} px: the benchmark reads whole videos "
+                         f"({clip[0]} frames, {clip[1]} px, rate 1)")
+        data.update(root=str(root), synthetic=True, synthetic_params=synth,
+                    num_frames=clip[0], crop_size=clip[1], sampling_rate=1,
+                    cache="disk", cache_dir=str(work / "clip_cache"))
+        data.pop("search", None)
+        if quick:
+            data.update(batch_size=4, num_workers=0)
+
+    def trainer_of(cfg: dict[str, Any], epochs: int | None) -> dict[str, Any]:
+        t = {k: v for k, v in (cfg.get("trainer") or {}).items()
+             if k not in ("logger", "callbacks", "default_root_dir", "enable_progress_bar",
+                          "enable_checkpointing")}
+        if quick:
+            t.update(QUICK_TRAINER)
+        if args.limit_batches is not None:
+            t.update({f"limit_{k}_batches": args.limit_batches for k in ("train", "val", "test")})
+        if epochs is not None:
+            t["max_epochs"] = epochs
+        return t
+
+    strainer = trainer_of(scfg, args.search_epochs)
+    rtrainer = trainer_of(rcfg, args.retrain_epochs)
+    if quick:
+        for m in (smodel, rmodel):
+            m["backbone_kwargs"] = {**(m.get("backbone_kwargs") or {}), **QUICK_PROXY}
+    for key in ("block", "num_classes"):
+        rmodel.pop(key, None)
+    smodel.pop("num_classes", None)
+
+    # -- searches: one group per way of searching ------------------------------------------
+    remedy_weight = (args.remedy_weight if args.remedy_weight is not None
+                     else float(smodel.get("remedy_weight", 0.0)) or DEFAULT_REMEDY_WEIGHT)
+    for key in ("supernet", "select", "position", "remedy"):
+        smodel.setdefault(key, _search_default(key))
+    # the first group is the default one (its targets are checked); '' = the config's group
+    specs = args.groups if args.groups is not None else "" if quick else ",".join(DEFAULT_GROUPS)
+    overrides: list[dict[str, Any]] = []
+    for spec in (_csv_list(specs, "--groups") if specs.strip() else []):
+        try:
+            overrides.append(parse_group(spec))
+        except ValueError as err:
+            raise BenchError(f"--groups: {err}") from None
+    overrides = overrides or [{}]
+    for value in study_remedy:
+        if value != base_remedy:
+            weight = remedy_weight if value != "none" else 0.0
+            overrides.append({"remedy": value, "remedy_weight": weight})
+    for value in study_position:
+        if value != base_position:
+            overrides.append({"position": value})
+    groups: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    for over in overrides:
+        over = dict(over)
+        epochs = over.pop("search_epochs", None)
+        model = {**smodel, **over}
+        trainer = dict(strainer)
+        name = group_name(model)
+        if epochs is not None and epochs != strainer.get("max_epochs"):
+            trainer["max_epochs"] = epochs
+            name += f"+{epochs}ep"
+        if name not in [g[0] for g in groups]:
+            groups.append((name, model, trainer))
+
+    def strip(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in d.items() if k not in _SPEED_ONLY}
+
+    # Each run's fingerprint covers what that run depends on: a search its model, data and
+    # trainer; a retrain row the retrain settings (and its search's fingerprint).
+    retrain_fp = _fingerprint({"retrain": [rmodel, strip(rdata), rtrainer], "quick": quick})
+    gdir = out / "genotypes"
+    searches: list[SearchJob] = []
+    rows: list[Row] = [Row(b, b if not b.endswith(".json") else Path(b).stem, "baseline",
+                           str(Path(b).resolve()) if b.endswith(".json") else b,
+                           settings=retrain_fp)
+                       for b in blocks]
+    for group, model, trainer in groups:
+        search_fp = _fingerprint({"search": [model, strip(sdata), trainer], "quick": quick})
+        for seed in range(search_seeds):
+            key = f"searched[{group}]/s{seed}"
+            label = f"{group} (seed {seed})"
+            job = SearchJob(key, label, group, seed, 0, model,
+                            gdir / f"{_slug(key.replace('/', '_'))}.json", search_fp,
+                            trainer if trainer != strainer else None)
+            searches.append(job)
+            rows.append(Row(key, label, "searched", str(job.genotype), job, group,
+                            settings=_fingerprint([retrain_fp, search_fp])))
+    first = searches[0]
+    for r in range(1, repeats + 1):
+        searches.append(SearchJob(f"{first.key}#repeat{r}", f"{first.label}, repeat {r}",
+                                  first.group, first.seed, r, dict(first.model),
+                                  gdir / f"{_slug(first.key.replace('/', '_'))}_repeat{r}.json",
+                                  first.settings, first.trainer))
+    for i in range(random_cells):
+        rows.append(Row(f"random/{i}", f"random cell {i}", "random",
+                        str(gdir / f"random_{i}.json"), settings=retrain_fp))
+    budgets = args.budget_epochs if args.budget_epochs is not None else "" if quick else "6"
+    for text in (_csv_list(budgets, "--budget-epochs") if budgets.strip() else []):
+        if "nonlocal" not in blocks:  # the study trains `nonlocal` at other budgets
+            break
+        try:
+            ep = int(text)
+        except ValueError:
+            raise BenchError(f"--budget-epochs: {text!r} is not an epoch count") from None
+        _check_count(ep, "--budget-epochs", 1)
+        if ep == rtrainer.get("max_epochs") or f"nonlocal@{ep}ep" in [x.key for x in rows]:
+            continue
+        rows.append(Row(f"nonlocal@{ep}ep", f"nonlocal, {ep} epochs", "budget", "nonlocal",
+                        epochs=ep, settings=_fingerprint(
+                            {"retrain": [rmodel, strip(rdata), {**rtrainer, "max_epochs": ep}],
+                             "quick": quick})))
+
+    settings = _fingerprint(sorted({x.settings for x in [*searches, *rows]}))
+    command = " ".join(["python -m benchmarks.run", *map(shlex.quote, argv)])
+    plan = Plan(args, quick, out, work, threads, smodel, sdata, strainer, rmodel, rdata,
+                rtrainer, synth, clip, notes, searches, rows, list(range(train_seeds)),
+                settings, command, [g[0] for g in groups], groups[0][0])
+    plan.steptime_settings = _fingerprint([first.settings, retrain_fp])
+    return plan

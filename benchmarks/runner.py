@@ -1,0 +1,485 @@
+"""Running the benchmark: the result ledgers, the jobs and their schedule.
+
+Owns :class:`Ledger` (a CSV file of finished runs: ``accuracy.csv``, ``search.csv``,
+``steptime.csv``) and :class:`Runner`, which launches each search, retrain or step timing as
+its own ``benchmarks._jobs`` subprocess, records it and prints the progress with the
+estimate from the runs timed so far; also the random cells' genotypes and the schedule
+(:func:`_tasks`, :func:`_schedule`: ``--jobs`` runs at a time, each once the searches it
+needs have ended).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.plan import REPO, Plan, Row, SearchJob, _search_default, _slug
+from benchmarks.report import _float, _fmt_s, _source, escape
+
+__all__ = ["Ledger", "Runner"]
+
+
+ACC_FIELDS = ["row", "label", "kind", "block", "seed", "status", "video_top1", "clip_top1",
+              "val_top1", "params", "macs", "epochs", "wall_s", "peak_rss_mib", "settings",
+              "finished", "error", "log"]
+SEARCH_FIELDS = ["search", "label", "group", "seed", "repeat", "status", "supernet", "select",
+                 "remedy", "remedy_weight", "position", "nodes", "genotype", "val_acc",
+                 "wall_s", "select_s", "total_s", "peak_rss_mib", "worker_peak_rss_mib",
+                 "flagged", "decisions", "settings", "finished", "error", "log",
+                 "alpha_softmax"]
+STEP_FIELDS = ["key", "status", "genotype", "shape", "steps", "threads",
+               "supernet_iteration_s", "supernet_weight_step_s", "supernet_single_path_s",
+               "derived_step_s",
+               "none_step_s", "wall_s", "settings", "finished", "error", "log"]
+
+
+# ------------------------------------------------------------------------------ results
+class Ledger:
+    """A CSV file of finished runs, keyed by some columns, rewritten atomically per row.
+
+    Args:
+        path: the CSV file (read if it exists).
+        fields: its columns.
+        key: the columns that identify a run.
+    """
+
+    def __init__(self, path: Path, fields: list[str], key: tuple[str, ...]) -> None:
+        self.path, self.fields, self.key = path, fields, key
+        self.rows: dict[tuple[str, ...], dict[str, str]] = {}
+        self._lock = threading.Lock()  # --jobs: runs finish on several threads
+        if path.is_file():
+            with path.open(newline="") as fh:
+                for row in csv.DictReader(fh):
+                    self.rows[self._key(row)] = row
+
+    def _key(self, row: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(str(row.get(k, "")) for k in self.key)
+
+    def get(self, *key: Any) -> dict[str, str] | None:
+        """The recorded row for ``key`` (values as strings), or None."""
+        return self.rows.get(tuple(str(k) for k in key))
+
+    def done(self, *key: Any) -> bool:
+        """Whether ``key`` finished with status ``ok``."""
+        row = self.get(*key)
+        return row is not None and row.get("status") == "ok"
+
+    def put(self, row: dict[str, Any]) -> None:
+        """Record (or replace) a row and rewrite the file atomically."""
+        clean = {f: "" if row.get(f) is None else str(row.get(f)) for f in self.fields}
+        with self._lock:
+            self.rows[self._key(clean)] = clean
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            with tmp.open("w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=self.fields)
+                writer.writeheader()
+                writer.writerows(list(self.rows.values()))
+            tmp.replace(self.path)
+
+    def settings(self) -> set[str]:
+        """The settings fingerprints of the rows recorded."""
+        return {r.get("settings", "") for r in self.rows.values()}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+# ------------------------------------------------------------------------------ running
+class Runner:
+    """Launches jobs (``--jobs`` at a time), records them, prints progress and the estimate."""
+
+    def __init__(self, plan: Plan, console: Any) -> None:
+        self.plan, self.console = plan, console
+        self.acc = Ledger(plan.out / "accuracy.csv", ACC_FIELDS, ("row", "seed"))
+        self.srch = Ledger(plan.out / "search.csv", SEARCH_FIELDS, ("search",))
+        self.step = Ledger(plan.out / "steptime.csv", STEP_FIELDS, ("key",))
+        self.total = len(plan.searches) + 1 + len(plan.rows) * len(plan.train_seeds)
+        self.index = 0
+        self.ran = 0
+        self.skipped = 0
+        self.failed = 0
+        self.finished = 0
+        self.cost_cache: dict[str, dict[str, Any]] = {}
+        self._lock = threading.RLock()
+
+    def _bump(self, counter: str) -> int:
+        """Add one to a progress counter (thread-safe); returns its new value."""
+        with self._lock:
+            value = getattr(self, counter) + 1
+            setattr(self, counter, value)
+            return value
+
+    # -- estimate --------------------------------------------------------------------
+    def _walls(self) -> dict[str, list[float]]:
+        walls: dict[str, list[float]] = {"search": [], "retrain": [], "steptime": []}
+        for r in list(self.srch.rows.values()):
+            if r.get("status") == "ok" and _float(r.get("total_s")):
+                walls["search"].append(float(r["total_s"]))
+        for r in list(self.acc.rows.values()):
+            if r.get("status") == "ok" and _float(r.get("wall_s")):
+                walls["retrain"].append(float(r["wall_s"]))
+        for r in list(self.step.rows.values()):
+            if r.get("status") == "ok" and _float(r.get("wall_s", None)):
+                walls["steptime"].append(float(r["wall_s"]))
+        return walls
+
+    def estimate(self) -> tuple[float | None, float | None]:
+        """(whole run, still left) in seconds from the runs timed so far."""
+        walls = self._walls()
+        mean = {k: statistics.fmean(v) if v else None for k, v in walls.items()}
+        sep = self.plan.search_trainer.get("max_epochs") or 1
+        rep = self.plan.retrain_trainer.get("max_epochs") or 1
+        if mean["search"] is None and mean["retrain"] is not None:
+            mean["search"] = mean["retrain"] * sep / rep
+        if mean["retrain"] is None and mean["search"] is not None:
+            # per epoch, a retrain does N/b training steps where a search does N/(2b)
+            # iterations; the step-time job measured both at one batch size
+            step = self.step.get("steptime") or {}
+            ratio = 1.0
+            if step.get("status") == "ok":
+                ratio = 2 * float(step["derived_step_s"]) / float(step["supernet_iteration_s"])
+            mean["retrain"] = mean["search"] * ratio * rep / sep
+        if mean["steptime"] is None:
+            mean["steptime"] = 30.0 if not self.plan.quick else 5.0
+        if mean["search"] is None:
+            return None, None
+        total = left = 0.0
+        for job in self.plan.searches:
+            row = self.srch.get(job.key)
+            if row and row.get("status") == "ok" and _float(row.get("total_s")):
+                total += float(row["total_s"])
+            else:
+                total += mean["search"]
+                left += mean["search"]
+        total += mean["steptime"]
+        if not self.step.done("steptime"):
+            left += mean["steptime"]
+        for row in self.plan.rows:
+            for seed in self.plan.train_seeds:
+                rec = self.acc.get(row.key, seed)
+                if rec and rec.get("status") == "ok" and _float(rec.get("wall_s")):
+                    total += float(rec["wall_s"])
+                else:
+                    total += mean["retrain"]
+                    left += mean["retrain"]
+        jobs = max(1, self.plan.args.jobs)  # runs overlap; walls were measured that way
+        return total / jobs, left / jobs
+
+    def _progress(self, what: str, status: str, detail: str) -> None:
+        total, left = self.estimate()
+        eta = (f" | full run ≈ {_fmt_s(total)}, left ≈ {_fmt_s(left)}"
+               if total is not None else "")
+        colour = {"ok": "green", "failed": "red", "skip": "dim"}.get(status, "white")
+        done = self._bump("finished")
+        self.console.print(f"\\[{done:>3}/{self.total} done] {escape(what)}: "
+                           f"[{colour}]{status}"
+                           f"[/{colour}] {escape(detail)}{eta}", highlight=False)
+
+    def _start(self, what: str) -> None:
+        index = self._bump("index")
+        self.console.print(f"\\[{index:>3}/{self.total}] {escape(what)} … "
+                           f"[dim]started {time.strftime('%H:%M:%S')}[/dim]", highlight=False)
+
+    # -- one subprocess ------------------------------------------------------------------
+    def launch(self, slug: str, spec: dict[str, Any]) -> tuple[dict[str, Any], float, Path]:
+        """Run one job in a subprocess; returns (result, wall seconds, log path)."""
+        work = self.plan.work
+        run_dir = work / "runs" / slug
+        log = work / "logs" / f"{slug}.log"
+        if run_dir.is_dir():  # a previous attempt's Lightning logs
+            shutil.rmtree(run_dir)
+        for d in (run_dir, log.parent, work / "specs"):
+            d.mkdir(parents=True, exist_ok=True)
+        spec = {**spec, "run_dir": str(run_dir), "threads": self.plan.threads}
+        spec_path = work / "specs" / f"{slug}.json"
+        spec_path.write_text(json.dumps(spec, indent=1, default=str) + "\n")
+        result_path = run_dir / "result.json"
+        result_path.unlink(missing_ok=True)
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.plan.threads),
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
+                                                           os.environ.get("PYTHONPATH")]))}
+        t0 = time.perf_counter()
+        error = None
+        with log.open("w") as fh:
+            try:
+                proc = subprocess.run(
+                    [sys.executable, "-m", "benchmarks._jobs", str(spec_path), str(result_path)],
+                    cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                    timeout=self.plan.args.timeout, check=False)
+                code = proc.returncode
+            except subprocess.TimeoutExpired:
+                code, error = None, f"timed out after {_fmt_s(self.plan.args.timeout)}"
+        wall = time.perf_counter() - t0
+        result: dict[str, Any] = {}
+        if result_path.is_file():
+            try:
+                result = json.loads(result_path.read_text())
+            except ValueError:
+                result = {}
+        if result.get("status") not in ("ok", "failed"):
+            if error is None:
+                if code is not None and code < 0:
+                    error = f"killed by signal {-code}" + (" (out of memory?)"
+                                                            if -code == 9 else "")
+                else:
+                    lines = [ln for ln in log.read_text(errors="replace").splitlines()
+                             if ln.strip()]
+                    error = lines[-1].strip()[:300] if lines else f"exit code {code}"
+            result = {"status": "failed", "error": error}
+        return result, wall, log
+
+    def _rel(self, path: Path | str) -> str:
+        p = Path(path)
+        try:
+            return str(p.relative_to(self.plan.out))
+        except ValueError:
+            return str(p)
+
+    # -- the steps -----------------------------------------------------------------------
+    def run_search(self, job: SearchJob) -> None:
+        """Search (or skip, if finished) one job."""
+        what = f"search {job.label}"
+        if self.srch.done(job.key) and job.genotype.is_file():
+            self._bump("index")
+            self._bump("skipped")
+            return
+        self._start(what)
+        spec = {
+            "kind": "search", "key": job.key, "seed": job.seed, "model": job.model,
+            "data": self.plan.search_data, "trainer": job.trainer or self.plan.search_trainer,
+            "genotype": str(job.genotype), "title": job.label,
+            "provenance": {"benchmark": job.key, "group": job.group},
+        }
+        result, wall, log = self.launch(_slug("search_" + job.key.replace("/", "_")), spec)
+        self._bump("ran")
+        nodes = result.get("nodes")
+        row = {
+            "search": job.key, "label": job.label, "group": job.group, "seed": job.seed,
+            "repeat": job.repeat, "status": result["status"],
+            "supernet": job.model.get("supernet"), "select": job.model.get("select"),
+            "remedy": job.model.get("remedy", "none"),
+            "remedy_weight": job.model.get("remedy_weight", 0.0),
+            "position": job.model.get("position"),
+            "nodes": json.dumps(nodes) if nodes else "",
+            "genotype": self._rel(job.genotype) if result["status"] == "ok" else "",
+            "val_acc": result.get("val_acc"), "wall_s": result.get("wall_s"),
+            "select_s": result.get("select_s"),
+            "total_s": round(wall, 2), "peak_rss_mib": result.get("peak_rss_mib"),
+            "worker_peak_rss_mib": result.get("worker_peak_rss_mib"),
+            "flagged": result.get("flagged"),
+            "decisions": json.dumps(result["decisions"]) if result.get("decisions") else "",
+            "settings": job.settings, "finished": _now(), "error": result.get("error"),
+            "log": self._rel(log),
+            "alpha_softmax": json.dumps(result.get("alpha_softmax"))
+            if result.get("alpha_softmax") else "",
+        }
+        self.srch.put(row)
+        if result["status"] == "ok":
+            cell = "; ".join(f"{op} ← {_source(i)}" for op, i in nodes)
+            self._progress(what, "ok", f"{_fmt_s(wall)}, peak RSS "
+                           f"{result.get('peak_rss_mib', 0):.0f} MiB; cell {cell}")
+        else:
+            self._bump("failed")
+            self._progress(what, "failed", f"{result['error']} (log: {log})")
+
+    def run_steptime(self) -> None:
+        """Time supernet vs derived-network training steps (once)."""
+        if self.step.done("steptime"):
+            self._bump("index")
+            self._bump("skipped")
+            return
+        ok = [j for j in self.plan.searches if j.group == self.plan.default_group
+              and j.repeat == 0
+              and self.srch.done(j.key) and j.genotype.is_file()]
+        what = "step time: supernet vs derived network"
+        self._start(what)
+        if not ok:
+            self.step.put({"key": "steptime", "status": "failed",
+                           "settings": self.plan.steptime_settings,
+                           "finished": _now(), "error": "no searched cell to time"})
+            self._bump("failed")
+            self._progress(what, "failed", "no searched cell to time")
+            return
+        batch = int(self.plan.search_data.get("batch_size", 16))
+        spec = {"kind": "steptime", "key": "steptime", "genotype": str(ok[0].genotype),
+                "search_model": self.plan.search_model, "retrain_model": self.plan.retrain_model,
+                "num_classes": int(self.plan.synth["classes"]),
+                "shape": [batch, 3, self.plan.clip[0], self.plan.clip[1], self.plan.clip[1]],
+                "steps": 2 if self.plan.quick else 5}
+        result, wall, log = self.launch("steptime", spec)
+        self._bump("ran")
+        self.step.put({**{k: result.get(k) for k in STEP_FIELDS}, "key": "steptime",
+                       "genotype": self._rel(ok[0].genotype),
+                       "shape": "x".join(map(str, result.get("shape", []))),
+                       "settings": self.plan.steptime_settings, "finished": _now(),
+                       "log": self._rel(log), "wall_s": round(wall, 2)})
+        if result["status"] == "ok":
+            ratio = result["supernet_iteration_s"] / result["derived_step_s"]
+            self._progress(what, "ok", f"search iteration / derived step = {ratio:.1f}×")
+        else:
+            self._bump("failed")
+            self._progress(what, "failed", f"{result['error']} (log: {log})")
+
+    def cost(self, row: Row) -> dict[str, Any]:
+        """Params and MACs of the proxy with ``row``'s block at the benchmark clip."""
+        with self._lock:  # one MAC count at a time (the counter is a global mode)
+            return self._cost(row)
+
+    def _cost(self, row: Row) -> dict[str, Any]:
+        if row.key in self.cost_cache:
+            return self.cost_cache[row.key]
+        from supernet.cost import model_cost
+
+        m = self.plan.retrain_model
+        try:
+            res = model_cost(m.get("backbone", "proxy"), row.block, m.get("positions"),
+                             frames=self.plan.clip[0], size=self.plan.clip[1], batch=1,
+                             num_classes=int(self.plan.synth["classes"]),
+                             block_kwargs=m.get("block_kwargs"), latency=False,
+                             backbone_kwargs=m.get("backbone_kwargs"))
+            out = {"params": res["params"], "macs": res["macs"]}
+        except Exception as err:  # noqa: BLE001 - a row whose cost fails still trains
+            from benchmarks._jobs import one_line
+
+            out = {"params": None, "macs": None, "error": one_line(err)}
+        self.cost_cache[row.key] = out
+        return out
+
+    def run_row(self, row: Row, seed: int) -> None:
+        """Train and test one (row, seed), or skip it if finished."""
+        what = f"train {row.label} seed {seed}"
+        if self.acc.done(row.key, seed):
+            self._bump("index")
+            self._bump("skipped")
+            return
+        self._start(what)
+        base = {"row": row.key, "label": row.label, "kind": row.kind,
+                "block": self._rel(row.block), "seed": seed, "settings": row.settings}
+        if row.search is not None and not (self.srch.done(row.search.key)
+                                           and Path(row.block).is_file()):
+            self.acc.put({**base, "status": "failed", "finished": _now(),
+                          "error": f"its search {row.search.key} failed"})
+            self._bump("failed")
+            self._progress(what, "failed", f"its search {row.search.key} failed")
+            return
+        cost = self.cost(row)
+        spec = {"kind": "retrain", "key": row.key, "seed": seed, "data": self.plan.retrain_data,
+                "trainer": self.plan.trainer_for(row),
+                "model": {**self.plan.retrain_model, "block": row.block}}
+        slug = _slug(f"train_{row.key.replace('/', '_')}_seed{seed}")
+        result, wall, log = self.launch(slug, spec)
+        self._bump("ran")
+        self.acc.put({**base, **{k: result.get(k) for k in
+                                 ("status", "video_top1", "clip_top1", "val_top1", "epochs",
+                                  "peak_rss_mib", "error")},
+                      "params": cost.get("params"), "macs": cost.get("macs"),
+                      "wall_s": round(wall, 2), "finished": _now(), "log": self._rel(log)})
+        if result["status"] == "ok":
+            self._progress(what, "ok", f"video top-1 {100 * result['video_top1']:.1f} % "
+                           f"in {_fmt_s(wall)}")
+        else:
+            self._bump("failed")
+            self._progress(what, "failed", f"{result['error']} (log: {log})")
+
+
+def _random_genotypes(plan: Plan) -> None:
+    """Write the random cells' genotype JSON + PNG (deterministic from their seeds)."""
+    from derive.draw import draw_cell
+    from derive.genotype import load_genotype, random_genotype, save_genotype
+
+    m = plan.search_model
+    for row in plan.rows:
+        if row.kind != "random":
+            continue
+        path = Path(row.block)
+        seed = int(row.key.split("/")[1])
+        g = random_genotype(int(m.get("num_nodes", 3)), seed,
+                            inner_ratio=float(m.get("inner_ratio", 0.5)),
+                            kv_pool=bool(m.get("kv_pool", True)),
+                            position=str(m.get("position", _search_default("position"))),
+                            provenance={"benchmark": row.key})
+        if path.is_file():
+            old = load_genotype(path)
+            if old.nodes == g.nodes and old.cell_kwargs() == g.cell_kwargs():
+                continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_genotype(g, path)
+        draw_cell(g, path.with_suffix(".png"), title=row.label)
+
+
+# ------------------------------------------------------------------------------ schedule
+def _tasks(plan: Plan, runner: Runner) -> list[tuple[Any, set[str], str]]:
+    """Every run as (callable, the search keys it waits for, its own key), in the order
+    that gives the main answer first: the default group's searches, then its rows with
+    the baselines, random cells and budget rows seed by seed, the step-time job, then the
+    other groups' searches and rows."""
+    tasks: list[tuple[Any, set[str], str]] = []
+    default = plan.default_group
+
+    def searches(first: bool) -> None:
+        for job in plan.searches:
+            if (job.group == default) == first:
+                tasks.append((lambda job=job: runner.run_search(job), set(), job.key))
+
+    def rows(first: bool) -> None:
+        for seed in plan.train_seeds:
+            for row in plan.rows:
+                if (row.kind != "searched" or row.group == default) != first:
+                    continue
+                needs = {row.search.key} if row.search is not None else set()
+                tasks.append((lambda row=row, seed=seed: runner.run_row(row, seed), needs,
+                              f"{row.key}/{seed}"))
+
+    searches(True)
+    rows(True)
+    first = [j.key for j in plan.searches if j.group == default and j.repeat == 0]
+    tasks.append((runner.run_steptime, set(first), "steptime"))
+    searches(False)
+    rows(False)
+    return tasks
+
+
+def _schedule(plan: Plan, runner: Runner) -> None:
+    """Run every task, ``--jobs`` at a time; a task starts once the searches it needs
+    have ended (ok or failed: a failed search fails its rows)."""
+    jobs = plan.args.jobs
+    pending = _tasks(plan, runner)
+    if jobs <= 1:
+        for fn, _, _ in pending:
+            fn()
+        return
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    ended: set[str] = set()
+    running: dict[Future[Any], str] = {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        try:
+            while pending or running:
+                for task in list(pending):
+                    if len(running) >= jobs:
+                        break
+                    fn, needs, key = task
+                    if needs <= ended:
+                        pending.remove(task)
+                        running[pool.submit(fn)] = key
+                if not running:  # cannot happen: every dependency is a task of the plan
+                    raise RuntimeError(f"unschedulable runs: {[k for _, _, k in pending]}")
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    ended.add(running.pop(fut))
+                    fut.result()  # re-raise a bug in the runner itself
+        except BaseException:
+            for fut in running:
+                fut.cancel()
+            raise
