@@ -12,6 +12,7 @@ All files are written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -169,8 +170,9 @@ class GenotypeWriter(pl.Callback):
         if not trainer.is_global_zero:
             return
         epoch = trainer.current_epoch - 1
-        genotype = final_genotype(pl_module, trainer.datamodule, epoch, str(out),
-                                  _dataset_name(trainer), progress=_printer())
+        with _all_cores():
+            genotype = final_genotype(pl_module, trainer.datamodule, epoch, str(out),
+                                      _dataset_name(trainer), progress=_printer())
         save_genotype(genotype, out / "genotype.json")
         selection = genotype.provenance["selection"]
         if self.draw:
@@ -178,6 +180,20 @@ class GenotypeWriter(pl.Callback):
                       title=f"epoch {epoch}, {selection['rule']}")
             _plot_selection(selection, out / "selection.png")
         print(_report(genotype))
+
+
+@contextlib.contextmanager
+def _all_cores() -> Any:
+    """Selection is pure compute (its batches are taken before it starts, the loader
+    workers are idle): use every core for it unless OMP_NUM_THREADS pins the thread count
+    (``attnas demo`` trains with half the cores to leave the rest to decoding)."""
+    before = torch.get_num_threads()
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(before, len(os.sched_getaffinity(0))))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _plot_selection(selection: dict, path: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .picture import FAMILY_COLOURS, save_figure
 
@@ -58,6 +59,7 @@ def _panel(ax: Any, decision: dict[str, Any], unit: str, rule: str) -> None:
     if rule == "argmax" and names:
         ax.axvline(1.0 / len(names), color="#666666", lw=0.8, ls=":")
     ax.tick_params(axis="x", labelsize=6.5)
+    ax.xaxis.set_major_locator(MaxNLocator(4))
     ax.grid(axis="x", alpha=0.3, lw=0.5)
     ax.set_axisbelow(True)
     for side in ("top", "right"):
@@ -67,8 +69,12 @@ def _panel(ax: Any, decision: dict[str, Any], unit: str, rule: str) -> None:
     ci = decision.get("ci")
     ci_txt = "" if ci is None else f"\n95% CI [{float(ci[0]):+.3g}, {float(ci[1]):+.3g}]"
     toss = decision.get("significant") is False
+    factors = decision.get("factors") or {}
+    fac_txt = ("\n" + " · ".join(f"{f} {v['choice']}" + (" (clear)" if v.get("significant")
+                                                        else " (toss)")
+                                 for f, v in factors.items())) if factors else ""
     ax.set_title(f"node {node} {what}: {choice}\nmargin {margin:+.3g} {unit}{ci_txt}"
-                 + ("  coin toss" if toss else ""), fontsize=8,
+                 + ("  coin toss" if toss else "") + fac_txt, fontsize=7.5,
                  color=_TOSS if toss else "black", loc="left")
 
 
@@ -89,10 +95,11 @@ def plot_selection(selection: dict[str, Any], path: str | os.PathLike,
     by = {(int(d.get("node", 0)), d.get("what", "op")): d for d in decisions}
     rows_h = [max(2.2, 0.16 * len((by.get((k, "op")) or {}).get("scores") or {}) + 0.9)
               for k in nodes]
-    fig = Figure(figsize=(10.5, sum(rows_h) + 1.0))
+    height = sum(rows_h) + 0.9 * len(nodes) + 0.9
+    fig = Figure(figsize=(10.5, height))
     grid = fig.add_gridspec(len(nodes), 2, height_ratios=rows_h, width_ratios=[1.4, 1.0],
-                            hspace=0.75, wspace=0.55, left=0.2, right=0.97, top=1 - 0.75 /
-                            (sum(rows_h) + 1.0), bottom=0.35 / (sum(rows_h) + 1.0))
+                            hspace=0.9, wspace=0.55, left=0.2, right=0.97,
+                            top=1 - 1.3 / height, bottom=0.35 / height)
     for r, k in enumerate(nodes):
         for c, what in enumerate(("op", "input")):
             ax = fig.add_subplot(grid[r, c])
