@@ -1,6 +1,6 @@
 """Selection: how a trained supernet becomes a discrete cell. Every rule lives here.
 
-Three rules, chosen by name (:data:`SELECTION_RULES`):
+Four rules, chosen by name (:data:`SELECTION_RULES`):
 
 * ``argmax`` -- DARTS: the largest ``softmax(alpha)`` per node and the largest
   ``softmax(beta)`` input. Needs no data; meaningful only when alpha has moved. A decision
@@ -11,6 +11,11 @@ Three rules, chosen by name (:data:`SELECTION_RULES`):
   node 0, 1, ... in turn, remove each still-allowed candidate from the node's mixture,
   measure the validation loss, and keep the candidate whose removal hurts most; pin it and
   decide the node's input the same way; optionally fine-tune; go to the next node.
+* ``perturb_factors`` -- the same perturbation, one factor at a time: remove every op of
+  one family (then dimension, then activation) from the node's mixture, keep the value
+  whose removal hurts most, restrict the node to it, go on with the next factor; the node's
+  input as ``perturb``. Large removals give each decision more power than removing one op
+  of 24, and a node needs 9 scores instead of 24.
 * ``alone`` -- the candidate that does best when it is the node's only op (inherited
   weights, the other undecided nodes still mixed), as single-path one-shot NAS scores
   paths; inputs likewise.
@@ -50,7 +55,7 @@ __all__ = ["SELECTION_RULES", "BN_MODES", "check_bn_mode", "ARGMAX_FLAT", "Decis
            "input_names", "take_batches", "selection_data", "report_from_dict",
            "factor_summary"]
 
-SELECTION_RULES: tuple[str, ...] = ("argmax", "perturb", "alone")
+SELECTION_RULES: tuple[str, ...] = ("argmax", "perturb", "perturb_factors", "alone")
 #: an argmax decision is flagged when its winner's weight is below this x uniform
 ARGMAX_FLAT = 1.5
 #: per-clip losses are clipped here (a diverging candidate must not produce inf/NaN stats)
@@ -60,6 +65,7 @@ _Z95 = 1.959964
 _SCORE_LABEL = {
     "argmax": "softmax weight",
     "perturb": "validation-loss increase when removed",
+    "perturb_factors": "validation-loss increase when a factor value is removed",
     "alone": "minus validation loss when alone",
 }
 
@@ -291,6 +297,47 @@ def _argmax(arch: ArchParameters) -> tuple[list[NodeSpec], list[Decision]]:
     return nodes, decisions
 
 
+def _measure(model: nn.Module, data: SelectionData) -> Tensor:
+    """Per-clip validation losses of the supernet as it is restricted now."""
+    if data.bn == "batch":
+        return clip_losses(model, data.val, batch_stats=True)
+    recalibrate_batchnorm(model, data.calib)
+    return clip_losses(model, data.val)
+
+
+def _select_by_factors(model: nn.Module, arch: ArchParameters, node: int,
+                       data: SelectionData, tick: Callable[[], None]
+                       ) -> tuple[int, list[Decision]]:
+    """``perturb_factors`` for one node's op: family, then dimension, then activation.
+    For each factor, remove all the still-allowed ops with one value at a time, keep the
+    value whose removal raises the validation loss most, restrict the node to it, and
+    re-measure the reference. Removing a whole family (12 ops) or dimension (4) moves the
+    loss far more than removing one op of 24, so each decision has more power, and a node
+    needs 9 scores (+3 references) instead of 24."""
+    allowed = list(range(NUM_OPS))
+    decisions: list[Decision] = []
+    base = _measure(model, data)
+    for f, (factor, values) in enumerate(FACTORS.items()):
+        present = [v for v in values if any(OPS[o][f] == v for o in allowed)]
+        if len(present) < 2:
+            continue
+        losses: dict[str, Tensor] = {}
+        for v in present:
+            arch.restrict(node, ops=[o for o in allowed if OPS[o][f] != v])
+            losses[v] = _measure(model, data)
+            tick()
+        scores = {v: float((losses[v] - base).mean()) for v in present}
+        order = sorted(present, key=lambda v: (-scores[v], present.index(v)))
+        best, runner = order[0], order[1]
+        margin, ci, significant = _paired(losses[best] - losses[runner])
+        decisions.append(Decision(node, factor, best, runner, margin, ci, significant, scores))
+        allowed = [o for o in allowed if OPS[o][f] == best]
+        arch.restrict(node, ops=allowed)
+        if len(allowed) > 1:
+            base = _measure(model, data)
+    return allowed[0], decisions
+
+
 def _score_candidates(model: nn.Module, arch: ArchParameters, node: int, what: str,
                       allowed: list[int], rule: str, data: SelectionData,
                       tick: Callable[[], None]) -> tuple[int, Decision]:
@@ -304,10 +351,7 @@ def _score_candidates(model: nn.Module, arch: ArchParameters, node: int, what: s
             arch.restrict(node, inputs=choice)
 
     def measure() -> Tensor:
-        if data.bn == "batch":
-            return clip_losses(model, data.val, batch_stats=True)
-        recalibrate_batchnorm(model, data.calib)
-        return clip_losses(model, data.val)
+        return _measure(model, data)
 
     base = measure() if rule == "perturb" else None
     losses: dict[int, Tensor] = {}
@@ -376,7 +420,8 @@ def select_cell(model: nn.Module, rule: str, data: SelectionData | None = None,
                          f"given (the datamodule has no validation batches)")
     check_bn_mode(data.bn)
     k_nodes = arch.num_nodes
-    total = k_nodes * NUM_OPS + sum(range(2, k_nodes + 1))
+    per_node = sum(len(v) for v in FACTORS.values()) if rule == "perturb_factors" else NUM_OPS
+    total = k_nodes * per_node + sum(range(2, k_nodes + 1))
     done = 0
 
     def tick(what: str) -> Callable[[], None]:
@@ -396,17 +441,22 @@ def select_cell(model: nn.Module, rule: str, data: SelectionData | None = None,
     try:
         arch.clear_restrictions()
         for k in range(k_nodes):
-            op, d_op = _score_candidates(model, arch, k, "op", list(range(NUM_OPS)), rule,
-                                         data, tick(f"node {k} op"))
+            if rule == "perturb_factors":
+                op, d_ops = _select_by_factors(model, arch, k, data, tick(f"node {k} op"))
+                decisions.extend(d_ops)
+            else:
+                op, d_op = _score_candidates(model, arch, k, "op", list(range(NUM_OPS)),
+                                             rule, data, tick(f"node {k} op"))
+                decisions.append(d_op)
             arch.restrict(k, ops=[op])
-            decisions.append(d_op)
             if k == 0:
                 inp = 0
                 decisions.append(Decision(0, "input", "input", None, 0.0, None, None,
                                           {"input": 0.0}))
             else:
                 inp, d_in = _score_candidates(model, arch, k, "input", list(range(k + 1)),
-                                              rule, data, tick(f"node {k} input"))
+                                              "alone" if rule == "alone" else "perturb", data,
+                                              tick(f"node {k} input"))
                 decisions.append(d_in)
             arch.restrict(k, inputs=[inp])
             nodes.append(NodeSpec(OP_NAMES[op], inp))

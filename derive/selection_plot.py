@@ -93,15 +93,20 @@ def plot_selection(selection: dict[str, Any], path: str | os.PathLike,
     unit = "weight" if rule == "argmax" else "loss"
     nodes = sorted({int(d.get("node", 0)) for d in decisions})
     by = {(int(d.get("node", 0)), d.get("what", "op")): d for d in decisions}
-    rows_h = [max(2.2, 0.16 * len((by.get((k, "op")) or {}).get("scores") or {}) + 0.9)
-              for k in nodes]
+    rows_h = [max(2.2, 0.16 * max(len(d.get("scores") or {}) for d in decisions
+                                  if int(d.get("node", 0)) == k) + 0.9) for k in nodes]
+    # one column per kind of decision, in order: op + input, or (perturb_factors)
+    # family, dimension, activation + input
+    whats = list(dict.fromkeys(str(d.get("what", "op")) for d in decisions))
     height = sum(rows_h) + 0.9 * len(nodes) + 0.9
-    fig = Figure(figsize=(10.5, height))
-    grid = fig.add_gridspec(len(nodes), 2, height_ratios=rows_h, width_ratios=[1.4, 1.0],
-                            hspace=0.9, wspace=0.55, left=0.2, right=0.97,
+    widths = [1.4 if w == "op" else 1.0 for w in whats]
+    fig = Figure(figsize=(4.4 * sum(widths) + 1.0, height))
+    grid = fig.add_gridspec(len(nodes), len(whats), height_ratios=rows_h, width_ratios=widths,
+                            hspace=0.9, wspace=0.55 if len(whats) < 3 else 0.9,
+                            left=0.2 if len(whats) < 3 else 0.08, right=0.97,
                             top=1 - 1.3 / height, bottom=0.35 / height)
     for r, k in enumerate(nodes):
-        for c, what in enumerate(("op", "input")):
+        for c, what in enumerate(whats):
             ax = fig.add_subplot(grid[r, c])
             d = by.get((k, what))
             if d is None:

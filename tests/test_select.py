@@ -146,7 +146,7 @@ def test_data_rules_need_validation_data() -> None:
     model = _supernet()
     with pytest.raises(ValueError, match="validation data"):
         select_cell(model, "perturb", None)
-    with pytest.raises(ValueError, match="accepted: argmax, perturb, alone"):
+    with pytest.raises(ValueError, match="accepted: argmax, perturb, perturb_factors, alone"):
         select_cell(model, "best")
 
 
@@ -331,3 +331,26 @@ def test_batch_statistics_scoring_leaves_running_statistics_alone() -> None:
         select_cell(model, "alone", SelectionData(val=data.val, calib=[], bn="running"))
     with pytest.raises(ValueError, match="accepted: recalibrate, batch"):
         SearchModule(num_classes=2, select_bn="running")
+
+
+def test_perturb_factors_decides_family_then_dimension_then_activation() -> None:
+    """``perturb_factors``: on a supernet that leans on one op (3/4 of the node's mixture),
+    removing that op's family, dimension and activation in turn hurts most, so it is
+    found with three significant factor decisions and 9 scores instead of 24."""
+    model = _supernet()
+    target = "map.spatiotemporal.sigmoid"
+    with torch.no_grad():
+        model.arch.alpha[0, OP_NAMES.index(target)] = math.log(3 * (NUM_OPS - 1))
+    data = _teacher_data(model, None, batches=8)
+    seen: list[tuple[int, int]] = []
+    sel = select_cell(model, "perturb_factors", data,
+                      progress=lambda done, total, what: seen.append((done, total)))
+    assert sel.nodes[0].op == target
+    assert [d.what for d in sel.decisions] == ["family", "dimension", "activation", "input"]
+    fam, dim, act = sel.decisions[:3]
+    assert (fam.choice, dim.choice, act.choice) == ("map", "spatiotemporal", "sigmoid")
+    assert fam.significant is True and fam.ci[0] > 0.0
+    assert set(act.scores) == {"softmax", "sigmoid", "relu", "identity"}
+    assert seen[-1] == (9, 9)  # 2 families + 3 dimensions + 4 activations, one node
+    assert "family     map" in sel.report() or "family map" in sel.report()
+    assert model.arch.pinned_op(0) is None and bool(model.arch.op_mask.all())

@@ -121,7 +121,7 @@ def _bad_search(case: str, synth: Path, ckpt: Path, out: Path) -> tuple[list[str
                 ["'spos'", "darts, uniform, single_path"])
     if case == "unknown_rule":
         return (_search_args(synth, out, "--model.select=best"),
-                ["'best'", "argmax, perturb, alone"])
+                ["'best'", "argmax, perturb, perturb_factors, alone"])
     if case == "no_val_split":  # a training list only: the root given holds no val.txt
         return (_search_args(out.parent / "noval", out, f"--data.train_list={synth}/train.txt",
                              "--model.select=perturb"),
@@ -156,7 +156,7 @@ def test_derive_unknown_rule_exits_2_and_writes_nothing(searched: Path, tmp_path
     assert attnas(["derive", str(ckpt), "--select", "best", "-o",
                    str(tmp_path / "cell.json")]) == 2
     line = _one_error_line(capsys, "derive")
-    assert "'best'" in line and "argmax, perturb, alone" in line
+    assert "'best'" in line and "argmax, perturb, perturb_factors, alone" in line
     assert _files(tmp_path) == []
     assert _files(searched) == before  # no derived.json next to the run either
 
