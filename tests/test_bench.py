@@ -196,13 +196,15 @@ def test_groups_and_budget_rows_are_planned(tmp_path: Path) -> None:
     plan = build_plan(["--blocks", "none,nonlocal", "--random-cells", "0", "--search-seeds",
                        "3", "--out", str(tmp_path / "o")])
     # the default group first (the config's settings, 5 search epochs), then the others
-    assert plan.groups == [f"{GROUP}+5ep", GROUP, "single_path+perturb", "darts+argmax"]
+    assert plan.groups == [f"{GROUP}+5ep", "darts+argmax", GROUP, "single_path+perturb",
+                           "uniform+perturb_factors+5ep"]
     assert plan.default_group == f"{GROUP}+5ep"
     assert [j.key for j in plan.searches][:4] == [
         f"searched[{GROUP}+5ep]/s0", f"searched[{GROUP}+5ep]/s1", f"searched[{GROUP}+5ep]/s2",
-        f"searched[{GROUP}]/s0"]
-    assert plan.searches[0].trainer["max_epochs"] == 5 and plan.searches[3].trainer is None
-    assert plan.searches[0].settings != plan.searches[3].settings
+        "searched[darts+argmax]/s0"]
+    plain = next(j for j in plan.searches if j.group == GROUP)
+    assert plan.searches[0].trainer["max_epochs"] == 5 and plain.trainer is None
+    assert plan.searches[0].settings != plain.settings
     models = {j.group: j.model for j in plan.searches}
     assert models["darts+argmax"]["supernet"] == "darts"
     assert models["darts+argmax"]["select"] == "argmax"
