@@ -142,7 +142,26 @@ def summarise_group(plan: Any, table: list[dict[str, Any]], srch: Any, group: st
         out["mean"], out["std"] = _stats(vals)
         out["n"] = len(vals)
     out["agreement"] = agreement(out["nodes"])
+    out["family_clear"] = _family_clear(ok)
     return out
+
+
+def _family_clear(records: list[dict[str, Any]]) -> tuple[int, int] | None:
+    """(nodes whose family choice is significant, nodes) over the searches' decisions: an
+    op decision's factor record (``perturb``, ``alone``) or a ``family`` decision
+    (``perturb_factors``). None when no decision carries that information (``argmax``)."""
+    clear = total = 0
+    for r in records:
+        for d in json.loads(r["decisions"]) if r.get("decisions") else []:
+            if d.get("what") == "family":
+                sig = d.get("significant")
+            elif d.get("what") == "op" and (d.get("factors") or {}).get("family"):
+                sig = d["factors"]["family"].get("significant")
+            else:
+                continue
+            total += 1
+            clear += bool(sig)
+    return (clear, total) if total else None
 
 
 def _delta(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
@@ -183,8 +202,8 @@ def group_table_lines(plan: Any, table: list[dict[str, Any]], srch: Any) -> list
     nl, rnd = by_key.get("nonlocal"), _random_pool(table)
     lines = ["| search group | cells | runs | video top-1 (%) | Δ vs nonlocal | Δ vs random "
              "| family agreement per node | dimension agreement per node | coin tosses "
-             "| search wall (mean) | peak RSS |",
-             "|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|"]
+             "| clear family choices | search wall (mean) | peak RSS |",
+             "|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|"]
     for group in plan.groups:
         g = summarise_group(plan, table, srch, group)
         acc = (f"{g['mean']:.1f} ± {g['std']:.1f}" if g.get("n", 0) > 1
@@ -193,10 +212,12 @@ def group_table_lines(plan: Any, table: list[dict[str, Any]], srch: Any) -> list
             f"{g['flagged']}/{g['decisions']}" if g["decisions"] else str(g["flagged"])
         star = " (default)" if group == plan.default_group else ""
         peak = "—" if g["peak"] is None else f"{g['peak']:,.0f} MiB"
+        fam = "—" if g["family_clear"] is None else "{}/{}".format(*g["family_clear"])
         lines.append(
             f"| `{group}`{star} | {g['cells']}/{g['searches']} | {g['runs']} | {acc} | "
             f"{_delta(g, nl)} | {_delta(g, rnd)} | {_agree_text(g['agreement'], 'family')} | "
-            f"{_agree_text(g['agreement'], 'dimension')} | {tosses} | {_fmt_s(g['wall'])} | "
+            f"{_agree_text(g['agreement'], 'dimension')} | {tosses} | {fam} | "
+            f"{_fmt_s(g['wall'])} | "
             f"{peak} |")
     lines += ["", "Top-1: mean ± std over every (search seed, training seed) run of the "
               "group. Δ: difference of means ± its standard error; `random` pools every "
@@ -204,6 +225,8 @@ def group_table_lines(plan: Any, table: list[dict[str, Any]], srch: Any) -> list
               "family / dimension at each node. Coin tosses: selection decisions whose "
               "95 % interval of the margin over the runner-up includes 0 (argmax: a winner "
               "below 1.5× the uniform weight), over all decisions of the group's searches. "
+              "Clear family choices: nodes whose family (map vs dot) decision alone has a "
+              "95 % interval excluding 0. "
               "Search wall: the whole search process, selection included.", ""]
     return lines
 

@@ -136,6 +136,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds after which one run is killed and recorded as failed")
     p.add_argument("--plan", action="store_true",
                    help="print what would run (and what is done) and exit")
+    p.add_argument("--report", action="store_true",
+                   help="write accuracy.md / accuracy.png from the runs finished so far and "
+                        "exit (runs nothing; safe while a bench is writing to the folder)")
     return p
 
 

@@ -240,6 +240,10 @@ def _main(plan: Plan) -> int:
     if plan.args.plan:
         _print_plan(plan, runner, console)
         return 0
+    if plan.args.report:  # read-only: safe while another bench writes to the folder
+        md = _report(plan, runner)
+        console.print(f"tables of the finished runs: {md}")
+        return 0
     plan.out.mkdir(parents=True, exist_ok=True)
     plan.work.mkdir(parents=True, exist_ok=True)
     import fcntl
@@ -255,6 +259,15 @@ def _main(plan: Plan) -> int:
         return _run(plan, runner, console)
     finally:
         lock.close()
+
+
+def _report(plan: Plan, runner: Runner) -> Path:
+    """Write ``accuracy.md`` and ``accuracy.png`` from the runs finished so far."""
+    table = summarise(plan, runner.acc)
+    png = plot(table, plan.out / "accuracy.png",
+               f"proxy on synthetic {plan.clip[0]}×{plan.clip[1]}² "
+               f"({len(plan.train_seeds)} training seed(s))")
+    return write_markdown(plan, runner, table, png)
 
 
 def _run(plan: Plan, runner: Runner, console: Any) -> int:
@@ -282,11 +295,7 @@ def _run(plan: Plan, runner: Runner, console: Any) -> int:
         interrupted = True
         console.print("[red]interrupted[/red]: finished runs are kept; re-run the same "
                       "command to resume")
-    table = summarise(plan, runner.acc)
-    png = plot(table, plan.out / "accuracy.png",
-               f"proxy on synthetic {plan.clip[0]}×{plan.clip[1]}² "
-               f"({len(plan.train_seeds)} training seed(s))")
-    md = write_markdown(plan, runner, table, png)
+    md = _report(plan, runner)
     if runner.skipped:
         console.print(f"skipped {runner.skipped} finished runs (recorded in {plan.out})")
     console.print(f"ran {runner.ran} runs in {_fmt_s(time.perf_counter() - t0)}; "

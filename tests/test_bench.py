@@ -239,3 +239,17 @@ def test_a_new_group_reuses_every_finished_run(quick: tuple[Path, str], tmp_path
     assert searches["searched[single_path+perturb]/s0"]["supernet"] == "single_path"
     md = (out / "accuracy.md").read_text()
     assert "| `single_path+perturb` |" in md
+
+
+def test_report_writes_the_tables_and_runs_nothing(quick: tuple[Path, str], tmp_path: Path
+                                                   ) -> None:
+    out = tmp_path / "report"
+    shutil.copytree(quick[0], out)
+    (out / "accuracy.md").unlink()
+    before = {name: (out / name).read_text() for name in CSVS}
+    code, text = _run(["--quick", "--out", str(out), "--report"])
+    assert code == 0, text
+    assert "tables of the finished runs" in text and "started" not in text
+    md = (out / "accuracy.md").read_text()
+    assert "## Search groups" in md and "clear family choices" in md
+    assert {name: (out / name).read_text() for name in CSVS} == before
