@@ -197,7 +197,7 @@ def test_groups_and_budget_rows_are_planned(tmp_path: Path) -> None:
                        "3", "--out", str(tmp_path / "o")])
     # the default group first (the config's settings, 5 search epochs), then the others
     assert plan.groups == [f"{GROUP}+5ep", "darts+argmax", GROUP, "single_path+perturb",
-                           "uniform+perturb_factors+5ep"]
+                           "uniform+perturb+sincos+5ep"]
     assert plan.default_group == f"{GROUP}+5ep"
     assert [j.key for j in plan.searches][:4] == [
         f"searched[{GROUP}+5ep]/s0", f"searched[{GROUP}+5ep]/s1", f"searched[{GROUP}+5ep]/s2",
