@@ -35,8 +35,8 @@ __all__ = ["group_name", "parse_group", "group_rows", "group_table_lines", "targ
 
 #: the benchmark's groups when --groups is not given; the first is the default group (the
 #: search config's settings with the search length the benchmark measured for it)
-DEFAULT_GROUPS = ("uniform+perturb+5ep", "darts+argmax", "uniform+perturb",
-                  "single_path+perturb", "uniform+perturb+sincos+5ep")
+DEFAULT_GROUPS = ("uniform+perturb+5ep", "uniform+perturb+sincos+5ep", "darts+argmax",
+                  "uniform+perturb", "single_path+perturb")
 
 
 def _vocab() -> dict[str, tuple[str, ...]]:

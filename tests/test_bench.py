@@ -196,12 +196,12 @@ def test_groups_and_budget_rows_are_planned(tmp_path: Path) -> None:
     plan = build_plan(["--blocks", "none,nonlocal", "--random-cells", "0", "--search-seeds",
                        "3", "--out", str(tmp_path / "o")])
     # the default group first (the config's settings, 5 search epochs), then the others
-    assert plan.groups == [f"{GROUP}+5ep", "darts+argmax", GROUP, "single_path+perturb",
-                           "uniform+perturb+sincos+5ep"]
+    assert plan.groups == [f"{GROUP}+5ep", f"{GROUP}+sincos+5ep", "darts+argmax", GROUP,
+                           "single_path+perturb"]
     assert plan.default_group == f"{GROUP}+5ep"
     assert [j.key for j in plan.searches][:4] == [
         f"searched[{GROUP}+5ep]/s0", f"searched[{GROUP}+5ep]/s1", f"searched[{GROUP}+5ep]/s2",
-        "searched[darts+argmax]/s0"]
+        f"searched[{GROUP}+sincos+5ep]/s0"]
     plain = next(j for j in plan.searches if j.group == GROUP)
     assert plan.searches[0].trainer["max_epochs"] == 5 and plain.trainer is None
     assert plan.searches[0].settings != plain.settings
