@@ -180,6 +180,13 @@ class GenotypeWriter(pl.Callback):
                       title=f"epoch {epoch}, {selection['rule']}")
             _plot_selection(selection, out / "selection.png")
         print(_report(genotype))
+        decided = [d for d in selection.get("decisions", []) if d.get("runner_up")]
+        if decided and all(d.get("significant") is False for d in decided):
+            acc = trainer.callback_metrics.get("val/acc")
+            print("[select] warning: every decision is a coin toss: the supernet has not "
+                  "learned enough to choose"
+                  + (f" (val acc {float(acc):.3f})" if acc is not None else "")
+                  + "; search longer or check the data", flush=True)
 
 
 @contextlib.contextmanager

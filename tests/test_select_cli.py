@@ -188,3 +188,14 @@ def test_derive_reruns_perturb_selection_from_a_checkpoint(
         assert d["margin"] >= 0.0  # the winner scores at least as well as the runner-up
     assert [n.op for n in g.nodes] == [d["choice"] for d in sel["decisions"]
                                        if d["what"] == "op"]
+
+
+def test_a_selection_of_coin_tosses_warns(synth: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    """Three arch steps leave alpha near uniform: every argmax decision is flagged, and the
+    search says that its supernet has not learned enough to choose."""
+    doc = _search_and_select(synth, tmp_path / "flat", "darts", "argmax")
+    decided = [d for d in doc["provenance"]["selection"]["decisions"] if d["runner_up"]]
+    assert decided and all(d["significant"] is False for d in decided)
+    out = capsys.readouterr().out
+    assert "every decision is a coin toss" in out and "search longer" in out
