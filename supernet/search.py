@@ -81,7 +81,8 @@ class SearchModule(pl.LightningModule):
         supernet: ``darts`` (bi-level, alpha learned), ``uniform`` (alpha frozen uniform,
             weight steps only) or ``single_path`` (one uniformly sampled path per step).
         select: the selection rule that derives the cell at the end of the search (a name
-            of ``derive.select.SELECTION_RULES``: ``argmax``, ``perturb``, ``alone``).
+            of ``derive.select.SELECTION_RULES``: ``argmax``, ``perturb``,
+            ``perturb_factors``, ``alone``).
         select_val_batches: validation batches a data-driven rule scores on.
         select_calib_batches: training batches that recalibrate BatchNorm statistics before
             each score.
