@@ -65,8 +65,7 @@ def run_search(spec: dict[str, Any]) -> dict[str, Any]:
     from pytorch_lightning import seed_everything
 
     from derive.callbacks import GenotypeWriter
-    from derive.draw import draw_cell
-    from derive.genotype import load_genotype, save_genotype
+    from derive.genotype import load_genotype
     from supernet.search import SearchModule
 
     seed_everything(spec["seed"], workers=True)
@@ -84,6 +83,17 @@ def run_search(spec: dict[str, Any]) -> dict[str, Any]:
     if not written.is_file():
         raise RuntimeError(f"the search wrote no genotype ({written})")
     genotype = load_genotype(written)
+    return {**_written(genotype, spec), "wall_s": round(wall, 2),
+            "val_acc": _metric(trainer.callback_metrics, "val/acc")}
+
+
+def _written(genotype: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    """Copy the derived ``genotype`` (with the spec's provenance) and its picture to
+    ``spec['genotype']``; returns the result fields that describe the cell and its
+    selection."""
+    from derive.draw import draw_cell
+    from derive.genotype import save_genotype
+
     genotype.provenance.update(spec.get("provenance", {}))
     out = Path(spec["genotype"])
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -92,7 +102,6 @@ def run_search(spec: dict[str, Any]) -> dict[str, Any]:
     selection = genotype.provenance.get("selection") or {}
     return {
         "status": "ok",
-        "wall_s": round(wall, 2),
         "select_s": selection.get("seconds"),
         "flagged": selection.get("flagged"),
         "decisions": [{k: d.get(k) for k in ("node", "what", "choice", "runner_up", "margin",
@@ -101,8 +110,40 @@ def run_search(spec: dict[str, Any]) -> dict[str, Any]:
         "nodes": [[nd.op, nd.input] for nd in genotype.nodes],
         "alpha_softmax": genotype.provenance.get("alpha_softmax"),
         "beta_softmax": genotype.provenance.get("beta_softmax"),
-        "val_acc": _metric(trainer.callback_metrics, "val/acc"),
     }
+
+
+def run_reselect(spec: dict[str, Any]) -> dict[str, Any]:
+    """Derive the cell of a search whose supernet another search already trained: load
+    ``spec['checkpoint']`` (that search's ``last.ckpt``) and run this search's selection
+    rule and options (``model.select*``) on it, with the same data and seed as the search
+    would have used at the end of its ``fit``."""
+    from pytorch_lightning import seed_everything
+
+    from derive.callbacks import final_genotype
+    from derive.select import check_rule
+    from supernet.search import SearchModule
+
+    seed_everything(spec["seed"], workers=True)
+    model = spec["model"]
+    options = {k: model[k] for k in ("select_val_batches", "select_calib_batches",
+                                     "select_finetune_steps", "select_bn") if k in model}
+    rule = check_rule(str(model.get("select", "argmax")))
+    module = SearchModule.load_from_checkpoint(spec["checkpoint"], map_location="cpu",
+                                               select=rule, **options)
+    dm = _datamodule(spec, search=True) if rule != "argmax" else None
+    ckpt = torch_load(spec["checkpoint"])
+    genotype = final_genotype(module, dm, int(ckpt.get("epoch") or 0),
+                              run=str(spec["run_dir"]))
+    genotype.provenance["checkpoint"] = spec["checkpoint"]
+    return _written(genotype, spec)
+
+
+def torch_load(path: str) -> dict[str, Any]:
+    """A Lightning checkpoint as a dict (CPU tensors)."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def run_retrain(spec: dict[str, Any]) -> dict[str, Any]:
@@ -264,8 +305,8 @@ def run_calibrate(spec: dict[str, Any]) -> dict[str, Any]:
 #: ``searched/s0``, ``steptime``) whose job raises at once
 CRASH_ENV = "ATTNAS_BENCH_CRASH"
 
-JOBS = {"search": run_search, "retrain": run_retrain, "steptime": run_steptime,
-        "calibrate": run_calibrate}
+JOBS = {"search": run_search, "reselect": run_reselect, "retrain": run_retrain,
+        "steptime": run_steptime, "calibrate": run_calibrate}
 
 
 def run_job(spec: dict[str, Any]) -> dict[str, Any]:

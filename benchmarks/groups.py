@@ -227,7 +227,10 @@ def group_table_lines(plan: Any, table: list[dict[str, Any]], srch: Any) -> list
               "below 1.5× the uniform weight), over all decisions of the group's searches. "
               "Clear family choices: nodes whose family (map vs dot) decision alone has a "
               "95 % interval excluding 0. "
-              "Search wall: the whole search process, selection included.", ""]
+              "Search wall: the whole search process, selection included; a group that "
+              "differs from an earlier one only in its selection rule re-selects from that "
+              "group's trained supernets (`supernet_from` in search.csv) and counts their "
+              "training plus its own selection.", ""]
     return lines
 
 

@@ -47,6 +47,11 @@ QUICK_TRAINER = {"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches":
 #: data settings that change speed only (left out of the settings fingerprint)
 _SPEED_ONLY = {"num_workers", "cache", "cache_dir", "cache_memory_mb", "persistent_workers",
                "pin_memory", "decode_threads", "root"}
+#: search settings that only decide how the trained supernet becomes a cell: two groups that
+#: differ in these alone train the same supernet, so the later one re-selects from the
+#: earlier one's checkpoint instead of training it again
+SELECTION_KEYS = frozenset({"select", "select_val_batches", "select_calib_batches",
+                            "select_finetune_steps", "select_bn"})
 
 
 class BenchError(ValueError):
@@ -213,6 +218,11 @@ class SearchJob:
     genotype: Path
     settings: str = ""
     trainer: dict[str, Any] | None = None  # a group with its own search length
+    #: fingerprint of what trains the supernet (the settings less :data:`SELECTION_KEYS`)
+    supernet: str = ""
+    #: the key of an earlier search that trains the same supernet with the same seed: this
+    #: one re-selects from its checkpoint (a full search if that checkpoint is missing)
+    source: str | None = None
 
 
 @dataclass
@@ -449,14 +459,21 @@ def build_plan(argv: list[str]) -> Plan:
                            str(Path(b).resolve()) if b.endswith(".json") else b,
                            settings=retrain_fp)
                        for b in blocks]
+    trains: dict[tuple[str, int], str] = {}  # (supernet fingerprint, seed) -> first search
     for group, model, trainer in groups:
         search_fp = _fingerprint({"search": [model, strip(sdata), trainer], "quick": quick})
+        supernet_fp = _fingerprint({"supernet": [
+            {k: v for k, v in model.items() if k not in SELECTION_KEYS}, strip(sdata), trainer],
+            "quick": quick})
         for seed in range(search_seeds):
             key = f"searched[{group}]/s{seed}"
             label = f"{group} (seed {seed})"
             job = SearchJob(key, label, group, seed, 0, model,
                             gdir / f"{_slug(key.replace('/', '_'))}.json", search_fp,
-                            trainer if trainer != strainer else None)
+                            trainer if trainer != strainer else None, supernet_fp,
+                            trains.setdefault((supernet_fp, seed), key))
+            if job.source == key:
+                job.source = None
             searches.append(job)
             rows.append(Row(key, label, "searched", str(job.genotype), job, group,
                             settings=_fingerprint([retrain_fp, search_fp])))
@@ -465,7 +482,7 @@ def build_plan(argv: list[str]) -> Plan:
         searches.append(SearchJob(f"{first.key}#repeat{r}", f"{first.label}, repeat {r}",
                                   first.group, first.seed, r, dict(first.model),
                                   gdir / f"{_slug(first.key.replace('/', '_'))}_repeat{r}.json",
-                                  first.settings, first.trainer))
+                                  first.settings, first.trainer, first.supernet))
     for i in range(random_cells):
         rows.append(Row(f"random/{i}", f"random cell {i}", "random",
                         str(gdir / f"random_{i}.json"), settings=retrain_fp))

@@ -35,7 +35,7 @@ SEARCH_FIELDS = ["search", "label", "group", "seed", "repeat", "status", "supern
                  "remedy", "remedy_weight", "position", "nodes", "genotype", "val_acc",
                  "wall_s", "select_s", "total_s", "peak_rss_mib", "worker_peak_rss_mib",
                  "flagged", "decisions", "settings", "finished", "error", "log",
-                 "alpha_softmax"]
+                 "alpha_softmax", "supernet_from"]
 STEP_FIELDS = ["key", "status", "genotype", "shape", "steps", "threads",
                "supernet_iteration_s", "supernet_weight_step_s", "supernet_single_path_s",
                "derived_step_s",
@@ -247,9 +247,23 @@ class Runner:
             return str(p)
 
     # -- the steps -----------------------------------------------------------------------
+    def _search_slug(self, key: str) -> str:
+        return _slug("search_" + key.replace("/", "_"))
+
+    def source_checkpoint(self, job: SearchJob) -> Path | None:
+        """The trained supernet ``job`` can re-select from: its source search's
+        ``last.ckpt``, when that search finished and its checkpoint is still there."""
+        if job.source is None or not self.srch.done(job.source):
+            return None
+        ckpt = self.plan.work / "runs" / self._search_slug(job.source) / "last.ckpt"
+        return ckpt if ckpt.is_file() else None
+
     def run_search(self, job: SearchJob) -> None:
-        """Search (or skip, if finished) one job."""
-        what = f"search {job.label}"
+        """Search (or skip, if finished) one job; a job whose supernet another search of
+        the plan already trained only re-runs the selection on that checkpoint."""
+        ckpt = self.source_checkpoint(job)
+        what = (f"re-select {job.label} from {job.source}" if ckpt is not None
+                else f"search {job.label}")
         if self.srch.done(job.key) and job.genotype.is_file():
             self._bump("index")
             self._bump("skipped")
@@ -261,9 +275,21 @@ class Runner:
             "genotype": str(job.genotype), "title": job.label,
             "provenance": {"benchmark": job.key, "group": job.group},
         }
-        result, wall, log = self.launch(_slug("search_" + job.key.replace("/", "_")), spec)
+        if ckpt is not None:
+            spec.update(kind="reselect", checkpoint=str(ckpt))
+            spec["provenance"]["supernet_from"] = job.source
+        result, wall, log = self.launch(self._search_slug(job.key), spec)
         self._bump("ran")
         nodes = result.get("nodes")
+        total, fit = round(wall, 2), result.get("wall_s")
+        if ckpt is not None and result["status"] == "ok":
+            # the cost of this way of searching: the shared supernet training + own selection
+            src = self.srch.get(job.source) or {}
+            train = (_float(src.get("wall_s")) or 0.0) - (_float(src.get("select_s")) or 0.0)
+            fit = round(train + (_float(result.get("select_s")) or 0.0), 2)
+            total = round((_float(src.get("total_s")) or 0.0)
+                          - (_float(src.get("select_s")) or 0.0) + wall, 2)
+            result.setdefault("val_acc", src.get("val_acc"))
         row = {
             "search": job.key, "label": job.label, "group": job.group, "seed": job.seed,
             "repeat": job.repeat, "status": result["status"],
@@ -273,9 +299,9 @@ class Runner:
             "position": job.model.get("position"),
             "nodes": json.dumps(nodes) if nodes else "",
             "genotype": self._rel(job.genotype) if result["status"] == "ok" else "",
-            "val_acc": result.get("val_acc"), "wall_s": result.get("wall_s"),
+            "val_acc": result.get("val_acc"), "wall_s": fit,
             "select_s": result.get("select_s"),
-            "total_s": round(wall, 2), "peak_rss_mib": result.get("peak_rss_mib"),
+            "total_s": total, "peak_rss_mib": result.get("peak_rss_mib"),
             "worker_peak_rss_mib": result.get("worker_peak_rss_mib"),
             "flagged": result.get("flagged"),
             "decisions": json.dumps(result["decisions"]) if result.get("decisions") else "",
@@ -283,6 +309,7 @@ class Runner:
             "log": self._rel(log),
             "alpha_softmax": json.dumps(result.get("alpha_softmax"))
             if result.get("alpha_softmax") else "",
+            "supernet_from": job.source if ckpt is not None else "",
         }
         self.srch.put(row)
         if result["status"] == "ok":
@@ -430,7 +457,9 @@ def _tasks(plan: Plan, runner: Runner) -> list[tuple[Any, set[str], str]]:
     def searches(first: bool) -> None:
         for job in plan.searches:
             if (job.group == default) == first:
-                tasks.append((lambda job=job: runner.run_search(job), set(), job.key))
+                # a re-selection waits for the search that trains its supernet
+                needs = {job.source} if job.source is not None else set()
+                tasks.append((lambda job=job: runner.run_search(job), needs, job.key))
 
     def rows(first: bool) -> None:
         for seed in plan.train_seeds:

@@ -241,6 +241,41 @@ def test_a_new_group_reuses_every_finished_run(quick: tuple[Path, str], tmp_path
     assert "| `single_path+perturb` |" in md
 
 
+def test_a_group_that_differs_in_its_rule_reselects_from_the_trained_supernet(
+        quick: tuple[Path, str], tmp_path: Path) -> None:
+    from benchmarks.run import build_plan
+
+    plan = build_plan(["--groups", f"{GROUP},uniform+alone,darts+argmax", "--search-seeds",
+                       "2", "--out", str(tmp_path / "o")])
+    src = {j.key: j.source for j in plan.searches}
+    assert src["searched[uniform+alone]/s1"] == f"searched[{GROUP}]/s1"  # same supernet, seed
+    assert src[f"searched[{GROUP}]/s0"] is None and src["searched[darts+argmax]/s0"] is None
+    out = tmp_path / "rule"
+    shutil.copytree(quick[0], out)
+    code, text = _run(["--quick", "--out", str(out), "--groups", f"{GROUP},uniform+alone"])
+    assert code == 0, text
+    assert f"re-select uniform+alone (seed 0) from searched[{GROUP}]/s0" in text
+    rows = {s["search"]: s for s in _rows(out / "search.csv")}
+    new, old = rows["searched[uniform+alone]/s0"], rows[f"searched[{GROUP}]/s0"]
+    assert new["status"] == "ok" and new["supernet_from"] == f"searched[{GROUP}]/s0"
+    assert new["select"] == "alone" and json.loads(new["decisions"])
+    genotype = json.loads((out / "genotypes" / "searched_uniform_alone__s0.json").read_text())
+    assert genotype["provenance"]["select"] == "alone"
+    assert genotype["provenance"]["supernet_from"] == f"searched[{GROUP}]/s0"
+    # its search cost is the shared supernet training plus its own selection
+    assert float(new["total_s"]) > float(old["total_s"]) - float(old["select_s"])
+    # without the checkpoint, the group trains its own supernet
+    again = tmp_path / "nockpt"
+    shutil.copytree(quick[0], again)
+    for ckpt in (again / "_work" / "runs").glob("search_*/last.ckpt"):
+        ckpt.unlink()
+    code, text = _run(["--quick", "--out", str(again), "--groups", f"{GROUP},uniform+alone"])
+    assert code == 0, text
+    assert "search uniform+alone (seed 0)" in text and "re-select" not in text
+    assert {s["search"]: s for s in _rows(again / "search.csv")}[
+        "searched[uniform+alone]/s0"]["supernet_from"] == ""
+
+
 def test_report_writes_the_tables_and_runs_nothing(quick: tuple[Path, str], tmp_path: Path
                                                    ) -> None:
     out = tmp_path / "report"
