@@ -34,9 +34,13 @@ __all__ = ["group_name", "parse_group", "group_rows", "group_table_lines", "targ
            "budget_lines", "agreement"]
 
 #: the benchmark's groups when --groups is not given; the first is the default group (the
-#: search config's settings with the search length the benchmark measured for it)
-DEFAULT_GROUPS = ("uniform+perturb+5ep", "uniform+perturb+sincos+5ep", "darts+argmax",
-                  "uniform+perturb", "single_path+perturb")
+#: search config's settings with the search length the benchmark measured for it). Groups
+#: that differ only in the selection rule (``+alone``, ``darts+perturb``) re-select from the
+#: supernets trained by the group before them, so each supernet is trained once and the
+#: rules are compared on the same supernets.
+DEFAULT_GROUPS = ("uniform+perturb+5ep", "uniform+perturb+sincos+5ep",
+                  "uniform+alone+sincos+5ep", "darts+argmax", "darts+perturb",
+                  "single_path+perturb", "single_path+alone", "uniform+perturb")
 
 
 def _vocab() -> dict[str, tuple[str, ...]]:

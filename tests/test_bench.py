@@ -196,8 +196,14 @@ def test_groups_and_budget_rows_are_planned(tmp_path: Path) -> None:
     plan = build_plan(["--blocks", "none,nonlocal", "--random-cells", "0", "--search-seeds",
                        "3", "--out", str(tmp_path / "o")])
     # the default group first (the config's settings, 5 search epochs), then the others
-    assert plan.groups == [f"{GROUP}+5ep", f"{GROUP}+sincos+5ep", "darts+argmax", GROUP,
-                           "single_path+perturb"]
+    assert plan.groups == [f"{GROUP}+5ep", f"{GROUP}+sincos+5ep", "uniform+alone+sincos+5ep",
+                           "darts+argmax", "darts+perturb", "single_path+perturb",
+                           "single_path+alone", GROUP]
+    # a rule compared on the same supernets: re-selected from the group before it
+    src = {j.key: j.source for j in plan.searches}
+    assert src["searched[uniform+alone+sincos+5ep]/s2"] == f"searched[{GROUP}+sincos+5ep]/s2"
+    assert src["searched[darts+perturb]/s0"] == "searched[darts+argmax]/s0"
+    assert src["searched[single_path+alone]/s1"] == "searched[single_path+perturb]/s1"
     assert plan.default_group == f"{GROUP}+5ep"
     assert [j.key for j in plan.searches][:4] == [
         f"searched[{GROUP}+5ep]/s0", f"searched[{GROUP}+5ep]/s1", f"searched[{GROUP}+5ep]/s2",
