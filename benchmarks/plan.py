@@ -50,6 +50,10 @@ _SPEED_ONLY = {"num_workers", "cache", "cache_dir", "cache_memory_mb", "persiste
 #: search settings that only decide how the trained supernet becomes a cell: two groups that
 #: differ in these alone train the same supernet, so the later one re-selects from the
 #: earlier one's checkpoint instead of training it again
+#: version of the validation data a selection rule scores on, part of every search's
+#: fingerprint: 2 = class-interleaved validation batches (1 read a list sorted by class, so
+#: the first batches -- all a rule scores on -- were one class)
+SELECTION_DATA = 2
 SELECTION_KEYS = frozenset({"select", "select_val_batches", "select_calib_batches",
                             "select_finetune_steps", "select_bn"})
 
@@ -461,7 +465,8 @@ def build_plan(argv: list[str]) -> Plan:
                        for b in blocks]
     trains: dict[tuple[str, int], str] = {}  # (supernet fingerprint, seed) -> first search
     for group, model, trainer in groups:
-        search_fp = _fingerprint({"search": [model, strip(sdata), trainer], "quick": quick})
+        search_fp = _fingerprint({"search": [model, strip(sdata), trainer], "quick": quick,
+                                  "selection_data": SELECTION_DATA})
         supernet_fp = _fingerprint({"supernet": [
             {k: v for k, v in model.items() if k not in SELECTION_KEYS}, strip(sdata), trainer],
             "quick": quick})

@@ -15,6 +15,7 @@ from .datasets import (
     read_video_list,
     scan_class_folders,
     split_in_two,
+    stratified_order,
 )
 from .decode import DecodeError, VideoInfo, VideoReader, decode_all, probe, read_frames
 from .synth import class_names, ensure_synthetic
@@ -22,6 +23,7 @@ from .synth import class_names, ensure_synthetic
 __all__ = [
     "VideoDataModule", "BrokenVideoMonitor", "ClipCache", "VideoClipDataset", "VideoRecord",
     "BrokenVideoWarning", "TooManyBrokenVideosError", "read_video_list", "scan_class_folders",
-    "split_in_two", "DecodeError", "VideoInfo", "VideoReader", "decode_all", "probe",
+    "split_in_two", "stratified_order", "DecodeError", "VideoInfo", "VideoReader", "decode_all",
+    "probe",
     "read_frames", "ensure_synthetic", "class_names",
 ]

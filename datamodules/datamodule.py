@@ -20,7 +20,10 @@ into two disjoint halves and :meth:`train_dataloader` returns
 ``{"weights": DataLoader, "arch": DataLoader}``, which Lightning's ``CombinedLoader`` turns
 into batches ``{"weights": batch, "arch": batch}``. The test (and predict) loader yields
 every view -- ``test_clips`` temporal clips x ``test_crops`` spatial crops -- of every video,
-in video order, with ``video_index`` so scores can be averaged per video.
+in video order, with ``video_index`` so scores can be averaged per video. Validation and
+test videos are read in a seeded order that interleaves the classes
+(:func:`~datamodules.datasets.stratified_order`), so the first batches -- all that
+``limit_val_batches`` or a selection rule's validation batches see -- hold every class.
 
 Under DDP (``trainer.world_size > 1``) every loader gets a ``DistributedSampler``
 (seeded, reshuffled each epoch by Lightning's ``set_epoch``), so each rank reads its own
@@ -49,6 +52,7 @@ from .datasets import (
     read_video_list,
     scan_class_folders,
     split_in_two,
+    stratified_order,
 )
 from .transforms import KINETICS_MEAN, KINETICS_STD, EvalTransform, TrainTransform
 
@@ -378,7 +382,7 @@ class VideoDataModule(pl.LightningDataModule):
             self.datasets["train"] = self._dataset(train, "train", "train")
         if "val" in want and "val" not in self.datasets:
             if sources.get("val"):
-                self.datasets["val"] = self._dataset(sources["val"], "val", "val")
+                self.datasets["val"] = self._dataset(self._mixed(sources["val"]), "val", "val")
             elif stage == "validate":
                 raise FileNotFoundError(f"no validation set: {Path(self.root) / 'val.txt'} "
                                         "does not exist and val_list is not set")
@@ -391,7 +395,8 @@ class VideoDataModule(pl.LightningDataModule):
                     raise FileNotFoundError(f"no test set: {Path(self.root) / 'test.txt'} "
                                             "does not exist and test_list is not set")
             else:
-                self.datasets["test"] = self._dataset(sources["test"], "test", "test")
+                self.datasets["test"] = self._dataset(self._mixed(sources["test"]), "test",
+                                                      "test")
         if "predict" in want and "predict" not in self.datasets:
             recs = sources.get("predict") or sources.get("test")
             if recs:
@@ -402,6 +407,12 @@ class VideoDataModule(pl.LightningDataModule):
             log_dir = trainer.log_dir if trainer.loggers else None
             if log_dir and trainer.is_global_zero:
                 self.save_classes(Path(log_dir) / "classes.json")
+
+    def _mixed(self, records: list[VideoRecord]) -> list[VideoRecord]:
+        """Validation / test records in a seeded order that interleaves the classes (lists
+        and folders come sorted by class): the first batches -- what ``limit_val_batches``
+        and a selection rule's ``select_val_batches`` read -- hold every class."""
+        return [records[i] for i in stratified_order([r.label for r in records], self.seed)]
 
     def _dataset(self, records: list[VideoRecord], kind: str, name: str) -> VideoClipDataset:
         common = dict(num_frames=self.num_frames, sampling_rate=self.sampling_rate,

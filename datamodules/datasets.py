@@ -42,7 +42,7 @@ from .transforms import to_float
 
 __all__ = ["VIDEO_EXTENSIONS", "VideoRecord", "BrokenVideoWarning", "TooManyBrokenVideosError",
            "scan_class_folders", "read_video_list", "label_records", "VideoClipDataset",
-           "split_in_two"]
+           "split_in_two", "stratified_order"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv")
 
@@ -172,6 +172,24 @@ def split_in_two(labels: Sequence[int], seed: int) -> tuple[list[int], list[int]
         a += idx[:half]
         b += idx[half:]
     return sorted(a), sorted(b)
+
+
+def stratified_order(labels: Sequence[int], seed: int) -> list[int]:
+    """A seeded order of ``range(len(labels))`` that interleaves the classes: every class
+    is shuffled (seeded), then the items are merged by their relative position within their
+    class, so any prefix holds each class in proportion to its size (a list sorted by class
+    would give the first validation batches one class only).
+
+    ``[0, 0, 0, 1, 1, 1]`` -> e.g. ``[2, 4, 0, 3, 1, 5]``; a permutation of the indices.
+    """
+    g = torch.Generator().manual_seed(int(seed))
+    labels_t = torch.as_tensor(list(labels), dtype=torch.long)
+    keyed: list[tuple[float, int, int]] = []
+    for c in torch.unique(labels_t).tolist():
+        idx = torch.nonzero(labels_t == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)].tolist()
+        keyed += [((k + 0.5) / len(idx), int(c), i) for k, i in enumerate(idx)]
+    return [i for _, _, i in sorted(keyed)]
 
 
 # ---------------------------------------------------------------------------------- dataset

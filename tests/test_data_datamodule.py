@@ -80,6 +80,24 @@ def test_test_loader_yields_every_view_with_its_video_index(synth: Path) -> None
     assert vi.tolist() == [v for v in range(n) for _ in range(6)]
 
 
+def test_first_validation_batch_holds_every_class_of_a_list_sorted_by_class(
+        synth: Path, tmp_path: Path) -> None:
+    # a validation list sorted by class (as the synthetic benchmark writes it): the first
+    # batches -- what limit_val_batches and a selection rule read -- must not be one class
+    lines = sorted((f"{synth / ln.split()[0]} {ln.split()[1]}"
+                    for ln in (synth / "train.txt").read_text().splitlines()),
+                   key=lambda ln: ln.split()[1])
+    val = tmp_path / "val_sorted.txt"
+    val.write_text("\n".join(lines) + "\n")
+    dm = _dm(synth, val_list=str(val), eval_batch_size=4)
+    dm.setup("fit")
+    first = next(iter(dm.val_dataloader()))
+    assert sorted(first["label"].tolist()) == [0, 1, 2, 3]
+    labels = torch.cat([b["label"] for b in dm.val_dataloader()])
+    assert sorted(labels.tolist()) == sorted(dm.classes.index(ln.split()[1])
+                                             for ln in lines)  # every video once
+
+
 def test_list_files_with_int_labels_prefix_and_csv(tmp_path: Path) -> None:
     vids = tmp_path / "videos"
     vids.mkdir()
@@ -94,7 +112,9 @@ def test_list_files_with_int_labels_prefix_and_csv(tmp_path: Path) -> None:
              path_prefix=str(vids), num_frames=4, crop_size=32, batch_size=2)
     assert dm.classes == ["0", "1", "2"]
     dm.setup("fit")
-    assert [r.label for r in dm.datasets["val"].records] == [2, 0]
+    # (read in a seeded class-interleaved order, not the list's)
+    assert sorted((Path(r.path).name, r.label) for r in dm.datasets["val"].records) == \
+        [("4.avi", 2), ("5.avi", 0)]
     assert next(iter(dm.train_dataloader()))["video"].shape == (2, 3, 4, 32, 32)
 
 

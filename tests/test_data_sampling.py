@@ -8,7 +8,12 @@ import torch
 from videos import write_pattern_video
 
 from datamodules.cache import ClipCache
-from datamodules.datasets import VideoClipDataset, VideoRecord, split_in_two
+from datamodules.datasets import (
+    VideoClipDataset,
+    VideoRecord,
+    split_in_two,
+    stratified_order,
+)
 from datamodules.sampling import (
     clip_indices,
     clip_span,
@@ -50,6 +55,21 @@ def test_search_split_is_disjoint_covering_stratified_and_seeded(n: int, classes
         assert abs(ca - cb) <= 1
     assert split_in_two(labels, seed=3) == (a, b)
     assert split_in_two(labels, seed=4) != (a, b)
+
+
+@pytest.mark.parametrize("counts", [(225, 225, 225, 225), (10, 3, 1), (5,)])
+def test_stratified_order_interleaves_the_classes_of_a_sorted_list(counts: tuple) -> None:
+    labels = [c for c, n in enumerate(counts) for _ in range(n)]  # sorted by class
+    order = stratified_order(labels, seed=0)
+    assert sorted(order) == list(range(len(labels)))
+    # every prefix holds each class in proportion to its size (within one item)
+    for k in range(1, len(order) + 1):
+        seen = [labels[i] for i in order[:k]]
+        for c, n in enumerate(counts):
+            assert abs(seen.count(c) - k * n / len(labels)) <= 1.0 + 1e-9, (k, c)
+    assert stratified_order(labels, seed=0) == order
+    if max(counts) > 3:
+        assert stratified_order(labels, seed=1) != order  # shuffled within each class
 
 
 @pytest.fixture(scope="module")
