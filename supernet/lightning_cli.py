@@ -20,6 +20,24 @@ from pytorch_lightning.cli import LightningCLI
 SUBCOMMANDS = ("fit", "validate", "test")
 
 
+class RankSafeRichProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, safe under DDP.
+
+    At the end of a training epoch the bar reads ``trainer.progress_bar_metrics``, which
+    computes every epoch-level value logged with ``sync_dist=True`` (or as a torchmetrics
+    object) -- a collective. The bar is active on rank 0 only, so rank 0 entered that
+    collective while the other ranks went on to the next one (the module's
+    ``on_train_epoch_end``): a deadlock on the first epoch of every DDP search. This bar
+    reads the metrics on *every* rank at that point, so all ranks compute the same pending
+    values in the same order, then draws on rank 0 as before.
+    """
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: D102
+        if trainer.world_size > 1:
+            trainer.progress_bar_metrics  # noqa: B018 - the read runs the pending reductions
+        super().on_train_epoch_end(trainer, pl_module)
+
+
 class _AttnasCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:  # noqa: D102
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
@@ -27,7 +45,8 @@ class _AttnasCLI(LightningCLI):
                             help="checkpoint to resume (fit) or evaluate (validate/test)")
 
     def instantiate_trainer(self, **kwargs):  # noqa: D102
-        # Lightning's rich progress bar unless the config disables bars or brings its own
+        # a rich progress bar (safe under DDP) unless the config disables bars or brings
+        # its own
         cfg = self._get(self.config_init, "trainer", default={})
         given = cfg.get("callbacks") or []
         given = given if isinstance(given, list) else [given]
@@ -35,7 +54,7 @@ class _AttnasCLI(LightningCLI):
                 isinstance(c, ProgressBar) for c in given):
             defaults = self.trainer_defaults.get("callbacks", [])
             self.trainer_defaults = {**self.trainer_defaults,
-                                     "callbacks": [*defaults, RichProgressBar()]}
+                                     "callbacks": [*defaults, RankSafeRichProgressBar()]}
         return super().instantiate_trainer(**kwargs)
 
 

@@ -148,8 +148,9 @@ class VideoClassifier(pl.LightningModule):
         for k in self._topk:
             top = scores.topk(k, dim=-1).indices
             acc = (top == labels[:, None]).any(-1).float().mean()
-            self.log(f"test/video_top{k}", acc, rank_zero_only=True)
-        self.log("test/videos", float(len(labels)), rank_zero_only=True)
+            # every rank holds the same gathered value: the mean over ranks is that value
+            self.log(f"test/video_top{k}", acc, sync_dist=True)
+        self.log("test/videos", float(len(labels)), sync_dist=True)
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -188,18 +189,37 @@ def test_derive_rejects_a_retrain_checkpoint(synth: Path, tmp_path: Path,
     assert "is a retrain checkpoint, expected a search checkpoint" in capsys.readouterr().err
 
 
+_DDP = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
+        "--trainer.max_epochs=2", "--trainer.limit_train_batches=2",
+        "--trainer.log_every_n_steps=1"]
+
+
+def _ddp(args: list[str], warnings: bool = False) -> subprocess.CompletedProcess:
+    """``python -m supernet.cli ARGS`` as 2 gloo processes, with the default callbacks --
+    the rich progress bar included (it once deadlocked the first epoch end under DDP)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if not warnings:
+        env["PYTHONWARNINGS"] = "ignore"
+    cmd = [sys.executable, "-m", "supernet.cli", *args]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=Path(__file__).resolve().parents[1],
+                            start_new_session=True)  # a hang is killed with both ranks
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"DDP run hung (killed after 300 s): {' '.join(args[:2])}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
 def test_ddp_two_cpu_processes_keep_alpha_identical(synth: Path, tmp_path: Path) -> None:
-    """Real DDP (gloo, 2 processes): each rank reads its own shard of both halves, the
-    arch gradients are averaged, and the module checks every epoch that alpha/beta agree."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "supernet.cli", "search", "fit", *_data_args(synth, True),
-           f"--model.backbone_kwargs={PROXY}", "--model.num_nodes=2",
-           "--trainer.max_epochs=2", "--trainer.limit_train_batches=2",
-           "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
-           "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
-           "--trainer.log_every_n_steps=1", f"--trainer.logger.init_args.save_dir={tmp_path}"]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300,
-                         cwd=Path(__file__).resolve().parents[1])
+    """Real DDP (gloo, 2 processes, progress bar on): each rank reads its own shard of both
+    halves, the arch gradients are averaged, and the module checks every epoch that
+    alpha/beta agree."""
+    out = _ddp(["search", "fit", *_data_args(synth, True), f"--model.backbone_kwargs={PROXY}",
+                "--model.num_nodes=2", "--trainer.limit_val_batches=1", *_DDP,
+                f"--trainer.logger.init_args.save_dir={tmp_path}"])
     assert out.returncode == 0, out.stderr[-2000:]
     run = _run_dir(tmp_path)
     rows = list(csv.DictReader((run / "metrics.csv").open()))
@@ -207,6 +227,19 @@ def test_ddp_two_cpu_processes_keep_alpha_identical(synth: Path, tmp_path: Path)
                   if r.get("arch/rank_divergence")]
     assert len(divergence) == 2 and max(divergence) == 0.0
     assert (run / "genotype.json").is_file()
+
+
+def test_ddp_retrain_fit_and_test_with_the_progress_bar(synth: Path, tmp_path: Path) -> None:
+    common = [*_data_args(synth, False), f"--model.backbone_kwargs={PROXY}",
+              "--model.block=nonlocal", f"--trainer.default_root_dir={tmp_path}",
+              f"--trainer.logger.init_args.save_dir={tmp_path}", *_DDP]
+    out = _ddp(["retrain", "fit", *common, "--trainer.limit_val_batches=2"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    ckpt = next(tmp_path.rglob("last.ckpt"))
+    out = _ddp(["retrain", "test", *common, f"--ckpt_path={ckpt}"], warnings=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "test/video_top1" in out.stdout
+    assert "sync_dist" not in out.stderr  # the gathered video metrics are logged as global
 
 
 @pytest.mark.parametrize("config", sorted(str(p) for p in
