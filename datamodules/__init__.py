@@ -9,6 +9,7 @@ from .callbacks import BrokenVideoMonitor
 from .datamodule import VideoDataModule
 from .datasets import (
     BrokenVideoWarning,
+    EpochSampler,
     TooManyBrokenVideosError,
     VideoClipDataset,
     VideoRecord,
@@ -23,7 +24,6 @@ from .synth import class_names, ensure_synthetic
 __all__ = [
     "VideoDataModule", "BrokenVideoMonitor", "ClipCache", "VideoClipDataset", "VideoRecord",
     "BrokenVideoWarning", "TooManyBrokenVideosError", "read_video_list", "scan_class_folders",
-    "split_in_two", "stratified_order", "DecodeError", "VideoInfo", "VideoReader", "decode_all",
-    "probe",
-    "read_frames", "ensure_synthetic", "class_names",
+    "split_in_two", "stratified_order", "EpochSampler", "DecodeError", "VideoInfo",
+    "VideoReader", "decode_all", "probe", "read_frames", "ensure_synthetic", "class_names",
 ]

@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from .cache import CACHE_MODES, ClipCache
 from .datasets import (
+    EpochSampler,
     VideoClipDataset,
     VideoRecord,
     classes_from_lists,
@@ -59,6 +60,8 @@ from .transforms import KINETICS_MEAN, KINETICS_STD, EvalTransform, TrainTransfo
 __all__ = ["VideoDataModule"]
 
 _LIST_NAMES = {"train": "train.txt", "val": "val.txt", "test": "test.txt"}
+#: per-dataset offsets of the data seed: the two halves of a search shuffle independently
+_STREAMS = {"weights": 0, "arch": 1}
 
 
 class VideoDataModule(pl.LightningDataModule):
@@ -417,7 +420,8 @@ class VideoDataModule(pl.LightningDataModule):
     def _dataset(self, records: list[VideoRecord], kind: str, name: str) -> VideoClipDataset:
         common = dict(num_frames=self.num_frames, sampling_rate=self.sampling_rate,
                       max_fail_fraction=self.max_fail_fraction, cache=self._cache,
-                      decode_threads=self.decode_threads, name=name)
+                      decode_threads=self.decode_threads, name=name,
+                      seed=self.seed + _STREAMS.get(name, 0))
         if kind == "train":
             return VideoClipDataset(records, sampler="random", transform=self._train_tf,
                                     **common)
@@ -435,17 +439,32 @@ class VideoDataModule(pl.LightningDataModule):
             return 1, 0
         return int(trainer.world_size), int(trainer.global_rank)
 
+    def _next_epoch(self) -> int:
+        """The epoch the next training pass belongs to (what Lightning passes to
+        ``set_epoch``; after a resume, the resumed epoch). Lightning creates the training
+        iterator -- and a loader worker prefetches its first keys -- *before* it calls
+        ``set_epoch`` on the first epoch of a run, so the sampler must start right."""
+        trainer = getattr(self, "trainer", None)
+        try:
+            return int(trainer.fit_loop.epoch_progress.current.processed)  # type: ignore[union-attr]
+        except (AttributeError, TypeError, RuntimeError):
+            return 0
+
     def _loader(self, ds: VideoClipDataset, train: bool) -> DataLoader:
         world, rank = self._world()
-        sampler = None
-        if world > 1:
-            sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=train,
-                                         seed=self.seed, drop_last=train and self.drop_last)
+        sampler: DistributedSampler | None = None
+        if train:  # seeded per epoch, the epoch in every key: exact resume (EpochSampler)
+            sampler = EpochSampler(ds, num_replicas=world, rank=rank, shuffle=True,
+                                   seed=ds.seed, drop_last=self.drop_last and world > 1)
+            sampler.set_epoch(self._next_epoch())
+        elif world > 1:
+            sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=False,
+                                         seed=self.seed)
         workers = self.num_workers
         return DataLoader(
             ds,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train and sampler is None,
+            shuffle=False,  # training order: the sampler's
             sampler=sampler,
             num_workers=workers,
             pin_memory=self.pin_memory,

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, DistributedSampler
 
 from .cache import ClipCache
 from .decode import DecodeError, VideoReader
@@ -42,7 +42,7 @@ from .transforms import to_float
 
 __all__ = ["VIDEO_EXTENSIONS", "VideoRecord", "BrokenVideoWarning", "TooManyBrokenVideosError",
            "scan_class_folders", "read_video_list", "label_records", "VideoClipDataset",
-           "split_in_two", "stratified_order"]
+           "split_in_two", "stratified_order", "EpochSampler"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv")
 
@@ -192,6 +192,26 @@ def stratified_order(labels: Sequence[int], seed: int) -> list[int]:
     return [i for _, _, i in sorted(keyed)]
 
 
+class EpochSampler(DistributedSampler):
+    """The training sampler: a seeded shuffle per epoch (``set_epoch``, which Lightning calls
+    at every epoch start), one shard per DDP rank, and keys that carry the epoch.
+
+    It yields ``epoch * len(dataset) + index``, and :class:`VideoClipDataset` seeds the
+    randomness of that item (clip start, crop, scale, flip, a replacement for a broken
+    file) from ``(seed, epoch, index)``. What a training batch holds is then a function of
+    the seed and the epoch alone -- not of the loader workers' RNG streams, which a resumed
+    run cannot restore -- so a run resumed from an epoch's checkpoint reads exactly the data
+    the uninterrupted run read. Arguments are those of
+    :class:`torch.utils.data.DistributedSampler` (``num_replicas=1, rank=0`` in a single
+    process).
+    """
+
+    def __iter__(self):  # noqa: D105
+        n = len(self.dataset)  # type: ignore[arg-type]
+        base = self.epoch * n
+        return (base + i for i in super().__iter__())
+
+
 # ---------------------------------------------------------------------------------- dataset
 class VideoClipDataset(Dataset):
     """Clips of videos, decoded with PyAV on demand.
@@ -211,16 +231,21 @@ class VideoClipDataset(Dataset):
         cache: optional :class:`~datamodules.cache.ClipCache`.
         decode_threads: decoder threads per file (1 is best for short clips).
         name: shown in warnings and errors (``train``, ``val``...).
+        seed: with the epoch and the item, seeds the item's randomness (see below).
 
     ``len(ds) == len(records) * clips_per_video * crops_per_clip``; item ``i`` is video
     ``i // (clips * crops)``, temporal clip ``(i // crops) % clips``, crop ``i % crops``.
+    A key ``k >= len(ds)`` (from :class:`EpochSampler`) is item ``k % len(ds)`` of epoch
+    ``k // len(ds)``. Every random draw of an item (clip start, the transform's crop, scale
+    and flip) comes from the torch RNG seeded by ``(seed, epoch, item)`` for that item
+    alone, so it does not depend on which process loads it or on what it loaded before.
     """
 
     def __init__(self, records: Sequence[VideoRecord], num_frames: int, sampling_rate: int = 1,
                  sampler: str = "random", clips_per_video: int = 1, crops_per_clip: int = 1,
                  transform: Callable[[np.ndarray, int], Tensor] | None = None,
                  max_fail_fraction: float = 0.1, cache: ClipCache | None = None,
-                 decode_threads: int = 1, name: str = "dataset") -> None:
+                 decode_threads: int = 1, name: str = "dataset", seed: int = 0) -> None:
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if sampler == "random" and clips_per_video != 1:
@@ -243,6 +268,7 @@ class VideoClipDataset(Dataset):
         self.cache = cache
         self.decode_threads = decode_threads
         self.name = name
+        self.seed = int(seed)
         # per-video status, shared by DataLoader workers (fork or spawn) and the main process
         self._status = torch.zeros(len(self.records), dtype=torch.int8).share_memory_()
         self._reasons: dict[int, str] = {}
@@ -322,9 +348,15 @@ class VideoClipDataset(Dataset):
             return int(torch.randint(n, (1,)).item())
         return (v + 1) % n
 
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        if not 0 <= index < len(self):
-            raise IndexError(index)
+    def __getitem__(self, key: int) -> dict[str, Tensor]:
+        if key < 0:
+            raise IndexError(key)
+        epoch, index = divmod(int(key), len(self))
+        with torch.random.fork_rng(devices=[]):  # the caller's RNG stream is left alone
+            torch.manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
+            return self._item(index)
+
+    def _item(self, index: int) -> dict[str, Tensor]:
         v, view = divmod(int(index), self.views_per_video)
         clip, crop = divmod(view, self.crops_per_clip)
         for attempt in range(1, len(self.records) + 2):

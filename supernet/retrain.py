@@ -18,6 +18,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from .factory import create_backbone
+from .rng import seed_epoch
 
 __all__ = ["VideoClassifier"]
 
@@ -179,6 +180,9 @@ class VideoClassifier(pl.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_train_epoch_start(self) -> None:
+        seed_epoch(self.current_epoch)  # exact resume (supernet.rng)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["attnas_kind"] = "retrain"

@@ -40,6 +40,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from .cells import recalibrate_batchnorm
 from .darts import arch_gradient, beta_decay_penalty, entropy_penalty
 from .factory import create_backbone
+from .rng import seed_epoch
 from .space import NUM_OPS
 
 __all__ = ["SearchModule", "SUPERNET_MODES"]
@@ -311,6 +312,10 @@ class SearchModule(pl.LightningModule):
                 g.div_(world)
 
     def on_train_epoch_start(self) -> None:
+        # exact resume: the epoch's random draws and the batches validation recalibrates on
+        # depend on the seed and the epoch only, not on what ran before (supernet.rng)
+        seed_epoch(self.current_epoch)
+        self._recent.clear()
         t0, t1 = self.hparams.temperature
         if (t0, t1) != (1.0, 1.0):
             span = max(1, (self.trainer.max_epochs or 1) - 1)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -108,19 +109,56 @@ def test_retrain_each_baseline_block(block: str, synth: Path, tmp_path: Path) ->
     assert (_run_dir(tmp_path, "retrain") / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_resumed_search_matches_uninterrupted(synth: Path, tmp_path: Path) -> None:
-    """Interrupt after epoch 1 (its checkpoint), resume: same alpha/beta as never stopping."""
-    assert _search(synth, tmp_path / "full", epochs=2) == 0
-    run = _run_dir(tmp_path / "full")
-    full = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    first = run / "checkpoints" / "epoch00.ckpt"
-    assert _search(synth, tmp_path / "cut", f"--ckpt_path={first}", epochs=2) == 0
-    resumed = torch.load(_run_dir(tmp_path / "cut") / "checkpoints" / "last.ckpt",
-                         weights_only=False)["state_dict"]
-    epoch0 = torch.load(first, weights_only=False)["state_dict"]
-    for key in ("model.arch.alpha", "model.arch.beta"):
-        assert not torch.equal(epoch0[key], full[key])  # epoch 2 really moved them
-        torch.testing.assert_close(resumed[key], full[key], rtol=0, atol=1e-6)
+#: the shipped config's loader: a worker process (kept between epochs) and the memory cache
+SHIPPED_LOADER = ("--data.num_workers=1", "--data.persistent_workers=true")
+
+
+def _search_process(root: Path, out: Path, *extra: str) -> subprocess.Popen:
+    """A real ``attnas search fit`` process (3 epochs, the shipped loader settings)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "supernet.cli", "search", "fit", *_data_args(root, True),
+           *SHIPPED_LOADER, f"--model.backbone_kwargs={PROXY}", "--model.num_nodes=2",
+           "--trainer.max_epochs=3", "--trainer.limit_train_batches=2",
+           "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
+           f"--trainer.default_root_dir={out}", f"--trainer.logger.init_args.save_dir={out}",
+           *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_search_killed_and_resumed_matches_the_uninterrupted_run(synth: Path, tmp_path: Path
+                                                                 ) -> None:
+    """SIGKILL a real search once its first epoch is checkpointed, resume from last.ckpt,
+    with the shipped loader settings (a persistent worker draws the data): the same
+    weights, alpha/beta and cell as a run never stopped, and the killed run's records
+    are continued, not lost."""
+    full = _search_process(synth, tmp_path / "full")
+    killed = _search_process(synth, tmp_path / "cut")
+    ckpt = tmp_path / "cut" / "search" / "version_0" / "checkpoints" / "epoch00.ckpt"
+    last = ckpt.with_name("last.ckpt")
+    deadline = time.monotonic() + 240
+    while not last.is_file() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed.kill()
+    killed.communicate()
+    assert ckpt.is_file() and last.is_file(), "the search wrote no epoch-0 checkpoint"
+    assert full.wait(timeout=300) == 0, full.stderr.read()[-2000:] if full.stderr else ""
+    assert torch.load(last, weights_only=False)["epoch"] in (0, 1)  # killed in epoch 1 or 2
+    resumed = _search_process(synth, tmp_path / "cut", f"--ckpt_path={last}")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-2000:]
+    a = torch.load(_run_dir(tmp_path / "full") / "checkpoints" / "last.ckpt",
+                   weights_only=False)["state_dict"]
+    b = torch.load(_run_dir(tmp_path / "cut") / "checkpoints" / "last.ckpt",
+                   weights_only=False)["state_dict"]
+    epoch0 = torch.load(ckpt, weights_only=False)["state_dict"]
+    assert not torch.equal(epoch0["model.arch.alpha"], a["model.arch.alpha"])  # it moved
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6)
+    g = [json.loads((_run_dir(tmp_path / name) / "genotype.json").read_text())["nodes"]
+         for name in ("full", "cut")]
+    assert g[0] == g[1]
 
 
 def test_second_order_search_runs(synth: Path, tmp_path: Path) -> None:

@@ -1,0 +1,35 @@
+"""The RNG stream of training, made a function of the seed and the epoch.
+
+A run resumed from an epoch's checkpoint must draw the same random numbers (dropout,
+single-path sampling) as the uninterrupted run. Restoring the RNG state saved in the
+checkpoint is not enough: between the save and the next epoch the two runs consume the
+global stream differently (a resumed run has a sanity check; a new DataLoader iterator
+draws its base seed from it, a persistent one does not). So every training epoch starts
+from a stream seeded by ``(seed, epoch)``: whatever happened before, epoch ``e`` draws
+the same numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+__all__ = ["seed_epoch"]
+
+
+def seed_epoch(epoch: int, seed: int | None = None) -> int:
+    """Seed torch, numpy and ``random`` for training epoch ``epoch``; ``seed`` defaults to
+    the run's seed (``seed_everything``'s ``PL_GLOBAL_SEED``, else 0). Returns the seed
+    used."""
+    if seed is None:
+        text = os.environ.get("PL_GLOBAL_SEED", "0")
+        seed = int(text) if text.lstrip("-").isdigit() else 0
+    # ints only: the hash of a str changes with every process (PYTHONHASHSEED)
+    derived = hash((int(seed), int(epoch), 0x5EED)) & 0xFFFF_FFFF
+    torch.manual_seed(derived)
+    np.random.seed(derived)
+    random.seed(derived)
+    return derived
