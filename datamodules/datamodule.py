@@ -44,7 +44,9 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .cache import CACHE_MODES, ClipCache
+from .check import PROBE_CACHE_NAME, probe_files
 from .datasets import (
+    BrokenVideoWarning,
     EpochSampler,
     VideoClipDataset,
     VideoRecord,
@@ -110,6 +112,10 @@ class VideoDataModule(pl.LightningDataModule):
         cache_memory_mb: bound of the ``memory`` cache per process.
         decode_threads: FFmpeg decoder threads per file (1 is fastest for short clips).
         drop_last: drop the last incomplete training batch.
+        probe: open every file's header when a split is built (cached in
+            ``root/.attnas_probe.json``), so a split with more than ``max_fail_fraction``
+            unreadable files fails at setup, before training, naming them
+            (:mod:`datamodules.check`).
     """
 
     def __init__(
@@ -150,6 +156,7 @@ class VideoDataModule(pl.LightningDataModule):
         cache_memory_mb: float = 1024.0,
         decode_threads: int = 1,
         drop_last: bool = True,
+        probe: bool = True,
     ) -> None:
         super().__init__()
         if test_crops not in (1, 3):
@@ -187,6 +194,7 @@ class VideoDataModule(pl.LightningDataModule):
         self.synthetic_params = dict(synthetic_params or {})
         self.decode_threads = decode_threads
         self.drop_last = drop_last
+        self.probe = probe
         self._train_tf = TrainTransform(crop_size, min_short_side, max_short_side, flip_prob,
                                         mean, std)
         self._val_tf = EvalTransform(crop_size, test_short_side, 1, mean, std)
@@ -418,6 +426,21 @@ class VideoDataModule(pl.LightningDataModule):
         return [records[i] for i in stratified_order([r.label for r in records], self.seed)]
 
     def _dataset(self, records: list[VideoRecord], kind: str, name: str) -> VideoClipDataset:
+        ds = self._make_dataset(records, kind, name)
+        if self.probe:
+            root = Path(self.root)
+            broken = probe_files([r.path for r in records],
+                                 root / PROBE_CACHE_NAME if root.is_dir() else None)
+            if ds.mark_broken(broken):  # raises when over max_fail_fraction
+                first = sorted(r for p, r in broken.items()
+                               if p in {rec.path for rec in records})[:3]
+                warnings.warn(f"{sum(r.path in broken for r in records)} of {len(records)} "
+                              f"videos in the {name} set cannot be opened and will be "
+                              f"skipped: {'; '.join(first)}", BrokenVideoWarning, stacklevel=3)
+        return ds
+
+    def _make_dataset(self, records: list[VideoRecord], kind: str, name: str
+                      ) -> VideoClipDataset:
         common = dict(num_frames=self.num_frames, sampling_rate=self.sampling_rate,
                       max_fail_fraction=self.max_fail_fraction, cache=self._cache,
                       decode_threads=self.decode_threads, name=name,

@@ -295,6 +295,26 @@ class VideoClipDataset(Dataset):
         return [self.records[i].path
                 for i in torch.nonzero(self._status == _FAILED).flatten().tolist()]
 
+    def mark_broken(self, reasons: dict[str, str]) -> int:
+        """Mark the videos whose path is in ``reasons`` (``{path: why}``, e.g. from
+        :func:`datamodules.check.probe_files`) as broken before anything is read: they are
+        skipped like a file that fails to decode. Returns how many were marked.
+
+        Raises:
+            TooManyBrokenVideosError: more than ``max_fail_fraction`` of the videos.
+        """
+        marked = [v for v, r in enumerate(self.records) if r.path in reasons]
+        for v in marked:
+            self._status[v] = _FAILED
+            self._reasons[v] = reasons[self.records[v].path]
+        if len(marked) > self.max_fail_fraction * len(self.records):
+            names = "; ".join(self._reasons[v] for v in marked[:3])
+            raise TooManyBrokenVideosError(
+                f"{len(marked)} of {len(self.records)} videos in the {self.name} set cannot be "
+                f"opened (more than max_fail_fraction={self.max_fail_fraction}): {names}"
+                + (" ..." if len(marked) > 3 else ""))
+        return len(marked)
+
     def _mark_failed(self, v: int, err: Exception) -> None:
         self._status[v] = _FAILED
         self._reasons[v] = str(err)

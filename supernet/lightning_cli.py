@@ -17,6 +17,8 @@ import torch
 from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningCLI
 
+from .run_logs import RunLogger
+
 SUBCOMMANDS = ("fit", "validate", "test")
 
 
@@ -102,7 +104,7 @@ def _check_search(model, dm) -> None:
 
 def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict) -> int:
     """Run ``attnas <kind> [subcommand] ...``; returns the exit code."""
-    from datamodules import VideoDataModule
+    from datamodules import TooManyBrokenVideosError, VideoDataModule
 
     argv = list(argv)
     sub = "fit"
@@ -130,6 +132,8 @@ def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict) -
         sys.argv = saved_argv
     ckpt_path = cli.config.get("ckpt_path")
     dm = cli.datamodule
+    if ckpt_path and sub == "fit" and isinstance(cli.trainer.logger, RunLogger):
+        cli.trainer.logger.continue_run(ckpt_path)  # a resumed run continues its folder
     try:
         if ckpt_path:
             check_checkpoint(ckpt_path, kind, cli.model.hparams.get("supernet", "darts")
@@ -139,7 +143,7 @@ def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict) -
         dm.setup("fit" if sub == "fit" else sub)
         if kind == "search" and sub == "fit":
             _check_search(cli.model, dm)
-    except (ValueError, FileNotFoundError, KeyError) as e:
+    except (ValueError, FileNotFoundError, KeyError, TooManyBrokenVideosError) as e:
         return _error(kind, str(e).strip().splitlines()[0])
     try:
         getattr(cli.trainer, sub)(cli.model, datamodule=dm, ckpt_path=ckpt_path)

@@ -10,7 +10,7 @@ def trainer_defaults(root: str = "runs") -> dict:
     from datamodules import BrokenVideoMonitor
 
     return {
-        "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger",
+        "logger": {"class_path": "supernet.run_logs.RunLogger",
                    "init_args": {"save_dir": root, "name": "retrain"}},
         "callbacks": [
             BrokenVideoMonitor(),

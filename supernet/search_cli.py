@@ -12,7 +12,7 @@ def trainer_defaults(root: str = "runs") -> dict:
     from derive.callbacks import GenotypeWriter
 
     return {
-        "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger",
+        "logger": {"class_path": "supernet.run_logs.RunLogger",
                    "init_args": {"save_dir": root, "name": "search"}},
         "callbacks": [
             BrokenVideoMonitor(),

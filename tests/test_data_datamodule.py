@@ -159,13 +159,38 @@ def test_broken_video_in_list_is_skipped_and_counted(synth: Path, tmp_path: Path
     dm = _dm(synth, train_list=str(tmp_path / "train.txt"), path_prefix=str(synth),
              batch_size=8, drop_last=False,
              max_fail_fraction=0.2)
+    with warnings.catch_warnings(record=True) as caught:  # found by the probe at setup
+        warnings.simplefilter("always")
+        dm.setup("fit")
+    assert any("1 of 8 videos in the train set cannot be opened" in str(w.message)
+               and "broken.mp4" in str(w.message) for w in caught)
+    (batch,) = list(dm.train_dataloader())
+    assert batch["video"].shape[0] == 8
+    assert dm.failed_count() == 1 and dm.failed_paths() == [str(tmp_path / "broken.mp4")]
+    # without the probe, the file is found (and skipped) when it is read
+    dm = _dm(synth, train_list=str(tmp_path / "train.txt"), path_prefix=str(synth),
+             batch_size=8, drop_last=False, max_fail_fraction=0.2, probe=False)
     dm.setup("fit")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         (batch,) = list(dm.train_dataloader())
-    assert batch["video"].shape[0] == 8
-    assert dm.failed_count() == 1 and dm.failed_paths() == [str(tmp_path / "broken.mp4")]
+    assert batch["video"].shape[0] == 8 and dm.failed_count() == 1
     assert any("broken.mp4" in str(w.message) for w in caught)
+
+
+def test_a_split_over_its_broken_fraction_fails_at_setup(synth: Path, tmp_path: Path) -> None:
+    from datamodules import TooManyBrokenVideosError
+
+    lines = [f"{synth / ln.split()[0]} {ln.split()[1]}"
+             for ln in (synth / "train.txt").read_text().splitlines()[:8]]
+    for i in range(2):
+        (tmp_path / f"bad{i}.mp4").write_bytes(b"not a video")
+        lines.append(f"{tmp_path / f'bad{i}.mp4'} {class_names(4)[0]}")
+    (tmp_path / "val.txt").write_text("\n".join(lines) + "\n")
+    dm = _dm(synth, val_list=str(tmp_path / "val.txt"))
+    with pytest.raises(TooManyBrokenVideosError, match=r"2 of 10 videos in the val set cannot "
+                                                       r"be opened .*bad0.mp4"):
+        dm.setup("fit")
 
 
 class _Tiny(pl.LightningModule):

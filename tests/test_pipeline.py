@@ -147,10 +147,15 @@ def test_search_killed_and_resumed_matches_the_uninterrupted_run(synth: Path, tm
     resumed = _search_process(synth, tmp_path / "cut", f"--ckpt_path={last}")
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-2000:]
+    run = _run_dir(tmp_path / "cut")
+    assert run.name == "version_0"  # the resumed run continued the killed run's folder
+    metrics = list(csv.DictReader((run / "metrics.csv").open()))
+    assert {r["epoch"] for r in metrics if r.get("epoch")} >= {"0", "1", "2"}  # none lost
+    assert (run / "arch.csv").read_text() == \
+        (_run_dir(tmp_path / "full") / "arch.csv").read_text()  # every epoch, identical
     a = torch.load(_run_dir(tmp_path / "full") / "checkpoints" / "last.ckpt",
                    weights_only=False)["state_dict"]
-    b = torch.load(_run_dir(tmp_path / "cut") / "checkpoints" / "last.ckpt",
-                   weights_only=False)["state_dict"]
+    b = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     epoch0 = torch.load(ckpt, weights_only=False)["state_dict"]
     assert not torch.equal(epoch0["model.arch.alpha"], a["model.arch.alpha"])  # it moved
     assert a.keys() == b.keys()
@@ -159,6 +164,23 @@ def test_search_killed_and_resumed_matches_the_uninterrupted_run(synth: Path, tm
     g = [json.loads((_run_dir(tmp_path / name) / "genotype.json").read_text())["nodes"]
          for name in ("full", "cut")]
     assert g[0] == g[1]
+
+
+def test_too_many_broken_validation_videos_fail_before_training(
+        synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    lines = [f"{synth / ln.split()[0]} {ln.split()[1]}"
+             for ln in (synth / "val.txt").read_text().splitlines()]
+    for i in range(2):
+        (tmp_path / f"bad{i}.mp4").write_bytes(b"\x00" * 64)
+        lines.append(f"{tmp_path / f'bad{i}.mp4'} {lines[0].split()[1]}")
+    (tmp_path / "val.txt").write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    code = _search(synth, tmp_path / "runs", f"--data.val_list={tmp_path / 'val.txt'}")
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("attnas search: error: 2 of ") and "bad0.mp4" in err
+    assert len(err.splitlines()) == 1
+    assert not list((tmp_path / "runs").rglob("*.ckpt"))  # nothing trained
 
 
 def test_second_order_search_runs(synth: Path, tmp_path: Path) -> None:
