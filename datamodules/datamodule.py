@@ -35,6 +35,7 @@ shard of each half. Broken videos: see :mod:`datamodules.datasets`; the running 
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,9 @@ from .transforms import KINETICS_MEAN, KINETICS_STD, EvalTransform, TrainTransfo
 __all__ = ["VideoDataModule"]
 
 _LIST_NAMES = {"train": "train.txt", "val": "val.txt", "test": "test.txt"}
+#: plausible clip bounds: beyond them a typo would only show as an allocator traceback
+MAX_CROP = 1024
+MAX_FRAMES = 1024
 #: per-dataset offsets of the data seed: the two halves of a search shuffle independently
 _STREAMS = {"weights": 0, "arch": 1}
 
@@ -166,6 +170,13 @@ class VideoDataModule(pl.LightningDataModule):
                             ("val_clips", val_clips), ("test_clips", test_clips)):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        for name, value, most in (("crop_size", crop_size, MAX_CROP),
+                                  ("num_frames", num_frames, MAX_FRAMES)):
+            if int(value) > most:
+                unit = "px" if name == "crop_size" else "frames"
+                raise ValueError(f"{name} {value} is more than {most} {unit}, beyond any "
+                                 "video model's input (Kinetics models read 224 px, 8-64 "
+                                 "frames; the allocator would fail)")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         if cache not in CACHE_MODES:
@@ -211,6 +222,13 @@ class VideoDataModule(pl.LightningDataModule):
     def classes(self) -> list[str]:
         """Class names in index order (a cheap read of folders / lists; no decoding)."""
         if self._classes is None:
+            root = Path(self.root)
+            if (self.synthetic and root.is_dir() and any(root.iterdir())
+                    and not (root / "meta.json").is_file()
+                    and not (root / ".synth-params.json").is_file()):
+                raise ValueError(f"{root} exists and is not a synthetic benchmark folder (no "
+                                 "meta.json); data.synthetic would generate into it: choose "
+                                 "another --data.root")
             if self.synthetic and not Path(self.root).exists():
                 from .synth import class_names  # lazy: the generator is only needed here
 
@@ -366,7 +384,8 @@ class VideoDataModule(pl.LightningDataModule):
         if self.synthetic:
             from .synth import ensure_synthetic
 
-            ensure_synthetic(self.root, **self.synthetic_params)
+            ensure_synthetic(self.root, **self.synthetic_params,
+                             announce=lambda line: print(line, file=sys.stderr, flush=True))
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets of ``stage`` (``fit``, ``validate``, ``test``, ``predict`` or

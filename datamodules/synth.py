@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -240,7 +241,8 @@ def ensure_synthetic(out: str | Path, classes: int = DEFAULTS["classes"],
                      videos_per_class: int = DEFAULTS["videos_per_class"],
                      frames: int = DEFAULTS["frames"], size: int = DEFAULTS["size"],
                      seed: int = DEFAULTS["seed"], workers: int | None = None,
-                     force: bool = False, progress: bool = False) -> Path:
+                     force: bool = False, progress: bool = False,
+                     announce: Callable[[str], None] | None = None) -> Path:
     """Generate the synthetic benchmark in ``out`` unless it is already there.
 
     Args:
@@ -250,6 +252,8 @@ def ensure_synthetic(out: str | Path, classes: int = DEFAULTS["classes"],
         workers: encoder processes (default: CPU count, at most 8).
         force: replace a previous synthetic benchmark with other parameters.
         progress: show a progress bar (rich).
+        announce: called with one line saying what is generated where, before a
+            generation starts (not when the folder is already complete).
 
     Returns:
         ``Path(out)``.
@@ -285,6 +289,12 @@ def ensure_synthetic(out: str | Path, classes: int = DEFAULTS["classes"],
                 raise SynthError(f"{out} holds a synthetic benchmark made with {what}; use "
                                  "--force (force=True) to replace it, or another folder")
             shutil.rmtree(out)
+    if announce is not None:
+        n = params["classes"] * params["videos_per_class"]
+        mb = 94 * n / 6000 * params["frames"] / 32 * (params["size"] / 24) ** 2
+        announce(f"generating the synthetic benchmark into {out.resolve()}: {n} videos, "
+                 f"about {max(mb, 0.1):.0f} MB (the folder holds no benchmark yet; "
+                 "--data.root names another)")
     out.mkdir(parents=True, exist_ok=True)
     meta_path.unlink(missing_ok=True)
     _atomic_text(partial_path, json.dumps(wanted, indent=2) + "\n")

@@ -14,6 +14,7 @@ one line and exit code 2, and nothing is written.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +29,24 @@ from .select import SELECTION_RULES, check_bn_mode, check_rule, report_from_dict
 __all__ = ["genotype_from_checkpoint", "select_from_checkpoint", "main"]
 
 
+def check_writable(folder: str | Path) -> Path:
+    """``folder``, created if missing, after checking a file can be written in it.
+
+    Raises:
+        ValueError: it cannot be created or written (read-only file system, a regular file
+            on its path, no permission), in one line.
+    """
+    p = Path(folder)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        test = p / f".attnas-write-test-{os.getpid()}"
+        test.write_bytes(b"")
+        test.unlink()
+    except OSError as e:
+        raise ValueError(f"cannot write to {p} ({e.strerror or type(e).__name__})") from None
+    return p
+
+
 def _fail(msg: str) -> ValueError:
     return ValueError(msg)
 
@@ -35,6 +54,10 @@ def _fail(msg: str) -> ValueError:
 def genotype_from_checkpoint(path: str | Path) -> tuple[Genotype, Path | None]:
     """Genotype of a search checkpoint and the run's ``arch.csv`` (or None if not found)."""
     p = Path(path)
+    if p.is_dir():
+        found = sorted(p.glob("checkpoints/last.ckpt")) or sorted(p.glob("**/last.ckpt"))
+        hint = f", e.g. {found[0]}" if found else ""
+        raise FileNotFoundError(f"{p} is a directory; derive needs a checkpoint file{hint}")
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint {p} does not exist")
     try:
@@ -192,12 +215,13 @@ def main(argv: list[str]) -> int:
                                                 ("bn", args.bn))
                    if v is not None}
         genotype, csv = genotype_from_checkpoint(args.checkpoint)
+        out = Path(args.out) if args.out else Path(genotype.provenance["run"]) / "derived.json"
+        check_writable(out.parent)  # before the selection runs: nothing is written on failure
         genotype = select_from_checkpoint(args.checkpoint, args.select, overrides, options)
     except (ValueError, FileNotFoundError, GenotypeError, RuntimeError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
         print(f"attnas derive: error: {msg}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else Path(genotype.provenance["run"]) / "derived.json"
     png = Path(args.png) if args.png else out.with_suffix(".png")
     save_genotype(genotype, out)
     selection = genotype.provenance["selection"]

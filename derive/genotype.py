@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from supernet.cells import ArchParameters, FixedCell, NodeSpec
-from supernet.space import ACTIVATIONS, DIMENSIONS, FAMILIES, OP_NAMES, POSITIONS
+from supernet.space import ACTIVATIONS, DIMENSIONS, FAMILIES, MAX_NODES, OP_NAMES, POSITIONS
 
 __all__ = [
     "FORMAT",
@@ -138,6 +138,9 @@ def _validate_nodes(raw: Any, source: str) -> list[NodeSpec]:
         raise GenotypeError(f"{source}: nodes must be an array, got {_type_name(raw)}")
     if len(raw) == 0:
         raise GenotypeError(f"{source}: nodes is empty (a cell needs at least one node)")
+    if len(raw) > MAX_NODES:
+        raise GenotypeError(f"{source}: {len(raw)} nodes, more than the {MAX_NODES} a cell may "
+                            "have (its cost grows with its nodes; supernet.space.MAX_NODES)")
     nodes = []
     for k, node in enumerate(raw):
         where = f"{source}: nodes[{k}]"

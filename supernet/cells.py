@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .ops import AttentionOp, MixedEdge, check_video
-from .space import NUM_OPS, OP_NAMES, POSITIONS, check_choice, parse_op
+from .space import MAX_NODES, NUM_OPS, OP_NAMES, POSITIONS, check_choice, parse_op
 
 __all__ = ["NodeSpec", "ArchParameters", "SearchCell", "FixedCell", "fixed_from_search",
            "inner_width", "recalibrate_batchnorm"]
@@ -87,8 +87,9 @@ class ArchParameters(nn.Module):
 
     def __init__(self, num_nodes: int = 3, init_scale: float = 1e-3) -> None:
         super().__init__()
-        if not isinstance(num_nodes, int) or num_nodes < 1:
-            raise ValueError(f"num_nodes must be a positive integer, got {num_nodes!r}")
+        if not isinstance(num_nodes, int) or not 1 <= num_nodes <= MAX_NODES:
+            raise ValueError(f"num_nodes must be an integer in 1..{MAX_NODES}, got {num_nodes!r}"
+                             " (a cell's cost grows with its nodes; supernet.space.MAX_NODES)")
         self.num_nodes = num_nodes
         self.alpha = nn.Parameter(init_scale * torch.randn(num_nodes, NUM_OPS))
         self.beta = nn.Parameter(init_scale * torch.randn(num_nodes, num_nodes))

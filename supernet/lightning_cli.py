@@ -102,9 +102,72 @@ def _check_search(model, dm) -> None:
                          f"--model.select argmax)")
 
 
+def _check_batches(kind: str, dm, world: int) -> None:
+    """Before a fit: every training loader makes at least one batch (with ``drop_last``, a
+    set smaller than the batch size makes none and Lightning would exit 0 with no
+    genotype and no checkpoint)."""
+    names = ("weights", "arch") if kind == "search" else ("train",)
+    for name in names:
+        ds = dm.datasets.get(name)
+        if ds is None:
+            continue
+        per_rank = -(-len(ds) // max(1, world))
+        if dm.drop_last and per_rank < dm.batch_size:
+            what = {"weights": "the weights half of the training set",
+                    "arch": "the architecture half of the training set"}.get(
+                        name, "the training set")
+            raise ValueError(
+                f"{what} has {len(ds)} videos" + (f" ({per_rank} per rank)" if world > 1 else "")
+                + f", fewer than --data.batch_size {dm.batch_size}: no full training batch "
+                f"(drop_last); use --data.batch_size {max(1, per_rank)} or less")
+
+
+def _untrained_ok(argv: list[str], ckpt_path: str | None) -> bool:
+    """``validate`` / ``test`` evaluate a trained model: a missing ``--ckpt_path`` is a
+    mistake (it would score random weights), ``--ckpt_path none`` says it is meant."""
+    given = any(a == "--ckpt_path" or a.startswith("--ckpt_path=") for a in argv)
+    return given and (ckpt_path is None or str(ckpt_path).lower() in ("none", "null"))
+
+
+#: the hyper-parameters that decide a retrain model's layers
+_ARCH_KEYS = ("backbone", "block", "positions", "block_kwargs", "backbone_kwargs")
+
+
+def _model_of_checkpoint(cli, model_class: type, argv: list[str], ckpt_path: str):
+    """For ``retrain validate/test``: the model built with the checkpoint's architecture.
+
+    A setting the checkpoint disagrees with is taken from the checkpoint (so ``-c`` and
+    ``--model.block`` need not be repeated), unless the command line gives it explicitly,
+    which is refused in one line; a class count that differs from the data's is refused.
+    """
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    saved = dict(ckpt.get("hyper_parameters") or {})
+    current = dict(cli.model.hparams)
+    if saved.get("num_classes") not in (None, current.get("num_classes")):
+        raise ValueError(f"{ckpt_path} was trained on {saved['num_classes']} classes, the data "
+                         f"has {current.get('num_classes')}")
+    differ = [k for k in _ARCH_KEYS if k in saved and saved[k] != current.get(k)]
+    if not differ:
+        return cli.model
+    given = [k for k in differ if any(a == f"--model.{k}" or a.startswith(f"--model.{k}=")
+                                      for a in argv)]
+    if given:
+        k = given[0]
+        raise ValueError(f"{ckpt_path} was trained with {k} {saved[k]!r}, but --model.{k} says "
+                         f"{current.get(k)!r}; leave --model.{k} out (it is read from the "
+                         f"checkpoint) or give the matching checkpoint")
+    print("note: using the checkpoint's " + ", ".join(f"{k} {saved[k]!r}" for k in differ)
+          + " (the config says " + ", ".join(f"{current.get(k)!r}" for k in differ) + ")",
+          file=sys.stderr)
+    args = {k: v for k, v in current.items() if not k.startswith("_")}
+    args.update({k: saved[k] for k in differ})
+    return model_class(**args)
+
+
 def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict) -> int:
     """Run ``attnas <kind> [subcommand] ...``; returns the exit code."""
     from datamodules import TooManyBrokenVideosError, VideoDataModule
+    from datamodules.synth import SynthError
 
     argv = list(argv)
     sub = "fit"
@@ -131,19 +194,38 @@ def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict) -
     finally:
         sys.argv = saved_argv
     ckpt_path = cli.config.get("ckpt_path")
+    if sub in ("validate", "test"):
+        if _untrained_ok(argv, ckpt_path):
+            ckpt_path = None  # the untrained model, on purpose
+        elif not ckpt_path:
+            return _error(kind, f"{sub} scores a trained model: give --ckpt_path CKPT (or "
+                                f"--ckpt_path none to score the untrained weights on purpose)")
     dm = cli.datamodule
+    try:  # the run folder's parent must be writable, or the run fails after it started
+        from derive.cli import check_writable
+
+        logger = cli.trainer.logger
+        check_writable(logger.root_dir if logger is not None and logger.root_dir
+                       else cli.trainer.default_root_dir)
+    except ValueError as e:
+        return _error(kind, f"{e}; choose another --trainer.default_root_dir or "
+                            "--trainer.logger.init_args.save_dir")
     if ckpt_path and sub == "fit" and isinstance(cli.trainer.logger, RunLogger):
         cli.trainer.logger.continue_run(ckpt_path)  # a resumed run continues its folder
     try:
         if ckpt_path:
             check_checkpoint(ckpt_path, kind, cli.model.hparams.get("supernet", "darts")
                              if kind == "search" else None)
+            if kind == "retrain" and sub != "fit":
+                cli.model = _model_of_checkpoint(cli, model_class, argv, ckpt_path)
         if cli.trainer.is_global_zero:
             dm.prepare_data()
         dm.setup("fit" if sub == "fit" else sub)
         if kind == "search" and sub == "fit":
             _check_search(cli.model, dm)
-    except (ValueError, FileNotFoundError, KeyError, TooManyBrokenVideosError) as e:
+        if sub == "fit":
+            _check_batches(kind, dm, int(cli.trainer.world_size))
+    except (ValueError, FileNotFoundError, KeyError, TooManyBrokenVideosError, SynthError) as e:
         return _error(kind, str(e).strip().splitlines()[0])
     try:
         getattr(cli.trainer, sub)(cli.model, datamodule=dm, ckpt_path=ckpt_path)

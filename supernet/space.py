@@ -46,6 +46,11 @@ OPS: tuple[OpSpec, ...] = tuple(
     OpSpec(f, d, a) for f in FAMILIES for d in DIMENSIONS for a in ACTIVATIONS
 )
 OP_NAMES: tuple[str, ...] = tuple(op.name for op in OPS)
+#: the most nodes a cell may have. A cell's cost grows with its nodes (one attention op each,
+#: and a sink over all K of them); AttentionNAS-style cells have a handful. The bound turns a
+#: typo (a 1000-node genotype: 5 GB, no step in 5 minutes) into a clear error.
+MAX_NODES = 16
+
 NUM_OPS: int = len(OPS)
 _INDEX = {name: i for i, name in enumerate(OP_NAMES)}
 
