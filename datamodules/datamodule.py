@@ -334,6 +334,9 @@ class VideoDataModule(pl.LightningDataModule):
     def _check_synthetic_clip(self) -> None:
         """Warn when clips cannot show the whole video of the synthetic benchmark (its
         class -- which flash is first -- needs every frame)."""
+        if getattr(self, "_clip_checked", False):  # once per datamodule, not per setup
+            return
+        self._clip_checked = True
         meta_file = Path(self.root) / "meta.json"
         if not meta_file.is_file():
             return

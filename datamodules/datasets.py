@@ -44,7 +44,7 @@ __all__ = ["VIDEO_EXTENSIONS", "VideoRecord", "BrokenVideoWarning", "TooManyBrok
            "scan_class_folders", "read_video_list", "label_records", "VideoClipDataset",
            "split_in_two", "stratified_order", "EpochSampler"]
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v")
 
 _UNKNOWN, _OK, _FAILED = 0, 1, -1
 
@@ -108,7 +108,7 @@ def read_video_list(list_file: str | Path, path_prefix: str = "") -> list[tuple[
             row = next(csv.reader(io.StringIO(s), delimiter="," if "," in s else "\t"))
             parts = [p.strip() for p in row if p.strip()]
         else:
-            parts = s.rsplit(None, 1)
+            parts = _split_path_label(s)
         if len(parts) != 2:
             raise ValueError(f"{list_file}:{lineno}: expected 'path label', got {line!r}")
         path, label = parts
@@ -118,6 +118,17 @@ def read_video_list(list_file: str | Path, path_prefix: str = "") -> list[tuple[
         p = Path(path)
         out.append((str(p if p.is_absolute() else base / p), label, lineno))
     return out
+
+
+def _split_path_label(line: str) -> list[str]:
+    """``path label`` split on whitespace where either may hold spaces: the path is the
+    longest run of leading words that ends in a video extension (``a b.mp4 playing
+    guitar`` -> ``["a b.mp4", "playing guitar"]``); otherwise the last word is the label."""
+    words = line.split()
+    for i in range(len(words) - 1, 0, -1):
+        if words[i - 1].lower().endswith(VIDEO_EXTENSIONS):
+            return [" ".join(words[:i]), " ".join(words[i:])]
+    return line.rsplit(None, 1)
 
 
 def _is_int(s: str) -> bool:

@@ -188,6 +188,11 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+#: the clip ``attnas cost`` counts when --frames / --size are not given: what each backbone
+#: is trained on here (I3D-R50: the Kinetics 8x224 convention; proxy: the synthetic clips)
+_DEFAULT_CLIP = {"i3d_r50": (8, 224), "proxy": (32, 24)}
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="attnas cost", description="Parameters, MACs/FLOPs (attention counted) "
                 "and CPU forward latency of a backbone with attention blocks inserted.")
@@ -197,8 +202,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--positions", nargs="+", default=None, metavar="POS",
                    help="preset (none, 5blocks, 10blocks; proxy: default, all), a JSON "
                         "object, or STAGE=I,J tokens; default: the backbone's default")
-    p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--size", type=int, default=224, help="crop size (H = W)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="clip length (default: the backbone's input: i3d_r50 8, proxy 32 -- "
+                        "the synthetic benchmark's clips)")
+    p.add_argument("--size", type=int, default=None,
+                   help="crop size, H = W (default: i3d_r50 224, proxy 24)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--num-classes", type=int, default=400)
     p.add_argument("--block-kwargs", default=None, metavar="JSON",
@@ -248,8 +256,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--block-kwargs is not valid JSON ({err.msg})") from None
             if not isinstance(block_kwargs, dict):
                 raise ValueError("--block-kwargs must be a JSON object")
+        frames, size = _DEFAULT_CLIP.get(args.backbone, (8, 224))
         res = model_cost(args.backbone, args.block, parse_positions(args.positions),
-                         frames=args.frames, size=args.size, batch=args.batch,
+                         frames=args.frames or frames, size=args.size or size,
+                         batch=args.batch,
                          num_classes=args.num_classes, block_kwargs=block_kwargs,
                          latency=not args.no_latency, repeats=args.repeats,
                          warmup=args.warmup)

@@ -34,6 +34,11 @@ class RankSafeRichProgressBar(RichProgressBar):
     values in the same order, then draws on rank 0 as before.
     """
 
+    def get_metrics(self, trainer, pl_module) -> dict:  # noqa: D102
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)  # the run folder's number: not a metric
+        return items
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: D102
         if trainer.world_size > 1:
             trainer.progress_bar_metrics  # noqa: B018 - the read runs the pending reductions
@@ -169,6 +174,9 @@ def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict) -
     from datamodules import TooManyBrokenVideosError, VideoDataModule
     from datamodules.synth import SynthError
 
+    from .quiet import quiet_lightning
+
+    quiet_lightning()
     argv = list(argv)
     sub = "fit"
     if argv and argv[0] in SUBCOMMANDS:

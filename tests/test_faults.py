@@ -150,3 +150,34 @@ def test_implausible_sizes_are_refused(synth: Path, tmp_path: Path,
     code = attnas(["search", "fit", *_data(synth, True), *_common(tmp_path),
                    "--model.num_nodes=1000"])
     _one_line_error(capsys, code, "num_nodes must be an integer in 1..16")
+
+
+def test_a_run_prints_no_stock_noise(synth: Path, tmp_path: Path,
+                                     capfd: pytest.CaptureFixture) -> None:
+    capfd.readouterr()
+    assert attnas(["retrain", "fit", *_data(synth, False), *_common(tmp_path),
+                   "--trainer.enable_progress_bar=true"]) == 0
+    out = "".join(capfd.readouterr())
+    assert "Epoch 0" in out  # the bar was drawn
+    for noise in ("litlogger", "LeafSpec", "v_num"):
+        assert noise not in out, noise
+
+
+def test_list_files_with_spaces_and_mov_files(tmp_path: Path) -> None:
+    from datamodules.datasets import read_video_list, scan_class_folders
+
+    (tmp_path / "list.txt").write_text("clips/a b.mp4 playing guitar\nclips/c.mov 3\n")
+    got = [(Path(p).name, label) for p, label, _ in read_video_list(tmp_path / "list.txt")]
+    assert got == [("a b.mp4", "playing guitar"), ("c.mov", "3")]
+    from videos import write_pattern_video
+
+    (tmp_path / "tree" / "cat").mkdir(parents=True)
+    write_pattern_video(tmp_path / "tree" / "cat" / "x.mov", 4, "mpeg4-avi", width=16,
+                        height=16)
+    recs, classes = scan_class_folders(tmp_path / "tree")
+    assert classes == ["cat"] and [Path(r.path).name for r in recs] == ["x.mov"]
+
+
+def test_cost_counts_the_proxy_at_its_own_clip(capsys: pytest.CaptureFixture) -> None:
+    assert attnas(["cost", "--backbone", "proxy", "--no-latency"]) == 0
+    assert "input 1x3x32x24x24" in capsys.readouterr().out
