@@ -14,7 +14,12 @@ import sys
 from pathlib import Path
 
 import torch
-from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
+from pytorch_lightning.callbacks import (
+    ModelSummary,
+    ProgressBar,
+    RichModelSummary,
+    RichProgressBar,
+)
 from pytorch_lightning.cli import LightningCLI
 
 from .run_logs import RunLogger
@@ -45,6 +50,37 @@ class RankSafeRichProgressBar(RichProgressBar):
         super().on_train_epoch_end(trainer, pl_module)
 
 
+class RunSummary(RichModelSummary):
+    """The model summary at the start of a run: each top-level module's type, parameters
+    and mode, and the totals. Lightning's prints a FLOPs column that reads 0 unless the
+    module sets an ``example_input_array`` (attention MACs: ``attnas cost``)."""
+
+    @staticmethod
+    def summarize(summary_data, total_parameters: int, trainable_parameters: int,  # noqa: D102
+                  model_size: float, total_training_modes: dict, total_flops: int,
+                  **kwargs) -> None:
+        from rich import get_console
+        from rich.table import Table
+
+        columns = [(name, values) for name, values in summary_data
+                   if name != "FLOPs" or total_flops]
+        table = Table(header_style="bold")
+        for name, _ in columns:
+            table.add_column(name, justify="right" if name in ("Params", "FLOPs") else "left")
+        for row in zip(*(values for _, values in columns)):
+            table.add_row(*row)
+        console = get_console()
+        console.print(table)
+        frozen = total_parameters - trainable_parameters
+        console.print(f"params: {trainable_parameters:,} trainable"
+                      + (f", {frozen:,} frozen" if frozen else "")
+                      + f" ({model_size:.1f} MB); modules in train mode "
+                      f"{total_training_modes.get('train', 0)}, eval mode "
+                      f"{total_training_modes.get('eval', 0)}"
+                      + (f"; FLOPs {total_flops:,}" if total_flops else
+                         "; MACs with attention: attnas cost"))
+
+
 class _AttnasCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:  # noqa: D102
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
@@ -57,11 +93,16 @@ class _AttnasCLI(LightningCLI):
         cfg = self._get(self.config_init, "trainer", default={})
         given = cfg.get("callbacks") or []
         given = given if isinstance(given, list) else [given]
+        extra = []
         if cfg.get("enable_progress_bar", True) is not False and not any(
                 isinstance(c, ProgressBar) for c in given):
+            extra.append(RankSafeRichProgressBar())
+        if cfg.get("enable_model_summary", True) is not False and not any(
+                isinstance(c, ModelSummary) for c in given):
+            extra.append(RunSummary())
+        if extra:
             defaults = self.trainer_defaults.get("callbacks", [])
-            self.trainer_defaults = {**self.trainer_defaults,
-                                     "callbacks": [*defaults, RankSafeRichProgressBar()]}
+            self.trainer_defaults = {**self.trainer_defaults, "callbacks": [*defaults, *extra]}
         return super().instantiate_trainer(**kwargs)
 
 

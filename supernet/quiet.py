@@ -1,7 +1,9 @@
 """Noise a run prints on every start that says nothing about this run, silenced in one
 place for the ``attnas`` commands (each filter names exactly one message):
 
-* Lightning's "Tip: ... litlogger" banner;
+* Lightning's "Tip: ... litlogger" banner, and its note that our model summary replaces
+  its own (:class:`supernet.lightning_cli.RunSummary`, which drops the FLOPs column that
+  reads 0);
 * ``isinstance(treespec, LeafSpec) is deprecated`` (Lightning's pytree shim on this torch;
   printed twice under DDP);
 * ``The dirpath has changed ...`` when a checkpoint is tested or resumed from another
@@ -20,9 +22,14 @@ import warnings
 __all__ = ["quiet_lightning"]
 
 
-class _DropTip(logging.Filter):
+#: Lightning info lines that describe Lightning, not the run
+_NOISE = ("litlogger", "Skipping setting a default `ModelSummary`")
+
+
+class _DropNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in str(record.getMessage())
+        text = str(record.getMessage())
+        return not any(n in text for n in _NOISE)
 
 
 _installed = False
@@ -35,7 +42,7 @@ def quiet_lightning() -> None:
         return
     _installed = True
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_DropTip())
+        logging.getLogger(name).addFilter(_DropNoise())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from .*")
     from datamodules.datasets import BrokenVideoWarning
