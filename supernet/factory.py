@@ -96,7 +96,7 @@ def create_block(name: str, channels: int, **kwargs: Any) -> nn.Module:
     ``nonlocal_dot``, ``a2`` (``m``, ``n``), ``cinst``, ``stinc``, ``search`` (a
     :class:`SearchCell`; needs ``arch=``), ``cell`` (a :class:`FixedCell` from ``nodes=`` or
     a ``genotype=`` object with ``.build(channels)``), or a path ending in ``.json`` (a
-    genotype file, loaded with :func:`derive.genotype.load_genotype`).
+    genotype file, loaded with :func:`supernet.genotype.load_genotype`).
 
     Raises:
         ValueError: unknown name (the message lists the accepted names) or keyword.
@@ -104,7 +104,7 @@ def create_block(name: str, channels: int, **kwargs: Any) -> nn.Module:
     if not isinstance(name, str):
         raise ValueError(f"block name must be a string, got {type(name).__name__}")
     if name.endswith(".json"):
-        from derive.genotype import load_genotype  # the one supernet -> derive import
+        from .genotype import load_genotype
 
         return _build_genotype(load_genotype(name), channels, kwargs, f"genotype {name!r}")
     if name not in _BLOCKS:
@@ -193,7 +193,7 @@ def create_backbone(name: str, num_classes: int, block: str = "none",
         model.arch = arch  # registered once here; the cells hold it by reference
         block_kwargs["arch"] = arch
     elif block.endswith(".json"):
-        from derive.genotype import load_genotype  # loaded once, built per position
+        from .genotype import load_genotype  # loaded once, built per position
 
         block_kwargs = {"genotype": load_genotype(block), **block_kwargs}
     make = "cell" if block.endswith(".json") else block

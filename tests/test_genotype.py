@@ -309,3 +309,22 @@ def test_save_overwrites_atomically(tmp_path):
     assert load_genotype(path) == second
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cell.json"]
     assert json.loads(path.read_text())["cell"]["num_nodes"] == 4
+
+
+def test_supernet_builds_a_genotype_file_without_importing_derive(tmp_path) -> None:
+    """No import circle: the genotype format lives in supernet; derive re-exports it."""
+    import subprocess
+    import sys
+
+    from derive.genotype import random_genotype as derive_random
+    from supernet.genotype import random_genotype
+
+    assert derive_random is random_genotype
+    path = save_genotype(random_genotype(2, 0), tmp_path / "cell.json")
+    code = ("import sys; from supernet.factory import create_backbone; "
+            "import supernet.retrain, supernet.search; "
+            f"create_backbone('proxy', 2, block={str(path)!r}); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'derive'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,587 @@
+"""The genotype: a derived (discrete) attention cell as a small, versioned JSON document.
+
+A genotype says which operation each of the K nodes of a cell applies and which input it
+reads, plus the cell hyper-parameters the :class:`~supernet.cells.FixedCell` needs::
+
+    {
+      "format": "attnas-genotype",
+      "version": 1,
+      "nodes": [{"op": "dot.spatiotemporal.softmax", "input": 0},
+                {"op": "map.temporal.sigmoid", "input": 1}],
+      "cell": {"inner_ratio": 0.5, "kv_pool": true, "position": "none", "num_nodes": 2},
+      "provenance": {"run": "...", "epoch": 49, "alpha_softmax": [[...]], ...}
+    }
+
+``input`` 0 is the projected cell input and ``j >= 1`` the output of node ``j - 1``, so
+node ``k`` may read ``0..k``. Op names are those of :data:`supernet.space.OP_NAMES`
+(``family.dimension.activation``). ``provenance`` is free-form (JSON values only): where
+the genotype came from -- search run, epoch, softmax of alpha/beta, dataset, seed, package
+version, creation time.
+
+It lives in ``supernet`` next to the cells it describes (``supernet.factory`` builds a
+network from a genotype file without importing ``derive``); ``derive.genotype`` re-exports
+it. Everything read from a file is validated against the search space; any problem raises
+:class:`GenotypeError` with a one-line message naming the file and the field, e.g.
+``cell.json: nodes[1].input = 5 is out of range (node 1 may read 0..1)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import random
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .cells import ArchParameters, FixedCell, NodeSpec
+from .space import ACTIVATIONS, DIMENSIONS, FAMILIES, MAX_NODES, OP_NAMES, POSITIONS
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "Genotype",
+    "GenotypeError",
+    "load_genotype",
+    "save_genotype",
+    "random_genotype",
+]
+
+#: Value of the ``format`` field of every genotype document.
+FORMAT = "attnas-genotype"
+#: The document version this code writes (and the newest it reads).
+VERSION = 1
+
+_TOP_KEYS = ("format", "version", "nodes", "cell", "provenance")
+_CELL_KEYS = ("inner_ratio", "kv_pool", "position", "num_nodes")
+_NODE_KEYS = ("op", "input")
+_MAX_INNER_RATIO = 4.0  # as supernet.cells.inner_width
+
+
+class GenotypeError(ValueError):
+    """A genotype (file, dict or arguments) is malformed; the message says what and where."""
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _type_name(value: Any) -> str:
+    """JSON-ish name of a value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    return type(value).__name__
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _op_hint(name: str) -> str:
+    """``did you mean ...?`` for a misspelt op name (empty if nothing is close)."""
+    normalised = name.strip().lower()
+    for sep in ("/", "_", "-", " ", ":", ","):
+        normalised = normalised.replace(sep, ".")
+    if normalised in OP_NAMES:
+        return f"; did you mean {normalised!r}?"
+    close = difflib.get_close_matches(normalised, OP_NAMES, n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _unknown_op_message(where: str, value: Any) -> str:
+    accepted = (
+        f"expected 'family.dimension.activation' with family in {'|'.join(FAMILIES)}, "
+        f"dimension in {'|'.join(DIMENSIONS)}, activation in {'|'.join(ACTIVATIONS)}, "
+        f"e.g. 'dot.spatiotemporal.softmax'"
+    )
+    if not isinstance(value, str):
+        return f"{where} = {value!r} must be a string ({accepted})"
+    hint = _op_hint(value)
+    return f"{where} = {value!r} is not an operation of the search space{hint} ({accepted})"
+
+
+def _field(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _check_keys(obj: Mapping, accepted: Sequence[str], source: str, path: str = "") -> None:
+    """Reject fields not in ``accepted`` (a typo must not silently fall back to a default)."""
+    unknown = [k for k in obj if k not in accepted]
+    if unknown:
+        raise GenotypeError(
+            f"{source}: unknown field '{_field(path, str(unknown[0]))}' "
+            f"(accepted{' in ' + path if path else ''}: {', '.join(accepted)})"
+        )
+
+
+def _require(obj: Mapping, key: str, source: str, path: str = "") -> Any:
+    if key not in obj:
+        raise GenotypeError(f"{source}: missing field '{_field(path, key)}'")
+    return obj[key]
+
+
+def _validate_nodes(raw: Any, source: str) -> list[NodeSpec]:
+    """Check a node list against the search space; return it as :class:`NodeSpec` s."""
+    if not isinstance(raw, (list, tuple)):
+        raise GenotypeError(f"{source}: nodes must be an array, got {_type_name(raw)}")
+    if len(raw) == 0:
+        raise GenotypeError(f"{source}: nodes is empty (a cell needs at least one node)")
+    if len(raw) > MAX_NODES:
+        raise GenotypeError(f"{source}: {len(raw)} nodes, more than the {MAX_NODES} a cell may "
+                            "have (its cost grows with its nodes; supernet.space.MAX_NODES)")
+    nodes = []
+    for k, node in enumerate(raw):
+        where = f"{source}: nodes[{k}]"
+        if isinstance(node, Mapping):
+            _check_keys(node, _NODE_KEYS, source, f"nodes[{k}]")
+            op = _require(node, "op", source, f"nodes[{k}]")
+            inp = _require(node, "input", source, f"nodes[{k}]")
+        elif isinstance(node, (list, tuple)) and len(node) == 2:  # NodeSpec / (op, input)
+            op, inp = node
+        else:
+            raise GenotypeError(
+                f"{where} must be an object {{\"op\": ..., \"input\": ...}}, "
+                f"got {_type_name(node)} {node!r}"
+            )
+        if not isinstance(op, str) or op not in OP_NAMES:
+            raise GenotypeError(_unknown_op_message(f"{where}.op", op))
+        if not _is_int(inp):
+            raise GenotypeError(
+                f"{where}.input = {inp!r} must be an integer (0 = cell input, j = node j-1), "
+                f"got {_type_name(inp)}"
+            )
+        if not 0 <= inp <= k:
+            raise GenotypeError(
+                f"{where}.input = {inp} is out of range (node {k} may read 0..{k})"
+            )
+        nodes.append(NodeSpec(op, int(inp)))
+    return nodes
+
+
+def _validate_cell(inner_ratio: Any, kv_pool: Any, position: Any, where: str) -> None:
+    """Check the cell hyper-parameters; ``where`` prefixes field names (e.g. ``f.json: cell``)."""
+    if not isinstance(inner_ratio, (int, float)) or isinstance(inner_ratio, bool):
+        raise GenotypeError(
+            f"{where}.inner_ratio = {inner_ratio!r} must be a number, got {_type_name(inner_ratio)}"
+        )
+    if not (math.isfinite(inner_ratio) and 0.0 < inner_ratio <= _MAX_INNER_RATIO):
+        raise GenotypeError(
+            f"{where}.inner_ratio = {inner_ratio!r} is out of range (0, {_MAX_INNER_RATIO:g}]"
+        )
+    if not isinstance(kv_pool, bool):
+        raise GenotypeError(
+            f"{where}.kv_pool = {kv_pool!r} must be true or false, got {_type_name(kv_pool)}"
+        )
+    if not isinstance(position, str) or position not in POSITIONS:
+        raise GenotypeError(
+            f"{where}.position = {position!r} is not a position option "
+            f"(accepted: {', '.join(POSITIONS)})"
+        )
+
+
+def _jsonable(value: Any, where: str) -> Any:
+    """``value`` as plain JSON values (tensors/arrays -> lists, paths -> str, tuples -> lists)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise GenotypeError(f"{where} = {value!r} is not a finite number (JSON has no NaN)")
+        return float(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    tolist = getattr(value, "tolist", None)  # torch.Tensor, numpy arrays and scalars
+    if callable(tolist):
+        return _jsonable(tolist(), where)
+    raise GenotypeError(f"{where}: a {type(value).__name__} cannot be stored in a genotype")
+
+
+def _package_version() -> str:
+    try:
+        import supernet
+
+        return str(supernet.__version__)
+    except (ImportError, AttributeError):  # pragma: no cover - always there in practice
+        return "unknown"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _rounded(rows: Sequence[Sequence[float]], digits: int = 6) -> list[list[float]]:
+    return [[round(float(v), digits) for v in row] for row in rows]
+
+
+# --------------------------------------------------------------------------- the genotype
+
+
+@dataclass
+class Genotype:
+    """A derived cell: one op and one input per node, and the cell's hyper-parameters.
+
+    Args:
+        nodes: the node list; :class:`NodeSpec`, ``(op, input)`` pairs or
+            ``{"op", "input"}`` dicts are accepted and stored as :class:`NodeSpec`.
+        inner_ratio: inner width / channels of the cell (default 0.5).
+        kv_pool: max-pool dot-product keys/values 1x2x2 (default True).
+        position: positional signal for dot-product ops: ``none`` | ``coords`` | ``sincos``.
+        provenance: free-form JSON-able facts about where the genotype came from.
+
+    Raises:
+        GenotypeError: if any field is invalid for the search space.
+    """
+
+    nodes: list[NodeSpec]
+    inner_ratio: float = 0.5
+    kv_pool: bool = True
+    position: str = "none"
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.nodes = _validate_nodes(self.nodes, "Genotype")
+        _validate_cell(self.inner_ratio, self.kv_pool, self.position, "Genotype")
+        self.inner_ratio = float(self.inner_ratio)
+        if self.provenance is None:
+            self.provenance = {}
+        if not isinstance(self.provenance, Mapping):
+            raise GenotypeError(
+                f"Genotype: provenance must be a dict, got {_type_name(self.provenance)}"
+            )
+        self.provenance = dict(self.provenance)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def num_nodes(self) -> int:
+        """K, the number of operation nodes."""
+        return len(self.nodes)
+
+    def cell_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`~supernet.cells.FixedCell` (all but ``channels``)."""
+        return {
+            "nodes": list(self.nodes),
+            "inner_ratio": self.inner_ratio,
+            "kv_pool": self.kv_pool,
+            "position": self.position,
+        }
+
+    def build(self, channels: int) -> FixedCell:
+        """A freshly initialised :class:`~supernet.cells.FixedCell` for ``channels``."""
+        return FixedCell(channels, **self.cell_kwargs())
+
+    # ------------------------------------------------------------------ (de)serialisation
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document (plain dicts/lists/numbers/strings)."""
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "nodes": [{"op": nd.op, "input": nd.input} for nd in self.nodes],
+            "cell": {
+                "inner_ratio": self.inner_ratio,
+                "kv_pool": self.kv_pool,
+                "position": self.position,
+                "num_nodes": self.num_nodes,
+            },
+            "provenance": _jsonable(self.provenance, "provenance"),
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The JSON document as text (a compact node list, one node per line)."""
+        doc = self.to_dict()
+        if indent is None:
+            return json.dumps(doc, allow_nan=False)
+        # One node / one alpha row per line keeps files short and diffable.
+        return _pretty_json(doc, indent) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "<dict>") -> Genotype:
+        """Validate a JSON document against the search space and build the genotype.
+
+        Args:
+            d: the parsed document.
+            source: how to name the document in error messages (e.g. its path).
+
+        Raises:
+            GenotypeError: naming ``source`` and the offending field.
+        """
+        if not isinstance(d, Mapping):
+            raise GenotypeError(
+                f"{source}: not an attnas genotype (expected a JSON object with "
+                f"\"format\": \"{FORMAT}\", got {_type_name(d)})"
+            )
+        if "format" not in d:
+            raise GenotypeError(
+                f"{source}: not an attnas genotype (no \"format\" field; expected "
+                f"\"format\": \"{FORMAT}\"; fields found: {', '.join(map(str, d)) or 'none'})"
+            )
+        if d["format"] != FORMAT:
+            raise GenotypeError(
+                f"{source}: not an attnas genotype (format = {d['format']!r}, "
+                f"expected {FORMAT!r})"
+            )
+        version = _require(d, "version", source)
+        if not _is_int(version):
+            raise GenotypeError(
+                f"{source}: version = {version!r} must be an integer, got {_type_name(version)}"
+            )
+        if version != VERSION:
+            newer = " (written by a newer attnas?)" if version > VERSION else ""
+            raise GenotypeError(
+                f"{source}: unsupported genotype version {version}{newer}; "
+                f"this attnas reads version {VERSION}"
+            )
+        _check_keys(d, _TOP_KEYS, source)
+        nodes = _validate_nodes(_require(d, "nodes", source), source)
+        cell = _require(d, "cell", source)
+        if not isinstance(cell, Mapping):
+            raise GenotypeError(f"{source}: cell must be an object, got {_type_name(cell)}")
+        where = f"{source}: cell"
+        _check_keys(cell, _CELL_KEYS, source, "cell")
+        values = {key: _require(cell, key, source, "cell") for key in _CELL_KEYS}
+        _validate_cell(values["inner_ratio"], values["kv_pool"], values["position"], where)
+        num_nodes = values["num_nodes"]
+        if not _is_int(num_nodes):
+            raise GenotypeError(
+                f"{where}.num_nodes = {num_nodes!r} must be an integer, "
+                f"got {_type_name(num_nodes)}"
+            )
+        if num_nodes != len(nodes):
+            raise GenotypeError(
+                f"{where}.num_nodes = {num_nodes} disagrees with the node list "
+                f"({len(nodes)} node{'s' if len(nodes) != 1 else ''})"
+            )
+        provenance = d.get("provenance", {})
+        if not isinstance(provenance, Mapping):
+            raise GenotypeError(
+                f"{source}: provenance must be an object, got {_type_name(provenance)}"
+            )
+        return cls(
+            nodes=nodes,
+            inner_ratio=float(values["inner_ratio"]),
+            kv_pool=values["kv_pool"],
+            position=values["position"],
+            provenance=dict(provenance),
+        )
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "<string>") -> Genotype:
+        """Parse and validate a JSON document (see :meth:`from_dict`)."""
+        if not text.strip():
+            raise GenotypeError(f"{source}: empty file, expected a JSON genotype")
+        try:
+            doc = json.loads(text, parse_constant=_reject_constant)
+        except json.JSONDecodeError as err:
+            raise GenotypeError(
+                f"{source}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
+            ) from None
+        except ValueError as err:  # from _reject_constant
+            raise GenotypeError(f"{source}: invalid JSON: {err}") from None
+        return cls.from_dict(doc, source)
+
+    # ------------------------------------------------------------------ derivation
+
+    @classmethod
+    def from_arch(cls, arch: ArchParameters, *, inner_ratio: float = 0.5, kv_pool: bool = True,
+                  position: str = "none", provenance: Mapping | None = None) -> Genotype:
+        """Discretise architecture parameters: argmax op and argmax input per node.
+
+        The provenance records ``softmax(alpha / tau)`` (``alpha_softmax``, K x 24, columns
+        in ``alpha_columns`` order), the input weights ``softmax(beta)`` (``beta_softmax``,
+        K x K, zero above the diagonal), the temperature, the package version and the
+        creation time; entries of ``provenance`` (run, epoch, dataset, seed, ...) are added
+        and win over these.
+        """
+        if not isinstance(arch, ArchParameters):
+            raise GenotypeError(
+                f"from_arch needs supernet.cells.ArchParameters, got {type(arch).__name__}"
+            )
+        record: dict[str, Any] = {
+            "package_version": _package_version(),
+            "created": _now(),
+            "temperature": round(float(arch.temperature), 6),
+            "alpha_columns": list(OP_NAMES),
+            "alpha_softmax": _rounded(arch.op_weights().detach().cpu().tolist()),
+            "beta_softmax": _rounded(arch.input_weights().detach().cpu().tolist()),
+        }
+        record.update(provenance or {})
+        return cls(nodes=arch.derive(), inner_ratio=inner_ratio, kv_pool=kv_pool,
+                   position=position, provenance=record)
+
+    # ------------------------------------------------------------------ display
+
+    def summary(self) -> str:
+        """A short human-readable description, one line per node, for the terminal."""
+        width = max(len(nd.op) for nd in self.nodes)
+        lines = [
+            f"cell: {self.num_nodes} node{'s' if self.num_nodes != 1 else ''}, "
+            f"inner_ratio {self.inner_ratio:g}, kv_pool {'on' if self.kv_pool else 'off'}, "
+            f"position {self.position}"
+        ]
+        for k, nd in enumerate(self.nodes):
+            src = "input" if nd.input == 0 else f"node {nd.input - 1}"
+            lines.append(f"node {k}: {nd.op:<{width}} <- {src}")
+        lines.append(
+            f"sink: concat(node 0..{self.num_nodes - 1}) -> 1x1x1 conv -> BN -> + input"
+            if self.num_nodes > 1 else "sink: node 0 -> 1x1x1 conv -> BN -> + input"
+        )
+        facts = [f"{key} {self.provenance[key]}" for key in ("run", "epoch", "dataset", "seed")
+                 if self.provenance.get(key) is not None
+                 and not isinstance(self.provenance[key], (dict, list))]
+        if isinstance(self.provenance.get("kind"), str):
+            facts.insert(0, self.provenance["kind"])
+        if facts:
+            lines.append("from: " + ", ".join(facts))
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON (genotypes hold finite numbers only)")
+
+
+def _pretty_json(doc: Any, indent: int, level: int = 0) -> str:
+    """``json.dumps(indent=...)`` but with leaf objects and number lists on one line."""
+    flat = json.dumps(doc, allow_nan=False)
+    is_leaf = (
+        isinstance(doc, dict) and not any(isinstance(v, (dict, list)) for v in doc.values())
+    ) or (isinstance(doc, list) and not any(isinstance(v, (dict, list)) for v in doc)
+          and not (len(flat) > 100 and any(isinstance(v, str) for v in doc)))
+    if is_leaf or not isinstance(doc, (dict, list)):
+        return flat
+    pad, inner = " " * (indent * level), " " * (indent * (level + 1))
+    if isinstance(doc, dict):
+        items = [f"{inner}{json.dumps(str(k))}: {_pretty_json(v, indent, level + 1)}"
+                 for k, v in doc.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}" if items else "{}"
+    items = [f"{inner}{_pretty_json(v, indent, level + 1)}" for v in doc]
+    return "[\n" + ",\n".join(items) + "\n" + pad + "]" if items else "[]"
+
+
+# --------------------------------------------------------------------------- files
+
+
+def save_genotype(genotype: Genotype, path: str | os.PathLike) -> Path:
+    """Write ``genotype`` as JSON to ``path`` atomically (temp file + ``os.replace``).
+
+    The parent folder is created if needed. Returns the path written.
+    """
+    if not isinstance(genotype, Genotype):
+        raise GenotypeError(f"save_genotype needs a Genotype, got {type(genotype).__name__}")
+    path = Path(path)
+    return atomic_write_text(path, genotype.to_json())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: Permissions for files we create: what ``open()`` would give under the umask (read once
+#: at import, since ``os.umask`` can only be read by setting it).
+FILE_MODE = 0o666 & ~_umask()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically: a temp file in the same folder, fsync,
+    ``os.replace``. Creates the parent folder. Readers see the old or the new file, never
+    half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, FILE_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def load_genotype(path: str | os.PathLike) -> Genotype:
+    """Read and validate a genotype JSON file.
+
+    Raises:
+        GenotypeError: missing/unreadable file, invalid JSON (with line and column), or any
+            field that does not fit the search space -- the message starts with the path.
+    """
+    path = Path(path)
+    source = str(path)
+    if not path.exists():
+        raise GenotypeError(f"{source}: no such genotype file")
+    if path.is_dir():
+        raise GenotypeError(f"{source}: is a directory, expected a genotype JSON file")
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise GenotypeError(f"{source}: cannot read ({err.strerror or err})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise GenotypeError(
+            f"{source}: not a text file (invalid UTF-8 at byte {err.start}); "
+            f"expected a genotype JSON file"
+        ) from None
+    return Genotype.from_json(text.removeprefix("\ufeff"), source)
+
+
+# --------------------------------------------------------------------------- random search
+
+
+def random_genotype(num_nodes: int = 3, seed: int | None = None, *, inner_ratio: float = 0.5,
+                    kv_pool: bool = True, position: str = "none",
+                    provenance: Mapping | None = None) -> Genotype:
+    """A cell drawn uniformly from the search space (the random-search baseline).
+
+    Each node gets an op uniformly from the 24 candidates and an input uniformly from
+    ``0..k``. The same ``seed`` gives the same genotype; with ``seed=None`` a seed is drawn
+    and recorded in the provenance so the cell can be reproduced.
+    """
+    if not _is_int(num_nodes) or num_nodes < 1:
+        raise GenotypeError(f"num_nodes must be a positive integer, got {num_nodes!r}")
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+    elif not _is_int(seed):
+        raise GenotypeError(f"seed must be an integer or None, got {seed!r}")
+    rng = random.Random(seed)
+    nodes = [NodeSpec(rng.choice(OP_NAMES), rng.randint(0, k)) for k in range(num_nodes)]
+    record: dict[str, Any] = {
+        "kind": "random",
+        "seed": seed,
+        "package_version": _package_version(),
+        "created": _now(),
+    }
+    record.update(provenance or {})
+    return Genotype(nodes=nodes, inner_ratio=inner_ratio, kv_pool=kv_pool, position=position,
+                    provenance=record)
+
