@@ -168,6 +168,20 @@ def _check_batches(kind: str, dm, world: int) -> None:
                 f"(drop_last); use --data.batch_size {max(1, per_rank)} or less")
 
 
+def _follow_default_root(cli, trainer_defaults: dict) -> None:
+    """``--trainer.default_root_dir DIR`` moves every output under ``DIR`` (run folder,
+    checkpoints): the logger's ``save_dir`` follows it unless it was set to something other
+    than the default ``runs``."""
+    trainer_cfg = cli.config.get("trainer") or {}
+    root = trainer_cfg.get("default_root_dir")
+    logger = cli.trainer.logger
+    if not root or not isinstance(logger, RunLogger):
+        return
+    default = ((trainer_defaults.get("logger") or {}).get("init_args") or {}).get("save_dir")
+    if str(logger.save_dir) == str(default):
+        logger._save_dir = str(root)
+
+
 def _untrained_ok(argv: list[str], ckpt_path: str | None) -> bool:
     """``validate`` / ``test`` evaluate a trained model: a missing ``--ckpt_path`` is a
     mistake (it would score random weights), ``--ckpt_path none`` says it is meant."""
@@ -250,6 +264,7 @@ def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict) -
             return _error(kind, f"{sub} scores a trained model: give --ckpt_path CKPT (or "
                                 f"--ckpt_path none to score the untrained weights on purpose)")
     dm = cli.datamodule
+    _follow_default_root(cli, trainer_defaults)
     try:  # the run folder's parent must be writable, or the run fails after it started
         from derive.cli import check_writable
 

@@ -181,3 +181,17 @@ def test_list_files_with_spaces_and_mov_files(tmp_path: Path) -> None:
 def test_cost_counts_the_proxy_at_its_own_clip(capsys: pytest.CaptureFixture) -> None:
     assert attnas(["cost", "--backbone", "proxy", "--no-latency"]) == 0
     assert "input 1x3x32x24x24" in capsys.readouterr().out
+
+
+def test_default_root_dir_moves_every_output(synth: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # ./runs would be here
+    out = tmp_path / "elsewhere"
+    assert attnas(["search", "fit", *_data(synth, True), f"--model.backbone_kwargs={PROXY}",
+                   "--model.num_nodes=2", "--trainer.max_epochs=1",
+                   "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1",
+                   "--trainer.enable_progress_bar=false",
+                   f"--trainer.default_root_dir={out}"]) == 0
+    assert not (tmp_path / "runs").exists()
+    run = out / "search" / "version_0"
+    assert (run / "genotype.json").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
