@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError("--block-kwargs must be a JSON object")
         frames, size = _DEFAULT_CLIP.get(args.backbone, (8, 224))
         res = model_cost(args.backbone, args.block, parse_positions(args.positions),
-                         frames=args.frames or frames, size=args.size or size,
+                         frames=frames if args.frames is None else args.frames,
+                         size=size if args.size is None else args.size,
                          batch=args.batch,
                          num_classes=args.num_classes, block_kwargs=block_kwargs,
                          latency=not args.no_latency, repeats=args.repeats,
