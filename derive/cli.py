@@ -14,37 +14,19 @@ one line and exit code 2, and nothing is written.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import torch
 
 from supernet.cells import ArchParameters
+from supernet.paths import check_writable
 
 from .draw import draw_cell, plot_alpha, plot_selection
 from .genotype import Genotype, GenotypeError, save_genotype
 from .select import SELECTION_RULES, check_bn_mode, check_rule, report_from_dict
 
 __all__ = ["genotype_from_checkpoint", "select_from_checkpoint", "main"]
-
-
-def check_writable(folder: str | Path) -> Path:
-    """``folder``, created if missing, after checking a file can be written in it.
-
-    Raises:
-        ValueError: it cannot be created or written (read-only file system, a regular file
-            on its path, no permission), in one line.
-    """
-    p = Path(folder)
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-        test = p / f".attnas-write-test-{os.getpid()}"
-        test.write_bytes(b"")
-        test.unlink()
-    except OSError as e:
-        raise ValueError(f"cannot write to {p} ({e.strerror or type(e).__name__})") from None
-    return p
 
 
 def _fail(msg: str) -> ValueError:

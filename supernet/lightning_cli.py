@@ -22,6 +22,7 @@ from pytorch_lightning.callbacks import (
 )
 from pytorch_lightning.cli import LightningCLI
 
+from .paths import check_writable
 from .run_logs import RunLogger
 
 SUBCOMMANDS = ("fit", "validate", "test")
@@ -266,8 +267,6 @@ def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict) -
     dm = cli.datamodule
     _follow_default_root(cli, trainer_defaults)
     try:  # the run folder's parent must be writable, or the run fails after it started
-        from derive.cli import check_writable
-
         logger = cli.trainer.logger
         check_writable(logger.root_dir if logger is not None and logger.root_dir
                        else cli.trainer.default_root_dir)
