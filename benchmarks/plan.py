@@ -50,6 +50,9 @@ _SPEED_ONLY = {"num_workers", "cache", "cache_dir", "cache_memory_mb", "persiste
 #: search settings that only decide how the trained supernet becomes a cell: two groups that
 #: differ in these alone train the same supernet, so the later one re-selects from the
 #: earlier one's checkpoint instead of training it again
+#: the cell settings round 1's random cells were drawn with (their rows' fingerprint is the
+#: retrain settings alone; other cell settings add themselves to it)
+ROUND1_CELL = {"num_nodes": 3, "inner_ratio": 0.5, "kv_pool": True, "position": "none"}
 #: version of the validation data a selection rule scores on, part of every search's
 #: fingerprint: 2 = class-interleaved validation batches (1 read a list sorted by class, so
 #: the first batches -- all a rule scores on -- were one class)
@@ -488,9 +491,15 @@ def build_plan(argv: list[str]) -> Plan:
                                   first.group, first.seed, r, dict(first.model),
                                   gdir / f"{_slug(first.key.replace('/', '_'))}_repeat{r}.json",
                                   first.settings, first.trainer, first.supernet))
+    # a random cell is drawn with the search config's cell settings (position, nodes, ...):
+    # when they are not round 1's, they are part of the row's fingerprint, so a config
+    # change re-draws and re-trains the random cells instead of mixing old and new rows
+    cell = {k: smodel.get(k, _search_default(k)) for k in ROUND1_CELL}
+    random_fp = (retrain_fp if cell == ROUND1_CELL
+                 else _fingerprint([retrain_fp, {"random_cell": cell}]))
     for i in range(random_cells):
         rows.append(Row(f"random/{i}", f"random cell {i}", "random",
-                        str(gdir / f"random_{i}.json"), settings=retrain_fp))
+                        str(gdir / f"random_{i}.json"), settings=random_fp))
     budgets = args.budget_epochs if args.budget_epochs is not None else "" if quick else "6"
     for text in (_csv_list(budgets, "--budget-epochs") if budgets.strip() else []):
         if "nonlocal" not in blocks:  # the study trains `nonlocal` at other budgets

@@ -294,3 +294,22 @@ def test_report_writes_the_tables_and_runs_nothing(quick: tuple[Path, str], tmp_
     md = (out / "accuracy.md").read_text()
     assert "## Search groups" in md and "clear family choices" in md
     assert {name: (out / name).read_text() for name in CSVS} == before
+
+
+def test_random_cells_follow_the_search_configs_cell_settings(tmp_path: Path) -> None:
+    import yaml
+
+    from benchmarks.plan import SEARCH_CONFIG
+    from benchmarks.run import build_plan
+
+    doc = yaml.safe_load(SEARCH_CONFIG.read_text())
+    doc["model"]["position"] = "sincos"
+    cfg = tmp_path / "sincos.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    argv = ["--blocks", "nonlocal", "--random-cells", "1", "--groups", "", "--out",
+            str(tmp_path / "o")]
+    base = {r.key: r.settings for r in build_plan(argv).rows}
+    moved = {r.key: r.settings for r in build_plan([*argv, "--search-config", str(cfg)]).rows}
+    assert moved["nonlocal"] == base["nonlocal"]  # baselines do not depend on the search
+    assert moved["random/0"] != base["random/0"]  # sincos random cells are other cells
+    assert base["random/0"] == base["nonlocal"]  # round 1's cells keep their fingerprint
