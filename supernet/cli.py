@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "retrain": ("supernet.retrain_cli", "train/evaluate a video classifier (LightningCLI)"),
     "cost": ("supernet.cost", "params, MACs/FLOPs and CPU latency of a backbone + block"),
     "export": ("supernet.export", "retrained network -> TorchScript / ONNX file, checked"),
+    "predict": ("supernet.predict", "class probabilities of video files (retrained network)"),
     "demo": ("supernet.demo", "the quick start: synthetic data -> search -> derive"),
     "bench": ("benchmarks.run", "the benchmark suite (accuracy, cost, search cost)"),
 }

@@ -1,5 +1,6 @@
-"""``attnas export``: a retrained network (a derived cell with map and dot-product ops,
-sinusoidal positions) as TorchScript and ONNX, loaded back and run; bad input."""
+"""``attnas export`` and ``attnas predict`` on a retrained network (a derived cell with map
+and dot-product ops, sinusoidal positions): TorchScript and ONNX files loaded back and run;
+class probabilities of real encoded videos; bad input."""
 
 from __future__ import annotations
 
@@ -76,3 +77,29 @@ def test_export_bad_input(trained: tuple[Path, Path], tmp_path: Path,
         assert err.startswith("attnas export: error:") and needle in err, (argv, err)
         assert len(err.splitlines()) == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_predict_prints_labels_and_skips_a_broken_video(trained: tuple[Path, Path],
+                                                       tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    ckpt, base = trained
+    videos = sorted((base / "data").rglob("*.mp4"))[:2]
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 100)
+    capsys.readouterr()
+    code = attnas(["predict", str(ckpt), str(videos[0]), str(broken), str(videos[1]),
+                   "--topk", "2", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 1  # one video failed; the others were predicted
+    assert err.count("\n") == 1 and f"skipped {broken}" in err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["video"] for r in rows] == [str(videos[0]), str(videos[1])]
+    for r in rows:
+        labels = [t["label"] for t in r["top"]]
+        assert sorted(labels) == ["green_first", "red_first"]  # the run's class names
+        assert abs(sum(t["p"] for t in r["top"]) - 1.0) < 1e-3
+    assert attnas(["predict", str(ckpt), str(videos[0]), "--clips", "2", "--crops", "3"]) == 0
+    assert capsys.readouterr().out.startswith(f"{videos[0].name}: ")
+    assert attnas(["predict", str(base / "cell.json"), str(videos[0])]) == 2

@@ -1,0 +1,125 @@
+"""``attnas predict CKPT VIDEO... [--topk 5]``: class probabilities of video files from a
+retrained network.
+
+Each video is read the way the test stage reads it -- ``test_clips`` evenly spread clips x
+``test_crops`` crops (the checkpoint's data settings, or ``--clips`` / ``--crops``), each
+``num_frames`` frames at ``sampling_rate``, resized, cropped and normalised as in training
+-- and the softmax probabilities are averaged over the views. Class names come from the
+checkpoint (saved with the run's data). A video that cannot be read gets one line on
+stderr and the others are still predicted (exit code 1 then; 2 for bad arguments).
+
+Output, one block per video::
+
+    clip.mp4: red_first 0.81 | blue_first 0.12 | green_first 0.05 | yellow_first 0.02
+
+or one JSON object per line with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["predict_videos", "main"]
+
+
+def _load(ckpt_path: str) -> tuple[torch.nn.Module, dict[str, Any], list[str]]:
+    from .lightning_cli import check_checkpoint
+    from .retrain import VideoClassifier
+
+    check_checkpoint(ckpt_path, "retrain")
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    model = VideoClassifier.load_from_checkpoint(ckpt_path, map_location="cpu").model.eval()
+    data = dict(ckpt.get("datamodule_hyper_parameters") or {})
+    classes = list((ckpt.get("VideoDataModule") or {}).get("classes") or [])
+    n = int(ckpt["hyper_parameters"]["num_classes"])
+    if len(classes) != n:
+        classes = [str(i) for i in range(n)]
+    return model, data, classes
+
+
+def predict_videos(ckpt_path: str, videos: list[str], clips: int | None = None,
+                   crops: int | None = None, batch: int = 8
+                   ) -> tuple[list[str], list[tuple[str, torch.Tensor | str]]]:
+    """``(class names, [(video, probabilities (num_classes,) or the reason it failed)])``.
+
+    Raises:
+        ValueError / FileNotFoundError: a bad checkpoint or view count.
+    """
+    from datamodules.datasets import VideoClipDataset, VideoRecord
+    from datamodules.decode import DecodeError
+    from datamodules.transforms import KINETICS_MEAN, KINETICS_STD, EvalTransform
+
+    model, data, classes = _load(ckpt_path)
+    clips = int(clips or data.get("test_clips") or 1)
+    crops = int(crops or data.get("test_crops") or 1)
+    if clips < 1 or crops not in (1, 3):
+        raise ValueError("--clips must be >= 1 and --crops 1 or 3")
+    crop = int(data.get("crop_size") or 224)
+    tf = EvalTransform(crop, data.get("test_short_side"), crops,
+                       data.get("mean") or KINETICS_MEAN, data.get("std") or KINETICS_STD)
+    out: list[tuple[str, torch.Tensor | str]] = []
+    for video in videos:
+        ds = VideoClipDataset([VideoRecord(str(video), 0)], int(data.get("num_frames") or 8),
+                              int(data.get("sampling_rate") or 1), sampler="uniform",
+                              clips_per_video=clips, crops_per_clip=crops, transform=tf,
+                              max_fail_fraction=0.0, name="predict")
+        try:
+            views = []
+            for v in range(len(ds)):
+                c, k = divmod(v, crops)
+                views.append(tf(ds.load_clip(0, c), k))
+        except DecodeError as err:
+            out.append((str(video), " ".join(str(err).split())))
+            continue
+        probs = []
+        with torch.no_grad():
+            for i in range(0, len(views), batch):
+                probs.append(model(torch.stack(views[i:i + batch])).float().softmax(-1))
+        out.append((str(video), torch.cat(probs).mean(0)))
+    return classes, out
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        raise ValueError(message)
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``attnas predict``."""
+    p = _Parser(prog="attnas predict", description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint", help="a retrain checkpoint (.ckpt)")
+    p.add_argument("videos", nargs="+", help="video files")
+    p.add_argument("--topk", type=int, default=5, help="labels shown per video (default 5)")
+    p.add_argument("--clips", type=int, default=None, help="temporal views (default: test)")
+    p.add_argument("--crops", type=int, default=None, help="spatial views, 1 or 3")
+    p.add_argument("--json", action="store_true", help="one JSON object per video")
+    try:
+        args = p.parse_args(argv)
+        if args.topk < 1:
+            raise ValueError(f"--topk must be >= 1, got {args.topk}")
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        classes, results = predict_videos(args.checkpoint, args.videos, args.clips, args.crops)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"attnas predict: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    failed = 0
+    for video, res in results:
+        if isinstance(res, str):
+            failed += 1
+            print(f"attnas predict: skipped {video}: {res}", file=sys.stderr)
+            continue
+        top = res.topk(min(args.topk, len(classes)))
+        pairs = [(classes[i], float(v)) for v, i in zip(top.values, top.indices)]
+        if args.json:
+            print(json.dumps({"video": video, "top": [{"label": c, "p": round(v, 4)}
+                                                       for c, v in pairs]}))
+        else:
+            print(f"{Path(video).name}: " + " | ".join(f"{c} {v:.2f}" for c, v in pairs))
+    return 1 if failed else 0
