@@ -8,7 +8,11 @@ Each video is read the way the test stage reads it -- ``test_clips`` evenly spre
 checkpoint (saved with the run's data). A video that cannot be read gets one line on
 stderr and the others are still predicted (exit code 1 then; 2 for bad arguments).
 
-Output, one block per video::
+``--attention DIR`` also draws, per video, where the inserted blocks attend
+(:mod:`supernet.attention_maps`: map ops' maps, the mean attention dot-product ops and
+non-local blocks give each key) as a PNG grid and an animated GIF.
+
+Output, one line per video::
 
     clip.mp4: red_first 0.81 | blue_first 0.12 | green_first 0.05 | yellow_first 0.02
 
@@ -25,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from .paths import check_writable
 
 __all__ = ["predict_videos", "main"]
 
@@ -45,9 +51,13 @@ def _load(ckpt_path: str) -> tuple[torch.nn.Module, dict[str, Any], list[str]]:
 
 
 def predict_videos(ckpt_path: str, videos: list[str], clips: int | None = None,
-                   crops: int | None = None, batch: int = 8
+                   crops: int | None = None, batch: int = 8,
+                   attention: str | Path | None = None
                    ) -> tuple[list[str], list[tuple[str, torch.Tensor | str]]]:
     """``(class names, [(video, probabilities (num_classes,) or the reason it failed)])``.
+    With ``attention`` (a folder), also writes ``<video stem>_attention.png`` / ``.gif``
+    there: where the inserted blocks attend on the first view
+    (:mod:`supernet.attention_maps`).
 
     Raises:
         ValueError / FileNotFoundError: a bad checkpoint or view count.
@@ -83,7 +93,26 @@ def predict_videos(ckpt_path: str, videos: list[str], clips: int | None = None,
             for i in range(0, len(views), batch):
                 probs.append(model(torch.stack(views[i:i + batch])).float().softmax(-1))
         out.append((str(video), torch.cat(probs).mean(0)))
+        if attention is not None:
+            stem = Path(attention) / f"{Path(video).stem}_attention"
+            _draw_attention(model, views[0], data, stem)
     return classes, out
+
+
+def _draw_attention(model: torch.nn.Module, view: torch.Tensor, data: dict[str, Any],
+                    stem: Path) -> None:
+    from datamodules.transforms import KINETICS_MEAN, KINETICS_STD
+
+    from .attention_maps import attention_maps, save_attention
+
+    maps = attention_maps(model, view[None])
+    if not maps:
+        raise ValueError("--attention: this network has no attention op or non-local block "
+                         "to draw (A2 / AIA blocks are not drawn)")
+    mean = torch.tensor(data.get("mean") or KINETICS_MEAN).view(3, 1, 1, 1)
+    std = torch.tensor(data.get("std") or KINETICS_STD).view(3, 1, 1, 1)
+    frames = (view * std + mean).clamp(0, 1).permute(1, 2, 3, 0).numpy()
+    save_attention(frames, maps, stem)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -100,12 +129,18 @@ def main(argv: list[str]) -> int:
     p.add_argument("--clips", type=int, default=None, help="temporal views (default: test)")
     p.add_argument("--crops", type=int, default=None, help="spatial views, 1 or 3")
     p.add_argument("--json", action="store_true", help="one JSON object per video")
+    p.add_argument("--attention", default=None, metavar="DIR",
+                   help="also draw where the inserted blocks attend: DIR/<video>_attention"
+                        ".png (frames x blocks) and .gif")
     try:
         args = p.parse_args(argv)
         if args.topk < 1:
             raise ValueError(f"--topk must be >= 1, got {args.topk}")
         torch.set_num_threads(max(1, os.cpu_count() or 1))
-        classes, results = predict_videos(args.checkpoint, args.videos, args.clips, args.crops)
+        if args.attention is not None:
+            check_writable(args.attention)
+        classes, results = predict_videos(args.checkpoint, args.videos, args.clips, args.crops,
+                                          attention=args.attention)
     except (ValueError, FileNotFoundError) as e:
         print(f"attnas predict: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -100,6 +100,34 @@ def test_predict_prints_labels_and_skips_a_broken_video(trained: tuple[Path, Pat
         labels = [t["label"] for t in r["top"]]
         assert sorted(labels) == ["green_first", "red_first"]  # the run's class names
         assert abs(sum(t["p"] for t in r["top"]) - 1.0) < 1e-3
-    assert attnas(["predict", str(ckpt), str(videos[0]), "--clips", "2", "--crops", "3"]) == 0
+    pics = tmp_path / "attention"
+    assert attnas(["predict", str(ckpt), str(videos[0]), "--clips", "2", "--crops", "3",
+                   "--attention", str(pics)]) == 0
     assert capsys.readouterr().out.startswith(f"{videos[0].name}: ")
-    assert attnas(["predict", str(base / "cell.json"), str(videos[0])]) == 2
+    stem = videos[0].stem + "_attention"
+    assert sorted(p.name for p in pics.iterdir()) == [f"{stem}.gif", f"{stem}.png"]
+    from PIL import Image
+
+    with Image.open(pics / f"{stem}.gif") as gif:
+        assert gif.n_frames == 8  # one per clip frame
+
+
+def test_attention_maps_of_every_op_kind(tmp_path: Path) -> None:
+    from supernet.attention_maps import attention_maps
+    from supernet.factory import create_backbone
+
+    torch.manual_seed(0)
+    cell = save_genotype(Genotype(nodes=[("map.spatial.sigmoid", 0), ("dot.temporal.softmax", 1),
+                                         ("dot.spatiotemporal.relu", 0),
+                                         ("dot.spatial.identity", 2)]), tmp_path / "c.json")
+    clip = torch.randn(1, 3, 8, 16, 16)
+    proxy = {"widths": [16, 32, 64], "depths": [1, 1, 1], "stem_width": 8}
+    for block, per_cell in ((str(cell), 4), ("nonlocal", 1)):
+        net = create_backbone("proxy", 3, block=block, **proxy)
+        maps = attention_maps(net, clip)
+        assert len(maps) == 2 * per_cell  # the proxy inserts a block at 2 positions
+        for name, m in maps.items():
+            assert m.dim() == 3 and torch.isfinite(m).all(), name
+            if "softmax" in name or "sigmoid" in name:  # attention received: a distribution
+                assert float(m.min()) >= 0.0, name
+        assert any("map.spatial.sigmoid" in k for k in maps) or block == "nonlocal"
