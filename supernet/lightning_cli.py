@@ -53,13 +53,29 @@ class RankSafeRichProgressBar(RichProgressBar):
 
 class RunSummary(RichModelSummary):
     """The model summary at the start of a run: each top-level module's type, parameters
-    and mode, and the totals. Lightning's prints a FLOPs column that reads 0 unless the
-    module sets an ``example_input_array`` (attention MACs: ``attnas cost``)."""
+    and mode, the totals, and the network's MACs per clip (one inference forward at the
+    data's clip, attention counted: :func:`supernet.cost.count_flops`). Lightning's own
+    prints a FLOPs column that reads 0 unless the module sets an ``example_input_array``."""
 
-    @staticmethod
-    def summarize(summary_data, total_parameters: int, trainable_parameters: int,  # noqa: D102
-                  model_size: float, total_training_modes: dict, total_flops: int,
-                  **kwargs) -> None:
+    _macs: tuple[int, tuple[int, ...]] | None = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:  # noqa: D102
+        self._macs = None
+        dm = trainer.datamodule
+        if trainer.is_global_zero and dm is not None and hasattr(dm, "crop_size"):
+            shape = (1, 3, int(dm.num_frames), int(dm.crop_size), int(dm.crop_size))
+            try:
+                from .cost import count_flops
+
+                net = getattr(pl_module, "model", pl_module)
+                self._macs = (count_flops(net, shape)["macs"], shape)
+            except Exception:  # noqa: BLE001 - the summary must never stop a run
+                self._macs = None
+        super().on_fit_start(trainer, pl_module)
+
+    def summarize(self, summary_data, total_parameters: int,  # noqa: D102
+                  trainable_parameters: int, model_size: float, total_training_modes: dict,
+                  total_flops: int, **kwargs) -> None:
         from rich import get_console
         from rich.table import Table
 
@@ -78,8 +94,9 @@ class RunSummary(RichModelSummary):
                       + f" ({model_size:.1f} MB); modules in train mode "
                       f"{total_training_modes.get('train', 0)}, eval mode "
                       f"{total_training_modes.get('eval', 0)}"
-                      + (f"; FLOPs {total_flops:,}" if total_flops else
-                         "; MACs with attention: attnas cost"))
+                      + (f"; {self._macs[0] / 1e9:.2f} GMACs per clip "
+                         f"{'x'.join(map(str, self._macs[1][1:]))} (attention counted)"
+                         if self._macs else ""))
 
 
 class _AttnasCLI(LightningCLI):

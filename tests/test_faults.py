@@ -159,6 +159,7 @@ def test_a_run_prints_no_stock_noise(synth: Path, tmp_path: Path,
                    "--trainer.enable_progress_bar=true"]) == 0
     out = "".join(capfd.readouterr())
     assert "Epoch 0" in out  # the bar was drawn
+    assert "GMACs per clip 3x8x16x16 (attention counted)" in " ".join(out.split())
     for noise in ("litlogger", "LeafSpec", "v_num", "FLOPs", "Skipping setting"):
         assert noise not in out, noise
 
