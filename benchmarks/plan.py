@@ -93,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--work", default=None,
                    help="folder for run logs, Lightning logs, the clip cache and --quick's "
                         "data (default <out>/_work)")
+    p.add_argument("--data-root", default=None, metavar="DIR",
+                   help="run the benchmark on your dataset: a folder per class, or a folder "
+                        "with train.txt / val.txt / test.txt, for both configs (default: "
+                        "the configs' data, the embedded synthetic benchmark)")
     p.add_argument("--search-config", default=str(SEARCH_CONFIG), help="search YAML")
     p.add_argument("--retrain-config", default=str(RETRAIN_CONFIG), help="retrain YAML")
     p.add_argument("--search-seeds", type=int, default=None,
@@ -261,7 +265,7 @@ class Plan:
     retrain_model: dict[str, Any]
     retrain_data: dict[str, Any]
     retrain_trainer: dict[str, Any]
-    synth: dict[str, int]
+    synth: dict[str, int] | None  # the synthetic benchmark's parameters (None: a dataset)
     clip: tuple[int, int]
     notes: list[str]
     searches: list[SearchJob]
@@ -270,6 +274,7 @@ class Plan:
     settings: str
     command: str
     groups: list[str] = field(default_factory=list)
+    num_classes: int = 0
     default_group: str = "default"
     steptime_settings: str = ""
 
@@ -368,33 +373,61 @@ def build_plan(argv: list[str]) -> Plan:
     work = (Path(args.work) if args.work else out / "_work").resolve()
     threads = args.threads or (1 if quick else max(1, cores // args.jobs))
 
-    # -- data: the synthetic benchmark, read whole (the class needs every frame) ---------
+    # -- data: the synthetic benchmark read whole (its class needs every frame), or a
+    #    dataset of the user's (--data-root, or configs that read one) as the configs say
     from datamodules.synth import DEFAULTS
 
     notes: list[str] = []
     sdata, rdata = dict(scfg["data"]), dict(rcfg["data"])
-    if quick:
+    synth: dict[str, int] | None
+    if args.data_root is not None:
+        for data in (sdata, rdata):
+            for key in ("synthetic", "synthetic_params", "train_list", "val_list", "test_list"):
+                data.pop(key, None)
+            data["root"] = args.data_root
+    synthetic = bool(sdata.get("synthetic")) and bool(rdata.get("synthetic"))
+    if quick and args.data_root is None:
         synth = dict(QUICK_DATA)
         root = work / "data"
-    else:
-        if not sdata.get("synthetic") or not rdata.get("synthetic"):
-            raise BenchError("the benchmark runs on the embedded synthetic benchmark: both "
-                             "configs need data.synthetic: true")
+    elif synthetic:
         synth = {**DEFAULTS, **(sdata.get("synthetic_params") or {})}
         root = Path(sdata.get("root", "data/synth")).resolve()
         if Path(rdata.get("root", "data/synth")).resolve() != root:
             raise BenchError("the search and retrain configs read different data roots")
-    clip = (int(synth["frames"]), int(synth["size"]))
-    for name, data in (("search", sdata), ("retrain", rdata)):
-        given = (data.get("num_frames"), data.get("crop_size"), data.get("sampling_rate", 1))
-        if given != (clip[0], clip[1], 1) and not quick:
-            notes.append(f"the {name} config reads {given[0]} frames x {given[1]} px "
-                         f"(sampling rate {given[2]}) but the synthetic videos are "
-                         f"{clip[0]} x {clip[1]} px: the benchmark reads whole videos "
-                         f"({clip[0]} frames, {clip[1]} px, rate 1)")
-        data.update(root=str(root), synthetic=True, synthetic_params=synth,
-                    num_frames=clip[0], crop_size=clip[1], sampling_rate=1,
-                    cache="disk", cache_dir=str(work / "clip_cache"))
+    else:
+        synth, root = None, Path(str(rdata.get("root", ""))).resolve()
+        if bool(sdata.get("synthetic")) != bool(rdata.get("synthetic")):
+            raise BenchError("one config reads the synthetic benchmark and the other a "
+                             "dataset; give both the same data (or --data-root DIR)")
+        where = ("root", "train_list", "val_list", "test_list", "path_prefix")
+        if [str(sdata.get(k) or "") for k in where] != [str(rdata.get(k) or "") for k in where]:
+            raise BenchError("the search and retrain configs read different data; give "
+                             "both the same (or --data-root DIR)")
+        if not root.exists():
+            raise BenchError(f"dataset {root} does not exist")
+    if synth is not None:
+        clip = (int(synth["frames"]), int(synth["size"]))
+        for name, data in (("search", sdata), ("retrain", rdata)):
+            given = (data.get("num_frames"), data.get("crop_size"), data.get("sampling_rate", 1))
+            if given != (clip[0], clip[1], 1) and not quick:
+                notes.append(f"the {name} config reads {given[0]} frames x {given[1]} px "
+                             f"(sampling rate {given[2]}) but the synthetic videos are "
+                             f"{clip[0]} x {clip[1]} px: the benchmark reads whole videos "
+                             f"({clip[0]} frames, {clip[1]} px, rate 1)")
+            data.update(synthetic=True, synthetic_params=synth, num_frames=clip[0],
+                        crop_size=clip[1], sampling_rate=1)
+        num_classes = int(synth["classes"])
+    else:
+        clip = (int(rdata.get("num_frames", 8)), int(rdata.get("crop_size", 224)))
+        from datamodules import VideoDataModule
+
+        try:
+            probe = {k: v for k, v in rdata.items() if k != "search"}
+            num_classes = VideoDataModule(**{**probe, "root": str(root)}).num_classes
+        except (ValueError, FileNotFoundError, TypeError) as err:
+            raise BenchError(f"dataset {root}: {' '.join(str(err).split())}") from None
+    for data in (sdata, rdata):
+        data.update(root=str(root), cache="disk", cache_dir=str(work / "clip_cache"))
         data.pop("search", None)
         if quick:
             data.update(batch_size=4, num_workers=0)
@@ -455,7 +488,9 @@ def build_plan(argv: list[str]) -> Plan:
             groups.append((name, model, trainer))
 
     def strip(d: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in d.items() if k not in _SPEED_ONLY}
+        # a dataset is named by its folder; the synthetic benchmark by its parameters
+        return {k: v for k, v in d.items()
+                if k not in _SPEED_ONLY or (k == "root" and synth is None)}
 
     # Each run's fingerprint covers what that run depends on: a search its model, data and
     # trainer; a retrain row the retrain settings (and its search's fingerprint).
@@ -520,6 +555,7 @@ def build_plan(argv: list[str]) -> Plan:
     command = " ".join(["python -m benchmarks.run", *map(shlex.quote, argv)])
     plan = Plan(args, quick, out, work, threads, smodel, sdata, strainer, rmodel, rdata,
                 rtrainer, synth, clip, notes, searches, rows, list(range(train_seeds)),
-                settings, command, [g[0] for g in groups], groups[0][0])
+                settings, command, groups=[g[0] for g in groups], default_group=groups[0][0],
+                num_classes=num_classes)
     plan.steptime_settings = _fingerprint([first.settings, retrain_fp])
     return plan

@@ -324,11 +324,15 @@ def write_markdown(plan: Plan, runner: Runner, table: list[dict[str, Any]],
         f"- Machine: {_machine()}; {plan.threads} torch thread(s) per run, "
         f"{plan.args.jobs} run(s) at a time.",
         f"- Versions: {_versions()}.",
-        f"- Data: synthetic benchmark `{plan.retrain_data['root']}` "
-        f"({plan.synth['classes']} classes × {plan.synth['videos_per_class']} videos, "
-        f"{plan.clip[0]} frames × {plan.clip[1]}² px, seed {plan.synth['seed']}; train / val / "
-        f"test = {counts.get('train', '?')} / {counts.get('val', '?')} / "
-        f"{counts.get('test', '?')}); each clip is the whole video.",
+        (f"- Data: synthetic benchmark `{plan.retrain_data['root']}` "
+         f"({plan.synth['classes']} classes × {plan.synth['videos_per_class']} videos, "
+         f"{plan.clip[0]} frames × {plan.clip[1]}² px, seed {plan.synth['seed']}; train / val / "
+         f"test = {counts.get('train', '?')} / {counts.get('val', '?')} / "
+         f"{counts.get('test', '?')}); each clip is the whole video." if plan.synth else
+         f"- Data: `{plan.retrain_data['root']}` ({plan.num_classes} classes; train / val / "
+         f"test = {counts.get('train', '?')} / {counts.get('val', '?')} / "
+         f"{counts.get('test', '?')}); clips of {plan.clip[0]} frames × {plan.clip[1]}² px "
+         f"as the configs read them."),
         f"- Search: `{Path(plan.args.search_config).name}` defaults, {s.get('max_epochs')} "
         f"epoch(s), search seeds {search_seeds}; study groups: {', '.join(plan.groups)}.",
         f"- Retrain: `{Path(plan.args.retrain_config).name}` defaults, the same budget for every "

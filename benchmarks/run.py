@@ -72,6 +72,17 @@ def _split_counts(plan: Plan) -> dict[str, int]:
                 return {k: int(v) for k, v in counts.items()}
         except ValueError:
             pass
+    if plan.synth is None:  # a dataset: the sizes of its splits
+        from datamodules import VideoDataModule
+
+        try:
+            dm = VideoDataModule(**{k: v for k, v in plan.retrain_data.items()
+                                    if k not in ("cache", "cache_dir")})
+            dm.setup(None)
+            return {k: len(dm.datasets[k].records) for k in ("train", "val", "test")
+                    if k in dm.datasets}
+        except (ValueError, FileNotFoundError, RuntimeError):
+            return {}
     n, c = int(plan.synth["videos_per_class"]), int(plan.synth["classes"])
     train, val = round(n * 0.70), round(n * 0.15)
     return {"train": c * train, "val": c * val, "test": c * (n - train - val)}
@@ -109,7 +120,7 @@ def upfront_estimate(plan: Plan, runner: Runner, console: Any) -> dict[str, floa
                   f"networks ({plan.threads} thread(s)) …")
     result, wall, log = runner.launch("calibrate", {
         "kind": "calibrate", "key": "calibrate", "search_model": plan.search_model,
-        "retrain_model": plan.retrain_model, "num_classes": int(plan.synth["classes"]),
+        "retrain_model": plan.retrain_model, "num_classes": plan.num_classes,
         "search_shape": [sb, 3, t, px, px], "retrain_shape": [rb, 3, t, px, px],
         "blocks": blocks, "steps": 2})
     if result.get("status") != "ok":
@@ -265,7 +276,9 @@ def _report(plan: Plan, runner: Runner) -> Path:
     """Write ``accuracy.md`` and ``accuracy.png`` from the runs finished so far."""
     table = summarise(plan, runner.acc)
     png = plot(table, plan.out / "accuracy.png",
-               f"proxy on synthetic {plan.clip[0]}×{plan.clip[1]}² "
+               f"{plan.retrain_model.get('backbone', 'proxy')} on "
+               f"{'synthetic' if plan.synth else Path(plan.retrain_data['root']).name} "
+               f"{plan.clip[0]}×{plan.clip[1]}² "
                f"({len(plan.train_seeds)} training seed(s))")
     return write_markdown(plan, runner, table, png)
 
@@ -281,12 +294,16 @@ def _run(plan: Plan, runner: Runner, console: Any) -> int:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
     from datamodules.synth import SynthError, ensure_synthetic
 
-    console.print(f"data: {escape(plan.retrain_data['root'])} (generated if missing)")
-    try:
-        ensure_synthetic(plan.retrain_data["root"], **plan.synth, progress=not plan.quick)
-    except (SynthError, ValueError, OSError) as err:
-        print(f"attnas bench: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+    if plan.synth is not None:
+        console.print(f"data: {escape(plan.retrain_data['root'])} (generated if missing)")
+        try:
+            ensure_synthetic(plan.retrain_data["root"], **plan.synth, progress=not plan.quick)
+        except (SynthError, ValueError, OSError) as err:
+            print(f"attnas bench: error: {' '.join(str(err).split())}", file=sys.stderr)
+            return 2
+    else:
+        console.print(f"data: {escape(plan.retrain_data['root'])} ({plan.num_classes} "
+                      f"classes, clips of {plan.clip[0]} frames × {plan.clip[1]}² px)")
     _random_genotypes(plan)
     interrupted = False
     try:

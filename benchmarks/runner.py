@@ -341,7 +341,7 @@ class Runner:
         batch = int(self.plan.search_data.get("batch_size", 16))
         spec = {"kind": "steptime", "key": "steptime", "genotype": str(ok[0].genotype),
                 "search_model": self.plan.search_model, "retrain_model": self.plan.retrain_model,
-                "num_classes": int(self.plan.synth["classes"]),
+                "num_classes": self.plan.num_classes,
                 "shape": [batch, 3, self.plan.clip[0], self.plan.clip[1], self.plan.clip[1]],
                 "steps": 2 if self.plan.quick else 5}
         result, wall, log = self.launch("steptime", spec)
@@ -372,7 +372,7 @@ class Runner:
         try:
             res = model_cost(m.get("backbone", "proxy"), row.block, m.get("positions"),
                              frames=self.plan.clip[0], size=self.plan.clip[1], batch=1,
-                             num_classes=int(self.plan.synth["classes"]),
+                             num_classes=self.plan.num_classes,
                              block_kwargs=m.get("block_kwargs"), latency=False,
                              backbone_kwargs=m.get("backbone_kwargs"))
             out = {"params": res["params"], "macs": res["macs"]}

@@ -313,3 +313,29 @@ def test_random_cells_follow_the_search_configs_cell_settings(tmp_path: Path) ->
     assert moved["nonlocal"] == base["nonlocal"]  # baselines do not depend on the search
     assert moved["random/0"] != base["random/0"]  # sincos random cells are other cells
     assert base["random/0"] == base["nonlocal"]  # round 1's cells keep their fingerprint
+
+
+def test_quick_on_a_folder_per_class_dataset(tmp_path: Path) -> None:
+    from videos import write_pattern_video
+
+    data = tmp_path / "mydata"
+    for c in ("cat", "dog"):
+        (data / c).mkdir(parents=True)
+        for i in range(6):
+            write_pattern_video(data / c / f"{c}{i}.mp4", 8, width=32, height=32)
+    out = tmp_path / "out"
+    code, text = _run(["--quick", "--data-root", str(data), "--out", str(out),
+                       "--blocks", "none,nonlocal", "--random-cells", "1"])
+    assert code == 0, text
+    rows = _rows(out / "accuracy.csv")
+    assert {r["row"] for r in rows} == {"none", "nonlocal", f"searched[{GROUP}]/s0",
+                                        "random/0"}
+    assert all(r["status"] == "ok" for r in rows), rows
+    md = (out / "accuracy.md").read_text()
+    assert f"- Data: `{data}` (2 classes" in md
+    # the dataset is part of every run's fingerprint: another folder is other settings
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    assert bench(["--quick", "--data-root", str(other), "--out", str(out), "--plan"]) == 2
+    assert bench(["--quick", "--data-root", str(tmp_path / "nowhere"), "--out",
+                  str(tmp_path / "o2")]) == 2
