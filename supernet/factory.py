@@ -143,6 +143,9 @@ def create_backbone(name: str, num_classes: int, block: str = "none",
         **kwargs: ``block_kwargs`` (dict passed to every :func:`create_block` call; for
             ``search`` also ``num_nodes`` (default 3) or an existing ``arch``),
             ``pretrained_2d`` (path of a torchvision ResNet-50 state dict; I3D only),
+            ``pretrained`` (a Kinetics-pretrained 3-D ResNet checkpoint of pytorchvideo,
+            PySlowFast, mmaction2 or attnas; :mod:`supernet.pretrained`) with
+            ``pretrained_format`` (``auto`` by default),
             ``dropout``, and for the proxy ``widths``, ``depths``, ``stem_width``,
             ``expansion``, ``stem_kernel``, ``stem_pool``, ``temporal_pool``,
             ``temporal_kernels``.
@@ -161,12 +164,15 @@ def create_backbone(name: str, num_classes: int, block: str = "none",
     kwargs = dict(kwargs)
     block_kwargs = dict(kwargs.pop("block_kwargs", None) or {})
     pretrained_2d = kwargs.pop("pretrained_2d", None)
+    pretrained = kwargs.pop("pretrained", None)
+    pretrained_format = kwargs.pop("pretrained_format", "auto")
     builder = _BACKBONES[name]
     accepted = _accepted_kwargs(builder)
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise ValueError(f"backbone {name!r}: unknown keyword(s) {unknown}; accepted: "
-                         f"block_kwargs, pretrained_2d, {', '.join(accepted)}")
+                         f"block_kwargs, pretrained_2d, pretrained, pretrained_format, "
+                         f"{', '.join(accepted)}")
     if not isinstance(block, str):
         raise ValueError(f"block must be a name string, got {type(block).__name__}")
     if not block.endswith(".json") and block not in _BLOCKS:
@@ -181,6 +187,11 @@ def create_backbone(name: str, num_classes: int, block: str = "none",
         from .inflate import load_pretrained_2d
 
         load_pretrained_2d(model, pretrained_2d)
+    if pretrained:  # before insertion too: the inserted blocks start as identities
+        from .pretrained import load_pretrained
+
+        report = load_pretrained(model, pretrained, pretrained_format)
+        print(f"[pretrained] {report.summary()}", flush=True)
 
     if block == "search":
         arch = block_kwargs.pop("arch", None)

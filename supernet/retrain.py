@@ -36,6 +36,11 @@ class VideoClassifier(pl.LightningModule):
         block_kwargs: extra arguments for the block (e.g. ``{"position": "coords"}``).
         backbone_kwargs: extra arguments for the backbone (e.g. ``{"dropout": 0.5}``).
         pretrained_2d: a local torchvision-format ResNet-50 state dict to inflate (i3d_r50).
+        pretrained: a local Kinetics-pretrained 3-D ResNet checkpoint (pytorchvideo,
+            PySlowFast, mmaction2 or attnas layout; :mod:`supernet.pretrained`); the head
+            is not loaded, inserted blocks start as identities.
+        pretrained_format: ``auto`` (detected from the keys), ``pytorchvideo``,
+            ``pyslowfast``, ``mmaction2`` or ``attnas``.
         optimizer: ``sgd`` (momentum, Nesterov) or ``adamw``.
         lr: peak learning rate (after warm-up), cosine-annealed to ``lr_min``.
         lr_min: final learning rate.
@@ -54,6 +59,8 @@ class VideoClassifier(pl.LightningModule):
         block_kwargs: dict | None = None,
         backbone_kwargs: dict | None = None,
         pretrained_2d: str | None = None,
+        pretrained: str | None = None,
+        pretrained_format: str = "auto",
         optimizer: Literal["sgd", "adamw"] = "sgd",
         lr: float = 0.05,
         lr_min: float = 0.0,
@@ -69,6 +76,8 @@ class VideoClassifier(pl.LightningModule):
         kwargs = dict(backbone_kwargs or {})
         if pretrained_2d:
             kwargs["pretrained_2d"] = pretrained_2d
+        if pretrained:
+            kwargs.update(pretrained=pretrained, pretrained_format=pretrained_format)
         self.model = create_backbone(backbone, num_classes, block=block, positions=positions,
                                      block_kwargs=block_kwargs, **kwargs)
         top5 = min(5, num_classes)
