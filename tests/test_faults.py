@@ -196,3 +196,15 @@ def test_default_root_dir_moves_every_output(synth: Path, tmp_path: Path,
     assert not (tmp_path / "runs").exists()
     run = out / "search" / "version_0"
     assert (run / "genotype.json").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_tensorboard_logger_is_an_option(synth: Path, tmp_path: Path) -> None:
+    assert attnas(["search", "fit", *_data(synth, True), f"--model.backbone_kwargs={PROXY}",
+                   "--model.num_nodes=2", "--trainer.max_epochs=1",
+                   "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1",
+                   "--trainer.enable_progress_bar=false",
+                   "--trainer.logger=pytorch_lightning.loggers.TensorBoardLogger",
+                   f"--trainer.logger.init_args.save_dir={tmp_path}"]) == 0
+    run = tmp_path / "search" / "version_0"
+    assert list(run.glob("events.out.tfevents.*"))
+    assert (run / "genotype.json").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
