@@ -12,7 +12,7 @@ install:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@if [ ! -f $(STAMP) ] || [ pyproject.toml -nt $(STAMP) ] || ! grep -qxF '$(TORCH)' $(STAMP); then \
 		$(BIN)/pip install '$(TORCH)' && \
-		$(BIN)/pip install -e '.[dev,export,tensorboard]' && \
+		$(BIN)/pip install -e '.[dev,export,tensorboard,sweep]' && \
 		echo '$(TORCH)' > $(STAMP); \
 	fi
 

@@ -148,6 +148,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per run (default: the CPU cores available divided by "
                         "--jobs; --quick 1)")
+    p.add_argument("--executor", default=None, choices=("ray", "local"),
+                   help="where runs execute: ray (default: a local Ray started in-process, "
+                        "each run asking for its --threads CPUs; a cluster with --address) "
+                        "or local (plain subprocesses; the default of --quick, where Ray's "
+                        "start-up would dominate); every run is its own process either way")
+    p.add_argument("--address", default=None,
+                   help="a Ray cluster to run on: auto, or ray://HOST:10001 (the repository "
+                        "and --out must be on a filesystem every node sees)")
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds after which one run is killed and recorded as failed")
     p.add_argument("--plan", action="store_true",

@@ -292,6 +292,18 @@ def _run(plan: Plan, runner: Runner, console: Any) -> int:
                   f"{plan.out}")
     for note in plan.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
+    from benchmarks.executor import make_executor
+
+    kind = ("ray" if plan.args.address else plan.args.executor
+            or ("local" if plan.quick else "ray"))
+    try:
+        runner.executor = make_executor(kind, plan.args.address,
+                                        max(plan.threads * plan.args.jobs, plan.threads))
+    except ValueError as err:
+        print(f"attnas bench: error: {err}", file=sys.stderr)
+        return 2
+    console.print(f"runs execute on: {runner.executor.name}"
+                  + (f" ({plan.args.address})" if plan.args.address else ""))
     from datamodules.synth import SynthError, ensure_synthetic
 
     if plan.synth is not None:
@@ -299,6 +311,7 @@ def _run(plan: Plan, runner: Runner, console: Any) -> int:
         try:
             ensure_synthetic(plan.retrain_data["root"], **plan.synth, progress=not plan.quick)
         except (SynthError, ValueError, OSError) as err:
+            runner.executor.close()
             print(f"attnas bench: error: {' '.join(str(err).split())}", file=sys.stderr)
             return 2
     else:
@@ -312,6 +325,8 @@ def _run(plan: Plan, runner: Runner, console: Any) -> int:
         interrupted = True
         console.print("[red]interrupted[/red]: finished runs are kept; re-run the same "
                       "command to resume")
+    finally:
+        runner.executor.close()
     md = _report(plan, runner)
     if runner.skipped:
         console.print(f"skipped {runner.skipped} finished runs (recorded in {plan.out})")

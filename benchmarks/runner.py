@@ -15,13 +15,13 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.executor import LocalExecutor
 from benchmarks.plan import REPO, Plan, Row, SearchJob, _search_default, _slug
 from benchmarks.report import _float, _fmt_s, _source, escape
 
@@ -112,6 +112,8 @@ class Runner:
         self.finished = 0
         self.cost_cache: dict[str, dict[str, Any]] = {}
         self._lock = threading.RLock()
+        #: where the jobs run (benchmarks.executor); run.py sets Ray or local
+        self.executor: Any = LocalExecutor()
 
     def _bump(self, counter: str) -> int:
         """Add one to a progress counter (thread-safe); returns its new value."""
@@ -210,16 +212,11 @@ class Runner:
                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
                                                            os.environ.get("PYTHONPATH")]))}
         t0 = time.perf_counter()
-        error = None
-        with log.open("w") as fh:
-            try:
-                proc = subprocess.run(
-                    [sys.executable, "-m", "benchmarks._jobs", str(spec_path), str(result_path)],
-                    cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env,
-                    timeout=self.plan.args.timeout, check=False)
-                code = proc.returncode
-            except subprocess.TimeoutExpired:
-                code, error = None, f"timed out after {_fmt_s(self.plan.args.timeout)}"
+        cmd = [sys.executable, "-m", "benchmarks._jobs", str(spec_path), str(result_path)]
+        code, error = self.executor.run(cmd, env, REPO, log, self.plan.args.timeout,
+                                        self.plan.threads)
+        if error == "timed out":
+            error = f"timed out after {_fmt_s(self.plan.args.timeout)}"
         wall = time.perf_counter() - t0
         result: dict[str, Any] = {}
         if result_path.is_file():

@@ -339,3 +339,27 @@ def test_quick_on_a_folder_per_class_dataset(tmp_path: Path) -> None:
     assert bench(["--quick", "--data-root", str(other), "--out", str(out), "--plan"]) == 2
     assert bench(["--quick", "--data-root", str(tmp_path / "nowhere"), "--out",
                   str(tmp_path / "o2")]) == 2
+
+
+def test_ray_runs_the_quick_chain_records_a_crash_and_resumes(
+        quick: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Ray executor (a local Ray started in-process): a crashing row is recorded as
+    failed while the others complete; re-run, only that row runs again."""
+    out = tmp_path / "ray"
+    shutil.copytree(quick[0], out)
+    with (out / "accuracy.csv").open() as fh:
+        kept = [ln for ln in fh if not ln.startswith(("nonlocal,", "none,"))]
+    (out / "accuracy.csv").write_text("".join(kept))  # two rows to run again
+    monkeypatch.setenv(CRASH_ENV, "nonlocal")
+    code, text = _run(["--quick", "--out", str(out), "--executor", "ray", "--jobs", "2"])
+    assert code == 1 and "runs execute on: ray" in text
+    rows = {r["row"]: r for r in _rows(out / "accuracy.csv")}
+    assert rows["nonlocal"]["status"] == "failed" and "injected crash" in rows["nonlocal"]["error"]
+    assert rows["none"]["status"] == "ok"
+    monkeypatch.delenv(CRASH_ENV)
+    code, text = _run(["--quick", "--out", str(out), "--executor", "ray"])
+    assert code == 0 and "ran 1 runs" in text
+    # no cluster to join: one line, exit 2, before any data is made
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert bench(["--quick", "--out", str(tmp_path / "x"), "--address", "auto"]) == 2
+    assert not (tmp_path / "x" / "_work" / "data").exists()
