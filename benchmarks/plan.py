@@ -30,7 +30,10 @@ SEARCH_CONFIG = REPO / "configs" / "search" / "synthetic.yaml"
 RETRAIN_CONFIG = REPO / "configs" / "retrain" / "synthetic.yaml"
 DEFAULT_OUT = REPO / "benchmarks" / "results"
 QUICK_OUT = DEFAULT_OUT / "quick"
-DEFAULT_BLOCKS = ("none", "nonlocal", "a2", "cinst", "stinc")
+#: the baselines; ``nonlocal_sincos`` (a one-node cell that is a non-local block with
+#: sinusoidal positions) is the control for what the positions alone buy
+DEFAULT_BLOCKS = ("none", "nonlocal", "a2", "cinst", "stinc",
+                  "benchmarks/baselines/nonlocal_sincos.json")
 #: the benchmark's budget when --search-epochs / --retrain-epochs are not given: what fits
 #: the full run (2 searches, 30 trainings) in about two hours on 2 CPU cores
 BENCH_SEARCH_EPOCHS = 3
@@ -293,6 +296,13 @@ class Plan:
         return {**self.retrain_trainer, "max_epochs": row.epochs}
 
 
+def _cell_of(path: str) -> dict[str, Any]:
+    """What a genotype-file baseline trains: its nodes and cell settings (its fingerprint:
+    another cell under the same file name is another row)."""
+    doc = json.loads(Path(path).read_text())
+    return {"nodes": doc.get("nodes"), "cell": doc.get("cell")}
+
+
 def _slug(text: str) -> str:
     keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
     return keep.strip("_")
@@ -343,12 +353,16 @@ def build_plan(argv: list[str]) -> Plan:
     accepted = _block_names()
     # "" = no baseline rows: a study or investigation whose baselines live in another folder
     blocks = _csv_list(args.blocks, "--blocks") if args.blocks.strip() else []
+    # a genotype file is found from the working folder, else from the repository (the
+    # shipped control baselines), and keeps the name it was given as its row key
+    where = {b: (b if Path(b).is_file() or not (REPO / b).is_file() else str(REPO / b))
+             for b in blocks}
     for b in blocks:
         if b.endswith(".json"):
             from derive.genotype import load_genotype
 
             try:
-                load_genotype(b)
+                load_genotype(where[b])
             except (ValueError, OSError) as err:
                 raise BenchError(f"--blocks: {' '.join(str(err).split())}") from None
         elif b not in accepted:
@@ -506,8 +520,9 @@ def build_plan(argv: list[str]) -> Plan:
     gdir = out / "genotypes"
     searches: list[SearchJob] = []
     rows: list[Row] = [Row(b, b if not b.endswith(".json") else Path(b).stem, "baseline",
-                           str(Path(b).resolve()) if b.endswith(".json") else b,
-                           settings=retrain_fp)
+                           str(Path(where[b]).resolve()) if b.endswith(".json") else b,
+                           settings=retrain_fp if not b.endswith(".json")
+                           else _fingerprint([retrain_fp, _cell_of(where[b])]))
                        for b in blocks]
     trains: dict[tuple[str, int], str] = {}  # (supernet fingerprint, seed) -> first search
     for group, model, trainer in groups:

@@ -21,9 +21,11 @@ from benchmarks.run import main as bench
 
 #: the search config's group (supernet mode + selection rule), the default group
 GROUP = "uniform+perturb"
-EXPECTED_ROWS = ["none", "nonlocal", "a2", "cinst", "stinc", f"searched[{GROUP}]/s0", "random/0"]
-EXPECTED_LABELS = ["none", "nonlocal", "a2", "cinst", "stinc", f"{GROUP} (seed 0)",
-                   "random cell 0", "**random cells (mean)**"]
+CONTROL = "benchmarks/baselines/nonlocal_sincos.json"  # non-local with positions
+EXPECTED_ROWS = ["none", "nonlocal", "a2", "cinst", "stinc", CONTROL, f"searched[{GROUP}]/s0",
+                 "random/0"]
+EXPECTED_LABELS = ["none", "nonlocal", "a2", "cinst", "stinc", "nonlocal_sincos",
+                   f"{GROUP} (seed 0)", "random cell 0", "**random cells (mean)**"]
 SEARCHED = "searched_uniform_perturb__s0"  # its genotype file's stem
 CSVS = ("accuracy.csv", "search.csv", "steptime.csv")
 
