@@ -37,10 +37,13 @@ __all__ = ["group_name", "parse_group", "group_rows", "group_table_lines", "targ
 #: search config's settings with the search length the benchmark measured for it). Groups
 #: that differ only in the selection rule (``+alone``, ``darts+perturb``) re-select from the
 #: supernets trained by the group before them, so each supernet is trained once and the
-#: rules are compared on the same supernets.
-DEFAULT_GROUPS = ("uniform+perturb+5ep", "uniform+perturb+sincos+5ep",
-                  "uniform+alone+sincos+5ep", "darts+argmax", "darts+perturb",
-                  "single_path+perturb", "single_path+alone", "uniform+perturb")
+#: rules are compared on the same supernets. With the config's ``position: sincos`` the
+#: first two are ``uniform+perturb+sincos+5ep`` / ``uniform+alone+sincos+5ep``;
+#: ``uniform+perturb+none+5ep`` is the position study's other arm (named
+#: ``uniform+perturb+5ep``).
+DEFAULT_GROUPS = ("uniform+perturb+5ep", "uniform+alone+5ep", "uniform+perturb+none+5ep",
+                  "darts+argmax", "darts+perturb", "single_path+perturb", "single_path+alone",
+                  "uniform+perturb")
 
 
 def _vocab() -> dict[str, tuple[str, ...]]:

@@ -445,11 +445,10 @@ def _random_genotypes(plan: Plan) -> None:
 # ------------------------------------------------------------------------------ schedule
 def _tasks(plan: Plan, runner: Runner) -> list[tuple[Any, set[str], str]]:
     """Every run as (callable, the search keys it waits for, its own key), in the order
-    that gives the answers soonest: every group's searches (the default group's first: a
-    search is what a group's cells, supernet accuracy and selection margins come from,
-    and re-selections are cheap), then the default group's rows with the baselines,
-    random cells and budget rows seed by seed, the step-time job, then the other groups'
-    rows."""
+    that gives the main answer first: the default group's searches, then its rows with
+    the baselines, random cells and budget rows seed by seed, the step-time job, then the
+    other groups' searches and rows. (A row starts as soon as its own search has ended,
+    so a slot is never idle while a later search runs.)"""
     tasks: list[tuple[Any, set[str], str]] = []
     default = plan.default_group
 
@@ -470,10 +469,10 @@ def _tasks(plan: Plan, runner: Runner) -> list[tuple[Any, set[str], str]]:
                               f"{row.key}/{seed}"))
 
     searches(True)
-    searches(False)
     rows(True)
     first = [j.key for j in plan.searches if j.group == default and j.repeat == 0]
     tasks.append((runner.run_steptime, set(first), "steptime"))
+    searches(False)
     rows(False)
     return tasks
 

@@ -20,13 +20,13 @@ from benchmarks._jobs import CRASH_ENV
 from benchmarks.run import main as bench
 
 #: the search config's group (supernet mode + selection rule), the default group
-GROUP = "uniform+perturb"
+GROUP = "uniform+perturb+sincos"
 CONTROL = "benchmarks/baselines/nonlocal_sincos.json"  # non-local with positions
 EXPECTED_ROWS = ["none", "nonlocal", "a2", "cinst", "stinc", CONTROL, f"searched[{GROUP}]/s0",
                  "random/0"]
 EXPECTED_LABELS = ["none", "nonlocal", "a2", "cinst", "stinc", "nonlocal_sincos",
                    f"{GROUP} (seed 0)", "random cell 0", "**random cells (mean)**"]
-SEARCHED = "searched_uniform_perturb__s0"  # its genotype file's stem
+SEARCHED = "searched_uniform_perturb_sincos__s0"  # its genotype file's stem
 CSVS = ("accuracy.csv", "search.csv", "steptime.csv")
 
 
@@ -198,25 +198,29 @@ def test_groups_and_budget_rows_are_planned(tmp_path: Path) -> None:
     plan = build_plan(["--blocks", "none,nonlocal", "--random-cells", "0", "--search-seeds",
                        "3", "--out", str(tmp_path / "o")])
     # the default group first (the config's settings, 5 search epochs), then the others
-    assert plan.groups == [f"{GROUP}+5ep", f"{GROUP}+sincos+5ep", "uniform+alone+sincos+5ep",
-                           "darts+argmax", "darts+perturb", "single_path+perturb",
-                           "single_path+alone", GROUP]
+    assert plan.groups == [f"{GROUP}+5ep", "uniform+alone+sincos+5ep", "uniform+perturb+5ep",
+                           "darts+argmax+sincos", "darts+perturb+sincos",
+                           "single_path+perturb+sincos", "single_path+alone+sincos", GROUP]
     # a rule compared on the same supernets: re-selected from the group before it
     src = {j.key: j.source for j in plan.searches}
-    assert src["searched[uniform+alone+sincos+5ep]/s2"] == f"searched[{GROUP}+sincos+5ep]/s2"
-    assert src["searched[darts+perturb]/s0"] == "searched[darts+argmax]/s0"
-    assert src["searched[single_path+alone]/s1"] == "searched[single_path+perturb]/s1"
+    assert src["searched[uniform+alone+sincos+5ep]/s2"] == f"searched[{GROUP}+5ep]/s2"
+    assert src["searched[darts+perturb+sincos]/s0"] == "searched[darts+argmax+sincos]/s0"
+    assert src["searched[single_path+alone+sincos]/s1"] == \
+        "searched[single_path+perturb+sincos]/s1"
+    # the position study's other arm: the same group without positions
+    none = next(j for j in plan.searches if j.group == "uniform+perturb+5ep")
+    assert none.model["position"] == "none" and none.source is None
     assert plan.default_group == f"{GROUP}+5ep"
     assert [j.key for j in plan.searches][:4] == [
         f"searched[{GROUP}+5ep]/s0", f"searched[{GROUP}+5ep]/s1", f"searched[{GROUP}+5ep]/s2",
-        f"searched[{GROUP}+sincos+5ep]/s0"]
+        "searched[uniform+alone+sincos+5ep]/s0"]
     plain = next(j for j in plan.searches if j.group == GROUP)
     assert plan.searches[0].trainer["max_epochs"] == 5 and plain.trainer is None
     assert plan.searches[0].settings != plain.settings
     models = {j.group: j.model for j in plan.searches}
-    assert models["darts+argmax"]["supernet"] == "darts"
-    assert models["darts+argmax"]["select"] == "argmax"
-    assert models["single_path+perturb"]["supernet"] == "single_path"
+    assert models["darts+argmax+sincos"]["supernet"] == "darts"
+    assert models["darts+argmax+sincos"]["select"] == "argmax"
+    assert models["single_path+perturb+sincos"]["supernet"] == "single_path"
     # the retrain-budget study: nonlocal at 6 epochs, with its own fingerprint
     budget = [r for r in plan.rows if r.kind == "budget"]
     assert [(r.key, r.block, r.epochs) for r in budget] == [("nonlocal@6ep", "nonlocal", 6)]
@@ -244,9 +248,9 @@ def test_a_new_group_reuses_every_finished_run(quick: tuple[Path, str], tmp_path
     assert code == 0, text
     assert "ran 2 runs" in text  # the new group's search and its row, nothing else
     searches = {s["search"]: s for s in _rows(out / "search.csv")}
-    assert searches["searched[single_path+perturb]/s0"]["supernet"] == "single_path"
+    assert searches["searched[single_path+perturb+sincos]/s0"]["supernet"] == "single_path"
     md = (out / "accuracy.md").read_text()
-    assert "| `single_path+perturb` |" in md
+    assert "| `single_path+perturb+sincos` |" in md
 
 
 def test_a_group_that_differs_in_its_rule_reselects_from_the_trained_supernet(
@@ -256,18 +260,20 @@ def test_a_group_that_differs_in_its_rule_reselects_from_the_trained_supernet(
     plan = build_plan(["--groups", f"{GROUP},uniform+alone,darts+argmax", "--search-seeds",
                        "2", "--out", str(tmp_path / "o")])
     src = {j.key: j.source for j in plan.searches}
-    assert src["searched[uniform+alone]/s1"] == f"searched[{GROUP}]/s1"  # same supernet, seed
-    assert src[f"searched[{GROUP}]/s0"] is None and src["searched[darts+argmax]/s0"] is None
+    assert src["searched[uniform+alone+sincos]/s1"] == f"searched[{GROUP}]/s1"  # same supernet
+    assert src[f"searched[{GROUP}]/s0"] is None
+    assert src["searched[darts+argmax+sincos]/s0"] is None
     out = tmp_path / "rule"
     shutil.copytree(quick[0], out)
     code, text = _run(["--quick", "--out", str(out), "--groups", f"{GROUP},uniform+alone"])
     assert code == 0, text
-    assert f"re-select uniform+alone (seed 0) from searched[{GROUP}]/s0" in text
+    assert f"re-select uniform+alone+sincos (seed 0) from searched[{GROUP}]/s0" in text
     rows = {s["search"]: s for s in _rows(out / "search.csv")}
-    new, old = rows["searched[uniform+alone]/s0"], rows[f"searched[{GROUP}]/s0"]
+    new, old = rows["searched[uniform+alone+sincos]/s0"], rows[f"searched[{GROUP}]/s0"]
     assert new["status"] == "ok" and new["supernet_from"] == f"searched[{GROUP}]/s0"
     assert new["select"] == "alone" and json.loads(new["decisions"])
-    genotype = json.loads((out / "genotypes" / "searched_uniform_alone__s0.json").read_text())
+    genotype = json.loads((out / "genotypes" / "searched_uniform_alone_sincos__s0.json"
+                           ).read_text())
     assert genotype["provenance"]["select"] == "alone"
     assert genotype["provenance"]["supernet_from"] == f"searched[{GROUP}]/s0"
     # its search cost is the shared supernet training plus its own selection
@@ -279,9 +285,9 @@ def test_a_group_that_differs_in_its_rule_reselects_from_the_trained_supernet(
         ckpt.unlink()
     code, text = _run(["--quick", "--out", str(again), "--groups", f"{GROUP},uniform+alone"])
     assert code == 0, text
-    assert "search uniform+alone (seed 0)" in text and "re-select" not in text
+    assert "search uniform+alone+sincos (seed 0)" in text and "re-select" not in text
     assert {s["search"]: s for s in _rows(again / "search.csv")}[
-        "searched[uniform+alone]/s0"]["supernet_from"] == ""
+        "searched[uniform+alone+sincos]/s0"]["supernet_from"] == ""
 
 
 def test_report_writes_the_tables_and_runs_nothing(quick: tuple[Path, str], tmp_path: Path
@@ -305,17 +311,16 @@ def test_random_cells_follow_the_search_configs_cell_settings(tmp_path: Path) ->
     from benchmarks.run import build_plan
 
     doc = yaml.safe_load(SEARCH_CONFIG.read_text())
-    doc["model"]["position"] = "sincos"
-    cfg = tmp_path / "sincos.yaml"
+    doc["model"]["position"] = "none"  # round 1's cells
+    cfg = tmp_path / "none.yaml"
     cfg.write_text(yaml.safe_dump(doc))
     argv = ["--blocks", "nonlocal", "--random-cells", "1", "--groups", "", "--out",
             str(tmp_path / "o")]
-    base = {r.key: r.settings for r in build_plan(argv).rows}
-    moved = {r.key: r.settings for r in build_plan([*argv, "--search-config", str(cfg)]).rows}
-    assert moved["nonlocal"] == base["nonlocal"]  # baselines do not depend on the search
-    assert moved["random/0"] != base["random/0"]  # sincos random cells are other cells
-    assert base["random/0"] == base["nonlocal"]  # round 1's cells keep their fingerprint
-
+    sincos = {r.key: r.settings for r in build_plan(argv).rows}  # the shipped config
+    none = {r.key: r.settings for r in build_plan([*argv, "--search-config", str(cfg)]).rows}
+    assert none["nonlocal"] == sincos["nonlocal"]  # baselines do not depend on the search
+    assert none["random/0"] != sincos["random/0"]  # sincos random cells are other cells
+    assert none["random/0"] == none["nonlocal"]  # round 1's cells keep their fingerprint
 
 def test_quick_on_a_folder_per_class_dataset(tmp_path: Path) -> None:
     from videos import write_pattern_video
