@@ -421,8 +421,9 @@ def build_plan(argv: list[str]) -> Plan:
         if bool(sdata.get("synthetic")) != bool(rdata.get("synthetic")):
             raise BenchError("one config reads the synthetic benchmark and the other a "
                              "dataset; give both the same data (or --data-root DIR)")
-        where = ("root", "train_list", "val_list", "test_list", "path_prefix")
-        if [str(sdata.get(k) or "") for k in where] != [str(rdata.get(k) or "") for k in where]:
+        source_keys = ("root", "train_list", "val_list", "test_list", "path_prefix")
+        if [str(sdata.get(k) or "") for k in source_keys] != \
+                [str(rdata.get(k) or "") for k in source_keys]:
             raise BenchError("the search and retrain configs read different data; give "
                              "both the same (or --data-root DIR)")
         if not root.exists():
