@@ -71,8 +71,8 @@ class RayExecutor:
                                   "configure_logging": False, "ignore_reinit_error": True}
         if address:
             kwargs["address"] = address
-        else:
-            kwargs["num_cpus"] = cpus
+        else:  # a new private instance, even if another bench's Ray runs on this machine
+            kwargs.update(address="local", num_cpus=cpus)
         try:
             ray.init(**kwargs)
         except Exception as err:  # noqa: BLE001 - unreachable cluster, bad address
