@@ -102,55 +102,66 @@ def _bn(src: str, dst: str) -> dict[str, str]:
     return {f"{src}.{f}": f"{dst}.{f}" for f in _BN}
 
 
+class _Layout(NamedTuple):
+    """How a project names a 3-D ResNet's tensors (``{s}``: its stage number, ``{j}``: the
+    block, ``{x}`` / ``{i}``: the bottleneck conv as a/b/c or 1/2/3)."""
+
+    stem_conv: str
+    stem_bn: str
+    block: str
+    conv: str
+    bn: str
+    shortcut_conv: str
+    shortcut_bn: str
+    head: str
+
+
+_LAYOUTS = {
+    "pytorchvideo": _Layout("blocks.0.conv", "blocks.0.norm", "blocks.{s}.res_blocks.{j}",
+                            "branch2.conv_{x}", "branch2.norm_{x}", "branch1_conv",
+                            "branch1_norm", "blocks.{s}.proj"),
+    "pyslowfast": _Layout("s1.pathway0_stem.conv", "s1.pathway0_stem.bn",
+                          "s{s}.pathway0_res{j}", "branch2.{x}", "branch2.{x}_bn", "branch1",
+                          "branch1_bn", "head.projection"),
+    "mmaction2": _Layout("backbone.conv1.conv", "backbone.conv1.bn", "backbone.layer{s}.{j}",
+                         "conv{i}.conv", "conv{i}.bn", "downsample.conv", "downsample.bn",
+                         "cls_head.fc_cls"),
+}
+
+
+def _stage_numbers(fmt: str, state: Mapping[str, Tensor], count: int) -> tuple[list[int], int]:
+    """The layout's numbers of our ``count`` residual stages, and of its head block."""
+    if fmt == "pyslowfast":
+        return list(range(2, 2 + count)), 0
+    if fmt == "mmaction2":
+        return list(range(1, 1 + count)), 0
+    # pytorchvideo numbers every block (stem, stages, pooling, head): read them off the keys
+    res = sorted({int(x.group(1)) for k in state
+                  if (x := re.match(r"blocks\.(\d+)\.res_blocks\.", k))})
+    heads = [int(x.group(1)) for k in state if (x := re.match(r"blocks\.(\d+)\.proj\.", k))]
+    return res, max(heads, default=-1)
+
+
 def _key_map(fmt: str, state: Mapping[str, Tensor], model: VideoResNet) -> dict[str, str]:
     """``{their key: our key}`` for the backbone's tensors (head: ``head.*``)."""
-    m: dict[str, str] = {}
-    stages = list(model.stages.items())
-    if fmt == "pytorchvideo":
-        res = sorted({int(x.group(1)) for k in state
-                      if (x := re.match(r"blocks\.(\d+)\.res_blocks\.", k))})
-        m["blocks.0.conv.weight"] = "stem.conv.weight"
-        m.update(_bn("blocks.0.norm", "stem.bn"))
-        for n, (name, stage) in zip(res, stages):
-            for j in range(len(stage.blocks)):
-                src, dst = f"blocks.{n}.res_blocks.{j}", f"stages.{name}.blocks.{j}"
-                for x in "abc":
-                    m[f"{src}.branch2.conv_{x}.weight"] = f"{dst}.conv_{x}.weight"
-                    m.update(_bn(f"{src}.branch2.norm_{x}", f"{dst}.bn_{x}"))
-                m[f"{src}.branch1_conv.weight"] = f"{dst}.shortcut.0.weight"
-                m.update(_bn(f"{src}.branch1_norm", f"{dst}.shortcut.1"))
-        heads = [int(x.group(1)) for k in state if (x := re.match(r"blocks\.(\d+)\.proj\.", k))]
-        head = max(heads, default=None)
-        if head is not None:
-            m.update({f"blocks.{head}.proj.weight": "head.weight",
-                      f"blocks.{head}.proj.bias": "head.bias"})
-    elif fmt == "pyslowfast":
-        m["s1.pathway0_stem.conv.weight"] = "stem.conv.weight"
-        m.update(_bn("s1.pathway0_stem.bn", "stem.bn"))
-        for s, (name, stage) in enumerate(stages, 2):
-            for j in range(len(stage.blocks)):
-                src, dst = f"s{s}.pathway0_res{j}", f"stages.{name}.blocks.{j}"
-                for x in "abc":
-                    m[f"{src}.branch2.{x}.weight"] = f"{dst}.conv_{x}.weight"
-                    m.update(_bn(f"{src}.branch2.{x}_bn", f"{dst}.bn_{x}"))
-                m[f"{src}.branch1.weight"] = f"{dst}.shortcut.0.weight"
-                m.update(_bn(f"{src}.branch1_bn", f"{dst}.shortcut.1"))
-        m.update({"head.projection.weight": "head.weight", "head.projection.bias": "head.bias"})
-    elif fmt == "mmaction2":
-        m["backbone.conv1.conv.weight"] = "stem.conv.weight"
-        m.update(_bn("backbone.conv1.bn", "stem.bn"))
-        for s, (name, stage) in enumerate(stages, 1):
-            for j in range(len(stage.blocks)):
-                src, dst = f"backbone.layer{s}.{j}", f"stages.{name}.blocks.{j}"
-                for i, x in enumerate("abc", 1):
-                    m[f"{src}.conv{i}.conv.weight"] = f"{dst}.conv_{x}.weight"
-                    m.update(_bn(f"{src}.conv{i}.bn", f"{dst}.bn_{x}"))
-                m[f"{src}.downsample.conv.weight"] = f"{dst}.shortcut.0.weight"
-                m.update(_bn(f"{src}.downsample.bn", f"{dst}.shortcut.1"))
-        m.update({"cls_head.fc_cls.weight": "head.weight", "cls_head.fc_cls.bias": "head.bias"})
-    else:  # attnas: a retrain checkpoint (model.*) or a VideoResNet state dict
+    if fmt == "attnas":  # a retrain checkpoint (model.*) or a VideoResNet state dict
         prefix = "model." if any(k.startswith("model.stem.") for k in state) else ""
-        m = {f"{prefix}{k}": k for k in model.state_dict()}
+        return {f"{prefix}{k}": k for k in model.state_dict()}
+    lay = _LAYOUTS[fmt]
+    stages = list(model.stages.items())
+    numbers, head = _stage_numbers(fmt, state, len(stages))
+    m = {f"{lay.stem_conv}.weight": "stem.conv.weight", **_bn(lay.stem_bn, "stem.bn")}
+    for s, (name, stage) in zip(numbers, stages):
+        for j in range(len(stage.blocks)):
+            src, dst = lay.block.format(s=s, j=j), f"stages.{name}.blocks.{j}"
+            for i, x in enumerate("abc", 1):
+                m[f"{src}.{lay.conv.format(x=x, i=i)}.weight"] = f"{dst}.conv_{x}.weight"
+                m.update(_bn(f"{src}.{lay.bn.format(x=x, i=i)}", f"{dst}.bn_{x}"))
+            m[f"{src}.{lay.shortcut_conv}.weight"] = f"{dst}.shortcut.0.weight"
+            m.update(_bn(f"{src}.{lay.shortcut_bn}", f"{dst}.shortcut.1"))
+    if head >= 0:
+        out = lay.head.format(s=head)
+        m.update({f"{out}.weight": "head.weight", f"{out}.bias": "head.bias"})
     return m
 
 
