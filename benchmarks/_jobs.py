@@ -127,7 +127,8 @@ def run_reselect(spec: dict[str, Any]) -> dict[str, Any]:
     seed_everything(spec["seed"], workers=True)
     model = spec["model"]
     options = {k: model[k] for k in ("select_val_batches", "select_calib_batches",
-                                     "select_finetune_steps", "select_bn") if k in model}
+                                     "select_finetune_steps", "select_bn", "cost_target")
+               if k in model}
     rule = check_rule(str(model.get("select", "argmax")))
     module = SearchModule.load_from_checkpoint(spec["checkpoint"], map_location="cpu",
                                                select=rule, **options)

@@ -11,7 +11,13 @@ A *group spec* names a way to search with ``+``-joined tokens, in any order:
 * optionally a cell position option of :data:`supernet.space.POSITIONS` (``none``,
   ``coords``, ``sincos``),
 * optionally a search length ``<N>ep`` (e.g. ``6ep``: this group searches for 6 epochs
-  instead of the benchmark's ``--search-epochs``).
+  instead of the benchmark's ``--search-epochs``),
+* optionally a cost budget ``cost<target>`` (e.g. ``cost0.5x``: ``--model.cost_target
+  0.5x``, half the MACs of the non-local blocks; any form of
+  :func:`supernet.costmodel.parse_cost_target`). A budgeted ``uniform`` or
+  ``single_path`` group re-selects from the supernets of the unbudgeted group (the budget
+  only changes the selection there); a ``darts`` one trains its own (the budget enters
+  the architecture loss).
 
 Tokens left out keep the search config's value. ``darts+argmax`` is round 1's search;
 ``uniform+perturb+sincos`` trains every candidate equally with sinusoidal positions and
@@ -40,9 +46,12 @@ __all__ = ["group_name", "parse_group", "group_rows", "group_table_lines", "targ
 #: rules are compared on the same supernets. With the config's ``position: sincos`` the
 #: first two are ``uniform+perturb+sincos+5ep`` / ``uniform+alone+sincos+5ep``;
 #: ``uniform+perturb+none+5ep`` is the position study's other arm (named
-#: ``uniform+perturb+5ep``).
-DEFAULT_GROUPS = ("uniform+perturb+5ep", "uniform+alone+5ep", "uniform+perturb+none+5ep",
-                  "darts+argmax", "darts+perturb", "single_path+perturb", "single_path+alone",
+#: ``uniform+perturb+5ep``). The ``cost`` groups are the cost-aware study (budgets of 0.5, 1
+#: and 2 times the non-local blocks' MACs), re-selected from the default group's supernets.
+DEFAULT_GROUPS = ("uniform+perturb+5ep", "uniform+alone+5ep", "darts+argmax",
+                  "single_path+perturb", "uniform+perturb+5ep+cost0.5x",
+                  "uniform+perturb+5ep+cost1x", "uniform+perturb+5ep+cost2x",
+                  "uniform+perturb+none+5ep", "darts+perturb", "single_path+alone",
                   "uniform+perturb")
 
 
@@ -62,6 +71,8 @@ def group_name(model: dict[str, Any]) -> str:
         parts.append(str(model["position"]))
     if str(model.get("remedy", "none")) != "none":
         parts.append(f"remedy={model['remedy']}")
+    if model.get("cost_target") is not None:
+        parts.append(f"cost{model['cost_target']}")
     return "+".join(parts)
 
 
@@ -84,11 +95,19 @@ def parse_group(spec: str) -> dict[str, Any]:
                 raise ValueError(f"group {spec!r} gives two search lengths")
             over["search_epochs"] = int(token[:-2])
             continue
+        if token.startswith("cost") and len(token) > 4:
+            from supernet.costmodel import parse_cost_target
+
+            parse_cost_target(token[4:])  # ValueError names the accepted forms
+            if "cost_target" in over and over["cost_target"] != token[4:]:
+                raise ValueError(f"group {spec!r} gives two cost targets")
+            over["cost_target"] = token[4:]
+            continue
         key = next((k for k, values in vocab.items() if token in values), None)
         if key is None:
             accepted = "; ".join(f"{k}: {', '.join(v)}" for k, v in vocab.items())
             raise ValueError(f"unknown token {token!r} in group {spec!r}; accepted ({accepted}; "
-                             f"search length: <N>ep)")
+                             f"search length: <N>ep; budget: cost<target>, e.g. cost0.5x)")
         if key in over and over[key] != token:
             raise ValueError(f"group {spec!r} gives two {key} values ({over[key]}, {token})")
         over[key] = token

@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--search-config", default=str(SEARCH_CONFIG), help="search YAML")
     p.add_argument("--retrain-config", default=str(RETRAIN_CONFIG), help="retrain YAML")
     p.add_argument("--search-seeds", type=int, default=None,
-                   help="search seeds 0..S-1 (default 2; --quick 1)")
+                   help="search seeds 0..S-1 (default 3; --quick 1)")
     p.add_argument("--train-seeds", type=int, default=None,
                    help="training seeds 0..N-1 per row (default 3; --quick 1)")
     p.add_argument("--random-cells", type=int, default=None,
@@ -253,7 +253,7 @@ class Row:
 
     key: str
     label: str
-    kind: str  # baseline | searched | random
+    kind: str  # baseline | searched | random | random_cost (fitted to a budget) | budget
     block: str  # a block name or a genotype .json path
     search: SearchJob | None = None
     group: str = ""
@@ -529,8 +529,11 @@ def build_plan(argv: list[str]) -> Plan:
     for group, model, trainer in groups:
         search_fp = _fingerprint({"search": [model, strip(sdata), trainer], "quick": quick,
                                   "selection_data": SELECTION_DATA})
+        # a budget only changes the selection of a supernet that does not learn alpha
+        select_only = SELECTION_KEYS | ({"cost_target"} if model.get("supernet") != "darts"
+                                        else set())
         supernet_fp = _fingerprint({"supernet": [
-            {k: v for k, v in model.items() if k not in SELECTION_KEYS}, strip(sdata), trainer],
+            {k: v for k, v in model.items() if k not in select_only}, strip(sdata), trainer],
             "quick": quick})
         for seed in range(search_seeds):
             key = f"searched[{group}]/s{seed}"
@@ -559,6 +562,16 @@ def build_plan(argv: list[str]) -> Plan:
     for i in range(random_cells):
         rows.append(Row(f"random/{i}", f"random cell {i}", "random",
                         str(gdir / f"random_{i}.json"), settings=random_fp))
+    # random cells of matched cost: the same random cells, each fitted to a budget group's
+    # target (the inner width the budget allows), so a budgeted search meets its own control
+    specs = list(dict.fromkeys(str(m["cost_target"]) for _, m, _ in groups
+                               if m.get("cost_target") is not None))
+    for spec in specs:
+        for i in range(random_cells):
+            rows.append(Row(f"random@cost{spec}/{i}", f"random cell {i}, budget {spec}",
+                            "random_cost", str(gdir / f"random_{i}_cost{_slug(spec)}.json"),
+                            group=f"cost{spec}",
+                            settings=_fingerprint([random_fp, {"cost_target": spec}])))
     budgets = args.budget_epochs if args.budget_epochs is not None else "" if quick else "6"
     for text in (_csv_list(budgets, "--budget-epochs") if budgets.strip() else []):
         if "nonlocal" not in blocks:  # the study trains `nonlocal` at other budgets

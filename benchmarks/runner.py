@@ -420,19 +420,35 @@ class Runner:
 def _random_genotypes(plan: Plan) -> None:
     """Write the random cells' genotype JSON + PNG (deterministic from their seeds)."""
     from derive.draw import draw_cell
-    from derive.genotype import load_genotype, random_genotype, save_genotype
+    from derive.genotype import Genotype, load_genotype, random_genotype, save_genotype
 
     m = plan.search_model
+    space = None
     for row in plan.rows:
-        if row.kind != "random":
+        if row.kind not in ("random", "random_cost"):
             continue
         path = Path(row.block)
         seed = int(row.key.split("/")[1])
-        g = random_genotype(int(m.get("num_nodes", 3)), seed,
-                            inner_ratio=float(m.get("inner_ratio", 0.5)),
-                            kv_pool=bool(m.get("kv_pool", True)),
-                            position=str(m.get("position", _search_default("position"))),
-                            provenance={"benchmark": row.key})
+        cell = {"inner_ratio": float(m.get("inner_ratio", 0.5)),
+                "kv_pool": bool(m.get("kv_pool", True)),
+                "position": str(m.get("position", _search_default("position")))}
+        provenance: dict[str, Any] = {"benchmark": row.key}
+        nodes = random_genotype(int(m.get("num_nodes", 3)), seed, **cell).nodes
+        if row.kind == "random_cost":  # the same random cell, fitted to the group's budget
+            from supernet.costmodel import CellBudget, SpaceCost
+
+            space = space or SpaceCost(
+                str(m.get("backbone", "proxy")), m.get("positions"),
+                (plan.clip[0], plan.clip[1], plan.clip[1]), int(m.get("num_nodes", 3)),
+                cell["inner_ratio"], cell["kv_pool"], cell["position"],
+                m.get("backbone_kwargs"))
+            spec = row.group[len("cost"):]
+            budget = CellBudget(space, space.check_target(spec), spec)
+            ratio, macs, params = budget.fit([n.op for n in nodes])
+            cell["inner_ratio"] = ratio
+            provenance["budget"] = {**budget.record(), "inner_ratio": ratio, "macs": macs,
+                                    "params": params}
+        g = Genotype(nodes=nodes, **cell, provenance=provenance)
         if path.is_file():
             old = load_genotype(path)
             if old.nodes == g.nodes and old.cell_kwargs() == g.cell_kwargs():
@@ -462,7 +478,8 @@ def _tasks(plan: Plan, runner: Runner) -> list[tuple[Any, set[str], str]]:
     def rows(first: bool) -> None:
         for seed in plan.train_seeds:
             for row in plan.rows:
-                if (row.kind != "searched" or row.group == default) != first:
+                late = row.kind in ("searched", "random_cost") and row.group != default
+                if late == first:
                     continue
                 needs = {row.search.key} if row.search is not None else set()
                 tasks.append((lambda row=row, seed=seed: runner.run_row(row, seed), needs,

@@ -109,7 +109,28 @@ def select_from_module(module: pl.LightningModule, datamodule: Any = None,
         dev = next(module.parameters()).device
         data.val = [(v.to(dev), y.to(dev)) for v, y in data.val]
         data.calib = [v.to(dev) for v in data.calib]
-    return select_cell(module.model, rule, data, progress=progress)
+    clip = tuple(data.val[0][0].shape[2:]) if data is not None and data.val else None
+    if module.clip is None and clip is not None:
+        module.clip = tuple(int(v) for v in clip)
+    budget = module.cost_budget(clip) if hp.get("cost_target") is not None else None
+    return select_cell(module.model, rule, data, progress=progress, budget=budget)
+
+
+def cell_cost_record(module: pl.LightningModule, nodes: list, inner_ratio: float
+                     ) -> dict[str, Any] | None:
+    """The cost of a derived cell where it was searched (backbone, positions, clip):
+    MACs and params of all its inserted copies per clip, next to the non-local blocks'
+    (None when the clip shape is unknown)."""
+    if module.clip is None:
+        return None
+    space = module.space_cost()
+    table = space.at(inner_ratio)
+    ops = [n[0] for n in nodes]
+    nonlocal_cost = space.block("nonlocal")
+    return {"backbone": space.backbone, "clip": list(space.clip),
+            "positions": [list(s) for s in space.shapes], "inner_ratio": inner_ratio,
+            "macs": table.macs(ops), "params": table.params(ops),
+            "nonlocal_macs": nonlocal_cost["macs"], "nonlocal_params": nonlocal_cost["params"]}
 
 
 def final_genotype(module: pl.LightningModule, datamodule: Any, epoch: int,
@@ -125,6 +146,12 @@ def final_genotype(module: pl.LightningModule, datamodule: Any, epoch: int,
     genotype.nodes = list(selection.nodes)
     genotype.provenance["select"] = selection.rule
     genotype.provenance["selection"] = selection.to_dict()
+    if selection.budget is not None:  # the budget sets the cell's width
+        genotype.inner_ratio = float(selection.budget["inner_ratio"])
+        genotype.provenance["search_inner_ratio"] = module.hparams.get("inner_ratio")
+    cost = cell_cost_record(module, genotype.nodes, genotype.inner_ratio)
+    if cost is not None:
+        genotype.provenance["cost"] = cost
     return Genotype(nodes=genotype.nodes, inner_ratio=genotype.inner_ratio,
                     kv_pool=genotype.kv_pool, position=genotype.position,
                     provenance=genotype.provenance)

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from supernet.cells import ArchParameters, NodeSpec, recalibrate_batchnorm
+from supernet.costmodel import CellBudget
 from supernet.space import FACTORS, NUM_OPS, OP_NAMES, OPS
 
 __all__ = ["SELECTION_RULES", "BN_MODES", "check_bn_mode", "ARGMAX_FLAT", "Decision",
@@ -130,6 +131,9 @@ class Selection(NamedTuple):
     seconds: float
     clips: int  # validation clips scored on (0 for argmax)
     bn: str = ""  # BatchNorm while scoring (see SelectionData.bn; "" for argmax)
+    #: with a cost budget: the target, the ops each node could not take (``excluded``),
+    #: the inner ratio the cell was fitted to and its MACs / params at the search's clip
+    budget: dict[str, Any] | None = None
 
     @property
     def flagged(self) -> list[Decision]:
@@ -138,10 +142,13 @@ class Selection(NamedTuple):
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able record for ``provenance["selection"]``."""
-        return {"rule": self.rule, "score": _SCORE_LABEL[self.rule],
-                "seconds": round(self.seconds, 2), "clips": self.clips, "bn": self.bn,
-                "flagged": len(self.flagged),
-                "decisions": [d.to_dict() for d in self.decisions]}
+        out = {"rule": self.rule, "score": _SCORE_LABEL[self.rule],
+               "seconds": round(self.seconds, 2), "clips": self.clips, "bn": self.bn,
+               "flagged": len(self.flagged),
+               "decisions": [d.to_dict() for d in self.decisions]}
+        if self.budget is not None:
+            out["budget"] = self.budget
+        return out
 
     def report(self) -> str:
         """Lines for the terminal: each decision, its margin, and the coin tosses."""
@@ -182,6 +189,16 @@ def report_from_dict(selection: dict[str, Any]) -> str:
             lines.append("      best by factor: " + factor_summary(d.get("scores", {})))
     lines.append(f"  {flagged} of {decided} decisions not significant" if flagged
                  else f"  all {decided} decisions significant")
+    budget = selection.get("budget")
+    if budget:
+        lines.append(f"  budget {budget['target']} = {budget['target_macs'] / 1e6:.3f} MMACs: "
+                     f"cell fitted to inner ratio {budget['inner_ratio']:g}, "
+                     f"{budget['macs'] / 1e6:.3f} MMACs "
+                     f"({budget['macs'] / budget['target_macs']:.0%} of the target), "
+                     f"{budget['params']:,} params")
+        for node, ops in sorted(budget.get("excluded", {}).items(), key=lambda kv: int(kv[0])):
+            lines.append(f"  node {node}: {len(ops)} op(s) excluded by the budget: "
+                         + ", ".join(ops))
     return "\n".join(lines)
 
 
@@ -277,14 +294,18 @@ def _paired(diff: Tensor) -> tuple[float, tuple[float, float], bool]:
 
 
 # ------------------------------------------------------------------------------ rules
-def _argmax(arch: ArchParameters) -> tuple[list[NodeSpec], list[Decision]]:
+def _argmax(arch: ArchParameters, allowed_ops: Callable[[list[int]], list[int]]
+            ) -> tuple[list[NodeSpec], list[Decision]]:
     ops = arch.op_weights().detach().cpu()
     ins = arch.input_weights().detach().cpu()
     nodes, decisions = [], []
     for k in range(arch.num_nodes):
+        admissible = set(allowed_ops([OP_NAMES.index(n.op) for n in nodes]))
         for what, w, names in (("op", ops[k], list(OP_NAMES)), ("input", ins[k, :k + 1],
                                                                 input_names(k))):
             order = torch.argsort(w, descending=True).tolist()
+            if what == "op":
+                order = [o for o in order if o in admissible]
             best = order[0]
             runner = order[1] if len(order) > 1 else None
             margin = float(w[best] - w[runner]) if runner is not None else 0.0
@@ -306,7 +327,7 @@ def _measure(model: nn.Module, data: SelectionData) -> Tensor:
 
 
 def _select_by_factors(model: nn.Module, arch: ArchParameters, node: int,
-                       data: SelectionData, tick: Callable[[], None]
+                       data: SelectionData, tick: Callable[[], None], allowed: list[int]
                        ) -> tuple[int, list[Decision]]:
     """``perturb_factors`` for one node's op: family, then dimension, then activation.
     For each factor, remove all the still-allowed ops with one value at a time, keep the
@@ -314,8 +335,8 @@ def _select_by_factors(model: nn.Module, arch: ArchParameters, node: int,
     re-measure the reference. Removing a whole family (12 ops) or dimension (4) moves the
     loss far more than removing one op of 24, so each decision has more power, and a node
     needs 9 scores (+3 references) instead of 24."""
-    allowed = list(range(NUM_OPS))
     decisions: list[Decision] = []
+    arch.restrict(node, ops=allowed)
     base = _measure(model, data)
     for f, (factor, values) in enumerate(FACTORS.items()):
         present = [v for v in values if any(OPS[o][f] == v for o in allowed)]
@@ -343,6 +364,9 @@ def _score_candidates(model: nn.Module, arch: ArchParameters, node: int, what: s
                       tick: Callable[[], None]) -> tuple[int, Decision]:
     """Score every allowed candidate (op indices or input indices) of one node."""
     names = list(OP_NAMES) if what == "op" else input_names(node)
+    if len(allowed) == 1:  # nothing to choose (e.g. a budget left one candidate)
+        return allowed[0], Decision(node, what, names[allowed[0]], None, 0.0, None, None,
+                                    {names[allowed[0]]: 0.0})
 
     def restrict(choice: list[int]) -> None:
         if what == "op":
@@ -388,7 +412,8 @@ def _score_candidates(model: nn.Module, arch: ArchParameters, node: int, what: s
 
 
 def select_cell(model: nn.Module, rule: str, data: SelectionData | None = None,
-                progress: Callable[[int, int, str], None] | None = None) -> Selection:
+                progress: Callable[[int, int, str], None] | None = None,
+                budget: CellBudget | None = None) -> Selection:
     """Derive a cell from a supernet with ``rule``.
 
     Args:
@@ -397,6 +422,9 @@ def select_cell(model: nn.Module, rule: str, data: SelectionData | None = None,
         rule: one of :data:`SELECTION_RULES`.
         data: validation / calibration batches (required by ``perturb`` and ``alone``).
         progress: optional ``callable(done, total, what)`` called after each score.
+        budget: a :class:`~supernet.costmodel.CellBudget`: each node only takes ops that
+            keep the cell within it (the others are listed as excluded), and the result's
+            ``budget["inner_ratio"]`` is the widest inner ratio at which the cell fits.
 
     Returns:
         a :class:`Selection`. The model's restrictions, BatchNorm statistics and train/eval
@@ -412,9 +440,32 @@ def select_cell(model: nn.Module, rule: str, data: SelectionData | None = None,
         raise ValueError("selection needs a supernet with shared ArchParameters as .arch "
                          "(a search checkpoint's model)")
     t0 = time.perf_counter()
+    excluded: dict[str, list[str]] = {}
+
+    def allowed_ops(chosen: list[int]) -> list[int]:
+        every = list(range(NUM_OPS))
+        if budget is None:
+            return every
+        ok = budget.admissible(chosen, every)
+        if len(ok) < NUM_OPS:
+            excluded[str(len(chosen))] = [OP_NAMES[o] for o in every if o not in ok]
+        if not ok:  # cannot happen for a target checked against the cheapest cell
+            raise ValueError(f"node {len(chosen)}: no operation keeps the cell within the "
+                             f"budget of {budget.target / 1e6:.3f} MMACs")
+        return ok
+
+    def finish(nodes: list[NodeSpec], decisions: list[Decision], clips: int, bn: str
+               ) -> Selection:
+        record = None
+        if budget is not None:
+            ratio, macs, params = budget.fit([n.op for n in nodes])
+            record = {**budget.record(), "excluded": excluded, "inner_ratio": ratio,
+                      "macs": macs, "params": params}
+        return Selection(rule, nodes, decisions, time.perf_counter() - t0, clips, bn, record)
+
     if rule == "argmax":
-        nodes, decisions = _argmax(arch)
-        return Selection(rule, nodes, decisions, time.perf_counter() - t0, 0)
+        nodes, decisions = _argmax(arch, allowed_ops)
+        return finish(nodes, decisions, 0, "")
     if data is None or not data.val:
         raise ValueError(f"selection rule {rule!r} scores on validation data, and none was "
                          f"given (the datamodule has no validation batches)")
@@ -441,11 +492,13 @@ def select_cell(model: nn.Module, rule: str, data: SelectionData | None = None,
     try:
         arch.clear_restrictions()
         for k in range(k_nodes):
+            ops_ok = allowed_ops([OP_NAMES.index(n.op) for n in nodes])
             if rule == "perturb_factors":
-                op, d_ops = _select_by_factors(model, arch, k, data, tick(f"node {k} op"))
+                op, d_ops = _select_by_factors(model, arch, k, data, tick(f"node {k} op"),
+                                               ops_ok)
                 decisions.extend(d_ops)
             else:
-                op, d_op = _score_candidates(model, arch, k, "op", list(range(NUM_OPS)),
+                op, d_op = _score_candidates(model, arch, k, "op", ops_ok,
                                              rule, data, tick(f"node {k} op"))
                 decisions.append(d_op)
             arch.restrict(k, ops=[op])
@@ -467,8 +520,7 @@ def select_cell(model: nn.Module, rule: str, data: SelectionData | None = None,
         with contextlib.suppress(RuntimeError):
             model.load_state_dict(saved_bn, strict=False)
         model.train(was_training)
-    return Selection(rule, nodes, decisions, time.perf_counter() - t0,
-                     sum(int(y.numel()) for _, y in data.val), data.bn)
+    return finish(nodes, decisions, sum(int(y.numel()) for _, y in data.val), data.bn)
 
 
 def take_batches(loader: Iterable, count: int, key: str | None = None) -> list[Any]:

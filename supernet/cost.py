@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
+from .counting import SDPA_CPU_FORMULAS, count_flops, count_params
 from .factory import BACKBONE_NAMES, BLOCK_NAMES, create_backbone
 
 __all__ = [
@@ -41,50 +41,6 @@ __all__ = [
     "parse_positions",
     "main",
 ]
-
-
-def _sdpa_cpu_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-def _sdpa_cpu_backward_flop(grad_out_shape, query_shape, key_shape, value_shape, *args,
-                            out_shape=None, **kwargs) -> int:
-    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
-
-
-#: FlopCounterMode ``custom_mapping`` for the CPU flash-attention kernels.
-SDPA_CPU_FORMULAS: dict[Any, Any] = {
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flop,
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_cpu_backward_flop,
-}
-
-
-def count_params(model: nn.Module) -> int:
-    """Number of parameters (architecture parameters included if registered)."""
-    return sum(p.numel() for p in model.parameters())
-
-
-def count_flops(model: nn.Module, inputs: torch.Tensor | Sequence[int]) -> dict[str, Any]:
-    """FLOPs of one inference forward of ``model`` on ``inputs`` (a tensor or a shape, built
-    on the model's device).
-
-    Returns:
-        ``{"flops": int, "macs": int, "by_op": {op name: flops}}`` with ``macs = flops // 2``.
-    """
-    if not isinstance(inputs, torch.Tensor):
-        device = next(iter(model.parameters()), torch.empty(0)).device
-        inputs = torch.zeros(tuple(inputs), device=device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False,
-                                              custom_mapping=SDPA_CPU_FORMULAS) as counter:
-            model(inputs)
-    finally:
-        model.train(was_training)
-    by_op = {str(k): int(v) for k, v in counter.get_flop_counts().get("Global", {}).items()}
-    flops = int(counter.get_total_flops())
-    return {"flops": flops, "macs": flops // 2, "by_op": by_op}
 
 
 def measure_latency(model: nn.Module, inputs: torch.Tensor, repeats: int = 3,
@@ -216,7 +172,36 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-latency", action="store_true", help="count only; do not time")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--json", action="store_true", help="print one JSON line")
+    p.add_argument("--space", action="store_true",
+                   help="print the cost model of the search space instead: MACs and params "
+                        "of every candidate op and of the cell's fixed part, summed over the "
+                        "positions, next to the baseline blocks (supernet.costmodel)")
+    p.add_argument("--inner-ratio", type=float, default=0.5, help="--space: cell inner ratio")
+    p.add_argument("--nodes", type=int, default=3, help="--space: cell nodes")
+    p.add_argument("--position", default="sincos", help="--space: none | coords | sincos")
+    p.add_argument("--compare", default=None, metavar="BLOCKS",
+                   help="comma-separated blocks to print next to --block (MACs / params "
+                        "only); default for a genotype: none,nonlocal,a2")
     return p
+
+
+def _compare_lines(args: argparse.Namespace, frames: int, size: int,
+                   main_res: dict[str, Any]) -> list[str]:
+    """A table of the blocks of ``--compare`` next to ``--block`` (params, GMACs, the
+    inserted blocks' share), for a genotype against the baselines."""
+    names = [b.strip() for b in (args.compare or "none,nonlocal,a2").split(",") if b.strip()]
+    rows = [main_res] + [model_cost(args.backbone, b, parse_positions(args.positions),
+                                    frames=frames, size=size, batch=args.batch,
+                                    num_classes=args.num_classes, latency=False)
+                         for b in names if b != args.block]
+    base = next((r for r in rows if r["block"] == "none"), None)
+    lines = [f"{'block':40s} {'params':>14s} {'GMACs':>9s} {'+GMACs':>9s} {'+params':>12s}"]
+    for r in rows:
+        extra = "" if base is None else (f" {(r['macs'] - base['macs']) / 1e9:9.3f} "
+                                         f"{r['params'] - base['params']:12,d}")
+        name = r["block"] if len(r["block"]) <= 40 else "..." + r["block"][-37:]
+        lines.append(f"{name:40s} {r['params']:14,d} {r['macs'] / 1e9:9.3f}{extra}")
+    return lines
 
 
 def _human(res: dict[str, Any]) -> str:
@@ -257,18 +242,30 @@ def main(argv: list[str] | None = None) -> int:
             if not isinstance(block_kwargs, dict):
                 raise ValueError("--block-kwargs must be a JSON object")
         frames, size = _DEFAULT_CLIP.get(args.backbone, (8, 224))
+        frames = frames if args.frames is None else args.frames
+        size = size if args.size is None else args.size
+        if args.space:
+            from .costmodel import SpaceCost
+
+            space = SpaceCost(args.backbone, parse_positions(args.positions),
+                              (frames, size, size), args.nodes, args.inner_ratio,
+                              position=args.position)
+            print("\n".join(space.describe()))
+            return 0
         res = model_cost(args.backbone, args.block, parse_positions(args.positions),
-                         frames=frames if args.frames is None else args.frames,
-                         size=size if args.size is None else args.size,
-                         batch=args.batch,
+                         frames=frames, size=size, batch=args.batch,
                          num_classes=args.num_classes, block_kwargs=block_kwargs,
                          latency=not args.no_latency, repeats=args.repeats,
                          warmup=args.warmup)
+        compare = (_compare_lines(args, frames, size, res)
+                   if args.compare is not None or args.block.endswith(".json") else None)
     except (ValueError, TypeError, FileNotFoundError) as err:
         msg = " ".join(str(err).split())
         print(f"attnas cost: error: {msg}", file=sys.stderr)
         return 2
     print(json.dumps(res) if args.json else _human(res))
+    if compare and not args.json:
+        print("\n".join(compare))
     return 0
 
 

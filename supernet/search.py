@@ -38,6 +38,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from .cells import recalibrate_batchnorm
+from .costmodel import CellBudget, SpaceCost, parse_cost_target
 from .darts import arch_gradient, beta_decay_penalty, entropy_penalty
 from .factory import create_backbone
 from .rng import seed_epoch
@@ -96,6 +97,15 @@ class SearchModule(pl.LightningModule):
             this many of the latest training batches (0 = keep the running averages). The
             running averages of a supernet mix many networks; evaluated as they are, a
             search of ours showed a validation loss of 6e21 with a training loss of 0.78.
+        cost_target: a budget on the MACs of the inserted cells per clip (None = none):
+            GMACs (``0.05``), a ratio of the non-local blocks at the same positions
+            (``"0.5x"``, ``"1x"``), a block name (``"a2"``) or a ratio of one (``"2xa2"``);
+            see :mod:`supernet.costmodel`. The selection rule then only picks choices that
+            keep the cell within it and fits the cell's inner width to it; with
+            ``supernet="darts"`` the architecture loss also gets ``cost_weight *
+            max(0, E[MACs] / target - 1)``, the expected MACs under softmax(alpha) at the
+            supernet's width (target raised to the cheapest cell there, if below it).
+        cost_weight: weight of that expected-cost term (darts only).
     """
 
     def __init__(
@@ -129,6 +139,8 @@ class SearchModule(pl.LightningModule):
         select_finetune_steps: int = 0,
         select_bn: str = "recalibrate",
         val_recalibrate: int = 4,
+        cost_target: str | float | None = None,
+        cost_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if supernet not in SUPERNET_MODES:
@@ -150,8 +162,16 @@ class SearchModule(pl.LightningModule):
             raise ValueError(f"unknown optimizer {optimizer!r}; accepted: sgd, adamw")
         if remedy not in ("none", "beta_decay", "entropy"):
             raise ValueError(f"unknown remedy {remedy!r}; accepted: none, beta_decay, entropy")
+        if cost_target is not None:
+            parse_cost_target(cost_target)
+        if not isinstance(cost_weight, (int, float)) or not cost_weight >= 0:
+            raise ValueError(f"cost_weight must be a number >= 0, got {cost_weight!r}")
         self.save_hyperparameters()
         self.automatic_optimization = False
+        #: (T, H, W) of the training clips, seen at the first step (saved in checkpoints)
+        self.clip: tuple[int, int, int] | None = None
+        self._space: SpaceCost | None = None
+        self._budget: CellBudget | None = None
         self.model = create_backbone(
             backbone, num_classes, block="search", positions=positions,
             block_kwargs={"num_nodes": num_nodes, "inner_ratio": inner_ratio,
@@ -184,6 +204,43 @@ class SearchModule(pl.LightningModule):
         """The searched cell's hyper-parameters (recorded in every genotype)."""
         hp = self.hparams
         return {"inner_ratio": hp.inner_ratio, "kv_pool": hp.kv_pool, "position": hp.position}
+
+    def space_cost(self, clip: tuple[int, ...] | None = None) -> SpaceCost:
+        """The cost model of this search's space (:class:`~supernet.costmodel.SpaceCost`)
+        at the training clip (or ``clip`` ``(T, H, W)``); built once and cached."""
+        clip = tuple(int(v) for v in (clip or self.clip or ()))
+        if len(clip) != 3:
+            raise ValueError("the cost of the cells needs the clip shape: no training batch "
+                             "was seen and no clip was given")
+        if self._space is None or self._space.clip != clip:
+            hp = self.hparams
+            self._space = SpaceCost(hp.backbone, hp.positions, clip, hp.num_nodes,
+                                    hp.inner_ratio, hp.kv_pool, hp.position,
+                                    hp.backbone_kwargs)
+        return self._space
+
+    def cost_budget(self, clip: tuple[int, ...] | None = None) -> CellBudget | None:
+        """The selection's :class:`~supernet.costmodel.CellBudget` (None without a target);
+        ``ValueError`` when the target is below the cheapest cell."""
+        target = self.hparams.get("cost_target")
+        if target is None:
+            return None
+        space = self.space_cost(clip)
+        return CellBudget(space, space.check_target(target), target)
+
+    def _cost_term(self) -> Tensor:
+        hp = self.hparams
+        if hp.get("cost_target") is None or not hp.get("cost_weight", 1.0):
+            return self.arch.alpha.new_zeros(())
+        if self._budget is None:
+            self._budget = self.cost_budget()
+            # the target at the supernet's width: a budget below the cheapest cell there is
+            # met by narrowing the derived cell (CellBudget.fit); alpha is pushed to the
+            # cheapest ops, not toward an expected cost it cannot reach
+            self._arch_target = max(self._budget.target, self._budget.space.cheapest())
+        budget = self._budget
+        expected = budget.space.expected_macs(self.arch.op_weights())
+        return hp.cost_weight * F.relu(expected / self._arch_target - 1.0)
 
     def _loss(self, batch: dict, key: str | None = None) -> Tensor:
         logits = self(batch["video"])
@@ -224,6 +281,8 @@ class SearchModule(pl.LightningModule):
         bw, ba = batch["weights"], batch["arch"]
         hp = self.hparams
         n = bw["video"].shape[0]
+        if self.clip is None:
+            self.clip = tuple(int(v) for v in bw["video"].shape[2:])
 
         if hp.get("supernet", "darts") == "darts" and self.current_epoch >= hp.warmup_epochs:
             loss_a = self._arch_step(a_opt, bw, ba, batch_idx)
@@ -259,7 +318,8 @@ class SearchModule(pl.LightningModule):
             # gradients of alpha/beta only: autograd skips every weight gradient
             loss_a = self._loss(ba, "train_a")
             self._check_finite(loss_a, "architecture", batch_idx)
-            grads = torch.autograd.grad(loss_a + self._remedy(), arch, allow_unused=True)
+            grads = torch.autograd.grad(loss_a + self._remedy() + self._cost_term(), arch,
+                                        allow_unused=True)
             grads = [torch.zeros_like(p) if g is None else g for p, g in zip(arch, grads)]
         else:
             weights = [p for p in self.model.weight_parameters() if p.requires_grad]
@@ -268,7 +328,7 @@ class SearchModule(pl.LightningModule):
             def val_loss() -> Tensor:
                 loss = self._loss(ba)
                 losses.append(loss.detach())
-                return loss + self._remedy()
+                return loss + self._remedy() + self._cost_term()
 
             grads = arch_gradient(lambda: self._loss(bw), val_loss, weights, arch, order=2,
                                   xi=self._weight_lr(), weight_decay=hp.weight_decay)
@@ -336,6 +396,8 @@ class SearchModule(pl.LightningModule):
         self.log("arch/alpha_entropy", entropy_penalty(ops))
         self.log("arch/beta_entropy", entropy_penalty(ins[1:]) if len(ins) > 1 else 0.0)
         self.log("arch/alpha_max", ops.max(-1).values.mean())
+        if self._budget is not None:
+            self.log("arch/expected_mmacs", float(self._budget.space.expected_macs(ops)) / 1e6)
         self.log("lr", self._weight_lr())
 
     def _check_ranks_agree(self) -> None:
@@ -392,8 +454,12 @@ class SearchModule(pl.LightningModule):
         }
         checkpoint["attnas_kind"] = "search"
         checkpoint["attnas_supernet"] = self.hparams.get("supernet", "darts")
+        if self.clip is not None:
+            checkpoint["attnas_clip"] = list(self.clip)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if checkpoint.get("attnas_clip"):
+            self.clip = tuple(int(v) for v in checkpoint["attnas_clip"])
         rng = checkpoint.get("attnas_rng")
         if rng:
             torch.set_rng_state(rng["torch"])
