@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from supernet.cells import ArchParameters
+from supernet.costmodel import parse_cost_target
 from supernet.paths import check_writable
 
 from .draw import draw_cell, plot_alpha, plot_selection
@@ -114,7 +115,8 @@ def select_from_checkpoint(path: str | Path, rule: str | None = None,
     the run's own ``select``); data-driven rules read the validation data named in the
     checkpoint's data settings, updated by ``data_overrides``. ``options`` may set
     ``select_val_batches``, ``select_calib_batches``, ``select_finetune_steps``,
-    ``select_bn``.
+    ``select_bn`` and ``cost_target`` (a budget, see :mod:`supernet.costmodel`; None
+    removes the run's own).
 
     Raises:
         ValueError / FileNotFoundError: bad checkpoint, rule or data (one-line messages).
@@ -133,10 +135,15 @@ def select_from_checkpoint(path: str | Path, rule: str | None = None,
     module = SearchModule.load_from_checkpoint(path, map_location="cpu", select=rule,
                                                **(options or {}))
     dm = None
+    data = {k: v for k, v in dict(ckpt.get("datamodule_hyper_parameters") or {}).items()
+            if not k.startswith("_")}
+    data.update(data_overrides or {})
+    if module.clip is None and data.get("num_frames") and data.get("crop_size"):
+        crop = int(data["crop_size"])  # the clip the search trained on (for its cost)
+        module.clip = (int(data["num_frames"]), crop, crop)
+    if module.hparams.get("cost_target") is not None:
+        module.cost_budget()  # a budget below the cheapest cell: refused before selecting
     if rule != "argmax":
-        data = {k: v for k, v in dict(ckpt.get("datamodule_hyper_parameters") or {}).items()
-                if not k.startswith("_")}
-        data.update(data_overrides or {})
         if not data:
             raise ValueError(f"{path} records no data settings; give --data.root DIR")
         data.update({"search": True, "synthetic": False})
@@ -177,6 +184,10 @@ def main(argv: list[str]) -> int:
                          "select_bn)")
     ap.add_argument("--finetune-steps", type=int, default=None,
                     help="weight steps after each decision (default: the search's)")
+    ap.add_argument("--cost-target", default=None, metavar="TARGET",
+                    help="select within a budget: GMACs per clip (0.05), a ratio of the "
+                         "non-local blocks (0.5x), a block name (a2) or 'none' (default: the "
+                         "search's --model.cost_target)")
     ap.add_argument("-o", "--out", default=None,
                     help="genotype JSON to write (default: <run>/derived.json)")
     ap.add_argument("--png", default=None, help="cell picture (default: next to the JSON)")
@@ -196,6 +207,11 @@ def main(argv: list[str]) -> int:
                                                 ("finetune_steps", args.finetune_steps),
                                                 ("bn", args.bn))
                    if v is not None}
+        if args.cost_target is not None:
+            target = None if args.cost_target.lower() == "none" else args.cost_target
+            if target is not None:
+                parse_cost_target(target)
+            options["cost_target"] = target
         genotype, csv = genotype_from_checkpoint(args.checkpoint)
         out = Path(args.out) if args.out else Path(genotype.provenance["run"]) / "derived.json"
         check_writable(out.parent)  # before the selection runs: nothing is written on failure

@@ -199,3 +199,26 @@ def test_a_selection_of_coin_tosses_warns(synth: Path, tmp_path: Path,
     assert decided and all(d["significant"] is False for d in decided)
     out = capsys.readouterr().out
     assert "every decision is a coin toss" in out and "search longer" in out
+
+
+def test_derive_with_a_budget_from_a_checkpoint(searched: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    """``attnas derive --cost-target`` re-selects an unbudgeted search's supernet within a
+    budget (argmax needs no data: the clip comes from the checkpoint); a budget below the
+    cheapest cell is refused with one line and writes nothing."""
+    ckpt = searched / "checkpoints" / "last.ckpt"
+    cell = tmp_path / "cell.json"
+    assert attnas(["derive", str(ckpt), "--select", "argmax", "--cost-target", "0.5x",
+                   "-o", str(cell), "--quiet"]) == 0, capsys.readouterr().err
+    prov = load_genotype(cell).provenance
+    budget = prov["selection"]["budget"]
+    assert budget["target"] == "0.5x" and budget["macs"] <= budget["target_macs"]
+    assert load_genotype(cell).inner_ratio == budget["inner_ratio"] == prov["cost"]["inner_ratio"]
+    assert prov["cost"]["clip"] == [8, 16, 16]
+    capsys.readouterr()
+    low = tmp_path / "low.json"
+    assert attnas(["derive", str(ckpt), "--cost-target", "0.001x", "-o", str(low)]) == 2
+    assert "below the cheapest cell" in _one_error_line(capsys, "derive")
+    assert not low.exists()
+    assert attnas(["derive", str(ckpt), "--cost-target", "3xfoo", "-o", str(low)]) == 2
+    assert "unknown block 'foo'" in _one_error_line(capsys, "derive")
