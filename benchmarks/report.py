@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from benchmarks.common import cpu_name
 from benchmarks.common import finite_float as _float
 from benchmarks.groups import budget_lines, group_table_lines, target_lines
+from benchmarks.pareto import cost_lines, pareto_plot
 from benchmarks.plan import QUICK_PROXY, QUICK_TRAINER, Plan
 
 if TYPE_CHECKING:  # runner imports this module's helpers
@@ -66,7 +67,7 @@ def summarise(plan: Plan, acc: Ledger) -> list[dict[str, Any]]:
         vals = [100 * float(r["video_top1"]) for r in ok]
         any_rec = next((r for r in recs if r), {}) or {}
         entry = {"key": row.key, "label": row.label, "kind": row.kind, "group": row.group,
-                 "epochs": row.epochs,
+                 "epochs": row.epochs, "block": row.block,
                  "params": _float(any_rec.get("params")), "macs": _float(any_rec.get("macs")),
                  "values": vals, "n": len(vals),
                  "failed": sum(1 for r in recs if r and r.get("status") == "failed"),
@@ -155,7 +156,8 @@ def plot(table: list[dict[str, Any]], path: Path, title: str) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"baseline": "#1f77b4", "searched": "#d62728", "random": "#7f7f7f"}
+    colours = {"baseline": "#1f77b4", "searched": "#d62728", "random": "#7f7f7f",
+               "random_cost": "#bbbbbb"}
     pts = [e for e in table if "mean" in e and e["macs"] and math.isfinite(e["macs"])]
     if not pts:
         return None
@@ -166,7 +168,8 @@ def plot(table: list[dict[str, Any]], path: Path, title: str) -> Path | None:
             ax.errorbar([e["macs"] / 1e6 for e in mine], [e["mean"] for e in mine],
                         yerr=[e["std"] for e in mine], fmt="o", color=colour, capsize=3,
                         label={"baseline": "baselines", "searched": "searched cells",
-                               "random": "random cells"}[kind])
+                               "random": "random cells",
+                               "random_cost": "random cells fitted to a budget"}[kind])
             for i, e in enumerate(sorted(mine, key=lambda e: e["macs"])):
                 ax.annotate(e["label"].replace(" (seed ", " s").rstrip(")"),
                             (e["macs"] / 1e6, e["mean"]), textcoords="offset points",
@@ -361,6 +364,14 @@ def write_markdown(plan: Plan, runner: Runner, table: list[dict[str, Any]],
         lines += [f"![top-1 vs MACs]({png.name})", ""]
     lines += ["## Targets", "", *target_lines(plan, table, srch), ""]
     lines += ["## Search groups", "", *group_table_lines(plan, table, srch)]
+    cost = cost_lines(plan, table)
+    if cost:
+        pareto = pareto_plot(table, plan.out / "pareto.png",
+                             "top-1 vs added cost: searched cells under budgets, baselines, "
+                             "random cells")
+        lines += ["## Cost-aware search", "", *cost]
+        if pareto is not None:
+            lines += [f"![top-1 vs added MACs and params]({pareto.name})", ""]
     budget = budget_lines(table, int(plan.retrain_trainer.get("max_epochs") or 1))
     if budget:
         lines += ["## Retrain budget", "", *budget]

@@ -1,0 +1,178 @@
+"""The cost-aware study of the accuracy benchmark: the budget table, its targets and the
+Pareto picture (top-1 vs the MACs and the parameters the attention blocks add).
+
+A budgeted group is a search group with a ``cost<target>`` token (``benchmarks.groups``);
+its cells carry their budget in ``provenance.selection.budget`` and the matched-cost random
+cells (rows of kind ``random_cost``) in ``provenance.budget``. Costs here are what the
+blocks *add* to the bare proxy (row MACs minus the ``none`` row's), the quantity a budget
+constrains.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+__all__ = ["budget_groups", "cost_lines", "pareto_plot"]
+
+
+def _target(block: str) -> int | None:
+    """The budget (MACs) a genotype file was selected / fitted under, if any."""
+    try:
+        prov = json.loads(Path(block).read_text()).get("provenance", {})
+    except (OSError, ValueError):
+        return None
+    budget = (prov.get("selection") or {}).get("budget") or prov.get("budget") or {}
+    value = budget.get("target_macs")
+    return int(value) if isinstance(value, (int, float)) else None
+
+
+def budget_groups(plan: Any) -> list[tuple[str, str]]:
+    """``[(group, target spec), ...]`` of the plan's budgeted groups, in plan order."""
+    out = []
+    for group in plan.groups:
+        for token in group.split("+"):
+            if token.startswith("cost") and len(token) > 4:
+                out.append((group, token[4:]))
+    return out
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _fmt(values: list[float]) -> str:
+    if not values:
+        return "—"
+    mean, std = _stats(values)
+    return f"{mean:.1f} ± {std:.1f}" if len(values) > 1 else f"{mean:.1f}"
+
+
+def cost_lines(plan: Any, table: list[dict[str, Any]]) -> list[str]:
+    """The markdown section of the cost-aware study (empty without budgeted groups)."""
+    groups = budget_groups(plan)
+    by_key = {e["key"]: e for e in table}
+    none, nl = by_key.get("none"), by_key.get("nonlocal")
+    if not groups or not none or not none.get("macs"):
+        return []
+    base_macs, base_params = none["macs"], none["params"] or 0.0
+    nl_add = (nl["macs"] - base_macs) if nl and nl.get("macs") else math.nan
+    lines = ["| budget | target +MMACs | cells' +MMACs (% of target) | cells' +params | "
+             "searched top-1 (%) | Δ vs nonlocal | matched random top-1 (%) | Δ vs random |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    targets_txt = []
+    for group, spec in groups:
+        cells = [e for e in table if e["kind"] == "searched" and e["group"] == group
+                 and not e["summary"]]
+        rand = [e for e in table if e["kind"] == "random_cost" and e["group"] == f"cost{spec}"
+                and not e["summary"]]
+        targets = [t for t in (_target(e.get("block", "")) for e in cells + rand) if t]
+        target = targets[0] if targets else None
+        adds = [e["macs"] - base_macs for e in cells if e.get("macs")]
+        padds = [e["params"] - base_params for e in cells if e.get("params")]
+        vals = [v for e in cells for v in e["values"]]
+        rvals = [v for e in rand for v in e["values"]]
+        share = (f" ({statistics.fmean(adds) / target:.0%})" if adds and target else "")
+        d_nl = (f"{_stats(vals)[0] - nl['mean']:+.1f}" if vals and nl and "mean" in nl
+                else "—")
+        d_rnd = f"{_stats(vals)[0] - _stats(rvals)[0]:+.1f}" if vals and rvals else "—"
+        lines.append(
+            f"| {spec} (`{group}`) | {target / 1e6:.1f} |" if target else f"| {spec} | — |")
+        lines[-1] += (f" {statistics.fmean(adds) / 1e6:.1f}{share} |" if adds else " — |")
+        lines[-1] += (f" {statistics.fmean(padds):,.0f} |" if padds else " — |")
+        lines[-1] += f" {_fmt(vals)} | {d_nl} | {_fmt(rvals)} | {d_rnd} |"
+        ratio = _ratio(spec)
+        if ratio is not None and ratio <= 1.0 and vals and nl and "mean" in nl:
+            d = _stats(vals)[0] - nl["mean"]
+            targets_txt.append(f"- budget {spec}: searched mean − nonlocal **{d:+.1f} points** "
+                               f"(target ≥ +2.0): "
+                               f"{'met' if d >= 2.0 else f'not met, by {2.0 - d:.1f}'}.")
+        if adds and target:
+            worst = max(abs(a / target - 1) for a in adds)
+            targets_txt.append(f"- budget {spec}: cells' real +MACs within "
+                               f"{worst:.0%} of the target (target ≤ 10 %): "
+                               f"{'met' if worst <= 0.10 else 'not met'}.")
+    lines += ["", f"Non-local blocks add {nl_add / 1e6:.1f} MMACs to the proxy; the budgets "
+              "are ratios of that. Each searched cell is selected from the default group's "
+              "supernets within its budget and its inner width is fitted to it "
+              "(`supernet.costmodel.CellBudget`); the matched random cells are the random "
+              "cells fitted the same way. Top-1: mean ± std over search seeds × training "
+              "seeds (random: over cells × training seeds).", "", *targets_txt, ""]
+    return lines
+
+
+def _ratio(spec: str) -> float | None:
+    text = spec.lower()
+    if text.endswith("x") or text.endswith("xnonlocal"):
+        try:
+            return float(text.split("x")[0])
+        except ValueError:
+            return None
+    return 1.0 if text == "nonlocal" else None
+
+
+def pareto_plot(table: list[dict[str, Any]], path: Path, title: str) -> Path | None:
+    """Top-1 vs the MACs (left) and parameters (right) the blocks add to the bare proxy:
+    baselines, every searched cell (coloured by group), random and matched-cost random cells,
+    error bars = std over training seeds; the non-local block marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_key = {e["key"]: e for e in table}
+    none = by_key.get("none")
+    pts = [e for e in table if "mean" in e and not e["summary"] and e.get("macs")
+           and math.isfinite(e["macs"]) and e["kind"] != "budget"]
+    if not none or not none.get("macs") or not pts:
+        return None
+    groups = list(dict.fromkeys(e["group"] for e in pts if e["kind"] == "searched"))
+    cmap = plt.get_cmap("tab10")
+    style: dict[str, tuple[str, str, str]] = {}
+    for i, g in enumerate(groups):
+        style[f"searched:{g}"] = (cmap((i + 1) % 10), "o", g)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
+    for ax, field, scale, unit in ((axes[0], "macs", 1e6, "MMACs"),
+                                   (axes[1], "params", 1e3, "k params")):
+        base = none[field] or 0.0
+        seen: set[str] = set()
+        for e in pts:
+            if e["kind"] == "searched":
+                colour, marker, label = style[f"searched:{e['group']}"]
+            elif e["kind"] == "baseline":
+                colour, marker, label = "#1f77b4", "s", "baselines"
+            elif e["kind"] == "random_cost":
+                colour, marker, label = "#bbbbbb", "v", "random cells, fitted to a budget"
+            else:
+                colour, marker, label = "#7f7f7f", "^", "random cells"
+            x = (e[field] - base) / scale
+            ax.errorbar([x], [e["mean"]], yerr=[e.get("std", 0.0)], fmt=marker, color=colour,
+                        capsize=3, ms=6 if e["kind"] != "baseline" else 7,
+                        label=None if label in seen else label)
+            seen.add(label)
+            if e["kind"] == "baseline":
+                ax.annotate(e["label"], (x, e["mean"]), textcoords="offset points",
+                            xytext=(5, 4), fontsize=7, color=colour)
+        nl = by_key.get("nonlocal")
+        if nl and "mean" in nl and nl.get(field):
+            x = (nl[field] - base) / scale
+            ax.scatter([x], [nl["mean"]], marker="*", s=260, facecolor="none",
+                       edgecolor="k", linewidth=1.2, zorder=5, label="nonlocal")
+            ax.axvline(x, ls=":", lw=1, color="k", alpha=0.5)
+        ax.set_xlabel(f"{unit} the blocks add to the proxy (per clip)" if field == "macs"
+                      else f"{unit} the blocks add")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("video top-1 on the test split (%)")
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
