@@ -20,7 +20,7 @@ tensors leave the resident set instead of staying in glibc's heap): the peak RSS
 just before it, i.e. everything the call itself touched (activations, saved tensors,
 gradients, oneDNN scratch), with the model, its weights and the input already resident.
 
-    python -m benchmarks.block_cost [--repeats 3] [--genotype PATH] [--large] [--out FILE]
+    python -m benchmarks.block_cost [--repeats 3] [--genotype PATH ...] [--large] [--out FILE]
 """
 
 from __future__ import annotations
@@ -225,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3, help="timed I3D forwards per row")
     ap.add_argument("--nl-repeats", type=int, default=5, help="timed NL fwd+bwd per impl")
-    ap.add_argument("--genotype", default=None, help="genotype JSON: adds a derived-cell row")
+    ap.add_argument("--genotype", action="append", default=[],
+                    help="genotype JSON: adds a derived-cell row (repeatable, e.g. one per "
+                         "budget of the cost-aware study)")
     ap.add_argument("--large", action="store_true",
                     help="also compare at 2x512x8x56x56 (explicit needs ~5 GB, ~20 s)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -245,16 +247,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1 or args.nl_repeats < 1:
         print("block_cost: --repeats and --nl-repeats must be >= 1", file=sys.stderr)
         return 2
-    if args.genotype and not Path(args.genotype).is_file():
-        print(f"block_cost: no such genotype file {args.genotype!r}", file=sys.stderr)
-        return 2
+    for path in args.genotype:
+        if not Path(path).is_file():
+            print(f"block_cost: no such genotype file {path!r}", file=sys.stderr)
+            return 2
 
     from supernet.cost import model_cost
 
     threads = str(args.threads or 0)
     load_before = os.getloadavg()
     started = time.time()
-    rows = BLOCKS + ([args.genotype] if args.genotype else [])
+    rows = BLOCKS + list(args.genotype)
 
     # Table 1 ------------------------------------------------------------------------------
     t1 = [
