@@ -49,10 +49,9 @@ __all__ = ["group_name", "parse_group", "group_rows", "group_table_lines", "targ
 #: ``uniform+perturb+5ep``). The ``cost`` groups are the cost-aware study (budgets of 0.5, 1
 #: and 2 times the non-local blocks' MACs), re-selected from the default group's supernets.
 DEFAULT_GROUPS = ("uniform+perturb+5ep", "uniform+alone+5ep", "darts+argmax",
-                  "single_path+perturb", "uniform+perturb+5ep+cost0.5x",
+                  "single_path+perturb", "uniform+perturb", "uniform+perturb+5ep+cost0.5x",
                   "uniform+perturb+5ep+cost1x", "uniform+perturb+5ep+cost2x",
-                  "uniform+perturb+none+5ep", "darts+perturb", "single_path+alone",
-                  "uniform+perturb")
+                  "uniform+perturb+none+5ep", "darts+perturb", "single_path+alone")
 
 
 def _vocab() -> dict[str, tuple[str, ...]]:

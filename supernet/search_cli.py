@@ -11,6 +11,8 @@ def trainer_defaults(root: str = "runs") -> dict:
     from datamodules import BrokenVideoMonitor
     from derive.callbacks import GenotypeWriter
 
+    from .threads import AllCoresOnceCached
+
     return {
         "logger": {"class_path": "supernet.run_logs.RunLogger",
                    "init_args": {"save_dir": root, "name": "search"}},
@@ -19,6 +21,7 @@ def trainer_defaults(root: str = "runs") -> dict:
             ModelCheckpoint(save_last=True, save_top_k=-1, every_n_epochs=1,
                             filename="epoch{epoch:02d}", auto_insert_metric_name=False),
             GenotypeWriter(),
+            AllCoresOnceCached(),
         ],
         "max_epochs": 10,
         "log_every_n_steps": 10,
