@@ -22,6 +22,9 @@ class AllCoresOnceCached(pl.Callback):
     clips in memory; a no-op when ``OMP_NUM_THREADS`` pins the thread count or torch
     already uses every core."""
 
+    def __init__(self) -> None:
+        self._before: int | None = None
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch < 1 or "OMP_NUM_THREADS" in os.environ:
             return
@@ -30,4 +33,10 @@ class AllCoresOnceCached(pl.Callback):
             return
         cores = len(os.sched_getaffinity(0))
         if torch.get_num_threads() < cores:
+            self._before = self._before or torch.get_num_threads()
             torch.set_num_threads(cores)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._before is not None:  # the caller's thread count again
+            torch.set_num_threads(self._before)
+            self._before = None
