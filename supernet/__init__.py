@@ -10,11 +10,12 @@ __all__ = [
     "ACTIVATIONS", "DIMENSIONS", "FAMILIES", "OPS", "OP_NAMES", "POSITIONS", "OpSpec",
     "parse_op", "ArchParameters", "SearchCell", "FixedCell", "NodeSpec",
 ]
-from .backbones import VideoResNet, resolve_positions  # noqa: E402
+from .backbones import S3D, VideoBackbone, VideoResNet, resolve_positions  # noqa: E402
 from .blocks import CinST, DoubleAttention, NonLocalBlock, STinC  # noqa: E402
 from .factory import BACKBONE_NAMES, BLOCK_NAMES, create_backbone, create_block  # noqa: E402
 
 __all__ += [
     "create_block", "create_backbone", "BLOCK_NAMES", "BACKBONE_NAMES", "VideoResNet",
+    "VideoBackbone", "S3D",
     "resolve_positions", "NonLocalBlock", "DoubleAttention", "CinST", "STinC",
 ]

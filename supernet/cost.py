@@ -146,7 +146,7 @@ class _Parser(argparse.ArgumentParser):
 
 #: the clip ``attnas cost`` counts when --frames / --size are not given: what each backbone
 #: is trained on here (I3D-R50: the Kinetics 8x224 convention; proxy: the synthetic clips)
-_DEFAULT_CLIP = {"i3d_r50": (8, 224), "proxy": (32, 24)}
+_DEFAULT_CLIP = {"i3d_r50": (8, 224), "s3d": (16, 224), "proxy": (32, 24)}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -156,13 +156,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--block", default="none",
                    help=f"one of {', '.join(BLOCK_NAMES[:6])}, or a genotype .json path")
     p.add_argument("--positions", nargs="+", default=None, metavar="POS",
-                   help="preset (none, 5blocks, 10blocks; proxy: default, all), a JSON "
+                   help="preset (i3d_r50: none, 5blocks, 10blocks; s3d: none, 5blocks, all; "
+                        "proxy: default, all), a JSON "
                         "object, or STAGE=I,J tokens; default: the backbone's default")
     p.add_argument("--frames", type=int, default=None,
-                   help="clip length (default: the backbone's input: i3d_r50 8, proxy 32 -- "
-                        "the synthetic benchmark's clips)")
+                   help="clip length (default: the backbone's input: i3d_r50 8, s3d 16, "
+                        "proxy 32 -- the synthetic benchmark's clips)")
     p.add_argument("--size", type=int, default=None,
-                   help="crop size, H = W (default: i3d_r50 224, proxy 24)")
+                   help="crop size, H = W (default: i3d_r50 and s3d 224, proxy 24)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--num-classes", type=int, default=400)
     p.add_argument("--block-kwargs", default=None, metavar="JSON",

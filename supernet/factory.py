@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from .backbones import PositionsLike, VideoResNet, i3d_r50, proxy
+from .backbones import PositionsLike, VideoBackbone, VideoResNet, i3d_r50, proxy, s3d
 from .blocks import CinST, DoubleAttention, NonLocalBlock, STinC
 from .cells import ArchParameters, FixedCell, SearchCell
 
@@ -123,16 +123,17 @@ def create_block(name: str, channels: int, **kwargs: Any) -> nn.Module:
 
 
 #: backbone name -> (builder, its keyword arguments)
-_BACKBONES: dict[str, Callable[..., VideoResNet]] = {"i3d_r50": i3d_r50, "proxy": proxy}
+_BACKBONES: dict[str, Callable[..., VideoBackbone]] = {"i3d_r50": i3d_r50, "proxy": proxy,
+                                                         "s3d": s3d}
 BACKBONE_NAMES: tuple[str, ...] = tuple(_BACKBONES)
 
 
 def create_backbone(name: str, num_classes: int, block: str = "none",
-                    positions: PositionsLike = None, **kwargs: Any) -> VideoResNet:
+                    positions: PositionsLike = None, **kwargs: Any) -> VideoBackbone:
     """Build a backbone with ``block`` inserted at ``positions``.
 
     Args:
-        name: ``i3d_r50`` | ``proxy``.
+        name: ``i3d_r50`` | ``proxy`` | ``s3d`` (``gated=True`` for S3D-G).
         num_classes: classes of the linear head.
         block: a :func:`create_block` name (or genotype ``.json`` path).
         positions: ``None`` (the backbone's default: I3D ``5blocks`` = res3 after blocks
@@ -146,12 +147,13 @@ def create_backbone(name: str, num_classes: int, block: str = "none",
             ``pretrained`` (a Kinetics-pretrained 3-D ResNet checkpoint of pytorchvideo,
             PySlowFast, mmaction2 or attnas; :mod:`supernet.pretrained`) with
             ``pretrained_format`` (``auto`` by default),
-            ``dropout``, and for the proxy ``widths``, ``depths``, ``stem_width``,
+            ``dropout``, for the proxy ``widths``, ``depths``, ``stem_width``,
             ``expansion``, ``stem_kernel``, ``stem_pool``, ``temporal_pool``,
-            ``temporal_kernels``.
+            ``temporal_kernels``, for S3D ``gated`` and ``in_channels``.
 
     Returns:
-        a :class:`VideoResNet`: ``(N, 3, T, H, W)`` -> logits ``(N, num_classes)``, with
+        a :class:`VideoBackbone` (:class:`VideoResNet` or :class:`S3D`): ``(N, 3, T, H, W)``
+        -> logits ``(N, num_classes)``, with
         ``arch`` (the shared :class:`ArchParameters`) when ``block == "search"``,
         ``arch_parameters()``, ``weight_parameters()`` and ``inserted_blocks()``.
 
@@ -187,6 +189,9 @@ def create_backbone(name: str, num_classes: int, block: str = "none",
         from .inflate import load_pretrained_2d
 
         load_pretrained_2d(model, pretrained_2d)
+    if pretrained and not isinstance(model, VideoResNet):
+        raise ValueError(f"pretrained checkpoints are 3-D ResNets (I3D family); backbone "
+                         f"{name!r} cannot load one")
     if pretrained:  # before insertion too: the inserted blocks start as identities
         from .pretrained import load_pretrained
 

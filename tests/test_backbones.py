@@ -17,13 +17,7 @@ I3D_PARAMS = 28_043_472
 NL_PARAMS = {512: 526_592, 1024: 2_101_760}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread is much faster than two when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _block_kwargs(block: str) -> dict | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks._jobs import CRASH_ENV
+from benchmarks.plan import BenchError
 from benchmarks.run import main as bench
 
 #: the search config's group (supernet mode + selection rule), the default group
@@ -198,9 +199,16 @@ def test_groups_and_budget_rows_are_planned(tmp_path: Path) -> None:
     plan = build_plan(["--blocks", "none,nonlocal", "--random-cells", "0", "--search-seeds",
                        "3", "--out", str(tmp_path / "o")])
     # the default group first (the config's settings, 5 search epochs), then the others
-    assert plan.groups == [f"{GROUP}+5ep", "uniform+alone+sincos+5ep", "uniform+perturb+5ep",
-                           "darts+argmax+sincos", "darts+perturb+sincos",
-                           "single_path+perturb+sincos", "single_path+alone+sincos", GROUP]
+    assert plan.groups == [f"{GROUP}+5ep", "uniform+alone+sincos+5ep", "darts+argmax+sincos",
+                           "single_path+perturb+sincos", GROUP,
+                           f"{GROUP}+cost0.5x+5ep", f"{GROUP}+cost1x+5ep", f"{GROUP}+cost2x+5ep",
+                           "uniform+perturb+5ep", "darts+perturb+sincos",
+                           "single_path+alone+sincos"]
+    # a budget only changes the selection of a uniform supernet: re-selected from the
+    # default group's supernets, with the budget in its model settings
+    cost = next(j for j in plan.searches if j.group == f"{GROUP}+cost1x+5ep" and j.seed == 1)
+    assert cost.source == f"searched[{GROUP}+5ep]/s1" and cost.model["cost_target"] == "1x"
+    assert cost.settings != plan.searches[1].settings
     # a rule compared on the same supernets: re-selected from the group before it
     src = {j.key: j.source for j in plan.searches}
     assert src["searched[uniform+alone+sincos+5ep]/s2"] == f"searched[{GROUP}+5ep]/s2"
@@ -398,3 +406,18 @@ def test_an_unreachable_ray_cluster_is_one_line(tmp_path: Path) -> None:
     # (``--address auto`` with no cluster: "cannot start or reach Ray (auto): Could not find
     # any running Ray instance", exit 2, measured by hand; not run here, since a machine
     # that runs another bench has a cluster to find)
+
+
+def test_budget_groups_get_matched_cost_random_cells(tmp_path: Path) -> None:
+    from benchmarks.run import build_plan
+
+    plan = build_plan(["--blocks", "none,nonlocal", "--random-cells", "2", "--groups",
+                       "uniform+perturb+5ep,uniform+perturb+5ep+cost1x",
+                       "--out", str(tmp_path / "o")])
+    matched = [r for r in plan.rows if r.kind == "random_cost"]
+    assert [(r.key, r.group) for r in matched] == [("random@cost1x/0", "cost1x"),
+                                                   ("random@cost1x/1", "cost1x")]
+    plain = {r.key: r for r in plan.rows if r.kind == "random"}
+    assert matched[0].settings != plain["random/0"].settings
+    with pytest.raises(BenchError, match="unknown block 'foo'"):
+        build_plan(["--groups", "uniform+perturb+costfoo", "--out", str(tmp_path / "p")])

@@ -20,13 +20,7 @@ NODES = [("dot.spatiotemporal.softmax", 0), ("map.temporal.sigmoid", 1), ("dot.s
 RESIDUAL = ["nonlocal", "nonlocal_dot", "a2", "search", "cell"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is ~10x faster than two when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _kwargs(name: str) -> dict:

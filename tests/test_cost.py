@@ -10,13 +10,7 @@ import torch
 from supernet import create_backbone, create_block
 from supernet.cost import count_flops, main, model_cost, parse_positions
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_i3d_r50_macs_match_the_reference() -> None:

@@ -25,12 +25,7 @@ PROXY = {"widths": [16, 32, 64], "depths": [1, 1, 1], "stem_width": 8}
 CLIP = (8, 16, 16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

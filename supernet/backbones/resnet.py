@@ -1,15 +1,11 @@
-"""3-D ResNet backbones (I3D-R50 and a small proxy) with attention blocks inserted as data.
+"""3-D ResNet backbones (I3D-R50 and a small proxy), built on :mod:`.base`.
 
 One class, :class:`VideoResNet`, serves both: a stem (``kt x k x k`` conv, BN, ReLU, optional
 1x3x3 max-pool), bottleneck stages with per-block temporal kernels on the first 1x1 conv
 (I3D "inflation"), an optional temporal max-pool 2 after the first stage, global average
 pooling, dropout and a linear head. Input ``(N, 3, T, H, W)``, output logits
-``(N, num_classes)``.
-
-**Insertion positions** are a mapping ``stage name -> block indices`` (0-indexed; a block
-is added *after* that bottleneck). :func:`resolve_positions` turns ``None`` (the
-backbone's default), a preset name, a JSON string or a mapping into a checked mapping, and
-:meth:`VideoResNet.insert_blocks` is the single code path that adds any block type.
+``(N, num_classes)``. Insertion positions index the bottlenecks of a stage (see
+:func:`~supernet.backbones.base.resolve_positions`).
 
 Reference figures (I3D-R50, 400 classes): 28,043,472 parameters, 28.41 GMACs at
 1x3x8x224x224; with the non-local "5 blocks" 35,401,936 parameters, 36.54 GMACs.
@@ -17,26 +13,24 @@ Reference figures (I3D-R50, 400 classes): 28,043,472 parameters, 28.41 GMACs at
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from .ops import check_video
+from ..ops import check_video
+from .base import BlockStage, VideoBackbone
 
 __all__ = [
     "StageConfig",
     "Bottleneck",
     "Stage",
     "VideoResNet",
-    "resolve_positions",
     "i3d_r50",
     "proxy",
     "I3D_PRESETS",
     "PROXY_PRESETS",
     "proxy_presets",
-    "count_parameters",
 ]
 
 
@@ -101,93 +95,20 @@ class Bottleneck(nn.Module):
         return self.relu(y + (x if self.shortcut is None else self.shortcut(x)))
 
 
-class Stage(nn.Module):
+class Stage(BlockStage):
     """Bottleneck blocks (``blocks``) and the blocks inserted after some of them
     (``inserted``, keyed by the index as a string)."""
 
     def __init__(self, in_channels: int, cfg: StageConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
         blocks = []
         for i, kt in enumerate(cfg.temporal_kernels):
             blocks.append(Bottleneck(in_channels if i == 0 else cfg.width, cfg.inner,
                                      cfg.width, kt, cfg.spatial_stride if i == 0 else 1))
-        self.blocks = nn.ModuleList(blocks)
-        self.inserted = nn.ModuleDict()
-
-    def forward(self, x: Tensor) -> Tensor:
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            key = str(i)
-            if key in self.inserted:
-                x = self.inserted[key](x)
-        return x
+        super().__init__(blocks, cfg.width)
+        self.cfg = cfg
 
 
-PositionsLike = None | str | Mapping[str, Iterable[int]]
-
-
-def resolve_positions(positions: PositionsLike, depths: Mapping[str, int],
-                      presets: Mapping[str, Mapping[str, Sequence[int]]],
-                      default: str) -> dict[str, tuple[int, ...]]:
-    """Check insertion positions and return ``{stage: sorted unique indices}``.
-
-    Args:
-        positions: ``None`` (the preset ``default``), a preset name, a JSON object string
-            (``'{"res3": [1, 3]}'``) or a mapping ``stage -> block indices``.
-        depths: ``stage name -> number of blocks`` of the backbone.
-        presets: named position sets of the backbone.
-        default: the preset used for ``None``.
-
-    Raises:
-        ValueError: unknown preset or stage, an index that is not an integer in
-            ``[0, depth)``; the message lists what is accepted.
-    """
-    if positions is None:
-        positions = default
-    if isinstance(positions, str):
-        text = positions.strip()
-        if text.startswith("{"):
-            try:
-                positions = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"positions: invalid JSON {text!r} ({err.msg})") from None
-        elif text in presets:
-            positions = presets[text]
-        else:
-            raise ValueError(
-                f"unknown positions preset {text!r}; accepted: {', '.join(presets)}, "
-                f"or a mapping stage -> block indices over stages "
-                + ", ".join(f"{k} ({v} blocks)" for k, v in depths.items())
-            )
-    if not isinstance(positions, Mapping):
-        raise ValueError(f"positions must be None, a preset name or a mapping stage -> "
-                         f"block indices, got {type(positions).__name__}")
-    out: dict[str, tuple[int, ...]] = {}
-    for stage, indices in positions.items():
-        if stage not in depths:
-            raise ValueError(f"positions: unknown stage {stage!r}; stages: "
-                             + ", ".join(f"{k} ({v} blocks)" for k, v in depths.items()))
-        if isinstance(indices, int) and not isinstance(indices, bool):
-            indices = [indices]
-        if isinstance(indices, (str, bytes)) or not isinstance(indices, Iterable):
-            raise ValueError(f"positions[{stage!r}] must be a list of block indices, "
-                             f"got {indices!r}")
-        depth = depths[stage]
-        checked = set()
-        for i in indices:
-            if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < depth:
-                raise ValueError(
-                    f"positions[{stage!r}]: index {i!r} is out of range; {stage} has {depth} "
-                    f"blocks, so indices are 0..{depth - 1}"
-                )
-            checked.add(i)
-        if checked:
-            out[stage] = tuple(sorted(checked))
-    return out
-
-
-class VideoResNet(nn.Module):
+class VideoResNet(VideoBackbone):
     """A 3-D bottleneck ResNet (I3D family) with blocks inserted after chosen bottlenecks.
 
     Args:
@@ -209,24 +130,17 @@ class VideoResNet(nn.Module):
                  temporal_pool_after: str | None = "res2", dropout: float = 0.5,
                  presets: Mapping[str, Mapping[str, Sequence[int]]] | None = None,
                  default_positions: str = "none", name: str = "video_resnet") -> None:
-        super().__init__()
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        super().__init__(num_classes, presets, default_positions, name)
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         names = [s.name for s in stages]
         if temporal_pool_after is not None and temporal_pool_after not in names:
             raise ValueError(f"temporal_pool_after={temporal_pool_after!r} is not a stage "
                              f"({', '.join(names)})")
-        self.name = name
-        self.num_classes = num_classes
         self.stage_configs = tuple(stages)
         self.stem_kernel = tuple(stem_kernel)
         self.stem_pool = bool(stem_pool)
         self.temporal_pool_after = temporal_pool_after
-        self.presets = dict(presets or {"none": {}})
-        self.presets.setdefault("none", {})
-        self.default_positions = default_positions
         kt, kh, kw = stem_kernel
         self.stem = nn.Sequential()
         self.stem.add_module("conv", nn.Conv3d(3, stem_width, stem_kernel, stride=(1, 2, 2),
@@ -235,7 +149,6 @@ class VideoResNet(nn.Module):
         self.stem.add_module("relu", nn.ReLU(inplace=True))
         if stem_pool:
             self.stem.add_module("pool", nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)))
-        self.stages = nn.ModuleDict()
         channels = stem_width
         for cfg in stages:
             self.stages[cfg.name] = Stage(channels, cfg)
@@ -246,8 +159,6 @@ class VideoResNet(nn.Module):
         self.head = nn.Linear(channels, num_classes)
         self.feature_dim = channels
         self._init_weights()
-        self.positions: dict[str, tuple[int, ...]] = {}
-        self.block_name = "none"
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -266,58 +177,6 @@ class VideoResNet(nn.Module):
     def stage_depths(self) -> dict[str, int]:
         """``{stage name: number of bottlenecks}``."""
         return {cfg.name: cfg.depth for cfg in self.stage_configs}
-
-    def stage_widths(self) -> dict[str, int]:
-        """``{stage name: output channels}`` (the channels an inserted block sees)."""
-        return {cfg.name: cfg.width for cfg in self.stage_configs}
-
-    def resolve_positions(self, positions: PositionsLike) -> dict[str, tuple[int, ...]]:
-        """:func:`resolve_positions` with this backbone's depths and presets."""
-        return resolve_positions(positions, self.stage_depths(), self.presets,
-                                 self.default_positions)
-
-    def insert_blocks(self, positions: PositionsLike,
-                      make_block: Callable[[str, int, int], nn.Module], name: str = "") -> None:
-        """Insert ``make_block(stage, index, channels)`` after each chosen bottleneck.
-
-        The one insertion code path for every block type; replaces earlier insertions.
-        """
-        resolved = self.resolve_positions(positions)
-        widths = self.stage_widths()
-        for stage in self.stages.values():
-            stage.inserted = nn.ModuleDict()
-        for stage_name, indices in resolved.items():
-            for i in indices:
-                block = make_block(stage_name, i, widths[stage_name])
-                if not isinstance(block, nn.Module):
-                    raise TypeError(f"block builder returned {type(block).__name__}, "
-                                    f"not an nn.Module")
-                self.stages[stage_name].inserted[str(i)] = block
-        self.positions = resolved
-        self.block_name = name or self.block_name
-
-    def inserted_blocks(self) -> list[tuple[str, nn.Module]]:
-        """``[("res3.1", block), ...]`` in forward order (identity blocks included)."""
-        out = []
-        for stage_name, stage in self.stages.items():
-            for key in sorted(stage.inserted, key=int):
-                out.append((f"{stage_name}.{key}", stage.inserted[key]))
-        return out
-
-    @property
-    def blocks(self) -> list[nn.Module]:
-        """The inserted blocks, in forward order."""
-        return [b for _, b in self.inserted_blocks()]
-
-    def arch_parameters(self) -> list[nn.Parameter]:
-        """The shared architecture parameters (alpha, beta) when searching, else ``[]``."""
-        arch = getattr(self, "arch", None)
-        return list(arch.parameters()) if isinstance(arch, nn.Module) else []
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        """Every parameter that is not an architecture parameter."""
-        arch_ids = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch_ids]
 
     def receptive_field(self) -> tuple[int, int, int]:
         """Receptive field ``(frames, pixels, pixels)`` of one output position of the last
@@ -356,10 +215,6 @@ class VideoResNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``(N, 3, T, H, W)`` -> logits ``(N, num_classes)``."""
         return self.head(self.dropout(self.forward_features(x)))
-
-    def extra_repr(self) -> str:
-        pos = ", ".join(f"{k}:{list(v)}" for k, v in self.positions.items()) or "-"
-        return f"name={self.name}, block={self.block_name}, positions={pos}"
 
 
 # -- the two backbones -------------------------------------------------------------------
@@ -476,9 +331,3 @@ def proxy(num_classes: int, widths: Sequence[int] = (64, 128, 256),
                        temporal_pool_after="res2" if temporal_pool else None, dropout=dropout,
                        presets=proxy_presets(depths), default_positions="default",
                        name="proxy")
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of parameters of ``module``."""
-    return sum(p.numel() for p in module.parameters())
-
