@@ -58,6 +58,7 @@ from .datasets import (
     split_in_two,
     stratified_order,
 )
+from .modality import FLOW_ALGORITHMS, FlowStore, check_modality, modality_channels
 from .transforms import KINETICS_MEAN, KINETICS_STD, EvalTransform, TrainTransform
 
 __all__ = ["VideoDataModule"]
@@ -68,6 +69,16 @@ MAX_CROP = 1024
 MAX_FRAMES = 1024
 #: per-dataset offsets of the data seed: the two halves of a search shuffle independently
 _STREAMS = {"weights": 0, "arch": 1}
+
+
+def _decode_all(path: str) -> Any:
+    """Every frame of a video, ``uint8 (F, H, W, 3)`` (what optical flow is computed on)."""
+    import numpy as np
+
+    from .decode import VideoReader
+
+    with VideoReader(path) as reader:
+        return reader.get_frames(np.arange(reader.num_frames))
 
 
 class VideoDataModule(pl.LightningDataModule):
@@ -120,6 +131,12 @@ class VideoDataModule(pl.LightningDataModule):
             ``root/.attnas_probe.json``), so a split with more than ``max_fail_fraction``
             unreadable files fails at setup, before training, naming them
             (:mod:`datamodules.check`).
+        modality: ``rgb`` | ``flow`` (OpenCV dense optical flow, 2 channels, computed once
+            per video and cached) | ``rgbdiff`` (:mod:`datamodules.modality`). With the
+            default ``mean`` / ``std`` a non-RGB modality is normalised with 0.5 / 0.25
+            per channel.
+        flow_algorithm: ``farneback`` | ``dis`` (OpenCV).
+        flow_dir: the flow cache (default ``root/.flow_cache``; one subfolder per settings).
     """
 
     def __init__(
@@ -161,8 +178,22 @@ class VideoDataModule(pl.LightningDataModule):
         decode_threads: int = 1,
         drop_last: bool = True,
         probe: bool = True,
+        modality: str = "rgb",
+        flow_algorithm: str = "farneback",
+        flow_dir: str | None = None,
     ) -> None:
         super().__init__()
+        check_modality(modality)
+        if flow_algorithm not in FLOW_ALGORITHMS:
+            raise ValueError(f"unknown flow_algorithm {flow_algorithm!r}; accepted: "
+                             f"{', '.join(FLOW_ALGORITHMS)}")
+        channels = modality_channels(modality)
+        if modality != "rgb" and tuple(mean) == tuple(KINETICS_MEAN) \
+                and tuple(std) == tuple(KINETICS_STD):
+            mean, std = (0.5,) * channels, (0.25,) * channels
+        if len(mean) != channels or len(std) != channels:
+            raise ValueError(f"mean and std need {channels} values for modality {modality!r}, "
+                             f"got {len(mean)} and {len(std)}")
         if test_crops not in (1, 3):
             raise ValueError(f"test_crops must be 1 or 3, got {test_crops}")
         for name, value in (("num_frames", num_frames), ("sampling_rate", sampling_rate),
@@ -206,8 +237,12 @@ class VideoDataModule(pl.LightningDataModule):
         self.decode_threads = decode_threads
         self.drop_last = drop_last
         self.probe = probe
+        self.modality = modality
+        self.channels = channels
+        self._flow_store = FlowStore(flow_dir or Path(root) / ".flow_cache", flow_algorithm) \
+            if modality == "flow" else None
         self._train_tf = TrainTransform(crop_size, min_short_side, max_short_side, flip_prob,
-                                        mean, std)
+                                        mean, std, flow=modality == "flow")
         self._val_tf = EvalTransform(crop_size, test_short_side, 1, mean, std)
         self._test_tf = EvalTransform(crop_size, test_short_side, test_crops, mean, std)
         self._cache_args = (cache, cache_dir, cache_memory_mb)
@@ -466,7 +501,11 @@ class VideoDataModule(pl.LightningDataModule):
         common = dict(num_frames=self.num_frames, sampling_rate=self.sampling_rate,
                       max_fail_fraction=self.max_fail_fraction, cache=self._cache,
                       decode_threads=self.decode_threads, name=name,
-                      seed=self.seed + _STREAMS.get(name, 0))
+                      seed=self.seed + _STREAMS.get(name, 0), modality=self.modality,
+                      flow_store=self._flow_store)
+        if self._flow_store is not None:  # once per video, with a progress bar
+            self._flow_store.prepare([r.path for r in records], _decode_all,
+                                     progress=len(records) > 8)
         if kind == "train":
             return VideoClipDataset(records, sampler="random", transform=self._train_tf,
                                     **common)

@@ -37,6 +37,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from .cache import ClipCache
 from .decode import DecodeError, VideoReader
+from .modality import FlowStore, check_modality, rgb_difference
 from .sampling import SAMPLERS, clip_indices, clip_span, random_clip_start, uniform_clip_starts
 from .transforms import to_float
 
@@ -243,6 +244,10 @@ class VideoClipDataset(Dataset):
         decode_threads: decoder threads per file (1 is best for short clips).
         name: shown in warnings and errors (``train``, ``val``...).
         seed: with the epoch and the item, seeds the item's randomness (see below).
+        modality: ``rgb`` | ``flow`` | ``rgbdiff`` (:mod:`datamodules.modality`); flow
+            needs ``flow_store``. A clip is then ``uint8 (T, H, W, 2)`` (flow) or the
+            difference of consecutive sampled frames (rgbdiff).
+        flow_store: the :class:`~datamodules.modality.FlowStore` flow is read from.
 
     ``len(ds) == len(records) * clips_per_video * crops_per_clip``; item ``i`` is video
     ``i // (clips * crops)``, temporal clip ``(i // crops) % clips``, crop ``i % crops``.
@@ -256,7 +261,8 @@ class VideoClipDataset(Dataset):
                  sampler: str = "random", clips_per_video: int = 1, crops_per_clip: int = 1,
                  transform: Callable[[np.ndarray, int], Tensor] | None = None,
                  max_fail_fraction: float = 0.1, cache: ClipCache | None = None,
-                 decode_threads: int = 1, name: str = "dataset", seed: int = 0) -> None:
+                 decode_threads: int = 1, name: str = "dataset", seed: int = 0,
+                 modality: str = "rgb", flow_store: FlowStore | None = None) -> None:
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if sampler == "random" and clips_per_video != 1:
@@ -280,6 +286,10 @@ class VideoClipDataset(Dataset):
         self.decode_threads = decode_threads
         self.name = name
         self.seed = int(seed)
+        self.modality = check_modality(modality)
+        if modality == "flow" and flow_store is None:
+            raise ValueError("the flow modality needs a FlowStore (flow_store=)")
+        self.flow_store = flow_store
         # per-video status, shared by DataLoader workers (fork or spawn) and the main process
         self._status = torch.zeros(len(self.records), dtype=torch.int8).share_memory_()
         self._reasons: dict[int, str] = {}
@@ -349,21 +359,41 @@ class VideoClipDataset(Dataset):
         return clip_indices(start, self.num_frames, self.sampling_rate, n_frames)
 
     def load_clip(self, v: int, clip: int = 0) -> np.ndarray:
-        """Decode temporal clip ``clip`` of video ``v``: ``uint8 (T, H, W, 3)``.
-        Raises :class:`~datamodules.decode.DecodeError` for a broken file."""
+        """Temporal clip ``clip`` of video ``v``: ``uint8 (T, H, W, C)`` in the dataset's
+        modality. Raises :class:`~datamodules.decode.DecodeError` for a broken file."""
+        if self.modality == "flow":
+            return self._flow_clip(v, clip)
+        if self.modality == "rgbdiff":
+            return rgb_difference(self._frames_clip(v, clip, extra=1))
+        return self._frames_clip(v, clip)
+
+    def _flow_clip(self, v: int, clip: int) -> np.ndarray:
+        path = self.records[v].path
+
+        def decode_all() -> np.ndarray:
+            with VideoReader(path, threads=self.decode_threads) as reader:
+                return reader.get_frames(np.arange(reader.num_frames))
+
+        flow = self.flow_store.load(path, decode_all)
+        idx = self._indices(int(flow.shape[0]), clip)
+        return np.ascontiguousarray(flow[idx])
+
+    def _frames_clip(self, v: int, clip: int, extra: int = 0) -> np.ndarray:
+        """Decoded frames of clip ``clip`` (plus ``extra`` frames after it, one sampling
+        step apart, clamped to the video)."""
         path = self.records[v].path
         cache = self.cache if self.cache is not None and self.cache.enabled else None
         n = self._frames.get(v)
         idx = None
         if cache is not None and n is not None:
-            idx = self._indices(n, clip)
+            idx = self._extend(self._indices(n, clip), extra, n)
             hit = cache.get(path, idx)
             if hit is not None:
                 return hit
         with VideoReader(path, threads=self.decode_threads) as reader:
             n = self._frames[v] = reader.num_frames
             if idx is None:
-                idx = self._indices(n, clip)
+                idx = self._extend(self._indices(n, clip), extra, n)
                 if cache is not None:
                     hit = cache.get(path, idx)
                     if hit is not None:
@@ -372,6 +402,12 @@ class VideoClipDataset(Dataset):
         if cache is not None:
             cache.put(path, idx, frames)
         return frames
+
+    def _extend(self, idx: np.ndarray, extra: int, n: int) -> np.ndarray:
+        if not extra:
+            return idx
+        more = idx[-1] + self.sampling_rate * np.arange(1, extra + 1)
+        return np.concatenate([idx, np.minimum(more, n - 1)])
 
     def _replacement(self, v: int, attempt: int) -> int:
         n = len(self.records)

@@ -26,11 +26,13 @@ KINETICS_STD = (0.225, 0.225, 0.225)
 
 
 def to_float(clip: Tensor | np.ndarray) -> Tensor:
-    """``uint8`` ``(T, H, W, 3)`` -> ``float32`` ``(3, T, H, W)`` in ``[0, 1]``."""
+    """``uint8`` ``(T, H, W, C)`` -> ``float32`` ``(C, T, H, W)`` in ``[0, 1]`` (C = 3 for
+    RGB and RGB difference, 2 for optical flow)."""
     if isinstance(clip, np.ndarray):
         clip = torch.from_numpy(clip)
-    if clip.ndim != 4 or clip.shape[-1] != 3:
-        raise ValueError(f"expected a (T, H, W, 3) clip, got {tuple(clip.shape)}")
+    if clip.ndim != 4 or clip.shape[-1] not in (2, 3):
+        raise ValueError(f"expected a (T, H, W, 3) or (T, H, W, 2) clip, got "
+                         f"{tuple(clip.shape)}")
     return clip.permute(3, 0, 1, 2).float().div_(255.0)
 
 
@@ -105,13 +107,14 @@ class TrainTransform:
 
     Short side resized to a random integer in ``[min_short_side, max_short_side]``, a random
     ``crop_size`` crop, a horizontal flip with probability ``flip_prob``, normalisation.
-    ``min/max_short_side`` default to ``crop_size`` (no scale jitter).
+    ``min/max_short_side`` default to ``crop_size`` (no scale jitter). ``flow=True``: the
+    clip is optical flow (x, y) quantised around 127.5, and a flip also negates x.
     """
 
     def __init__(self, crop_size: int, min_short_side: int | None = None,
                  max_short_side: int | None = None, flip_prob: float = 0.5,
-                 mean: Sequence[float] = KINETICS_MEAN, std: Sequence[float] = KINETICS_STD
-                 ) -> None:
+                 mean: Sequence[float] = KINETICS_MEAN, std: Sequence[float] = KINETICS_STD,
+                 flow: bool = False) -> None:
         self.crop_size = crop_size
         self.min_short_side = min_short_side or crop_size
         self.max_short_side = max_short_side or max(self.min_short_side, crop_size)
@@ -120,6 +123,7 @@ class TrainTransform:
                              f"{crop_size}, {self.min_short_side}, {self.max_short_side}")
         self.flip_prob = flip_prob
         self.mean, self.std = tuple(mean), tuple(std)
+        self.flow = bool(flow)
 
     def __call__(self, clip: Tensor | np.ndarray, view: int = 0) -> Tensor:
         x = to_float(clip)
@@ -127,6 +131,8 @@ class TrainTransform:
         x = random_crop(short_side_resize(x, side), self.crop_size)
         if self.flip_prob > 0 and torch.rand(()).item() < self.flip_prob:
             x = hflip(x)
+            if self.flow:  # mirrored motion: x displacement changes sign (q -> 255 - q)
+                x[0] = 1.0 - x[0]
         return normalize(x, self.mean, self.std).contiguous()
 
 

@@ -152,7 +152,8 @@ def insertion_shapes(backbone: str = "proxy", positions: Any = None,
         for _, blk in model.inserted_blocks()]
     try:
         with torch.no_grad():
-            model(torch.zeros(1, 3, t, h, w, device="meta"))
+            model(torch.zeros(1, int((backbone_kwargs or {}).get("in_channels", 3)), t, h, w,
+                              device="meta"))
     finally:
         for hk in hooks:
             hk.remove()

@@ -82,6 +82,11 @@ def inflate_state_dict(state_2d: Mapping[str, Tensor], model: VideoResNet) -> di
         if not isinstance(value, Tensor):
             misshaped.append(f"{src} (not a tensor)")
             continue
+        if src == "conv1.weight" and value.ndim == 4 and value.shape[1] == 3 \
+                and len(want) == 5 and want[1] != 3:
+            # another modality (flow: 2 channels): the RGB filters averaged over their
+            # input channels and copied to each, as two-stream I3D initialises its flow net
+            value = value.mean(1, keepdim=True).expand(-1, want[1], -1, -1).contiguous()
         if value.shape == want:
             out[dst] = value.detach().clone()
         elif (inflated := _inflate(value, want)) is not None:

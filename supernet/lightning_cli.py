@@ -102,6 +102,7 @@ class RunSummary(RichModelSummary):
 class _AttnasCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:  # noqa: D102
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.channels", "model.in_channels", apply_on="instantiate")
         parser.add_argument("--ckpt_path", type=str | None, default=None,
                             help="checkpoint to resume (fit) or evaluate (validate/test)")
 
@@ -129,9 +130,11 @@ def _error(kind: str, msg: str, code: int = 2) -> int:
     return code
 
 
-def check_checkpoint(path: str, kind: str, supernet: str | None = None) -> None:
+def check_checkpoint(path: str, kind: str, supernet: str | None = None,
+                     modality: str | None = None) -> None:
     """Raise ``ValueError`` unless ``path`` is a readable attnas checkpoint of ``kind``
-    (and, for a search checkpoint with ``supernet`` given, of that supernet mode)."""
+    (and, for a search checkpoint with ``supernet`` given, of that supernet mode; with
+    ``modality`` given, trained on that input modality)."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -142,6 +145,10 @@ def check_checkpoint(path: str, kind: str, supernet: str | None = None) -> None:
             f"{path} is not a readable PyTorch checkpoint ({e.__class__.__name__})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")
+    trained_on = (ckpt.get("datamodule_hyper_parameters") or {}).get("modality", "rgb")
+    if modality is not None and trained_on != modality:
+        raise ValueError(f"{path} was trained on {trained_on} input, but this run reads "
+                         f"{modality} (give --data.modality {trained_on})")
     found = ckpt.get("attnas_kind")
     if found != kind:
         raise ValueError(f"{path} is a {found or 'foreign'} checkpoint, expected a {kind} "
@@ -298,7 +305,8 @@ def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict) -
     try:
         if ckpt_path:
             check_checkpoint(ckpt_path, kind, cli.model.hparams.get("supernet", "darts")
-                             if kind == "search" else None)
+                             if kind == "search" else None,
+                             str(getattr(dm, "modality", "rgb")))
             if kind == "retrain" and sub != "fit":
                 cli.model = _model_of_checkpoint(cli, model_class, argv, ckpt_path)
         if cli.trainer.is_global_zero:

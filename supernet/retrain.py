@@ -28,7 +28,7 @@ class VideoClassifier(pl.LightningModule):
 
     Args:
         num_classes: classes of the dataset (linked from the datamodule by the CLI).
-        backbone: ``i3d_r50`` or ``proxy``.
+        backbone: ``i3d_r50``, ``s3d`` or ``proxy``.
         block: ``none``, ``nonlocal``, ``nonlocal_dot``, ``a2``, ``cinst``, ``stinc``, or a
             genotype JSON file (a derived cell).
         positions: insertion positions (None = backbone default; ``5blocks``, ``10blocks``,
@@ -48,6 +48,8 @@ class VideoClassifier(pl.LightningModule):
         weight_decay: weight decay (not applied to biases and norm parameters).
         warmup_epochs: linear warm-up epochs (fractional allowed; 0 = none).
         label_smoothing: cross-entropy label smoothing.
+        in_channels: input channels (linked from ``data.modality`` by the CLI: 3 for RGB
+            and RGB difference, 2 for optical flow).
     """
 
     def __init__(
@@ -68,12 +70,15 @@ class VideoClassifier(pl.LightningModule):
         weight_decay: float = 1e-4,
         warmup_epochs: float = 0.0,
         label_smoothing: float = 0.0,
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
         if optimizer not in ("sgd", "adamw"):
             raise ValueError(f"unknown optimizer {optimizer!r}; accepted: sgd, adamw")
         self.save_hyperparameters()
         kwargs = dict(backbone_kwargs or {})
+        if in_channels != 3:
+            kwargs["in_channels"] = in_channels
         if pretrained_2d:
             kwargs["pretrained_2d"] = pretrained_2d
         if pretrained:

@@ -106,6 +106,8 @@ class SearchModule(pl.LightningModule):
             max(0, E[MACs] / target - 1)``, the expected MACs under softmax(alpha) at the
             supernet's width (target raised to the cheapest cell there, if below it).
         cost_weight: weight of that expected-cost term (darts only).
+        in_channels: input channels (linked from ``data.modality`` by the CLI: 3 for RGB,
+            2 for optical flow).
     """
 
     def __init__(
@@ -141,6 +143,7 @@ class SearchModule(pl.LightningModule):
         val_recalibrate: int = 4,
         cost_target: str | float | None = None,
         cost_weight: float = 1.0,
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
         if supernet not in SUPERNET_MODES:
@@ -176,7 +179,7 @@ class SearchModule(pl.LightningModule):
             backbone, num_classes, block="search", positions=positions,
             block_kwargs={"num_nodes": num_nodes, "inner_ratio": inner_ratio,
                           "kv_pool": kv_pool, "position": position},
-            **(backbone_kwargs or {}),
+            **(backbone_kwargs or {}), **({"in_channels": in_channels} if in_channels != 3 else {}),
         )
         if supernet != "darts":  # exactly uniform and never trained
             with torch.no_grad():
@@ -214,9 +217,11 @@ class SearchModule(pl.LightningModule):
                              "was seen and no clip was given")
         if self._space is None or self._space.clip != clip:
             hp = self.hparams
+            kwargs = dict(hp.backbone_kwargs or {})
+            if hp.get("in_channels", 3) != 3:
+                kwargs["in_channels"] = hp.in_channels
             self._space = SpaceCost(hp.backbone, hp.positions, clip, hp.num_nodes,
-                                    hp.inner_ratio, hp.kv_pool, hp.position,
-                                    hp.backbone_kwargs)
+                                    hp.inner_ratio, hp.kv_pool, hp.position, kwargs)
         return self._space
 
     def cost_budget(self, clip: tuple[int, ...] | None = None) -> CellBudget | None:

@@ -262,3 +262,16 @@ def test_bad_2d_checkpoint_names_the_keys(r50_2d) -> None:
     assert "Expected keys like conv1.weight" in msg
     with pytest.raises(ValueError, match="not a torchvision-format ResNet-50"):
         load_pretrained_2d(model, {"conv1.weight": torch.zeros(64, 3, 7, 7)})
+
+
+def test_a_flow_stem_is_inflated_from_the_rgb_filters_averaged(r50_2d) -> None:
+    """Two-stream I3D's flow net: the 2-D RGB conv1 averaged over its input channels,
+    copied to each flow channel, then inflated in time like the RGB stem."""
+    model = create_backbone("i3d_r50", 10, block="none", in_channels=2,
+                            pretrained_2d=dict(r50_2d))
+    w = model.stem.conv.weight
+    assert w.shape == (64, 2, 5, 7, 7)
+    mean = r50_2d["conv1.weight"].mean(1)  # (64, 7, 7)
+    torch.testing.assert_close(w[:, 0].sum(1), mean)  # inflation divides by kt
+    torch.testing.assert_close(w[:, 1], w[:, 0])
+    assert model(torch.randn(1, 2, 4, 32, 32)).shape == (1, 10)

@@ -121,15 +121,17 @@ class VideoResNet(VideoBackbone):
         dropout: dropout before the head.
         presets: named insertion-position sets; ``default_positions`` names the default.
         name: backbone name (for reprs and errors).
+        in_channels: input channels (3 for RGB, 2 for optical flow).
 
-    Shapes: ``(N, 3, T, H, W)`` -> ``(N, num_classes)``.
+    Shapes: ``(N, in_channels, T, H, W)`` -> ``(N, num_classes)``.
     """
 
     def __init__(self, num_classes: int, stages: Sequence[StageConfig], *, stem_width: int = 64,
                  stem_kernel: tuple[int, int, int] = (5, 7, 7), stem_pool: bool = True,
                  temporal_pool_after: str | None = "res2", dropout: float = 0.5,
                  presets: Mapping[str, Mapping[str, Sequence[int]]] | None = None,
-                 default_positions: str = "none", name: str = "video_resnet") -> None:
+                 default_positions: str = "none", name: str = "video_resnet",
+                 in_channels: int = 3) -> None:
         super().__init__(num_classes, presets, default_positions, name)
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
@@ -143,7 +145,9 @@ class VideoResNet(VideoBackbone):
         self.temporal_pool_after = temporal_pool_after
         kt, kh, kw = stem_kernel
         self.stem = nn.Sequential()
-        self.stem.add_module("conv", nn.Conv3d(3, stem_width, stem_kernel, stride=(1, 2, 2),
+        self.in_channels = int(in_channels)
+        self.stem.add_module("conv", nn.Conv3d(self.in_channels, stem_width, stem_kernel,
+                                               stride=(1, 2, 2),
                                                padding=(kt // 2, kh // 2, kw // 2), bias=False))
         self.stem.add_module("bn", nn.BatchNorm3d(stem_width))
         self.stem.add_module("relu", nn.ReLU(inplace=True))
@@ -204,7 +208,7 @@ class VideoResNet(VideoBackbone):
     # -- forward -------------------------------------------------------------------------
     def forward_features(self, x: Tensor) -> Tensor:
         """``(N, 3, T, H, W)`` -> pooled features ``(N, feature_dim)``."""
-        check_video(x, 3, "clip")
+        check_video(x, self.in_channels, "clip")
         x = self.stem(x)
         for name, stage in self.stages.items():
             x = stage(x)
@@ -248,7 +252,7 @@ def proxy_presets(depths: Sequence[int]) -> dict[str, dict[str, list[int]]]:
     }
 
 
-def i3d_r50(num_classes: int = 400, dropout: float = 0.5) -> VideoResNet:
+def i3d_r50(num_classes: int = 400, dropout: float = 0.5, in_channels: int = 3) -> VideoResNet:
     """I3D-R50 as in SlowFast ``I3D_8x8_R50`` / pytorchvideo ``i3d_r50`` (no blocks inserted).
 
     Stem 5x7x7 stride (1,2,2) + 1x3x3 max-pool; stages (3, 4, 6, 3), widths 256..2048,
@@ -263,7 +267,8 @@ def i3d_r50(num_classes: int = 400, dropout: float = 0.5) -> VideoResNet:
     ]
     return VideoResNet(num_classes, stages, stem_width=64, stem_kernel=(5, 7, 7),
                        stem_pool=True, temporal_pool_after="res2", dropout=dropout,
-                       presets=I3D_PRESETS, default_positions="5blocks", name="i3d_r50")
+                       presets=I3D_PRESETS, default_positions="5blocks", name="i3d_r50",
+                       in_channels=in_channels)
 
 
 def _proxy_temporal_kernels(depths: Sequence[int]) -> list[tuple[int, ...]]:
@@ -284,7 +289,7 @@ def proxy(num_classes: int, widths: Sequence[int] = (64, 128, 256),
           stem_kernel: Sequence[int] = (3, 5, 5), stem_pool: bool = False,
           temporal_pool: bool = True,
           temporal_kernels: Sequence[Sequence[int]] | None = None,
-          dropout: float = 0.2) -> VideoResNet:
+          dropout: float = 0.2, in_channels: int = 3) -> VideoResNet:
     """A small I3D-family backbone for search on CPU.
 
     Defaults: stem 3x5x5 (32 ch) stride (1,2,2), no max-pool; stages ``res2, res3, res4``
@@ -330,4 +335,4 @@ def proxy(num_classes: int, widths: Sequence[int] = (64, 128, 256),
                        stem_kernel=tuple(int(k) for k in stem_kernel), stem_pool=stem_pool,
                        temporal_pool_after="res2" if temporal_pool else None, dropout=dropout,
                        presets=proxy_presets(depths), default_positions="default",
-                       name="proxy")
+                       name="proxy", in_channels=in_channels)
