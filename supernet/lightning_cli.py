@@ -105,6 +105,9 @@ class _AttnasCLI(LightningCLI):
         parser.link_arguments("data.channels", "model.in_channels", apply_on="instantiate")
         parser.add_argument("--ckpt_path", type=str | None, default=None,
                             help="checkpoint to resume (fit) or evaluate (validate/test)")
+        parser.add_argument("--fuse_scores", type=list[str] | None, default=None,
+                            help="retrain test: other runs' test_scores.pt to average with "
+                                 "this run's per-video scores (late fusion, e.g. RGB + flow)")
 
     def instantiate_trainer(self, **kwargs):  # noqa: D102
         # a rich progress bar (safe under DDP) unless the config disables bars or brings
@@ -300,6 +303,9 @@ def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict) -
     except ValueError as e:
         return _error(kind, f"{e}; choose another --trainer.default_root_dir or "
                             "--trainer.logger.init_args.save_dir")
+    fuse = list(cli.config.get("fuse_scores") or [])
+    if fuse and not (kind == "retrain" and sub == "test"):
+        return _error(kind, "--fuse_scores is an option of `attnas retrain test`")
     if ckpt_path and sub == "fit" and isinstance(cli.trainer.logger, RunLogger):
         cli.trainer.logger.continue_run(ckpt_path)  # a resumed run continues its folder
     try:
@@ -318,6 +324,17 @@ def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict) -
             _check_batches(kind, dm, int(cli.trainer.world_size))
     except (ValueError, FileNotFoundError, KeyError, TooManyBrokenVideosError, SynthError) as e:
         return _error(kind, str(e).strip().splitlines()[0])
+    if kind == "retrain" and sub == "test":
+        from .fusion import SCORES_FILE, load_scores
+
+        try:
+            for path in fuse:  # readable before the test runs
+                load_scores(path)
+        except ValueError as e:
+            return _error(kind, str(e))
+        log_dir = cli.trainer.log_dir or cli.trainer.default_root_dir
+        cli.model.scores_path = str(Path(log_dir) / SCORES_FILE)
+        cli.model.fuse_scores = fuse
     try:
         getattr(cli.trainer, sub)(cli.model, datamodule=dm, ckpt_path=ckpt_path)
     except FloatingPointError as e:

@@ -92,6 +92,10 @@ class VideoClassifier(pl.LightningModule):
         })
         self._topk = (1, top5)
         self._video_scores: dict[int, Tensor] = {}
+        #: set by ``attnas retrain test``: where this run's per-video scores go, and the
+        #: scores files of other runs to fuse with (:mod:`supernet.fusion`)
+        self.scores_path: str | None = None
+        self.fuse_scores: list[str] = []
         self._video_labels: dict[int, int] = {}
 
     def forward(self, video: Tensor) -> Tensor:
@@ -166,6 +170,30 @@ class VideoClassifier(pl.LightningModule):
             # every rank holds the same gathered value: the mean over ranks is that value
             self.log(f"test/video_top{k}", acc, sync_dist=True)
         self.log("test/videos", float(len(labels)), sync_dist=True)
+        self._late_fusion(idx if self.trainer.world_size <= 1 else uniq, scores, labels)
+
+    def _late_fusion(self, idx: Tensor, scores: Tensor, labels: Tensor) -> None:
+        """Save this run's per-video scores; average them with ``fuse_scores`` files and
+        log ``test/fused_video_top{k}`` (two-stream late fusion)."""
+        if not self.scores_path and not self.fuse_scores:
+            return
+        from .fusion import fuse, load_scores, save_scores
+
+        modality = str(getattr(self.trainer.datamodule, "modality", "rgb"))
+        if self.scores_path and self.trainer.is_global_zero:
+            save_scores(self.scores_path, idx.cpu(), scores.cpu(), labels.cpu(), modality)
+        if not self.fuse_scores:
+            return
+        order = torch.argsort(idx.cpu())
+        probs = scores.cpu()[order].float()
+        own = {"video_index": idx.cpu()[order], "labels": labels.cpu()[order],
+               "scores": probs / probs.sum(-1, keepdim=True).clamp_min(1e-12),
+               "num_classes": int(scores.shape[1])}
+        fused = fuse(own, [load_scores(p) for p in self.fuse_scores], self.fuse_scores)
+        for k in self._topk:
+            top = fused.topk(k, dim=-1).indices
+            acc = (top == own["labels"][:, None]).any(-1).float().mean()
+            self.log(f"test/fused_video_top{k}", acc, sync_dist=True)
 
     def configure_optimizers(self):
         hp = self.hparams

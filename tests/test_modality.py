@@ -155,3 +155,31 @@ def test_unknown_modality_is_one_line_and_exit_2(synth: Path, tmp_path: Path,
     assert "'depth'" in err and "rgb, flow, rgbdiff" in err and "Traceback" not in err
     with pytest.raises(ValueError, match="rgb, flow, rgbdiff"):
         VideoDataModule(root=str(synth), modality="depth")
+
+
+def test_late_fusion_of_an_rgb_and_a_flow_model(synth: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    """Each test run writes its per-video scores; the flow run fuses the RGB run's and
+    logs the fused video top-1; a missing or mismatched scores file is one line, exit 2."""
+    out = tmp_path / "runs"
+    assert attnas(_retrain(synth, out / "rgb", "fit")) == 0
+    assert attnas(_retrain(synth, out / "flow", "fit", "--data.modality=flow")) == 0
+    rgb_ckpt = sorted((out / "rgb").rglob("last.ckpt"))[-1]
+    flow_ckpt = sorted((out / "flow").rglob("last.ckpt"))[-1]
+    assert attnas(_retrain(synth, out / "rgb_test", "test", f"--ckpt_path={rgb_ckpt}")) == 0
+    rgb_scores = sorted((out / "rgb_test").rglob("test_scores.pt"))[-1]
+    doc = torch.load(rgb_scores, weights_only=True)
+    assert doc["modality"] == "rgb" and doc["scores"].shape == (len(doc["labels"]), 2)
+    torch.testing.assert_close(doc["scores"].sum(-1), torch.ones(len(doc["labels"])))
+    assert attnas(_retrain(synth, out / "fused", "test", f"--ckpt_path={flow_ckpt}",
+                           "--data.modality=flow", f"--fuse_scores=[{rgb_scores}]")) == 0
+    metrics = sorted((out / "fused").rglob("metrics.csv"))[-1].read_text()
+    assert "test/fused_video_top1" in metrics and "test/video_top1" in metrics
+    capsys.readouterr()
+    assert attnas(_retrain(synth, out / "bad", "test", f"--ckpt_path={flow_ckpt}",
+                           "--data.modality=flow",
+                           f"--fuse_scores=[{tmp_path / 'nope.pt'}]")) == 2
+    err = capsys.readouterr().err
+    assert "no such file" in err and len([x for x in err.splitlines() if x.strip()]) == 1
+    assert attnas(_retrain(synth, out / "bad2", "fit", f"--fuse_scores=[{rgb_scores}]")) == 2
+    assert "option of `attnas retrain test`" in capsys.readouterr().err
