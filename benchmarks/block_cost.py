@@ -104,18 +104,19 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def child_backbone(kind: str, block: str, repeats: int, threads: int | None) -> dict:
+def child_backbone(kind: str, block: str, repeats: int, threads: int | None,
+                   backbone: str = "i3d_r50", frames: int = 8) -> dict:
     """Latency (``kind == "time"``), inference peak memory (``"mem"``) or training
     forward+backward peak memory (``"trainmem"``, parameter gradients included) of
-    I3D-R50 + block."""
+    ``backbone`` (I3D-R50 or S3D) + block on one 1x3x``frames``x224x224 clip."""
     import torch
 
     from supernet import create_backbone
 
     _set_threads(threads)
     torch.manual_seed(0)
-    model = create_backbone("i3d_r50", 400, block=block).eval()
-    x = torch.randn(CLIP)
+    model = create_backbone(backbone, 400, block=block).eval()
+    x = torch.randn(1, 3, frames, CLIP[3], CLIP[4])
     if kind == "trainmem":
         model.train()
         return {"peak_mib": _peak_mib(lambda: model(x).logsumexp(1).sum().backward())}
@@ -228,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--genotype", action="append", default=[],
                     help="genotype JSON: adds a derived-cell row (repeatable, e.g. one per "
                          "budget of the cost-aware study)")
+    ap.add_argument("--backbone", default="i3d_r50", choices=["i3d_r50", "s3d"],
+                    help="Table 1's backbone (S3D: the same blocks at its 5blocks positions)")
+    ap.add_argument("--frames", type=int, default=8, help="Table 1's clip length")
     ap.add_argument("--large", action="store_true",
                     help="also compare at 2x512x8x56x56 (explicit needs ~5 GB, ~20 s)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -237,8 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     if args._child:
         what, *rest = args._child
         if what == "backbone":
-            kind, block, repeats, threads = rest
-            res = child_backbone(kind, block, int(repeats), int(threads) or None)
+            kind, block, repeats, threads, backbone, frames = rest
+            res = child_backbone(kind, block, int(repeats), int(threads) or None, backbone,
+                                 int(frames))
         else:
             kind, shape, part, impl, repeats, threads = rest
             res = child_nonlocal(kind, shape, part, impl, int(repeats), int(threads) or None)
@@ -268,10 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     print(t1[0] + "\n" + t1[1], flush=True)
     base = None
     for block in rows:
-        cost = model_cost("i3d_r50", block, None, frames=CLIP[2], size=CLIP[3], latency=False)
-        lat = _run_child(["backbone", "time", block, str(args.repeats), threads])
-        mem = _run_child(["backbone", "mem", block, "1", threads], mmap=True)
-        train = _run_child(["backbone", "trainmem", block, "1", threads], mmap=True)
+        cost = model_cost(args.backbone, block, None, frames=args.frames, size=CLIP[3],
+                          latency=False)
+        where = [args.backbone, str(args.frames)]
+        lat = _run_child(["backbone", "time", block, str(args.repeats), threads, *where])
+        mem = _run_child(["backbone", "mem", block, "1", threads, *where], mmap=True)
+        train = _run_child(["backbone", "trainmem", block, "1", threads, *where], mmap=True)
         base = base or cost
         name = Path(block).name if block.endswith(".json") else block
         peak, peak_train = (f"{m['peak_mib']:,.0f}" if "peak_mib" in m else
@@ -323,14 +330,18 @@ def main(argv: list[str] | None = None) -> int:
     cmd = "python -m benchmarks.block_cost" + "".join(
         f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     text = "\n".join([
-        "# Block cost: I3D-R50 with baseline attention blocks",
+        f"# Block cost: {'I3D-R50' if args.backbone == 'i3d_r50' else 'S3D'} with baseline "
+        "attention blocks",
         "",
         f"Command: `{cmd}`  ",
         f"Machine: {_machine(args.threads)}; {time.strftime('%Y-%m-%d %H:%M')}, "
         f"{time.time() - started:.0f} s; load average {load_before[0]:.1f} before, "
         f"{load_after[0]:.1f} after (the cores are shared: latencies are noisy).",
         "",
-        "## I3D-R50 at 1×3×8×224², blocks at res3 (1, 3) and res4 (1, 3, 5), 400 classes",
+        (f"## I3D-R50 at 1×3×{args.frames}×224², blocks at res3 (1, 3) and res4 (1, 3, 5), "
+         "400 classes" if args.backbone == "i3d_r50" else
+         f"## S3D at 1×3×{args.frames}×224², blocks after Inception 3b, 3c, 4b, 4d, 4f, "
+         "400 classes"),
         "",
         f"MACs counted by `FlopCounterMode` (attention included; FLOPs = 2 × MACs). Latency: "
         f"median of {args.repeats} inference forwards after one warm-up. Peak memory: RSS "

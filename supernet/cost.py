@@ -79,7 +79,7 @@ def model_cost(backbone: str = "i3d_r50", block: str = "none", positions: Any = 
     if not all(isinstance(v, int) and v >= 1 for v in (h, w, batch)):
         raise ValueError(f"size and batch must be positive integers, got size={size!r}, "
                          f"batch={batch!r}")
-    shape = (batch, 3, frames, h, w)
+    shape = (batch, int((backbone_kwargs or {}).get("in_channels", 3)), frames, h, w)
     kwargs = dict(block_kwargs=dict(block_kwargs or {}), **dict(backbone_kwargs or {}))
     with torch.device("meta"):
         model = create_backbone(backbone, num_classes, block=block, positions=positions,
