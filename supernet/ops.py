@@ -251,53 +251,60 @@ class _MixedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, w: Tensor) -> Tensor:  # type: ignore[override]
-        b, lq, d = q.shape
-        lk = k.shape[1]
-        scale = d ** -0.5
-        wl = [float(x) for x in w.detach().cpu()]
-        out = q.new_empty(b, lq, v.shape[-1])
-        rows = _row_chunk(b, lq, lk)
-        kt = k.transpose(1, 2)
-        for r0 in range(0, lq, rows):
-            s = torch.bmm(q[:, r0:r0 + rows], kt).mul_(scale)
-            a, _, _ = _mix(s, wl, lk)
-            torch.bmm(a, v, out=out[:, r0:r0 + rows])
         ctx.save_for_backward(q, k, v, w)
+        # under autocast (bf16 / fp16) the mixture runs in float32 (softmax, sigmoid and the
+        # per-activation weights of a 24-way mixture need the range); float64 stays float64
+        wd = torch.promote_types(q.dtype, torch.float32)
+        with torch.autocast(q.device.type, enabled=False):
+            qw, kw, vw = q.to(wd), k.to(wd), v.to(wd)
+            b, lq, d = qw.shape
+            lk = kw.shape[1]
+            scale = d ** -0.5
+            wl = [float(x) for x in w.detach().cpu()]
+            out = qw.new_empty(b, lq, vw.shape[-1])
+            rows = _row_chunk(b, lq, lk)
+            kt = kw.transpose(1, 2)
+            for r0 in range(0, lq, rows):
+                s = torch.bmm(qw[:, r0:r0 + rows], kt).mul_(scale)
+                a, _, _ = _mix(s, wl, lk)
+                torch.bmm(a, vw, out=out[:, r0:r0 + rows])
         ctx.wl = wl
-        return out
+        return out.to(q.dtype)
 
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
         q, k, v, w = ctx.saved_tensors
         wl = ctx.wl
-        b, lq, d = q.shape
-        lk = k.shape[1]
-        scale = d ** -0.5
-        g = g.contiguous()
-        dq = torch.empty_like(q)
-        dk = torch.zeros_like(k)
-        dv = torch.zeros_like(v)
-        dw = torch.zeros(4, dtype=torch.float64, device=q.device)
-        rows = _row_chunk(b, lq, lk)
-        kt = k.transpose(1, 2)
-        vt = v.transpose(1, 2)
-        for r0 in range(0, lq, rows):
-            qc, gc = q[:, r0:r0 + rows], g[:, r0:r0 + rows]
-            s = torch.bmm(qc, kt).mul_(scale)
-            a, p, sig = _mix(s, wl, lk)
-            dv.baddbmm_(a.transpose(1, 2), gc)
-            da = torch.bmm(gc, vt)
-            dap = da * p
-            relu = s.clamp(min=0)
-            dw += torch.stack([dap.sum(), (da * sig).sum() / lk, (da * relu).sum() / lk,
-                               (da * s).sum() / lk]).to(dw.dtype)
-            # d/ds of each activation, weighted; softmax: p * (da - sum(da * p))
-            ds = (dap - p * dap.sum(-1, keepdim=True)).mul_(wl[0])
-            sig.mul_(1 - sig).mul_(wl[1] / lk).add_((s > 0).to(s.dtype), alpha=wl[2] / lk)
-            ds.addcmul_(da, sig.add_(wl[3] / lk)).mul_(scale)
-            torch.bmm(ds, k, out=dq[:, r0:r0 + rows])
-            dk.baddbmm_(ds.transpose(1, 2), qc)
-        return dq, dk, dv, dw.to(w.dtype)
+        wd = torch.promote_types(q.dtype, torch.float32)
+        with torch.autocast(q.device.type, enabled=False):
+            qw, kw, vw, g = q.to(wd), k.to(wd), v.to(wd), g.to(wd).contiguous()
+            b, lq, d = qw.shape
+            lk = kw.shape[1]
+            scale = d ** -0.5
+            dq = torch.empty_like(qw)
+            dk = torch.zeros_like(kw)
+            dv = torch.zeros_like(vw)
+            dw = torch.zeros(4, dtype=torch.float64, device=q.device)
+            rows = _row_chunk(b, lq, lk)
+            kt = kw.transpose(1, 2)
+            vt = vw.transpose(1, 2)
+            for r0 in range(0, lq, rows):
+                qc, gc = qw[:, r0:r0 + rows], g[:, r0:r0 + rows]
+                s = torch.bmm(qc, kt).mul_(scale)
+                a, p, sig = _mix(s, wl, lk)
+                dv.baddbmm_(a.transpose(1, 2), gc)
+                da = torch.bmm(gc, vt)
+                dap = da * p
+                relu = s.clamp(min=0)
+                dw += torch.stack([dap.sum(), (da * sig).sum() / lk, (da * relu).sum() / lk,
+                                   (da * s).sum() / lk]).to(dw.dtype)
+                # d/ds of each activation, weighted; softmax: p * (da - sum(da * p))
+                ds = (dap - p * dap.sum(-1, keepdim=True)).mul_(wl[0])
+                sig.mul_(1 - sig).mul_(wl[1] / lk).add_((s > 0).to(s.dtype), alpha=wl[2] / lk)
+                ds.addcmul_(da, sig.add_(wl[3] / lk)).mul_(scale)
+                torch.bmm(ds, kw, out=dq[:, r0:r0 + rows])
+                dk.baddbmm_(ds.transpose(1, 2), qc)
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dw.to(w.dtype)
 
 
 def mixed_attention(q: Tensor, k: Tensor, v: Tensor, w: Tensor) -> Tensor:
@@ -306,7 +313,9 @@ def mixed_attention(q: Tensor, k: Tensor, v: Tensor, w: Tensor) -> Tensor:
     ``q`` ``(B, Lq, d)``, ``k`` ``(B, Lk, d)``, ``v`` ``(B, Lk, dv)`` -> ``(B, Lq, dv)``;
     equals ``sum_a w_a * act_a(q k^T / sqrt(d)) v`` without storing any ``Lq x Lk`` matrix.
     """
-    return _MixedAttention.apply(q.contiguous(), k.contiguous(), v.contiguous(), w)
+    dt = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
+    return _MixedAttention.apply(q.to(dt).contiguous(), k.to(dt).contiguous(),
+                                 v.to(dt).contiguous(), w)
 
 
 class AttentionOp(nn.Module):
