@@ -70,10 +70,16 @@ class NonLocalBlock(nn.Module):
         position: ``none`` | ``coords`` (normalised t, y, x channels concatenated to the
             inputs of ``theta``/``phi``) | ``sincos`` (added to them).
         impl: ``sdpa`` | ``explicit``.
+        heads: attention heads (default 1, the non-local block of Wang et al.): ``d`` is
+            split into ``heads`` groups of ``d / heads`` channels, each attending on its own
+            (scale ``(d / heads) ** -0.5``). GPU flash kernels need a head dim <= 256, which
+            a single-head block at res4 (d = 512) exceeds. Softmax MACs do not change;
+            ``dot`` gets cheaper (``(d / heads)^2`` per head instead of ``d^2``).
     """
 
     def __init__(self, channels: int, inner_ratio: float = 0.5, mode: str = "softmax",
-                 kv_pool: bool = True, position: str = "none", impl: str = "sdpa") -> None:
+                 kv_pool: bool = True, position: str = "none", impl: str = "sdpa",
+                 heads: int = 1) -> None:
         super().__init__()
         self.channels = _positive_int(channels, "channels")
         if not 0.0 < float(inner_ratio) <= 4.0:
@@ -83,6 +89,12 @@ class NonLocalBlock(nn.Module):
         self.impl = check_choice(impl, _NL_IMPLS, "non-local impl")
         self.position = check_choice(position, POSITIONS, "position")
         self.kv_pool = bool(kv_pool)
+        if not isinstance(heads, int) or isinstance(heads, bool) or heads < 1 \
+                or self.inner % heads:
+            raise ValueError(f"heads={heads!r} must be a positive integer dividing the inner "
+                             f"width {self.inner} (channels {channels} x inner_ratio "
+                             f"{inner_ratio})")
+        self.heads = heads
         qk_in = channels + (3 if position == "coords" else 0)
         self.theta = nn.Conv3d(qk_in, self.inner, 1)
         self.phi = nn.Conv3d(qk_in, self.inner, 1)
@@ -113,21 +125,26 @@ class NonLocalBlock(nn.Module):
         phi = self.phi(pooled_qk).flatten(2)  # (N, d, Lk)
         g = self.g(pooled_x).flatten(2)  # (N, d, Lk)
         lk = phi.shape[-1]
+        hd = self.inner // self.heads
+        # (N * heads, dh, L): each head attends on its own slice of the d channels
+        theta, phi, g = (z.reshape(n * self.heads, hd, z.shape[-1]) for z in (theta, phi, g))
         if self.impl == "explicit":
-            s = torch.bmm(theta.transpose(1, 2), phi)  # (N, L, Lk)
+            s = torch.bmm(theta.transpose(1, 2), phi)  # (N*h, L, Lk)
             if self.mode == "softmax":
-                a = (s * self.inner ** -0.5).softmax(-1)
+                a = (s * hd ** -0.5).softmax(-1)
             else:
                 a = s / lk
-            y = torch.bmm(g, a.transpose(1, 2))  # (N, d, L)
+            y = torch.bmm(g, a.transpose(1, 2))  # (N*h, dh, L)
         elif self.mode == "softmax":
-            # 4-D, contiguous (N, 1, L, d): the layout the CPU flash kernel accepts (3-D or
+            # 4-D, contiguous (N, h, L, dh): the layout the CPU flash kernel accepts (3-D or
             # strided inputs fall back to the math path, which stores the L x Lk matrix)
-            q, k, v = (z.transpose(1, 2).unsqueeze(1).contiguous() for z in (theta, phi, g))
-            y = F.scaled_dot_product_attention(q, k, v).squeeze(1).transpose(1, 2)  # (N, d, L)
+            q, k, v = (z.reshape(n, self.heads, hd, z.shape[-1]).transpose(2, 3).contiguous()
+                       for z in (theta, phi, g))
+            y = F.scaled_dot_product_attention(q, k, v)  # (N, h, L, dh)
+            y = y.transpose(2, 3).reshape(n * self.heads, hd, -1)
         else:
-            kv = torch.bmm(g, phi.transpose(1, 2)) / lk  # (N, d, d): sum_j g_j phi_j^T
-            y = torch.bmm(kv, theta)  # (N, d, L)
+            kv = torch.bmm(g, phi.transpose(1, 2)) / lk  # (N*h, dh, dh): sum_j g_j phi_j^T
+            y = torch.bmm(kv, theta)  # (N*h, dh, L)
         return y.reshape(n, self.inner, t, h, w)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -137,7 +154,8 @@ class NonLocalBlock(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, inner={self.inner}, mode={self.mode}, "
-                f"kv_pool={self.kv_pool}, position={self.position}, impl={self.impl}")
+                f"kv_pool={self.kv_pool}, position={self.position}, impl={self.impl}"
+                + (f", heads={self.heads}" if self.heads > 1 else ""))
 
 
 class DoubleAttention(nn.Module):

@@ -177,3 +177,47 @@ def test_create_block_builds_cells_from_a_genotype(tmp_path) -> None:
     assert type(from_file) is type(cell) and from_file.nodes == cell.nodes
     with pytest.raises(ValueError, match="build"):
         create_block("cell", 32, genotype=object())
+
+
+@pytest.mark.parametrize("mode", ["softmax", "dot"])
+def test_nonlocal_heads_sdpa_equals_explicit_and_keeps_the_macs(mode: str) -> None:
+    from supernet.counting import count_flops
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 32, 4, 6, 6)
+    fast = NonLocalBlock(32, mode=mode, heads=4).eval()
+    slow = NonLocalBlock(32, mode=mode, heads=4, impl="explicit").eval()
+    slow.load_state_dict(fast.state_dict())
+    torch.nn.init.ones_(fast.bn.weight)
+    torch.nn.init.ones_(slow.bn.weight)
+    torch.testing.assert_close(fast(x), slow(x), atol=1e-5, rtol=1e-4)
+    one = NonLocalBlock(32, mode=mode).eval()
+    one.load_state_dict(fast.state_dict())
+    torch.nn.init.ones_(one.bn.weight)
+    assert not torch.allclose(one(x), fast(x))  # the heads attend on their own
+    macs, macs_one = count_flops(fast, x.shape)["macs"], count_flops(one, x.shape)["macs"]
+    # softmax: the same products split over heads; dot: (d/h)^2 per head instead of d^2
+    assert macs == macs_one if mode == "softmax" else macs < macs_one
+    assert "heads=4" in repr(fast)
+
+
+def test_nonlocal_heads_must_divide_the_width() -> None:
+    with pytest.raises(ValueError, match="heads=3 must be a positive integer dividing the "
+                                         "inner width 16"):
+        NonLocalBlock(32, heads=3)
+    with pytest.raises(ValueError, match="heads"):
+        create_block("nonlocal", 32, heads=0)
+    assert create_block("nonlocal", 32, heads=2).heads == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (flash kernels)")
+def test_multi_head_nonlocal_reaches_the_flash_kernel_on_cuda() -> None:
+    """At res4 width (d = 512) one head exceeds the flash kernels' head dim; 4 heads of
+    128 run under the flash-only backend in bf16."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    block = NonLocalBlock(1024, heads=4).cuda().to(torch.bfloat16)
+    x = torch.randn(2, 1024, 4, 14, 14, device="cuda", dtype=torch.bfloat16)
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        y = block(x)
+    assert y.shape == x.shape and torch.isfinite(y.float()).all()
