@@ -146,7 +146,8 @@ class _Parser(argparse.ArgumentParser):
 
 #: the clip ``attnas cost`` counts when --frames / --size are not given: what each backbone
 #: is trained on here (I3D-R50: the Kinetics 8x224 convention; proxy: the synthetic clips)
-_DEFAULT_CLIP = {"i3d_r50": (8, 224), "s3d": (16, 224), "proxy": (32, 24)}
+_DEFAULT_CLIP = {"i3d_r50": (8, 224), "s3d": (16, 224), "slowfast_r50": (32, 224),
+                 "proxy": (32, 24)}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -11,7 +11,15 @@ from typing import Any
 
 from torch import nn
 
-from .backbones import PositionsLike, VideoBackbone, VideoResNet, i3d_r50, proxy, s3d
+from .backbones import (
+    PositionsLike,
+    VideoBackbone,
+    VideoResNet,
+    i3d_r50,
+    proxy,
+    s3d,
+    slowfast_r50,
+)
 from .blocks import CinST, DoubleAttention, NonLocalBlock, STinC
 from .cells import ArchParameters, FixedCell, SearchCell
 
@@ -124,7 +132,8 @@ def create_block(name: str, channels: int, **kwargs: Any) -> nn.Module:
 
 #: backbone name -> (builder, its keyword arguments)
 _BACKBONES: dict[str, Callable[..., VideoBackbone]] = {"i3d_r50": i3d_r50, "proxy": proxy,
-                                                         "s3d": s3d}
+                                                         "s3d": s3d,
+                                                         "slowfast_r50": slowfast_r50}
 BACKBONE_NAMES: tuple[str, ...] = tuple(_BACKBONES)
 
 
@@ -133,7 +142,8 @@ def create_backbone(name: str, num_classes: int, block: str = "none",
     """Build a backbone with ``block`` inserted at ``positions``.
 
     Args:
-        name: ``i3d_r50`` | ``proxy`` | ``s3d`` (``gated=True`` for S3D-G).
+        name: ``i3d_r50`` | ``proxy`` | ``s3d`` (``gated=True`` for S3D-G) |
+            ``slowfast_r50`` (two pathways; stages ``res2..5`` slow, ``fast_res2..5``).
         num_classes: classes of the linear head.
         block: a :func:`create_block` name (or genotype ``.json`` path).
         positions: ``None`` (the backbone's default: I3D ``5blocks`` = res3 after blocks
@@ -149,7 +159,8 @@ def create_backbone(name: str, num_classes: int, block: str = "none",
             ``pretrained_format`` (``auto`` by default),
             ``dropout``, for the proxy ``widths``, ``depths``, ``stem_width``,
             ``expansion``, ``stem_kernel``, ``stem_pool``, ``temporal_pool``,
-            ``temporal_kernels``, for S3D ``gated`` and ``in_channels``.
+            ``temporal_kernels``, for S3D ``gated``, for SlowFast ``alpha``, ``beta_inv``,
+            ``width_div``, ``depths``; ``in_channels`` for every backbone.
 
     Returns:
         a :class:`VideoBackbone` (:class:`VideoResNet` or :class:`S3D`): ``(N, 3, T, H, W)``

@@ -322,6 +322,10 @@ def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict) -
             _check_search(cli.model, dm)
         if sub == "fit":
             _check_batches(kind, dm, int(cli.trainer.world_size))
+        alpha = getattr(getattr(cli.model, "model", None), "alpha", None)
+        if isinstance(alpha, int) and dm.num_frames % alpha:
+            raise ValueError(f"the clip's --data.num_frames {dm.num_frames} is not a multiple "
+                             f"of the backbone's fast/slow frame ratio alpha={alpha}")
     except (ValueError, FileNotFoundError, KeyError, TooManyBrokenVideosError, SynthError) as e:
         return _error(kind, str(e).strip().splitlines()[0])
     if kind == "retrain" and sub == "test":

@@ -1,0 +1,182 @@
+"""SlowFast-R50 (Feichtenhofer et al., ICCV 2019) as in PySlowFast / pytorchvideo's
+``create_slowfast(model_depth=50)``, built on :mod:`.base` so attention blocks go into
+either pathway through the one insertion path.
+
+One clip ``(N, 3, T, H, W)`` goes in (T = the fast pathway's frames, 32 by default); the slow
+pathway reads ``T / alpha`` frames of it, evenly spaced (alpha = 4, as pytorchvideo's
+``PackPathway``)::
+
+    slow  stem 1x7x7 conv /(1,2,2) 3->64, maxpool 1x3x3      res2..res5 (3, 4, 6, 3 blocks)
+    fast  stem 5x7x7 conv /(1,2,2) 3->8,  maxpool 1x3x3      widths / beta (beta = 8)
+    lateral after the stems and res2..res4: fast -> 7x1x1 conv stride (alpha,1,1),
+            channels x2, BN, ReLU, concatenated to the slow features
+    head  global average pool of each pathway, concat (2048 + 256), dropout, linear
+
+Temporal kernel 3 on the first conv of every fast block and of the slow res4 / res5 blocks
+(1 in the slow res2 / res3). Reference (400 classes): **34,566,488 parameters; 50.31 GMACs**
+for slow 1x3x8x224x224 + fast 1x3x32x224x224 (pytorchvideo's ``slowfast_r50``; tests check
+both).
+
+**Insertion positions**: slow stages ``res2`` .. ``res5``, fast stages ``fast_res2`` ..
+``fast_res5`` (block indices as in I3D-R50). Default ``5blocks``: the non-local positions
+of I3D-R50 in the slow pathway (res3 after 1, 3; res4 after 1, 3, 5) -- the pathway that
+carries the semantics; ``fast5blocks`` puts them in the fast pathway instead.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..ops import check_video
+from .base import BlockStage, VideoBackbone
+from .resnet import Bottleneck
+
+__all__ = ["SlowFast", "slowfast_r50", "SLOWFAST_PRESETS"]
+
+_DEPTHS = (3, 4, 6, 3)
+_WIDTHS = (256, 512, 1024, 2048)
+_INNER = (64, 128, 256, 512)
+_SLOW_KT = (1, 1, 3, 3)
+_FAST_KT = (3, 3, 3, 3)
+
+SLOWFAST_PRESETS: dict[str, dict[str, list[int]]] = {
+    "none": {},
+    "5blocks": {"res3": [1, 3], "res4": [1, 3, 5]},
+    "fast5blocks": {"fast_res3": [1, 3], "fast_res4": [1, 3, 5]},
+    "both": {"res3": [1, 3], "res4": [1, 3, 5], "fast_res3": [1, 3], "fast_res4": [1, 3, 5]},
+}
+SLOWFAST_PRESETS["default"] = SLOWFAST_PRESETS["5blocks"]
+
+
+def _stem(cin: int, cout: int, kt: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(cin, cout, (kt, 7, 7), (1, 2, 2), (kt // 2, 3, 3), bias=False),
+        nn.BatchNorm3d(cout), nn.ReLU(inplace=True),
+        nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)))
+
+
+class _Lateral(nn.Module):
+    """Fast -> slow fusion: ``ReLU(BN(conv_{k x 1 x 1, stride alpha}(fast)))``."""
+
+    def __init__(self, channels: int, ratio: int, alpha: int, kernel: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(channels, channels * ratio, (kernel, 1, 1), (alpha, 1, 1),
+                              (kernel // 2, 0, 0), bias=False)
+        self.bn = nn.BatchNorm3d(channels * ratio)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, fast: Tensor) -> Tensor:
+        return self.relu(self.bn(self.conv(fast)))
+
+
+def _stage(cin: int, inner: int, width: int, depth: int, kt: int, stride: int) -> BlockStage:
+    blocks = [Bottleneck(cin if i == 0 else width, inner, width, kt, stride if i == 0 else 1)
+              for i in range(depth)]
+    return BlockStage(blocks, width)
+
+
+class SlowFast(VideoBackbone):
+    """A two-pathway 3-D ResNet with lateral connections (see the module docstring).
+
+    Args:
+        num_classes: size of the linear head.
+        alpha: frame-rate ratio fast / slow (the clip's T must be a multiple).
+        beta_inv: channel ratio slow / fast (8: the fast pathway is 1/8 as wide).
+        fusion_ratio: lateral output channels / fast channels (2).
+        fusion_kernel: temporal kernel of the lateral convs (7).
+        depths, in_channels, dropout: stage depths (R50: 3, 4, 6, 3), input channels (3
+            RGB, 2 flow) and dropout before the head (0.5).
+        width_div: divide every width by this (1 = SlowFast-R50; a proxy of the same family
+            for CPU searches uses e.g. 8).
+
+    Shapes: ``(N, in_channels, T, H, W)`` with ``T % alpha == 0`` -> ``(N, num_classes)``.
+    """
+
+    def __init__(self, num_classes: int = 400, alpha: int = 4, beta_inv: int = 8,
+                 fusion_ratio: int = 2, fusion_kernel: int = 7,
+                 depths: tuple[int, ...] = _DEPTHS, in_channels: int = 3,
+                 dropout: float = 0.5, width_div: int = 1) -> None:
+        super().__init__(num_classes, SLOWFAST_PRESETS, "5blocks",
+                         "slowfast_r50" if width_div == 1 and tuple(depths) == _DEPTHS
+                         else "slowfast")
+        for name, value in (("alpha", alpha), ("beta_inv", beta_inv),
+                            ("fusion_ratio", fusion_ratio), ("width_div", width_div)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if fusion_kernel < 1 or fusion_kernel % 2 == 0:
+            raise ValueError(f"fusion_kernel must be odd, got {fusion_kernel!r}")
+        if len(depths) != 4 or any(int(d) < 1 for d in depths):
+            raise ValueError(f"depths must be four positive integers, got {depths!r}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.alpha, self.in_channels = alpha, int(in_channels)
+        slow_w = [w // width_div for w in _WIDTHS]
+        inner = [max(1, i // width_div) for i in _INNER]
+        stem_w = 64 // width_div
+        if min(slow_w) // beta_inv < 1 or stem_w // beta_inv < 1:
+            raise ValueError(f"width_div={width_div} with beta_inv={beta_inv} leaves the fast "
+                             f"pathway without channels")
+        fast_w = [w // beta_inv for w in slow_w]
+        self.slow_stem = _stem(in_channels, stem_w, 1)
+        self.fast_stem = _stem(in_channels, stem_w // beta_inv, 5)
+        lat_in = [stem_w // beta_inv, *fast_w[:3]]
+        self.laterals = nn.ModuleList(_Lateral(c, fusion_ratio, alpha, fusion_kernel)
+                                      for c in lat_in)
+        slow_in = stem_w + lat_in[0] * fusion_ratio
+        fast_in = stem_w // beta_inv
+        for i, name in enumerate(("res2", "res3", "res4", "res5")):
+            stride = 1 if i == 0 else 2
+            self.stages[name] = _stage(slow_in, inner[i], slow_w[i], int(depths[i]),
+                                       _SLOW_KT[i], stride)
+            self.stages[f"fast_{name}"] = _stage(fast_in, max(1, inner[i] // beta_inv),
+                                                 fast_w[i], int(depths[i]), _FAST_KT[i],
+                                                 stride)
+            if i < 3:
+                slow_in = slow_w[i] + fast_w[i] * fusion_ratio
+            fast_in = fast_w[i]
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.feature_dim = slow_w[-1] + fast_w[-1]
+        self.head = nn.Linear(self.feature_dim, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, Bottleneck):
+                nn.init.zeros_(m.bn_c.weight)
+        nn.init.normal_(self.head.weight, std=0.01)
+        nn.init.zeros_(self.head.bias)
+
+    def pathways(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(slow, fast)``: ``T / alpha`` evenly spaced frames, and all ``T``."""
+        t = x.shape[2]
+        if t % self.alpha:
+            raise ValueError(f"SlowFast: the clip's {t} frames are not a multiple of "
+                             f"alpha={self.alpha} (fast / slow frame ratio)")
+        idx = torch.linspace(0, t - 1, t // self.alpha, device=x.device).long()
+        return x.index_select(2, idx), x
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(N, C, T, H, W)`` -> ``(N, slow width + fast width)``."""
+        check_video(x, self.in_channels, "clip")
+        slow, fast = self.pathways(x)
+        slow, fast = self.slow_stem(slow), self.fast_stem(fast)
+        slow = torch.cat([slow, self.laterals[0](fast)], 1)
+        for i, name in enumerate(("res2", "res3", "res4", "res5")):
+            slow, fast = self.stages[name](slow), self.stages[f"fast_{name}"](fast)
+            if i < 3:
+                slow = torch.cat([slow, self.laterals[i + 1](fast)], 1)
+        return torch.cat([self.pool(slow).flatten(1), self.pool(fast).flatten(1)], 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, C, T, H, W)`` -> logits ``(N, num_classes)``."""
+        return self.head(self.dropout(self.forward_features(x)))
+
+
+def slowfast_r50(num_classes: int = 400, alpha: int = 4, beta_inv: int = 8,
+                 in_channels: int = 3, dropout: float = 0.5, width_div: int = 1,
+                 depths: tuple[int, ...] = _DEPTHS) -> SlowFast:
+    """SlowFast-R50 8x8 (alpha 4, beta 1/8); ``width_div`` / ``depths`` make a smaller
+    network of the same family (a two-stream proxy)."""
+    return SlowFast(num_classes, alpha=alpha, beta_inv=beta_inv, in_channels=in_channels,
+                    dropout=dropout, width_div=width_div, depths=tuple(depths))
