@@ -10,6 +10,8 @@ code 2; a non-finite loss ends with one line and exit code 1.
 
 from __future__ import annotations
 
+import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -126,6 +128,34 @@ class _AttnasCLI(LightningCLI):
             defaults = self.trainer_defaults.get("callbacks", [])
             self.trainer_defaults = {**self.trainer_defaults, "callbacks": [*defaults, *extra]}
         return super().instantiate_trainer(**kwargs)
+
+
+def parse_error_line(message: str) -> str:
+    """One line from a jsonargparse error: the option, the value given and, for a choice,
+    the accepted values (``--trainer.precision: 'bogus' is not accepted; accepted: ...``)."""
+    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
+    head = re.match(r'Parser key "([^"]+)":?', lines[0]) if lines else None
+    if head is None:
+        return " ".join(lines)[:300]
+    key = head.group(1)
+    given = next((ln.split(":", 1)[1].strip() for ln in lines
+                  if ln.startswith("Given value:")), None)
+    if given is None:
+        got = re.search(r"Got value: (.*)$", message.strip().splitlines()[-1])
+        given = got.group(1).strip() if got else None
+    literals: list[str] = []
+    for chunk in re.findall(r"Literal\[([^\]]*)\]", message):
+        for item in chunk.split(","):
+            item = item.strip().strip("'\"")
+            if item and item not in literals:
+                literals.append(item)
+    if literals:
+        return (f"--{key}: {given!r} is not accepted; accepted: {', '.join(literals)}"
+                if given is not None else f"--{key}: accepted: {', '.join(literals)}")
+    want = re.sub(r"<class '([^']+)'>", r"\1", lines[1] if len(lines) > 1 else "")
+    want = want.split(". Got value")[0]
+    return f"--{key}: {given!r} is not valid ({want})" if given is not None else \
+        f"--{key}: {want}"
 
 
 def _error(kind: str, msg: str, code: int = 2) -> int:
@@ -279,10 +309,16 @@ def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict) -
             trainer_defaults=trainer_defaults, seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"prog": f"attnas {kind} [{'|'.join(SUBCOMMANDS)}]",
+                           "exit_on_error": False,
                            "description": f"attnas {kind}: {model_class.__doc__.splitlines()[0]}"},
         )
-    except SystemExit as e:  # --help, --print_config, or a parse error (already printed)
+    except SystemExit as e:  # --help or --print_config
         return int(e.code or 0)
+    except argparse.ArgumentError as e:  # a value of the wrong type, an unknown option
+        return _error(kind, parse_error_line(str(e)))
+    except ImportError as e:  # e.g. --trainer.precision transformer-engine without the package
+        return _error(kind, f"{str(e).strip().splitlines()[0]} (an option needs a package "
+                            f"that is not installed)")
     except (ValueError, FileNotFoundError, KeyError, TypeError) as e:
         return _error(kind, str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
     finally:

@@ -76,3 +76,25 @@ def test_bf16_mixed_runs_end_to_end(kind: str, synth: Path, tmp_path: Path) -> N
     if kind == "search":
         doc = json.loads(sorted(tmp_path.rglob("genotype.json"))[-1].read_text())
         assert len(doc["nodes"]) == 2
+
+
+@pytest.mark.parametrize(("option", "needles"), [
+    ("--trainer.precision=bogus", ["--trainer.precision: 'bogus' is not accepted",
+                                   "bf16-mixed", "16-mixed"]),
+    ("--trainer.precision=transformer-engine", ["transformer_engine", "not installed"]),
+    ("--model.lr=abc", ["--model.lr: 'abc' is not valid", "float"]),
+    ("--no_such_option=1", ["unrecognized arguments"]),
+])
+def test_values_the_cli_cannot_use_are_one_line_exit_2(option: str, needles: list[str],
+                                                        synth: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    argv = ["retrain", "fit", f"--data.root={synth}", "--data.num_workers=0", option,
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    assert attnas(argv) == 2
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0]
+    assert not list(tmp_path.rglob("*.ckpt"))
