@@ -73,3 +73,20 @@ def test_a_clip_that_alpha_does_not_divide_is_refused(tmp_path: Path,
     assert not list((tmp_path / "o").rglob("*.ckpt"))
     with pytest.raises(ValueError, match="width_div"):
         slowfast_r50(5, width_div=0)
+
+
+@pytest.mark.parametrize("fusion", ["tconv", "tsample", "avgpool", "sum"])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 17, 23), (2, 3, 12, 9, 31), (2, 3, 20, 33, 15)])
+def test_every_fusion_operator_keeps_shapes(fusion: str, shape: tuple[int, ...]) -> None:
+    model = slowfast_r50(5, fusion=fusion, **SMALL)
+    out = model(torch.randn(*shape))
+    assert out.shape == (2, 5) and torch.isfinite(out).all()
+    extra = [lat.extra for lat in model.laterals]
+    fast = [8 // 8, *(w // 8 // 8 for w in (256, 512, 1024))]
+    assert extra == {"tconv": [2 * c for c in fast], "tsample": fast, "avgpool": fast,
+                     "sum": [0, 0, 0, 0]}[fusion]
+
+
+def test_unknown_fusion_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown fusion op 'mean'; accepted: tconv, tsample"):
+        slowfast_r50(5, fusion="mean", **SMALL)

@@ -26,13 +26,20 @@ carries the semantics; ``fast5blocks`` puts them in the fast pathway instead.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import check_video
 from .base import BlockStage, VideoBackbone
 from .resnet import Bottleneck
 
-__all__ = ["SlowFast", "slowfast_r50", "SLOWFAST_PRESETS"]
+__all__ = ["SlowFast", "slowfast_r50", "SLOWFAST_PRESETS", "FUSIONS"]
+
+#: fast -> slow fusion operators: ``tconv`` (time-strided k x 1 x 1 conv, BN, ReLU, channels
+#: x ``fusion_ratio``, concatenated; SlowFast's default), ``tsample`` (the fast frames at the
+#: slow pathway's times, concatenated), ``avgpool`` (average over each ``alpha`` fast frames,
+#: concatenated), ``sum`` (time-strided conv to the slow width, BN, added)
+FUSIONS: tuple[str, ...] = ("tconv", "tsample", "avgpool", "sum")
 
 _DEPTHS = (3, 4, 6, 3)
 _WIDTHS = (256, 512, 1024, 2048)
@@ -57,17 +64,37 @@ def _stem(cin: int, cout: int, kt: int) -> nn.Sequential:
 
 
 class _Lateral(nn.Module):
-    """Fast -> slow fusion: ``ReLU(BN(conv_{k x 1 x 1, stride alpha}(fast)))``."""
+    """One fast -> slow fusion (see :data:`FUSIONS`). ``extra`` is the channels it adds to
+    the slow features (0 for ``sum``)."""
 
-    def __init__(self, channels: int, ratio: int, alpha: int, kernel: int) -> None:
+    def __init__(self, channels: int, slow_channels: int, ratio: int, alpha: int, kernel: int,
+                 op: str = "tconv") -> None:
         super().__init__()
-        self.conv = nn.Conv3d(channels, channels * ratio, (kernel, 1, 1), (alpha, 1, 1),
-                              (kernel // 2, 0, 0), bias=False)
-        self.bn = nn.BatchNorm3d(channels * ratio)
-        self.relu = nn.ReLU(inplace=True)
+        if op not in FUSIONS:
+            raise ValueError(f"unknown fusion op {op!r}; accepted: {', '.join(FUSIONS)}")
+        self.op, self.alpha = op, alpha
+        self.conv = self.bn = self.relu = None
+        if op in ("tconv", "sum"):
+            out = channels * ratio if op == "tconv" else slow_channels
+            self.conv = nn.Conv3d(channels, out, (kernel, 1, 1), (alpha, 1, 1),
+                                  (kernel // 2, 0, 0), bias=False)
+            self.bn = nn.BatchNorm3d(out)
+            self.relu = nn.ReLU(inplace=True) if op == "tconv" else None
+        self.extra = {"tconv": channels * ratio, "tsample": channels, "avgpool": channels,
+                      "sum": 0}[op]
 
-    def forward(self, fast: Tensor) -> Tensor:
-        return self.relu(self.bn(self.conv(fast)))
+    def forward(self, slow: Tensor, fast: Tensor) -> Tensor:
+        """The slow features after the fusion."""
+        if self.op == "tsample":
+            t = fast.shape[2]
+            idx = torch.linspace(0, t - 1, t // self.alpha, device=fast.device).long()
+            return torch.cat([slow, fast.index_select(2, idx)], 1)
+        if self.op == "avgpool":
+            return torch.cat([slow, F.avg_pool3d(fast, (self.alpha, 1, 1))], 1)
+        y = self.bn(self.conv(fast))
+        if self.op == "sum":
+            return slow + y
+        return torch.cat([slow, self.relu(y)], 1)
 
 
 def _stage(cin: int, inner: int, width: int, depth: int, kt: int, stride: int) -> BlockStage:
@@ -85,6 +112,7 @@ class SlowFast(VideoBackbone):
         beta_inv: channel ratio slow / fast (8: the fast pathway is 1/8 as wide).
         fusion_ratio: lateral output channels / fast channels (2).
         fusion_kernel: temporal kernel of the lateral convs (7).
+        fusion: the fusion operator of every lateral connection (:data:`FUSIONS`).
         depths, in_channels, dropout: stage depths (R50: 3, 4, 6, 3), input channels (3
             RGB, 2 flow) and dropout before the head (0.5).
         width_div: divide every width by this (1 = SlowFast-R50; a proxy of the same family
@@ -96,7 +124,7 @@ class SlowFast(VideoBackbone):
     def __init__(self, num_classes: int = 400, alpha: int = 4, beta_inv: int = 8,
                  fusion_ratio: int = 2, fusion_kernel: int = 7,
                  depths: tuple[int, ...] = _DEPTHS, in_channels: int = 3,
-                 dropout: float = 0.5, width_div: int = 1) -> None:
+                 dropout: float = 0.5, width_div: int = 1, fusion: str = "tconv") -> None:
         super().__init__(num_classes, SLOWFAST_PRESETS, "5blocks",
                          "slowfast_r50" if width_div == 1 and tuple(depths) == _DEPTHS
                          else "slowfast")
@@ -121,9 +149,10 @@ class SlowFast(VideoBackbone):
         self.slow_stem = _stem(in_channels, stem_w, 1)
         self.fast_stem = _stem(in_channels, stem_w // beta_inv, 5)
         lat_in = [stem_w // beta_inv, *fast_w[:3]]
-        self.laterals = nn.ModuleList(_Lateral(c, fusion_ratio, alpha, fusion_kernel)
-                                      for c in lat_in)
-        slow_in = stem_w + lat_in[0] * fusion_ratio
+        self.laterals = nn.ModuleList(_Lateral(c, sw, fusion_ratio, alpha, fusion_kernel, fusion)
+                                      for c, sw in zip(lat_in, [stem_w, *slow_w[:3]]))
+        self.fusion = fusion
+        slow_in = stem_w + self.laterals[0].extra
         fast_in = stem_w // beta_inv
         for i, name in enumerate(("res2", "res3", "res4", "res5")):
             stride = 1 if i == 0 else 2
@@ -133,7 +162,7 @@ class SlowFast(VideoBackbone):
                                                  fast_w[i], int(depths[i]), _FAST_KT[i],
                                                  stride)
             if i < 3:
-                slow_in = slow_w[i] + fast_w[i] * fusion_ratio
+                slow_in = slow_w[i] + self.laterals[i + 1].extra
             fast_in = fast_w[i]
         self.pool = nn.AdaptiveAvgPool3d(1)
         self.dropout = nn.Dropout(dropout)
@@ -161,11 +190,11 @@ class SlowFast(VideoBackbone):
         check_video(x, self.in_channels, "clip")
         slow, fast = self.pathways(x)
         slow, fast = self.slow_stem(slow), self.fast_stem(fast)
-        slow = torch.cat([slow, self.laterals[0](fast)], 1)
+        slow = self.laterals[0](slow, fast)
         for i, name in enumerate(("res2", "res3", "res4", "res5")):
             slow, fast = self.stages[name](slow), self.stages[f"fast_{name}"](fast)
             if i < 3:
-                slow = torch.cat([slow, self.laterals[i + 1](fast)], 1)
+                slow = self.laterals[i + 1](slow, fast)
         return torch.cat([self.pool(slow).flatten(1), self.pool(fast).flatten(1)], 1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -175,8 +204,8 @@ class SlowFast(VideoBackbone):
 
 def slowfast_r50(num_classes: int = 400, alpha: int = 4, beta_inv: int = 8,
                  in_channels: int = 3, dropout: float = 0.5, width_div: int = 1,
-                 depths: tuple[int, ...] = _DEPTHS) -> SlowFast:
+                 depths: tuple[int, ...] = _DEPTHS, fusion: str = "tconv") -> SlowFast:
     """SlowFast-R50 8x8 (alpha 4, beta 1/8); ``width_div`` / ``depths`` make a smaller
     network of the same family (a two-stream proxy)."""
     return SlowFast(num_classes, alpha=alpha, beta_inv=beta_inv, in_channels=in_channels,
-                    dropout=dropout, width_div=width_div, depths=tuple(depths))
+                    dropout=dropout, width_div=width_div, depths=tuple(depths), fusion=fusion)
