@@ -90,3 +90,27 @@ def test_every_fusion_operator_keeps_shapes(fusion: str, shape: tuple[int, ...])
 def test_unknown_fusion_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown fusion op 'mean'; accepted: tconv, tsample"):
         slowfast_r50(5, fusion="mean", **SMALL)
+
+
+def test_a_cell_search_runs_in_both_pathways(tmp_path: Path) -> None:
+    """The attention stage of a two-stream search: supernet cells in the slow and the fast
+    pathway, selected within a budget, through the real search CLI."""
+    root = ensure_synthetic(tmp_path / "data", classes=2, videos_per_class=6, frames=8,
+                            size=16, seed=2, workers=1)
+    out = tmp_path / "o"
+    argv = ["search", "fit", f"--data.root={root}", "--data.num_frames=8",
+            "--data.crop_size=16", "--data.batch_size=4", "--data.num_workers=0",
+            "--data.cache=memory", "--data.search=true", "--model.backbone=slowfast_r50",
+            "--model.positions=both", '--model.backbone_kwargs={"width_div": 8}',
+            "--model.num_nodes=2", "--model.supernet=uniform", "--model.select=perturb",
+            "--model.select_val_batches=1", "--model.select_calib_batches=1",
+            "--model.cost_target=1x", "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+            "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={out}",
+            f"--trainer.logger.init_args.save_dir={out}"]
+    assert attnas(argv) == 0
+    doc = json.loads(sorted(out.rglob("genotype.json"))[-1].read_text())
+    cost = doc["provenance"]["cost"]
+    assert len(cost["positions"]) == 10  # 5 slow + 5 fast insertion points
+    assert {c for c, *_ in cost["positions"]} == {64, 8, 128, 16}
+    assert cost["macs"] <= doc["provenance"]["selection"]["budget"]["target_macs"]
