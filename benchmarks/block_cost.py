@@ -232,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backbone", default="i3d_r50", choices=["i3d_r50", "s3d"],
                     help="Table 1's backbone (S3D: the same blocks at its 5blocks positions)")
     ap.add_argument("--frames", type=int, default=8, help="Table 1's clip length")
+    ap.add_argument("--no-nl", action="store_true",
+                    help="Table 1 only (skip the SDPA vs explicit non-local comparison)")
     ap.add_argument("--large", action="store_true",
                     help="also compare at 2x512x8x56x56 (explicit needs ~5 GB, ~20 s)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -294,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line, flush=True)
 
     # Table 2 ------------------------------------------------------------------------------
-    shapes = {**NL_SHAPES, **(NL_LARGE if args.large else {})}
+    shapes = {} if args.no_nl else {**NL_SHAPES, **(NL_LARGE if args.large else {})}
     t2 = [
         "| shape (N×C×T×H×W) | part | SDPA fwd+bwd (ms) | explicit fwd+bwd (ms) | speed-up "
         "| SDPA peak (MiB) | explicit peak (MiB) | memory ratio |",
@@ -350,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         f"process with `MALLOC_MMAP_THRESHOLD_=65536` (see the module docstring).",
         "",
         *t1,
+        *([] if args.no_nl else [
         "",
         "## Non-local block: SDPA vs explicit affinity (same weights, forward+backward)",
         "",
@@ -364,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *verdicts,
         "",
-        NOTES,
+        NOTES]),
     ])
     print("\n" + text)
     write_text_atomic(args.out, text)
