@@ -302,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         "| SDPA peak (MiB) | explicit peak (MiB) | memory ratio |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    print("\n" + t2[0] + "\n" + t2[1], flush=True)
+    if shapes:
+        print("\n" + t2[0] + "\n" + t2[1], flush=True)
     verdicts = []
     for shape_name, shape in shapes.items():
         for part in ("block", "core"):
