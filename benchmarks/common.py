@@ -36,3 +36,18 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     tmp.write_text(text)
     tmp.replace(out)
     return out
+
+
+def save_figure_atomic(fig: Any, path: str | Path, dpi: int) -> Path:
+    """Save a matplotlib figure to ``path`` via a temp file + rename, then close it."""
+    import os
+
+    import matplotlib.pyplot as plt
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    tmp.replace(out)
+    return out

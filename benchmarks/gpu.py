@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import resource
 import statistics
@@ -88,6 +87,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _median_step(step: Any, steps: int, warmup: int, device: torch.device) -> float:
+    """Median seconds of ``step()`` over ``steps`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def measure(args: argparse.Namespace, block: str, precision: str, compiled: bool,
             device: torch.device) -> dict[str, Any]:
     """One row: step time, clips/s, peak memory, FLOPs per step, MFU."""
@@ -101,19 +114,12 @@ def measure(args: argparse.Namespace, block: str, precision: str, compiled: bool
     with FlopCounterMode(display=False) as counter:  # one real step, eager: what it computes
         _step_fn(model, x, y, precision, device, False)()
     flops = int(counter.get_total_flops())
-    for _ in range(args.warmup):
-        step()
+    step()  # one untimed step before the memory baseline (lazy allocations)
     _sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rss0 = _rss_kib()
-    times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
+    med = _median_step(step, args.steps, max(0, args.warmup - 1), device)
     peak_mib = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
                 else max(0, _rss_kib() - rss0) / 1024)
     peak = _peak(device, precision)
@@ -142,15 +148,7 @@ def supernet_vs_derived(args: argparse.Namespace, device: torch.device) -> dict[
         x = torch.randn(shape, device=device)
         y = torch.randint(4, (args.batch,), device=device)
         step = _step_fn(model, x, y, "fp32", device, False)
-        for _ in range(args.warmup):
-            step()
-        times = []
-        for _ in range(args.steps):
-            t0 = time.perf_counter()
-            step()
-            _sync(device)
-            times.append(time.perf_counter() - t0)
-        out[name] = 1e3 * statistics.median(times)
+        out[name] = 1e3 * _median_step(step, args.steps, args.warmup, device)
     out["ratio"] = out["supernet"] / out["derived"]
     return out
 
@@ -232,5 +230,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    os.environ.setdefault("PYTHONHASHSEED", "0")
     sys.exit(main())

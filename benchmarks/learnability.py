@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import cpu_name
+from benchmarks.common import cpu_name, save_figure_atomic
 from datamodules import VideoDataModule
 
 __all__ = ["main", "train_one"]
@@ -261,10 +261,7 @@ def _plot(results: list[dict], path: Path, chance: float) -> None:
     axes[0].set_ylabel("accuracy")
     axes[1].legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure_atomic(fig, path, 110)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 from pathlib import Path
 from typing import Any
+
+from benchmarks.common import save_figure_atomic
 
 __all__ = ["budget_groups", "cost_lines", "pareto_plot"]
 
@@ -170,9 +171,4 @@ def pareto_plot(table: list[dict[str, Any]], path: Path, title: str) -> Path | N
     axes[0].legend(fontsize=7, loc="best")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure_atomic(fig, path, 120)

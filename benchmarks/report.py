@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.common import cpu_name
+from benchmarks.common import cpu_name, save_figure_atomic
 from benchmarks.common import finite_float as _float
 from benchmarks.groups import budget_lines, group_table_lines, target_lines
 from benchmarks.pareto import cost_lines, pareto_plot
@@ -187,12 +187,7 @@ def plot(table: list[dict[str, Any]], path: Path, title: str) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=130)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure_atomic(fig, path, 130)
 
 
 def _machine() -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cliargs import search_argv
 
 from datamodules.synth import ensure_synthetic
 from derive.select import select_cell
@@ -147,14 +148,7 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _search(root: Path, out: Path, *extra: str) -> list[str]:
-    return ["search", "fit", f"--data.root={root}", "--data.num_frames=8",
-            "--data.crop_size=16", "--data.batch_size=4", "--data.num_workers=0",
-            "--data.search=true", "--data.cache=memory",
-            f"--model.backbone_kwargs={json.dumps(PROXY)}", "--model.num_nodes=2",
-            "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
-            "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
-            f"--trainer.default_root_dir={out}", f"--trainer.logger.init_args.save_dir={out}",
-            *extra]
+    return search_argv(root, out, PROXY, *extra)
 
 
 @pytest.mark.parametrize(("target", "needles"), [
