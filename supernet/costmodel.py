@@ -191,6 +191,7 @@ class SpaceCost:
         self.kv_pool = bool(kv_pool)
         self.position = str(position)
         self.table = self.at(self.inner_ratio)
+        self._op_tensors: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
 
     def at(self, inner_ratio: float) -> CellCosts:
         """The table at another inner ratio (cached per shape and width)."""
@@ -203,8 +204,11 @@ class SpaceCost:
     def expected_macs(self, op_weights: torch.Tensor) -> torch.Tensor:
         """Expected MACs of the cells under per-node op weights ``(K, 24)`` (differentiable
         in the weights): ``fixed + sum_k sum_o w[k, o] * op_macs[o]``."""
-        table = torch.tensor(self.table.op_macs, dtype=op_weights.dtype,
-                             device=op_weights.device)
+        key = (op_weights.dtype, op_weights.device)
+        table = self._op_tensors.get(key)
+        if table is None:  # built once per dtype / device: this runs every arch step
+            table = self._op_tensors[key] = torch.tensor(
+                self.table.op_macs, dtype=op_weights.dtype, device=op_weights.device)
         return self.table.fixed_macs + (op_weights * table).sum()
 
     def cheapest(self, inner_ratio: float | None = None) -> int:
