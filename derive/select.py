@@ -38,39 +38,42 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from supernet.cells import ArchParameters, NodeSpec, recalibrate_batchnorm
 from supernet.costmodel import CellBudget
 from supernet.space import FACTORS, NUM_OPS, OP_NAMES, OPS
 
+from .scoring import (
+    BN_MODES,
+    SelectionData,
+    check_bn_mode,
+    clip_losses,
+    measure,
+    paired,
+    selection_data,
+    take_batches,
+)
+
 __all__ = ["SELECTION_RULES", "BN_MODES", "check_bn_mode", "ARGMAX_FLAT", "Decision",
            "Selection", "SelectionData",
            "check_rule", "select_cell", "recalibrate_batchnorm", "clip_losses",
            "input_names", "take_batches", "selection_data", "report_from_dict",
-           "factor_summary"]
+           "factor_summary", "ChoiceSelection", "select_choices"]
 
 SELECTION_RULES: tuple[str, ...] = ("argmax", "perturb", "perturb_factors", "alone")
 #: an argmax decision is flagged when its winner's weight is below this x uniform
 ARGMAX_FLAT = 1.5
-#: per-clip losses are clipped here (a diverging candidate must not produce inf/NaN stats)
-_LOSS_CAP = 50.0
-_Z95 = 1.959964
-
 _SCORE_LABEL = {
     "argmax": "softmax weight",
     "perturb": "validation-loss increase when removed",
     "perturb_factors": "validation-loss increase when a factor value is removed",
     "alone": "minus validation loss when alone",
 }
-
-Batch = tuple[Tensor, Tensor]  # video (N, 3, T, H, W), label (N,)
 
 
 def check_rule(rule: str) -> str:
@@ -222,76 +225,6 @@ def _r(x: float) -> float:
     return round(float(x), 6)
 
 
-# ------------------------------------------------------------------------ data and stats
-@dataclass
-class SelectionData:
-    """What a data-driven rule scores on.
-
-    Args:
-        val: validation batches ``(video (N, 3, T, H, W), label (N,))``, scored every time.
-        calib: training batches that recompute BatchNorm statistics before each score
-            (empty: keep the statistics the supernet has).
-        finetune: optional ``callable(steps)`` that trains the weights of the current
-            (partly pinned) supernet for a few steps after each decision.
-        finetune_steps: steps per decision (0: no fine-tuning).
-        bn: how BatchNorm normalises while scoring: ``recalibrate`` (running statistics
-            recomputed on ``calib`` before each score, then eval mode) or ``batch`` (each
-            validation batch is normalised by its own statistics, as in training; the
-            running statistics are not touched and ``calib`` is not needed).
-    """
-
-    val: list[Batch]
-    calib: list[Tensor]
-    finetune: Callable[[int], None] | None = None
-    finetune_steps: int = 0
-    bn: str = "recalibrate"
-
-
-#: how BatchNorm normalises while a rule scores (see :class:`SelectionData`)
-BN_MODES: tuple[str, ...] = ("recalibrate", "batch")
-
-
-def check_bn_mode(mode: str) -> str:
-    """Return ``mode`` if it is one of :data:`BN_MODES`, else ``ValueError`` listing them."""
-    if mode not in BN_MODES:
-        raise ValueError(f"unknown BatchNorm mode {mode!r} for selection; accepted: "
-                         f"{', '.join(BN_MODES)}")
-    return mode
-
-
-@torch.no_grad()
-def clip_losses(model: nn.Module, batches: Sequence[Batch], batch_stats: bool = False
-                ) -> Tensor:
-    """Per-clip cross-entropy ``(sum N,)`` float64 of ``model`` in eval mode; non-finite
-    or huge values are capped at 50 (a diverging candidate scores badly, not NaN).
-    ``batch_stats``: BatchNorm layers normalise each batch by its own statistics (train
-    mode with momentum 0, so the running statistics stay as they are)."""
-    model.eval()
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in bns]
-    if batch_stats:
-        for m in bns:
-            m.train()
-            m.momentum = 0.0
-    try:
-        out = [F.cross_entropy(model(v).double(), y, reduction="none") for v, y in batches]
-    finally:
-        for m, mom in zip(bns, momenta):
-            m.momentum = mom
-        model.eval()
-    losses = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
-    return torch.nan_to_num(losses, nan=_LOSS_CAP, posinf=_LOSS_CAP).clamp(max=_LOSS_CAP)
-
-
-def _paired(diff: Tensor) -> tuple[float, tuple[float, float], bool]:
-    """Mean of paired differences, its 95 % interval, and whether it excludes 0."""
-    n = diff.numel()
-    mean = float(diff.mean())
-    sd = float(diff.std(unbiased=True)) if n > 1 else 0.0
-    half = _Z95 * sd / math.sqrt(max(n, 1))
-    ci = (mean - half, mean + half)
-    return mean, ci, ci[0] > 0.0
-
 
 # ------------------------------------------------------------------------------ rules
 def _argmax(arch: ArchParameters, allowed_ops: Callable[[list[int]], list[int]]
@@ -318,14 +251,6 @@ def _argmax(arch: ArchParameters, allowed_ops: Callable[[list[int]], list[int]]
     return nodes, decisions
 
 
-def _measure(model: nn.Module, data: SelectionData) -> Tensor:
-    """Per-clip validation losses of the supernet as it is restricted now."""
-    if data.bn == "batch":
-        return clip_losses(model, data.val, batch_stats=True)
-    recalibrate_batchnorm(model, data.calib)
-    return clip_losses(model, data.val)
-
-
 def _select_by_factors(model: nn.Module, arch: ArchParameters, node: int,
                        data: SelectionData, tick: Callable[[], None], allowed: list[int]
                        ) -> tuple[int, list[Decision]]:
@@ -337,7 +262,7 @@ def _select_by_factors(model: nn.Module, arch: ArchParameters, node: int,
     needs 9 scores (+3 references) instead of 24."""
     decisions: list[Decision] = []
     arch.restrict(node, ops=allowed)
-    base = _measure(model, data)
+    base = measure(model, data)
     for f, (factor, values) in enumerate(FACTORS.items()):
         present = [v for v in values if any(OPS[o][f] == v for o in allowed)]
         if len(present) < 2:
@@ -345,17 +270,17 @@ def _select_by_factors(model: nn.Module, arch: ArchParameters, node: int,
         losses: dict[str, Tensor] = {}
         for v in present:
             arch.restrict(node, ops=[o for o in allowed if OPS[o][f] != v])
-            losses[v] = _measure(model, data)
+            losses[v] = measure(model, data)
             tick()
         scores = {v: float((losses[v] - base).mean()) for v in present}
         order = sorted(present, key=lambda v: (-scores[v], present.index(v)))
         best, runner = order[0], order[1]
-        margin, ci, significant = _paired(losses[best] - losses[runner])
+        margin, ci, significant = paired(losses[best] - losses[runner])
         decisions.append(Decision(node, factor, best, runner, margin, ci, significant, scores))
         allowed = [o for o in allowed if OPS[o][f] == best]
         arch.restrict(node, ops=allowed)
         if len(allowed) > 1:
-            base = _measure(model, data)
+            base = measure(model, data)
     return allowed[0], decisions
 
 
@@ -374,14 +299,11 @@ def _score_candidates(model: nn.Module, arch: ArchParameters, node: int, what: s
         else:
             arch.restrict(node, inputs=choice)
 
-    def measure() -> Tensor:
-        return _measure(model, data)
-
-    base = measure() if rule == "perturb" else None
+    base = measure(model, data) if rule == "perturb" else None
     losses: dict[int, Tensor] = {}
     for c in allowed:
         restrict([c] if rule == "alone" else [o for o in allowed if o != c])
-        losses[c] = measure()
+        losses[c] = measure(model, data)
         tick()
     restrict(allowed)
     if rule == "perturb":
@@ -391,11 +313,11 @@ def _score_candidates(model: nn.Module, arch: ArchParameters, node: int, what: s
     order = sorted(allowed, key=lambda c: (-scores[c], c))
     best, runner = order[0], order[1]
 
-    def paired(a: int, b: int) -> tuple[float, tuple[float, float], bool]:
+    def margin_of(a: int, b: int) -> tuple[float, tuple[float, float], bool]:
         """Margin of candidate a over b (positive: a is better), paired over the clips."""
-        return _paired(losses[a] - losses[b] if rule == "perturb" else losses[b] - losses[a])
+        return paired(losses[a] - losses[b] if rule == "perturb" else losses[b] - losses[a])
 
-    margin, ci, significant = paired(best, runner)
+    margin, ci, significant = margin_of(best, runner)
     factors = None
     if what == "op":
         factors = {}
@@ -404,7 +326,7 @@ def _score_candidates(model: nn.Module, arch: ArchParameters, node: int, what: s
             others = [c for c in order if OPS[c][f] != value]
             if not others:
                 continue
-            m, fci, sig = paired(best, others[0])
+            m, fci, sig = margin_of(best, others[0])
             factors[factor] = {"choice": value, "runner_up": OPS[others[0]][f],
                                "margin": m, "ci": fci, "significant": sig}
     return best, Decision(node, what, names[best], names[runner], margin, ci, significant,
@@ -523,44 +445,144 @@ def select_cell(model: nn.Module, rule: str, data: SelectionData | None = None,
     return finish(nodes, decisions, sum(int(y.numel()) for _, y in data.val), data.bn)
 
 
-def take_batches(loader: Iterable, count: int, key: str | None = None) -> list[Any]:
-    """The first ``count`` batches of ``loader`` as ``(video, label)`` pairs (``key``: the
-    half of a search batch dict to use)."""
-    out: list[Any] = []
-    if count <= 0:
-        return out
-    for batch in loader:
-        if key is not None and isinstance(batch, dict) and key in batch:
-            batch = batch[key]
-        out.append((batch["video"], batch["label"]))
-        if len(out) >= count:
-            break
-    return out
+# ------------------------------------------------------------------ two-stream variables
+class ChoiceSelection(NamedTuple):
+    """The result of a rule on a two-stream stage (:func:`select_choices`): the value of
+    every variable the stage searched and the decisions that led to them."""
+
+    rule: str
+    values: dict[str, Any]
+    decisions: list[Decision]
+    seconds: float
+    clips: int
+    bn: str = ""
+
+    @property
+    def flagged(self) -> list[Decision]:
+        """Decisions that are not clearly better than their runner-up."""
+        return [d for d in self.decisions if d.significant is False]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able record (a stage's ``provenance["selection"]``)."""
+        return {"rule": self.rule, "score": _SCORE_LABEL[self.rule],
+                "seconds": round(self.seconds, 2), "clips": self.clips, "bn": self.bn,
+                "flagged": len(self.flagged), "values": dict(self.values),
+                "decisions": [d.to_dict() for d in self.decisions]}
+
+    def report(self) -> str:
+        """Lines for the terminal: each variable's decision and its margin."""
+        unit = "weight" if self.rule == "argmax" else "loss"
+        lines = [f"selection: {self.rule} ({_SCORE_LABEL[self.rule]}"
+                 + (f", {self.clips} validation clips" if self.clips else "")
+                 + f", {self.seconds:.0f} s)"]
+        for d in self.decisions:
+            if d.runner_up is None:
+                lines.append(f"  {d.what:<13} {d.choice:<9} (no choice: one value allowed, "
+                             f"or no effect given the others)")
+                continue
+            ci = "" if d.ci is None else f" [95% CI {d.ci[0]:+.4f}, {d.ci[1]:+.4f}]"
+            flag = "   <- not significant (coin toss)" if d.significant is False else ""
+            lines.append(f"  {d.what:<13} {d.choice:<9} over {d.runner_up:<9} margin "
+                         f"{d.margin:+.4f} {unit}{ci}{flag}")
+        n = sum(d.runner_up is not None for d in self.decisions)
+        lines.append(f"  {len(self.flagged)} of {n} decisions not significant"
+                     if self.flagged else f"  all {n} decisions significant")
+        return "\n".join(lines)
 
 
-def selection_data(datamodule: Any, val_batches: int, calib_batches: int, seed: int = 0,
-                   finetune: Callable[[int], None] | None = None,
-                   finetune_steps: int = 0, bn: str = "recalibrate") -> SelectionData:
-    """Fixed validation / calibration batches from a :class:`datamodules.VideoDataModule`:
-    the first ``val_batches`` validation batches (in order) and ``calib_batches`` batches
-    of the training (``weights``) half, drawn under a private RNG seeded by ``seed`` so
-    the same run selects the same way and the global RNG is left alone.
+def select_choices(model: nn.Module, rule: str, data: SelectionData | None = None,
+                   progress: Callable[[int, int, str], None] | None = None
+                   ) -> ChoiceSelection:
+    """Decide the variables a two-stream stage searches, one at a time in the space's
+    order, each pinned before the next is scored (as :func:`select_cell` does nodes).
 
-    Raises:
-        ValueError: the datamodule has no validation set.
+    ``argmax`` takes the largest weight; ``alone`` pins each allowed value and keeps the
+    lowest validation loss; ``perturb`` (and ``perturb_factors``: a variable is already a
+    factor) removes each value from the mixture and keeps the one whose removal hurts most
+    -- except for a variable the supernet cannot mix (``alpha``), which is scored
+    ``alone``. Margins and their 95 % intervals as in :func:`select_cell`.
+
+    Args:
+        model: the two-stream supernet (:class:`supernet.twostream.ElasticTwoStream`),
+            with its :class:`~supernet.twostream.StageChoices` as ``model.choices``.
+        rule: one of :data:`SELECTION_RULES`.
+        data: validation / calibration batches (every rule but ``argmax``).
+        progress: optional ``callable(done, total, what)`` after each score.
+
+    Returns:
+        a :class:`ChoiceSelection`; the model's restrictions, BatchNorm statistics and
+        mode are restored.
     """
-    val_loader = datamodule.val_dataloader()
-    if val_loader is None or val_loader == []:
-        raise ValueError("selection needs validation data, and the datamodule has no "
-                         "validation set (give --data.val_list, or a folder with a val split)")
-    val = take_batches(val_loader, val_batches)
-    if not val:
-        raise ValueError("selection needs validation data, and the validation loader is empty")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        train = datamodule.train_dataloader()
-        if isinstance(train, dict):  # search mode: {"weights": loader, "arch": loader}
-            train = train["weights"]
-        calib = [v for v, _ in take_batches(train, calib_batches, key="weights")]
-    return SelectionData(val=val, calib=calib if bn == "recalibrate" else [],
-                         finetune=finetune, finetune_steps=finetune_steps, bn=check_bn_mode(bn))
+    from supernet.twostream.space import inactive, variable
+
+    check_rule(rule)
+    choices = getattr(model, "choices", None)
+    if choices is None or not hasattr(choices, "free"):
+        raise ValueError("select_choices needs a two-stream supernet (model.choices)")
+    t0 = time.perf_counter()
+    names = list(choices.free)
+    decisions: list[Decision] = []
+    values: dict[str, Any] = {}
+    if rule == "argmax":
+        for k, name in enumerate(names):
+            w = choices.weights(name).detach().cpu()
+            cands = [str(v) for v in choices.candidates(name)]
+            order = torch.argsort(w, descending=True).tolist()
+            best, runner = order[0], (order[1] if len(order) > 1 else None)
+            decisions.append(Decision(
+                k, name, cands[best], None if runner is None else cands[runner],
+                0.0 if runner is None else float(w[best] - w[runner]), None,
+                None if runner is None else bool(w[best] >= ARGMAX_FLAT / len(cands)),
+                {c: float(w[i]) for i, c in enumerate(cands)}))
+            values[name] = choices.candidates(name)[best]
+        return ChoiceSelection(rule, values, decisions, time.perf_counter() - t0, 0)
+    if data is None or not data.val:
+        raise ValueError(f"selection rule {rule!r} scores on validation data, and none was "
+                         f"given (the datamodule has no validation set)")
+    check_bn_mode(data.bn)
+    total = sum(len(choices.candidates(n)) for n in names)
+    done = 0
+    saved = choices.restrictions()
+    saved_bn = {k: v.clone() for k, v in model.state_dict().items()
+                if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    was_training = model.training
+    try:
+        choices.clear_restrictions()
+        for k, name in enumerate(names):
+            cands = list(choices.candidates(name))
+            if inactive(name, {**choices.values, **values}):  # e.g. the pathway of "none"
+                keep = choices.values[name] if choices.values[name] in cands else cands[0]
+                decisions.append(Decision(k, name, str(keep), None, 0.0, None, None, {}))
+                values[name] = keep
+                choices.restrict(name, [keep])
+                continue
+            alone = rule == "alone" or not variable(name).mixable
+            base = None if alone else measure(model, data)
+            losses: dict[int, Tensor] = {}
+            for i, v in enumerate(cands):
+                choices.restrict(name, [v] if alone else [x for x in cands if x != v])
+                losses[i] = measure(model, data)
+                done += 1
+                if progress is not None:
+                    progress(done, total, f"{name}={v}")
+            choices.restrict(name, cands)
+            scores = {i: (-float(losses[i].mean()) if alone
+                          else float((losses[i] - base).mean())) for i in losses}
+            order = sorted(scores, key=lambda i: (-scores[i], i))
+            best, runner = order[0], order[1]
+            diff = (losses[runner] - losses[best]) if alone else (losses[best] - losses[runner])
+            margin, ci, significant = paired(diff)
+            decisions.append(Decision(k, name, str(cands[best]), str(cands[runner]), margin,
+                                      ci, significant,
+                                      {str(cands[i]): scores[i] for i in order}))
+            values[name] = cands[best]
+            choices.restrict(name, [cands[best]])
+            if data.finetune is not None and data.finetune_steps > 0 and k < len(names) - 1:
+                data.finetune(data.finetune_steps)
+    finally:
+        choices.set_restrictions(saved)
+        with contextlib.suppress(RuntimeError):
+            model.load_state_dict(saved_bn, strict=False)
+        model.train(was_training)
+    return ChoiceSelection(rule, values, decisions, time.perf_counter() - t0,
+                           sum(int(y.numel()) for _, y in data.val), data.bn)

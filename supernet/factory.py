@@ -130,10 +130,19 @@ def create_block(name: str, channels: int, **kwargs: Any) -> nn.Module:
     return ctor(channels, **kwargs)
 
 
+def _twostream(num_classes: int, arch: Any = None, width_div: int = 8,
+               depths: tuple[int, ...] = (1, 1, 1, 1), in_channels: int = 3,
+               dropout: float = 0.5) -> VideoBackbone:
+    from .twostream.build import twostream  # noqa: PLC0415 - it builds blocks through here
+
+    return twostream(num_classes, arch, width_div, depths, in_channels, dropout)
+
+
 #: backbone name -> (builder, its keyword arguments)
 _BACKBONES: dict[str, Callable[..., VideoBackbone]] = {"i3d_r50": i3d_r50, "proxy": proxy,
                                                          "s3d": s3d,
-                                                         "slowfast_r50": slowfast_r50}
+                                                         "slowfast_r50": slowfast_r50,
+                                                         "twostream": _twostream}
 BACKBONE_NAMES: tuple[str, ...] = tuple(_BACKBONES)
 
 
@@ -143,7 +152,10 @@ def create_backbone(name: str, num_classes: int, block: str = "none",
 
     Args:
         name: ``i3d_r50`` | ``proxy`` | ``s3d`` (``gated=True`` for S3D-G) |
-            ``slowfast_r50`` (two pathways; stages ``res2..5`` slow, ``fast_res2..5``).
+            ``slowfast_r50`` (two pathways; stages ``res2..5`` slow, ``fast_res2..5``) |
+            ``twostream`` (a point of the two-stream space: ``arch`` = an architecture
+            file of ``attnas search twostream``, None = SlowFast's point; its attention
+            blocks come from the file, so ``block`` stays ``none``).
         num_classes: classes of the linear head.
         block: a :func:`create_block` name (or genotype ``.json`` path).
         positions: ``None`` (the backbone's default: I3D ``5blocks`` = res3 after blocks
@@ -160,7 +172,8 @@ def create_backbone(name: str, num_classes: int, block: str = "none",
             ``dropout``, for the proxy ``widths``, ``depths``, ``stem_width``,
             ``expansion``, ``stem_kernel``, ``stem_pool``, ``temporal_pool``,
             ``temporal_kernels``, for S3D ``gated``, for SlowFast ``alpha``, ``beta_inv``,
-            ``width_div``, ``depths``; ``in_channels`` for every backbone.
+            ``width_div``, ``depths``, for twostream ``arch``, ``width_div``, ``depths``;
+            ``in_channels`` for every backbone.
 
     Returns:
         a :class:`VideoBackbone` (:class:`VideoResNet` or :class:`S3D`): ``(N, 3, T, H, W)``
@@ -191,6 +204,12 @@ def create_backbone(name: str, num_classes: int, block: str = "none",
     if not block.endswith(".json") and block not in _BLOCKS:
         raise ValueError(f"unknown block {block!r}; accepted: {', '.join(BLOCK_NAMES)}, "
                          f"or a genotype file path ending in .json")
+    if name == "twostream":
+        if block != "none" or positions not in (None, "none"):
+            raise ValueError(f"backbone 'twostream': its architecture file decides the "
+                             f"attention blocks and their positions; leave block at 'none' "
+                             f"and positions unset (got {block!r}, {positions!r})")
+        return builder(num_classes, **kwargs)
     model = builder(num_classes, **kwargs)
 
     if pretrained_2d:  # before insertion: the checkpoint only covers the ResNet itself

@@ -204,6 +204,8 @@ def _check_search(model, dm) -> None:
         raise ValueError(f"selection rule {rule!r} scores on validation data, and the "
                          f"dataset has no validation split (give --data.val_list, or use "
                          f"--model.select argmax)")
+    if hasattr(model, "check_clip"):  # a two-stream stage: every alpha divides the clip
+        model.check_clip(int(dm.hparams.num_frames))
     if model.hparams.get("cost_target") is not None:  # a budget no cell can meet: refuse now
         crop = int(dm.hparams.crop_size)
         model.cost_budget((int(dm.hparams.num_frames), crop, crop))

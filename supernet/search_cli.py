@@ -1,4 +1,5 @@
-"""``attnas search [fit|validate] -c configs/search/synthetic.yaml [--key value ...]``."""
+"""``attnas search [fit|validate] -c configs/search/synthetic.yaml [--key value ...]``;
+``attnas search twostream -c configs/search/twostream.yaml``: the two-stream search."""
 
 from __future__ import annotations
 
@@ -30,7 +31,12 @@ def trainer_defaults(root: str = "runs") -> dict:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of ``attnas search``."""
+    """Entry point of ``attnas search`` (``attnas search twostream ...``: the progressive
+    two-stream search, :mod:`supernet.twostream.cli`)."""
+    if argv and argv[0] == "twostream":
+        from .twostream.cli import main as twostream_main
+
+        return twostream_main(argv[1:])
     from .lightning_cli import run
     from .search import SearchModule
 

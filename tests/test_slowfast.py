@@ -81,7 +81,7 @@ def test_every_fusion_operator_keeps_shapes(fusion: str, shape: tuple[int, ...])
     model = slowfast_r50(5, fusion=fusion, **SMALL)
     out = model(torch.randn(*shape))
     assert out.shape == (2, 5) and torch.isfinite(out).all()
-    extra = [lat.extra for lat in model.laterals]
+    extra = [lat.extra for lat in model.laterals.values()]
     fast = [8 // 8, *(w // 8 // 8 for w in (256, 512, 1024))]
     assert extra == {"tconv": [2 * c for c in fast], "tsample": fast, "avgpool": fast,
                      "sum": [0, 0, 0, 0]}[fusion]

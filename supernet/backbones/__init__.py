@@ -15,11 +15,11 @@ from .resnet import (
     proxy_presets,
 )
 from .s3d import S3D, S3D_PRESETS, s3d
-from .slowfast import SLOWFAST_PRESETS, SlowFast, slowfast_r50
+from .slowfast import FUSION_SITES, FUSIONS, SLOWFAST_PRESETS, SlowFast, slowfast_r50
 
 __all__ = [
     "BlockStage", "PositionsLike", "VideoBackbone", "count_parameters", "resolve_positions",
     "I3D_PRESETS", "PROXY_PRESETS", "Bottleneck", "Stage", "StageConfig", "VideoResNet",
     "i3d_r50", "proxy", "proxy_presets", "S3D", "S3D_PRESETS", "s3d", "SlowFast",
-    "SLOWFAST_PRESETS", "slowfast_r50",
+    "SLOWFAST_PRESETS", "slowfast_r50", "FUSIONS", "FUSION_SITES",
 ]

@@ -33,19 +33,20 @@ from ..ops import check_video
 from .base import BlockStage, VideoBackbone
 from .resnet import Bottleneck
 
-__all__ = ["SlowFast", "slowfast_r50", "SLOWFAST_PRESETS", "FUSIONS"]
+__all__ = ["SlowFast", "slowfast_r50", "SLOWFAST_PRESETS", "FUSIONS", "FUSION_SITES"]
 
 #: fast -> slow fusion operators: ``tconv`` (time-strided k x 1 x 1 conv, BN, ReLU, channels
 #: x ``fusion_ratio``, concatenated; SlowFast's default), ``tsample`` (the fast frames at the
 #: slow pathway's times, concatenated), ``avgpool`` (average over each ``alpha`` fast frames,
 #: concatenated), ``sum`` (time-strided conv to the slow width, BN, added)
 FUSIONS: tuple[str, ...] = ("tconv", "tsample", "avgpool", "sum")
+#: where the fast -> slow fusions happen: lateral 0 joins the stems, 1..3 follow res2..res4
+FUSION_SITES: dict[str, tuple[int, ...]] = {"all": (0, 1, 2, 3), "early": (0, 1),
+                                            "late": (2, 3), "none": ()}
 
 _DEPTHS = (3, 4, 6, 3)
 _WIDTHS = (256, 512, 1024, 2048)
 _INNER = (64, 128, 256, 512)
-_SLOW_KT = (1, 1, 3, 3)
-_FAST_KT = (3, 3, 3, 3)
 
 SLOWFAST_PRESETS: dict[str, dict[str, list[int]]] = {
     "none": {},
@@ -83,18 +84,27 @@ class _Lateral(nn.Module):
         self.extra = {"tconv": channels * ratio, "tsample": channels, "avgpool": channels,
                       "sum": 0}[op]
 
-    def forward(self, slow: Tensor, fast: Tensor) -> Tensor:
-        """The slow features after the fusion."""
+    def fused(self, fast: Tensor, alpha: int | None = None) -> Tensor:
+        """What the fusion adds to the slow features: ``(N, extra, T / alpha, H, W)``
+        (``sum``: ``(N, slow channels, ...)``, to be added). ``alpha`` overrides the
+        frame ratio the lateral was built for (the two-stream supernet varies it)."""
+        alpha = int(alpha or self.alpha)
         if self.op == "tsample":
             t = fast.shape[2]
-            idx = torch.linspace(0, t - 1, t // self.alpha, device=fast.device).long()
-            return torch.cat([slow, fast.index_select(2, idx)], 1)
+            idx = torch.linspace(0, t - 1, t // alpha, device=fast.device).long()
+            return fast.index_select(2, idx)
         if self.op == "avgpool":
-            return torch.cat([slow, F.avg_pool3d(fast, (self.alpha, 1, 1))], 1)
-        y = self.bn(self.conv(fast))
+            return F.avg_pool3d(fast, (alpha, 1, 1))
+        conv = self.conv
+        y = self.bn(F.conv3d(fast, conv.weight, None, (alpha, 1, 1), conv.padding))
+        return y if self.relu is None else self.relu(y)
+
+    def forward(self, slow: Tensor, fast: Tensor) -> Tensor:
+        """The slow features after the fusion."""
+        y = self.fused(fast)
         if self.op == "sum":
             return slow + y
-        return torch.cat([slow, self.relu(y)], 1)
+        return torch.cat([slow, y], 1)
 
 
 def _stage(cin: int, inner: int, width: int, depth: int, kt: int, stride: int) -> BlockStage:
@@ -117,6 +127,11 @@ class SlowFast(VideoBackbone):
             RGB, 2 flow) and dropout before the head (0.5).
         width_div: divide every width by this (1 = SlowFast-R50; a proxy of the same family
             for CPU searches uses e.g. 8).
+        slow_kt: temporal kernel of conv_a in the slow res4 / res5 blocks (3; res2 / res3
+            keep 1, as in SlowFast).
+        fast_kt: temporal kernel of conv_a in every fast block (3).
+        fusion_at: which laterals exist (:data:`FUSION_SITES`: ``all`` = after the stems
+            and res2..res4, ``early``, ``late``, ``none``).
 
     Shapes: ``(N, in_channels, T, H, W)`` with ``T % alpha == 0`` -> ``(N, num_classes)``.
     """
@@ -124,7 +139,8 @@ class SlowFast(VideoBackbone):
     def __init__(self, num_classes: int = 400, alpha: int = 4, beta_inv: int = 8,
                  fusion_ratio: int = 2, fusion_kernel: int = 7,
                  depths: tuple[int, ...] = _DEPTHS, in_channels: int = 3,
-                 dropout: float = 0.5, width_div: int = 1, fusion: str = "tconv") -> None:
+                 dropout: float = 0.5, width_div: int = 1, fusion: str = "tconv",
+                 slow_kt: int = 3, fast_kt: int = 3, fusion_at: str = "all") -> None:
         super().__init__(num_classes, SLOWFAST_PRESETS, "5blocks",
                          "slowfast_r50" if width_div == 1 and tuple(depths) == _DEPTHS
                          else "slowfast")
@@ -132,8 +148,14 @@ class SlowFast(VideoBackbone):
                             ("fusion_ratio", fusion_ratio), ("width_div", width_div)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if fusion_kernel < 1 or fusion_kernel % 2 == 0:
-            raise ValueError(f"fusion_kernel must be odd, got {fusion_kernel!r}")
+        for name, value in (("fusion_kernel", fusion_kernel), ("slow_kt", slow_kt),
+                            ("fast_kt", fast_kt)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1 \
+                    or value % 2 == 0:
+                raise ValueError(f"{name} must be an odd positive integer, got {value!r}")
+        if fusion_at not in FUSION_SITES:
+            raise ValueError(f"unknown fusion_at {fusion_at!r}; accepted: "
+                             f"{', '.join(FUSION_SITES)}")
         if len(depths) != 4 or any(int(d) < 1 for d in depths):
             raise ValueError(f"depths must be four positive integers, got {depths!r}")
         if not 0.0 <= float(dropout) < 1.0:
@@ -149,20 +171,27 @@ class SlowFast(VideoBackbone):
         self.slow_stem = _stem(in_channels, stem_w, 1)
         self.fast_stem = _stem(in_channels, stem_w // beta_inv, 5)
         lat_in = [stem_w // beta_inv, *fast_w[:3]]
-        self.laterals = nn.ModuleList(_Lateral(c, sw, fusion_ratio, alpha, fusion_kernel, fusion)
-                                      for c, sw in zip(lat_in, [stem_w, *slow_w[:3]]))
-        self.fusion = fusion
-        slow_in = stem_w + self.laterals[0].extra
+        sites = FUSION_SITES[fusion_at]
+        self.laterals = nn.ModuleDict({
+            str(i): _Lateral(c, sw, fusion_ratio, alpha, fusion_kernel, fusion)
+            for i, (c, sw) in enumerate(zip(lat_in, [stem_w, *slow_w[:3]])) if i in sites})
+        self.fusion, self.fusion_at = fusion, fusion_at
+        slow_kts = (1, 1, slow_kt, slow_kt)
+
+        def extra(i: int) -> int:
+            return self.laterals[str(i)].extra if str(i) in self.laterals else 0
+
+        slow_in = stem_w + extra(0)
         fast_in = stem_w // beta_inv
         for i, name in enumerate(("res2", "res3", "res4", "res5")):
             stride = 1 if i == 0 else 2
             self.stages[name] = _stage(slow_in, inner[i], slow_w[i], int(depths[i]),
-                                       _SLOW_KT[i], stride)
+                                       slow_kts[i], stride)
             self.stages[f"fast_{name}"] = _stage(fast_in, max(1, inner[i] // beta_inv),
-                                                 fast_w[i], int(depths[i]), _FAST_KT[i],
+                                                 fast_w[i], int(depths[i]), fast_kt,
                                                  stride)
             if i < 3:
-                slow_in = slow_w[i] + self.laterals[i + 1].extra
+                slow_in = slow_w[i] + extra(i + 1)
             fast_in = fast_w[i]
         self.pool = nn.AdaptiveAvgPool3d(1)
         self.dropout = nn.Dropout(dropout)
@@ -190,12 +219,17 @@ class SlowFast(VideoBackbone):
         check_video(x, self.in_channels, "clip")
         slow, fast = self.pathways(x)
         slow, fast = self.slow_stem(slow), self.fast_stem(fast)
-        slow = self.laterals[0](slow, fast)
+        slow = self.fuse(0, slow, fast)
         for i, name in enumerate(("res2", "res3", "res4", "res5")):
             slow, fast = self.stages[name](slow), self.stages[f"fast_{name}"](fast)
             if i < 3:
-                slow = self.laterals[i + 1](slow, fast)
+                slow = self.fuse(i + 1, slow, fast)
         return torch.cat([self.pool(slow).flatten(1), self.pool(fast).flatten(1)], 1)
+
+    def fuse(self, site: int, slow: Tensor, fast: Tensor) -> Tensor:
+        """The slow features after lateral ``site`` (unchanged where there is none)."""
+        lateral = self.laterals[str(site)] if str(site) in self.laterals else None
+        return slow if lateral is None else lateral(slow, fast)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(N, C, T, H, W)`` -> logits ``(N, num_classes)``."""
@@ -204,8 +238,12 @@ class SlowFast(VideoBackbone):
 
 def slowfast_r50(num_classes: int = 400, alpha: int = 4, beta_inv: int = 8,
                  in_channels: int = 3, dropout: float = 0.5, width_div: int = 1,
-                 depths: tuple[int, ...] = _DEPTHS, fusion: str = "tconv") -> SlowFast:
+                 depths: tuple[int, ...] = _DEPTHS, fusion: str = "tconv", slow_kt: int = 3,
+                 fast_kt: int = 3, fusion_at: str = "all") -> SlowFast:
     """SlowFast-R50 8x8 (alpha 4, beta 1/8); ``width_div`` / ``depths`` make a smaller
-    network of the same family (a two-stream proxy)."""
+    network of the same family (a two-stream proxy); ``fusion``, ``fusion_at``,
+    ``slow_kt`` and ``fast_kt`` are the variables of the two-stream search space
+    (:mod:`supernet.twostream.space`). Every argument as in :class:`SlowFast`."""
     return SlowFast(num_classes, alpha=alpha, beta_inv=beta_inv, in_channels=in_channels,
-                    dropout=dropout, width_div=width_div, depths=tuple(depths), fusion=fusion)
+                    dropout=dropout, width_div=width_div, depths=tuple(depths), fusion=fusion,
+                    slow_kt=slow_kt, fast_kt=fast_kt, fusion_at=fusion_at)

@@ -1,0 +1,151 @@
+"""What the selection rules score on, and the statistics of a decision.
+
+Scores are per-clip cross-entropies on a fixed list of validation batches (so two
+candidates are compared on the same clips); the margin of a winner over its runner-up is
+the mean of the paired per-clip differences with a 95 % normal confidence interval. Before
+every score BatchNorm is either recalibrated on training batches or normalises each
+validation batch by its own statistics (:data:`BN_MODES`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from supernet.cells import recalibrate_batchnorm
+
+__all__ = ["SelectionData", "BN_MODES", "check_bn_mode", "clip_losses", "paired",
+           "measure", "take_batches", "selection_data", "Batch"]
+
+#: per-clip losses are clipped here (a diverging candidate must not produce inf/NaN stats)
+_LOSS_CAP = 50.0
+_Z95 = 1.959964
+
+Batch = tuple[Tensor, Tensor]  # video (N, 3, T, H, W), label (N,)
+
+@dataclass
+class SelectionData:
+    """What a data-driven rule scores on.
+
+    Args:
+        val: validation batches ``(video (N, 3, T, H, W), label (N,))``, scored every time.
+        calib: training batches that recompute BatchNorm statistics before each score
+            (empty: keep the statistics the supernet has).
+        finetune: optional ``callable(steps)`` that trains the weights of the current
+            (partly pinned) supernet for a few steps after each decision.
+        finetune_steps: steps per decision (0: no fine-tuning).
+        bn: how BatchNorm normalises while scoring: ``recalibrate`` (running statistics
+            recomputed on ``calib`` before each score, then eval mode) or ``batch`` (each
+            validation batch is normalised by its own statistics, as in training; the
+            running statistics are not touched and ``calib`` is not needed).
+    """
+
+    val: list[Batch]
+    calib: list[Tensor]
+    finetune: Callable[[int], None] | None = None
+    finetune_steps: int = 0
+    bn: str = "recalibrate"
+
+
+#: how BatchNorm normalises while a rule scores (see :class:`SelectionData`)
+BN_MODES: tuple[str, ...] = ("recalibrate", "batch")
+
+
+def check_bn_mode(mode: str) -> str:
+    """Return ``mode`` if it is one of :data:`BN_MODES`, else ``ValueError`` listing them."""
+    if mode not in BN_MODES:
+        raise ValueError(f"unknown BatchNorm mode {mode!r} for selection; accepted: "
+                         f"{', '.join(BN_MODES)}")
+    return mode
+
+
+@torch.no_grad()
+def clip_losses(model: nn.Module, batches: Sequence[Batch], batch_stats: bool = False
+                ) -> Tensor:
+    """Per-clip cross-entropy ``(sum N,)`` float64 of ``model`` in eval mode; non-finite
+    or huge values are capped at 50 (a diverging candidate scores badly, not NaN).
+    ``batch_stats``: BatchNorm layers normalise each batch by its own statistics (train
+    mode with momentum 0, so the running statistics stay as they are)."""
+    model.eval()
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    if batch_stats:
+        for m in bns:
+            m.train()
+            m.momentum = 0.0
+    try:
+        out = [F.cross_entropy(model(v).double(), y, reduction="none") for v, y in batches]
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        model.eval()
+    losses = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+    return torch.nan_to_num(losses, nan=_LOSS_CAP, posinf=_LOSS_CAP).clamp(max=_LOSS_CAP)
+
+
+def paired(diff: Tensor) -> tuple[float, tuple[float, float], bool]:
+    """Mean of paired differences, its 95 % interval, and whether it excludes 0."""
+    n = diff.numel()
+    mean = float(diff.mean())
+    sd = float(diff.std(unbiased=True)) if n > 1 else 0.0
+    half = _Z95 * sd / math.sqrt(max(n, 1))
+    ci = (mean - half, mean + half)
+    return mean, ci, ci[0] > 0.0
+
+
+def measure(model: nn.Module, data: SelectionData) -> Tensor:
+    """Per-clip validation losses of the supernet as it is restricted now."""
+    if data.bn == "batch":
+        return clip_losses(model, data.val, batch_stats=True)
+    recalibrate_batchnorm(model, data.calib)
+    return clip_losses(model, data.val)
+
+
+
+def take_batches(loader: Iterable, count: int, key: str | None = None) -> list[Any]:
+    """The first ``count`` batches of ``loader`` as ``(video, label)`` pairs (``key``: the
+    half of a search batch dict to use)."""
+    out: list[Any] = []
+    if count <= 0:
+        return out
+    for batch in loader:
+        if key is not None and isinstance(batch, dict) and key in batch:
+            batch = batch[key]
+        out.append((batch["video"], batch["label"]))
+        if len(out) >= count:
+            break
+    return out
+
+
+def selection_data(datamodule: Any, val_batches: int, calib_batches: int, seed: int = 0,
+                   finetune: Callable[[int], None] | None = None,
+                   finetune_steps: int = 0, bn: str = "recalibrate") -> SelectionData:
+    """Fixed validation / calibration batches from a :class:`datamodules.VideoDataModule`:
+    the first ``val_batches`` validation batches (in order) and ``calib_batches`` batches
+    of the training (``weights``) half, drawn under a private RNG seeded by ``seed`` so
+    the same run selects the same way and the global RNG is left alone.
+
+    Raises:
+        ValueError: the datamodule has no validation set.
+    """
+    val_loader = datamodule.val_dataloader()
+    if val_loader is None or val_loader == []:
+        raise ValueError("selection needs validation data, and the datamodule has no "
+                         "validation set (give --data.val_list, or a folder with a val split)")
+    val = take_batches(val_loader, val_batches)
+    if not val:
+        raise ValueError("selection needs validation data, and the validation loader is empty")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        train = datamodule.train_dataloader()
+        if isinstance(train, dict):  # search mode: {"weights": loader, "arch": loader}
+            train = train["weights"]
+        calib = [v for v, _ in take_batches(train, calib_batches, key="weights")]
+    return SelectionData(val=val, calib=calib if bn == "recalibrate" else [],
+                         finetune=finetune, finetune_steps=finetune_steps, bn=check_bn_mode(bn))

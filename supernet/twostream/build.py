@@ -1,0 +1,57 @@
+"""The network a two-stream architecture file describes, built through the one factory."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..backbones import VideoBackbone
+from .space import TwoStreamArch, attention_positions, load_arch
+
+__all__ = ["twostream"]
+
+
+def twostream(num_classes: int, arch: str | Path | Mapping[str, Any] | TwoStreamArch | None = None,
+              width_div: int = 8, depths: tuple[int, ...] = (1, 1, 1, 1),
+              in_channels: int = 3, dropout: float = 0.5) -> VideoBackbone:
+    """A SlowFast-family network at a point of the two-stream space, with its attention
+    blocks inserted.
+
+    Args:
+        num_classes: classes of the head.
+        arch: an architecture file (path), its parsed document, a :class:`TwoStreamArch`,
+            or None (SlowFast's hand-designed point: the benchmark's anchor).
+        width_div: width divisor (1 = SlowFast-R50 widths; 8 = the CPU proxy).
+        depths: blocks per stage res2..res5 ((1, 1, 1, 1) = the proxy; (3, 4, 6, 3) R50).
+        in_channels: input channels (3 RGB, 2 flow).
+        dropout: before the head.
+
+    Returns:
+        a :class:`~supernet.backbones.SlowFast` ``(N, C, T, H, W) -> (N, num_classes)``
+        (``T`` a multiple of the architecture's alpha) with ``twostream_arch`` set.
+
+    Raises:
+        ValueError: an unreadable or invalid architecture (one line).
+    """
+    from ..factory import create_block  # noqa: PLC0415 - the factory imports this module
+    from ..genotype import Genotype
+
+    if arch is None:
+        arch = TwoStreamArch.create()
+    elif not isinstance(arch, TwoStreamArch):
+        arch = load_arch(arch)
+    from ..backbones import slowfast_r50
+
+    net = slowfast_r50(num_classes, in_channels=in_channels, dropout=dropout,
+                       width_div=width_div, depths=tuple(depths), **arch.backbone_kwargs())
+    block = arch.values["attention"]
+    if block != "none":
+        cell = Genotype.from_dict(arch.cell, "the architecture's cell") if block == "cell" else None
+        net.insert_blocks(
+            attention_positions(arch.values["attention_at"], tuple(depths)),
+            lambda stage, index, channels: (cell.build(channels) if cell is not None
+                                            else create_block(block, channels)),
+            name=block)
+    net.twostream_arch = arch.to_dict()
+    return net

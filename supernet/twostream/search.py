@@ -1,0 +1,254 @@
+"""One stage of the progressive two-stream search, as a LightningModule.
+
+Stage ``streams`` searches the streams (alpha, beta_inv, slow_kt, fast_kt) with SlowFast's
+fusion and no attention; ``fusion`` the fusion operator and sites with the streams of
+stage 1 fixed (``previous=`` its architecture file); ``attention`` the attention block and
+pathway with both fixed. Each stage trains an :class:`~.elastic.ElasticTwoStream` in one of
+the cell search's supernet modes and ends (in the CLI, :class:`derive.callbacks.
+TwoStreamWriter`) with one of its selection rules, which writes the stage's architecture
+file. Batches as in :class:`supernet.search.SearchModule`: ``{"weights": batch, "arch":
+batch}``, each ``{"video": (N, C, T, H, W), "label": (N,)}``.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics.classification import MulticlassAccuracy
+
+from ..cells import recalibrate_batchnorm
+from ..rng import seed_epoch
+from .elastic import ElasticTwoStream, StageChoices
+from .space import STAGES, VARIABLES, TwoStreamArch, load_arch, variables_of
+
+__all__ = ["TwoStreamSearch", "stage_fixed_values"]
+
+_MODES = ("darts", "uniform", "single_path")
+
+
+def stage_fixed_values(stage: str, previous: TwoStreamArch | None) -> dict[str, Any]:
+    """The values a stage holds fixed: earlier stages' from ``previous``, later stages'
+    SlowFast defaults. ``ValueError`` when ``previous`` has not decided every variable of
+    the earlier stages (a stage run without the previous stage's result)."""
+    order = STAGES.index(stage)
+    earlier = [v.name for v in VARIABLES if STAGES.index(v.stage) < order]
+    if earlier and previous is None:
+        raise ValueError(f"stage {stage!r} needs the result of stage "
+                         f"{STAGES[order - 1]!r} (--model.previous ARCH.json)")
+    missing = [n for n in earlier if previous is not None and n not in previous.decided]
+    if missing:
+        raise ValueError(f"stage {stage!r} needs {', '.join(missing)} decided by an earlier "
+                         f"stage; the --model.previous file decided "
+                         f"{', '.join(previous.decided) or 'nothing'}")
+    base = TwoStreamArch.create().values
+    if previous is not None:
+        base.update({n: previous.values[n] for n in earlier})
+    return base
+
+
+class TwoStreamSearch(pl.LightningModule):
+    """One stage of the progressive two-stream search (after Auto-TSNet).
+
+    Args:
+        num_classes: classes of the dataset (linked from the datamodule by the CLI).
+        stage: ``streams`` | ``fusion`` | ``attention``.
+        previous: the previous stage's architecture file (required from ``fusion`` on).
+        attention_cell: a genotype file for attention value ``cell`` (None: the stage
+            searches none / nonlocal / a2 only).
+        width_div: width divisor of the SlowFast family (8: the CPU proxy).
+        depths: blocks per stage res2..res5 ((1, 1, 1, 1)).
+        dropout: before the head (0.5).
+        supernet: ``darts`` (logits learned, first order), ``uniform`` (every value mixed
+            with the same weight, weight steps only) or ``single_path`` (one value per
+            variable per step, uniformly).
+        select: a rule of ``derive.select.SELECTION_RULES``.
+        select_val_batches, select_calib_batches, select_bn: as in the cell search.
+        optimizer, lr, lr_min, momentum, weight_decay, grad_clip: the weight step (cosine
+            schedule over the epochs).
+        arch_lr, arch_betas, arch_weight_decay: Adam on the stage's logits (darts).
+        val_recalibrate: BatchNorm statistics recomputed on this many recent training
+            batches before every validation (0: keep the running averages).
+        out: also write the stage's architecture file here (the run folder always gets
+            ``twostream_<stage>.json``).
+        in_channels: input channels (linked from ``data.modality``).
+    """
+
+    def __init__(self, num_classes: int, stage: str = "streams", previous: str | None = None,
+                 attention_cell: str | None = None, width_div: int = 8,
+                 depths: tuple[int, int, int, int] = (1, 1, 1, 1), dropout: float = 0.5,
+                 supernet: str = "uniform", select: str = "alone",
+                 select_val_batches: int = 8, select_calib_batches: int = 4,
+                 select_bn: str = "batch",
+                 optimizer: Literal["sgd", "adamw"] = "adamw", lr: float = 2e-3,
+                 lr_min: float = 2e-5, momentum: float = 0.9, weight_decay: float = 3e-4,
+                 grad_clip: float = 5.0, arch_lr: float = 3e-3,
+                 arch_betas: tuple[float, float] = (0.5, 0.999),
+                 arch_weight_decay: float = 1e-3, val_recalibrate: int = 4,
+                 out: str | None = None, in_channels: int = 3) -> None:
+        super().__init__()
+        if supernet not in _MODES:
+            raise ValueError(f"unknown supernet mode {supernet!r}; accepted: "
+                             f"{', '.join(_MODES)}")
+        if not isinstance(select, str) or not select:  # the rule is checked by the CLI
+            raise ValueError(f"select must be a selection rule name, got {select!r}")
+        if select_bn not in ("recalibrate", "batch"):
+            raise ValueError(f"unknown select_bn {select_bn!r}; accepted: recalibrate, batch")
+        if optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"unknown optimizer {optimizer!r}; accepted: sgd, adamw")
+        free = variables_of(stage)
+        prev = load_arch(previous) if previous else None
+        fixed = stage_fixed_values(stage, prev)
+        cell_doc, cell = None, None
+        if stage == "attention" and attention_cell:
+            from ..genotype import load_genotype
+
+            cell = load_genotype(attention_cell)
+            cell_doc = cell.to_dict() if hasattr(cell, "to_dict") else None
+        exclude = {"attention": ("cell",)} if cell is None else {}
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.previous = prev
+        self.cell_doc = cell_doc
+        self.choices = StageChoices(fixed, free, exclude)
+        self.model = ElasticTwoStream(num_classes, self.choices, width_div, tuple(depths),
+                                      in_channels, dropout, cell)
+        if supernet != "darts":
+            for p in self.model.arch_parameters():
+                p.requires_grad_(False)
+        self.clip: tuple[int, int, int] | None = None
+        self._recent: collections.deque = collections.deque(maxlen=val_recalibrate or 1)
+        self.acc = torch.nn.ModuleDict({k: MulticlassAccuracy(num_classes, average="micro")
+                                        for k in ("train_w", "val")})
+
+    def forward(self, video: Tensor) -> Tensor:
+        """``(N, C, T, H, W)`` -> logits ``(N, num_classes)``."""
+        return self.model(video)
+
+    def _loss(self, batch: dict, key: str | None = None) -> Tensor:
+        logits = self(batch["video"])
+        if key is not None:
+            self.acc[key].update(logits.detach(), batch["label"])
+        return F.cross_entropy(logits, batch["label"])
+
+    def sample_path(self, step: int) -> dict[str, list[int]]:
+        """The single path of step ``step``: one value per searched variable, drawn
+        uniformly from a generator seeded by ``(seed, step)`` (resumes and DDP ranks agree);
+        restrictions for :meth:`StageChoices.set_restrictions`."""
+        seed = os.environ.get("PL_GLOBAL_SEED", "0")
+        seed = int(seed) if seed.lstrip("-").isdigit() else 0
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + int(step))
+        out = self.choices.restrictions()
+        for name in self.choices.free:
+            n = len(self.choices.candidates(name))
+            out[name] = [int(torch.randint(n, (1,), generator=gen))]
+        return out
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        if not isinstance(batch, dict) or not {"weights", "arch"} <= set(batch):
+            raise ValueError("search needs batches {'weights': ..., 'arch': ...}: "
+                             "use VideoDataModule(search=True)")
+        w_opt, a_opt = self.optimizers()
+        bw, ba = batch["weights"], batch["arch"]
+        hp = self.hparams
+        if self.clip is None:
+            self.clip = tuple(int(v) for v in bw["video"].shape[2:])
+        if hp.supernet == "darts":
+            a_opt.zero_grad()
+            loss_a = self._loss(ba)
+            params = self.model.arch_parameters()
+            grads = torch.autograd.grad(loss_a, params, allow_unused=True)
+            for p, g in zip(params, grads):
+                p.grad = torch.zeros_like(p) if g is None else g
+            a_opt.step()
+            self.log("train_a/loss", loss_a.detach(), prog_bar=True,
+                     batch_size=ba["video"].shape[0])
+        if hp.val_recalibrate:
+            self._recent.append(bw["video"].detach())
+        saved = self.choices.restrictions()
+        if hp.supernet == "single_path":
+            self.choices.set_restrictions(self.sample_path(self.global_step))
+        w_opt.zero_grad(set_to_none=True)
+        try:
+            loss = self._loss(bw, "train_w")
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite weight loss ({loss.item()}) at epoch "
+                                         f"{self.current_epoch}, step {self.global_step}")
+            self.manual_backward(loss)
+        finally:
+            self.choices.set_restrictions(saved)
+        for p in self.model.arch_parameters():
+            p.grad = None
+        if hp.grad_clip > 0:
+            self.clip_gradients(w_opt, gradient_clip_val=hp.grad_clip,
+                                gradient_clip_algorithm="norm")
+        w_opt.step()
+        self.log("train_w/loss", loss.detach(), prog_bar=True, batch_size=bw["video"].shape[0])
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        seed_epoch(self.current_epoch)
+        self._recent.clear()
+
+    def on_train_epoch_end(self) -> None:
+        if self.acc["train_w"].update_count:
+            self.log("train_w/acc", self.acc["train_w"].compute())
+        self.acc["train_w"].reset()
+        sch = self.lr_schedulers()
+        if sch is not None:
+            sch.step()
+        for name in self.choices.free:
+            w = self.choices.weights(name).detach()
+            self.log(f"arch/{name}_max", w.max())
+
+    def on_validation_epoch_start(self) -> None:
+        if self.hparams.val_recalibrate and self._recent:
+            recalibrate_batchnorm(self.model, list(self._recent))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss = self._loss(batch, "val")
+        self.log("val/loss", loss, prog_bar=True, batch_size=batch["video"].shape[0])
+        return loss
+
+    def on_validation_epoch_end(self) -> None:
+        if self.acc["val"].update_count:
+            self.log("val/acc", self.acc["val"].compute(), prog_bar=True)
+        self.acc["val"].reset()
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        weights = self.model.weight_parameters()
+        if hp.optimizer == "adamw":
+            w_opt = torch.optim.AdamW(weights, lr=hp.lr, weight_decay=hp.weight_decay)
+        else:
+            w_opt = torch.optim.SGD(weights, lr=hp.lr, momentum=hp.momentum,
+                                    weight_decay=hp.weight_decay)
+        a_opt = torch.optim.Adam(self.model.arch_parameters(), lr=hp.arch_lr,
+                                 betas=tuple(hp.arch_betas), weight_decay=hp.arch_weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            w_opt, T_max=max(1, self.trainer.max_epochs or 1), eta_min=hp.lr_min)
+        return [w_opt, a_opt], [{"scheduler": sched, "interval": "epoch"}]
+
+    def check_clip(self, frames: int) -> None:
+        """Before training: every allowed alpha must divide the clip's frames."""
+        bad = [a for a in self.choices.candidates("alpha") if frames % int(a)]
+        if bad:
+            raise ValueError(f"the clip's --data.num_frames {frames} is not a multiple of the "
+                             f"fast/slow frame ratio alpha={bad[0]} this stage may choose "
+                             f"(alpha in {', '.join(map(str, self.choices.candidates('alpha')))})")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["attnas_kind"] = "search"
+        checkpoint["attnas_supernet"] = self.hparams.supernet
+        checkpoint["attnas_stage"] = self.hparams.stage
+        if self.clip is not None:
+            checkpoint["attnas_clip"] = list(self.clip)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if checkpoint.get("attnas_clip"):
+            self.clip = tuple(int(v) for v in checkpoint["attnas_clip"])

@@ -1,0 +1,178 @@
+"""The two-stream search: the space's architecture files, the weight-sharing supernet's
+exactness (kernel and channel sharing), every stage of the progressive search through the
+real Trainer handing a valid result to the next, resumption, determinism, the searched
+network in retrain, and bad input refused before training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from datamodules.synth import ensure_synthetic
+from supernet import create_backbone
+from supernet.backbones import FUSION_SITES
+from supernet.cli import main as attnas
+from supernet.counting import count_flops
+from supernet.twostream import VARIABLES, TwoStreamArch, load_arch
+from supernet.twostream.elastic import _ElasticTemporalConv
+from supernet.twostream.search import TwoStreamSearch
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_architecture_file_round_trip_and_refusals(tmp_path: Path) -> None:
+    arch = TwoStreamArch.create({"alpha": 8, "fusion": "sum"}, "fusion",
+                                ["alpha", "beta_inv", "slow_kt", "fast_kt", "fusion",
+                                 "fusion_at"])
+    path = arch.save(tmp_path / "a.json")
+    back = load_arch(path)
+    assert back.values == arch.values and back.decided == arch.decided
+    doc = json.loads(path.read_text())
+    doc["values"]["fusion"] = "mean"
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="fusion: 'mean' is not one of tconv, tsample"):
+        load_arch(tmp_path / "bad.json")
+    doc["values"]["fusion"], doc["version"] = "sum", 9
+    (tmp_path / "v9.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="version 9"):
+        load_arch(tmp_path / "v9.json")
+    with pytest.raises(ValueError, match="needs the cell's genotype"):
+        TwoStreamArch.create({"attention": "cell"})
+
+
+def test_every_variable_changes_the_cost() -> None:
+    """Each value of each variable is a different network: its MACs or params differ from
+    the anchor's (the space's values were chosen so that costs differ)."""
+    clip = (1, 3, 32, 24, 24)
+    base = create_backbone("twostream", 5)
+    ref = (count_flops(base, clip)["macs"], sum(p.numel() for p in base.parameters()))
+    for var in VARIABLES:
+        for value in var.values:
+            if value in (TwoStreamArch.create().values[var.name], "cell"):
+                continue
+            values = {var.name: value}
+            if var.name == "attention_at":
+                values["attention"] = "nonlocal"
+                base_nl = create_backbone("twostream", 5, arch=TwoStreamArch.create(
+                    {"attention": "nonlocal"}))
+                ref_v = (count_flops(base_nl, clip)["macs"],
+                         sum(p.numel() for p in base_nl.parameters()))
+            else:
+                ref_v = ref
+            net = create_backbone("twostream", 5, arch=TwoStreamArch.create(values))
+            cost = (count_flops(net, clip)["macs"], sum(p.numel() for p in net.parameters()))
+            assert cost != ref_v, (var.name, value)
+
+
+def test_kernel_sharing_is_exact() -> None:
+    """A 5-tap temporal conv pinned to kernel 3 is exactly the 3-tap conv of its centre."""
+    conv = torch.nn.Conv3d(4, 6, (5, 1, 1), padding=(2, 0, 0), bias=False)
+    x = torch.randn(2, 4, 7, 3, 3)
+    mask = torch.tensor([0.0, 1.0, 1.0, 1.0, 0.0])
+    elastic = _ElasticTemporalConv(conv, lambda device: mask)
+    ref = F.conv3d(x, conv.weight[:, :, 1:4], None, 1, (1, 0, 0))
+    torch.testing.assert_close(elastic(x), ref)
+
+
+def test_pinned_width_zeroes_and_freezes_the_unused_fast_channels() -> None:
+    """beta_inv pinned to 8 in a fast stream built at 1/2: only the first quarter of each
+    fast layer's channels carries signal and gets gradient."""
+    m = TwoStreamSearch(5, stage="streams")
+    m.choices.restrict("beta_inv", [8])
+    m.train()
+    block = m.model.net.stages["fast_res3"].blocks[0]
+    seen = {}
+    hook = block.register_forward_hook(lambda mod, i, o: seen.setdefault("out", o))
+    m(torch.randn(2, 3, 16, 24, 24)).sum().backward()
+    hook.remove()
+    conv = block.shortcut[0]  # the residual branch starts at 0 (last BN gamma = 0)
+    active = conv.out_channels * 2 // 8
+    assert seen["out"][:, active:].abs().sum() == 0
+    assert seen["out"][:, :active].abs().sum() > 0
+    assert conv.weight.grad[active:].abs().sum() == 0
+    assert conv.weight.grad[:active].abs().sum() > 0
+
+
+def _data(tmp_path: Path) -> Path:
+    return ensure_synthetic(tmp_path / "data", classes=2, videos_per_class=6, frames=8,
+                            size=16, seed=2, workers=1)
+
+
+def _argv(root: Path, out: Path, *extra: str) -> list[str]:
+    return ["search", "twostream", "-c", "configs/search/twostream.yaml", f"--out={out}",
+            f"--data.root={root}", "--data.synthetic=false", "--data.num_frames=8",
+            "--data.crop_size=16", "--data.batch_size=4", "--data.num_workers=0",
+            "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false", "--model.select_val_batches=2", *extra]
+
+
+def test_progressive_search_runs_every_stage_resumes_and_repeats(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = _data(tmp_path)
+    out = tmp_path / "ts"
+    assert attnas(_argv(root, out)) == 0
+    results = {s: load_arch(out / f"{s}.json") for s in ("streams", "fusion", "attention")}
+    assert results["streams"].decided == ("alpha", "beta_inv", "slow_kt", "fast_kt")
+    assert set(results["attention"].decided) == {v.name for v in VARIABLES}
+    for earlier, later in (("streams", "fusion"), ("fusion", "attention")):
+        for name in results[earlier].decided:  # each stage keeps what the previous decided
+            assert results[later].values[name] == results[earlier].values[name]
+    final = results["attention"]
+    assert set(final.provenance) == {"streams", "fusion", "attention"}
+    assert final.provenance["attention"]["cost"]["macs"] > 0
+    assert (out / "attention.png").stat().st_size > 0
+    # resumable: every stage is done, nothing trains again
+    capsys.readouterr()
+    assert attnas(_argv(root, out)) == 0
+    assert capsys.readouterr().out.count("skipped") == 3
+    # the same seed gives the same architecture
+    again = tmp_path / "again"
+    assert attnas(_argv(root, again, "--stage=streams")) == 0
+    assert load_arch(again / "streams.json").values == results["streams"].values
+    # the searched network trains in retrain
+    net = create_backbone("twostream", 2, arch=str(out / "attention.json"))
+    alpha = final.values["alpha"]
+    assert net(torch.randn(1, 3, 8, 16, 16)).shape == (1, 2)
+    sites = FUSION_SITES[final.values["fusion_at"]]
+    assert sorted(int(k) for k in net.laterals) == list(sites)
+    assert net.alpha == alpha
+
+
+def test_bad_input_is_refused_before_training(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    root = _data(tmp_path)
+    out = tmp_path / "ts"
+    assert attnas(_argv(root, out, "--stage=fusion")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs the previous stage's result" in err[0]
+    assert attnas(_argv(root, out, "--data.num_frames=6")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a multiple of the fast/slow frame ratio" in err[0]
+    assert not list(out.glob("*/version_*/checkpoints/*.ckpt"))  # nothing trained
+    bad = TwoStreamArch.create(stage="streams",
+                               decided=["alpha", "beta_inv", "slow_kt", "fast_kt"]).to_dict()
+    bad["values"]["fusion"] = "mean"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "streams.json").write_text(json.dumps(bad))
+    assert attnas(_argv(root, out, "--stage=fusion")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'mean' is not one of" in err[0]
+    assert attnas(_argv(root, out, "--stage=wide")) == 2
+    with pytest.raises(ValueError, match="leave block at 'none'"):
+        create_backbone("twostream", 2, block="nonlocal")
+
+
+@pytest.mark.parametrize("mode,rule", [("darts", "argmax"), ("single_path", "perturb")])
+def test_a_stage_runs_in_every_supernet_mode(tmp_path: Path, mode: str, rule: str) -> None:
+    root = _data(tmp_path)
+    out = tmp_path / mode
+    assert attnas(_argv(root, out, "--stage=streams", f"--model.supernet={mode}",
+                        f"--model.select={rule}")) == 0
+    arch = load_arch(out / "streams.json")
+    record = arch.provenance["streams"]
+    assert record["supernet"] == mode and record["selection"]["rule"] == rule
+    assert len(record["selection"]["decisions"]) == 4
