@@ -147,7 +147,7 @@ class _Parser(argparse.ArgumentParser):
 #: the clip ``attnas cost`` counts when --frames / --size are not given: what each backbone
 #: is trained on here (I3D-R50: the Kinetics 8x224 convention; proxy: the synthetic clips)
 _DEFAULT_CLIP = {"i3d_r50": (8, 224), "s3d": (16, 224), "slowfast_r50": (32, 224),
-                 "proxy": (32, 24)}
+                 "proxy": (32, 24), "twostream": (32, 24)}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -246,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
         frames, size = _DEFAULT_CLIP.get(args.backbone, (8, 224))
         frames = frames if args.frames is None else args.frames
         size = size if args.size is None else args.size
+        if args.space and args.backbone == "twostream":
+            from .costmodel import describe_twostream
+
+            print("\n".join(describe_twostream((frames, size, size),
+                                                num_classes=args.num_classes)))
+            return 0
         if args.space:
             from .costmodel import SpaceCost
 

@@ -37,6 +37,7 @@ from .ops import AttentionOp
 from .space import NUM_OPS, OP_NAMES
 
 __all__ = ["CellCosts", "SpaceCost", "CellBudget", "insertion_shapes", "cell_costs",
+           "twostream_costs", "describe_twostream",
            "block_macs", "fixed_cell_macs", "parse_cost_target", "COST_BLOCKS", "WIDTH_GRID"]
 
 #: blocks a cost target may name (the baselines of the benchmark)
@@ -347,3 +348,47 @@ def fixed_cell_macs(shapes: Sequence[Shape], nodes: Sequence, **cell_kwargs: Any
     """MACs of a :class:`FixedCell` counted directly at every shape (for checks)."""
     return sum(_count(lambda c=c: FixedCell(int(c), nodes, **cell_kwargs), (1, c, t, h, w))[0]
                for c, t, h, w in shapes)
+
+
+# --------------------------------------------------------------------- the two-stream space
+@functools.lru_cache(maxsize=8)
+def twostream_costs(clip: tuple[int, int, int] = (32, 24, 24), width_div: int = 8,
+                    depths: tuple[int, ...] = (1, 1, 1, 1), num_classes: int = 400
+                    ) -> tuple[dict[str, Any], ...]:
+    """The cost of every value of every variable of the two-stream space
+    (:mod:`supernet.twostream.space`): MACs and params per clip ``(T, H, W)`` of SlowFast's
+    point with that one variable changed (``attention_at`` with a non-local block, the
+    pathway being meaningless without one; ``cell`` is skipped: a genotype's cost is its
+    own). Rows ``{"variable", "value", "macs", "params", "default"}``; cached."""
+    from .twostream.space import SLOWFAST_DEFAULT, VARIABLES, TwoStreamArch
+
+    rows = []
+    for var in VARIABLES:
+        for value in var.values:
+            if value == "cell":
+                continue
+            values = {var.name: value}
+            if var.name == "attention_at":
+                values["attention"] = "nonlocal"
+            net = create_backbone("twostream", num_classes, arch=TwoStreamArch.create(values),
+                                  width_div=width_div, depths=tuple(depths)).eval()
+            rows.append({"variable": var.name, "value": value,
+                         "macs": int(count_flops(net, (1, 3, *clip))["macs"]),
+                         "params": count_params(net),
+                         "default": SLOWFAST_DEFAULT[var.name] == value})
+    return tuple(rows)
+
+
+def describe_twostream(clip: tuple[int, int, int] = (32, 24, 24), width_div: int = 8,
+                       depths: tuple[int, ...] = (1, 1, 1, 1), num_classes: int = 400
+                       ) -> list[str]:
+    """:func:`twostream_costs` as text lines (``*`` marks SlowFast's values)."""
+    rows = twostream_costs(tuple(clip), width_div, tuple(depths), num_classes)
+    lines = [f"cost of the two-stream space: SlowFast family, width / {width_div}, depths "
+             f"{'-'.join(map(str, depths))}, clip {'x'.join(map(str, clip))}; each row changes "
+             f"one variable of SlowFast's point (* = its value)",
+             f"{'variable':14s} {'value':10s} {'MMACs':>10s} {'params':>12s}"]
+    for r in rows:
+        lines.append(f"{r['variable']:14s} {str(r['value']) + ('*' if r['default'] else ''):10s}"
+                     f" {r['macs'] / 1e6:10.3f} {r['params']:12,d}")
+    return lines

@@ -16,6 +16,7 @@ from datamodules.synth import ensure_synthetic
 from supernet import create_backbone
 from supernet.backbones import FUSION_SITES
 from supernet.cli import main as attnas
+from supernet.costmodel import twostream_costs
 from supernet.counting import count_flops
 from supernet.twostream import VARIABLES, TwoStreamArch, load_arch
 from supernet.twostream.elastic import _ElasticTemporalConv
@@ -44,28 +45,23 @@ def test_architecture_file_round_trip_and_refusals(tmp_path: Path) -> None:
         TwoStreamArch.create({"attention": "cell"})
 
 
-def test_every_variable_changes_the_cost() -> None:
-    """Each value of each variable is a different network: its MACs or params differ from
-    the anchor's (the space's values were chosen so that costs differ)."""
-    clip = (1, 3, 32, 24, 24)
-    base = create_backbone("twostream", 5)
-    ref = (count_flops(base, clip)["macs"], sum(p.numel() for p in base.parameters()))
+def test_every_value_of_the_space_has_its_own_cost(capsys: pytest.CaptureFixture) -> None:
+    """The cost model of the space: each value of each variable changes the MACs or the
+    params of SlowFast's point (the values were chosen so that costs differ), and the
+    table agrees with counting the built network; `attnas cost --space` prints it."""
+    rows = twostream_costs((16, 24, 24), 8, (1, 1, 1, 1), 5)
     for var in VARIABLES:
-        for value in var.values:
-            if value in (TwoStreamArch.create().values[var.name], "cell"):
-                continue
-            values = {var.name: value}
-            if var.name == "attention_at":
-                values["attention"] = "nonlocal"
-                base_nl = create_backbone("twostream", 5, arch=TwoStreamArch.create(
-                    {"attention": "nonlocal"}))
-                ref_v = (count_flops(base_nl, clip)["macs"],
-                         sum(p.numel() for p in base_nl.parameters()))
-            else:
-                ref_v = ref
-            net = create_backbone("twostream", 5, arch=TwoStreamArch.create(values))
-            cost = (count_flops(net, clip)["macs"], sum(p.numel() for p in net.parameters()))
-            assert cost != ref_v, (var.name, value)
+        mine = [r for r in rows if r["variable"] == var.name]
+        assert {r["value"] for r in mine} == set(var.values) - {"cell"}
+        default = next(r for r in mine if r["default"])
+        for r in mine:
+            assert r["default"] or (r["macs"], r["params"]) != (default["macs"],
+                                                                  default["params"]), r
+    r = next(r for r in rows if r["variable"] == "fusion" and r["value"] == "sum")
+    net = create_backbone("twostream", 5, arch=TwoStreamArch.create({"fusion": "sum"}))
+    assert r["macs"] == count_flops(net, (1, 3, 16, 24, 24))["macs"]
+    assert attnas(["cost", "--space", "--backbone", "twostream", "--frames", "16"]) == 0
+    assert "beta_inv       2" in capsys.readouterr().out
 
 
 def test_kernel_sharing_is_exact() -> None:
