@@ -68,10 +68,6 @@ class TwoStreamWriter(pl.Callback):
 
     def __init__(self, draw: bool = True) -> None:
         self.draw = draw
-        self._t0 = time.perf_counter()
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._t0 = time.perf_counter()
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not hasattr(pl_module, "choices") or trainer.current_epoch == 0:
@@ -79,9 +75,11 @@ class TwoStreamWriter(pl.Callback):
         if not trainer.is_global_zero:
             return
         hp = pl_module.hparams
-        search_s = time.perf_counter() - self._t0
+        t0 = time.perf_counter()
         with _all_cores():
             sel = select_stage(pl_module, trainer.datamodule, progress=_printer())
+        select_s = time.perf_counter() - t0
+        train_s = float(getattr(pl_module, "train_seconds", 0.0))
         prev = pl_module.previous
         values = dict(prev.values) if prev is not None else {}
         values.update(sel.values)
@@ -89,7 +87,10 @@ class TwoStreamWriter(pl.Callback):
         provenance = dict(prev.provenance) if prev is not None else {}
         seed = os.environ.get("PL_GLOBAL_SEED")
         record = {"supernet": hp.supernet, "seed": int(seed) if seed else None,
-                  "epochs": trainer.current_epoch, "search_seconds": round(search_s, 1),
+                  "epochs": trainer.current_epoch,
+                  # supernet training (all epochs, across resumes) + selection
+                  "search_seconds": round(train_s + select_s, 1),
+                  "train_seconds": round(train_s, 1), "select_seconds": round(select_s, 1),
                   "selection": sel.to_dict(), "run": str(run_dir(trainer))}
         cell = pl_module.cell_doc or (prev.cell if prev is not None else None)
         arch = TwoStreamArch.create(values, hp.stage, decided,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import os
+import time
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -122,6 +123,9 @@ class TwoStreamSearch(pl.LightningModule):
             for p in self.model.arch_parameters():
                 p.requires_grad_(False)
         self.clip: tuple[int, int, int] | None = None
+        #: seconds spent in training epochs (kept in checkpoints: a resumed stage adds on)
+        self.train_seconds = 0.0
+        self._epoch_t0: float | None = None
         self._recent: collections.deque = collections.deque(maxlen=val_recalibrate or 1)
         self.acc = torch.nn.ModuleDict({k: MulticlassAccuracy(num_classes, average="micro")
                                         for k in ("train_w", "val")})
@@ -194,8 +198,12 @@ class TwoStreamSearch(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         seed_epoch(self.current_epoch)
         self._recent.clear()
+        self._epoch_t0 = time.perf_counter()
 
     def on_train_epoch_end(self) -> None:
+        if self._epoch_t0 is not None:
+            self.train_seconds += time.perf_counter() - self._epoch_t0
+            self._epoch_t0 = None
         if self.acc["train_w"].update_count:
             self.log("train_w/acc", self.acc["train_w"].compute())
         self.acc["train_w"].reset()
@@ -246,9 +254,11 @@ class TwoStreamSearch(pl.LightningModule):
         checkpoint["attnas_kind"] = "search"
         checkpoint["attnas_supernet"] = self.hparams.supernet
         checkpoint["attnas_stage"] = self.hparams.stage
+        checkpoint["attnas_train_seconds"] = float(self.train_seconds)
         if self.clip is not None:
             checkpoint["attnas_clip"] = list(self.clip)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.train_seconds = float(checkpoint.get("attnas_train_seconds", 0.0))
         if checkpoint.get("attnas_clip"):
             self.clip = tuple(int(v) for v in checkpoint["attnas_clip"])
