@@ -11,7 +11,8 @@ device name. On a machine without a GPU it runs on the CPU (MFU left out) and sa
 ``--tiny`` is a seconds-long CPU run of the whole table (the test suite calls it).
 
     python -m benchmarks.gpu [--blocks none,nonlocal,cell.json] [--batch 8] [--frames 8]
-        [--size 224] [--precisions fp32,bf16] [--compile off,on] [--steps 10] [--tiny]
+        [--size 224] [--precisions fp32,bf16] [--compile off,on]
+        [--memory-formats contiguous,channels_last] [--steps 10] [--tiny]
 """
 
 from __future__ import annotations
@@ -68,8 +69,11 @@ def _model(args: argparse.Namespace, block: str, classes: int) -> torch.nn.Modul
 
 
 def _step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str,
-             device: torch.device, compiled: bool) -> Any:
+             device: torch.device, compiled: bool, layout: str = "contiguous") -> Any:
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    if layout == "channels_last":  # weights and clip channels-last, as VideoClassifier does
+        model.to(memory_format=torch.channels_last_3d)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
     fwd = torch.compile(model) if compiled else model
 
     def step() -> None:
@@ -102,7 +106,7 @@ def _median_step(step: Any, steps: int, warmup: int, device: torch.device) -> fl
 
 
 def measure(args: argparse.Namespace, block: str, precision: str, compiled: bool,
-            device: torch.device) -> dict[str, Any]:
+            device: torch.device, layout: str = "contiguous") -> dict[str, Any]:
     """One row: step time, clips/s, peak memory, FLOPs per step, MFU."""
     torch.manual_seed(0)
     classes = 400
@@ -110,7 +114,7 @@ def measure(args: argparse.Namespace, block: str, precision: str, compiled: bool
     shape = (args.batch, 3, args.frames, args.size, args.size)
     x = torch.randn(shape, device=device)
     y = torch.randint(classes, (args.batch,), device=device)
-    step = _step_fn(model, x, y, precision, device, compiled)
+    step = _step_fn(model, x, y, precision, device, compiled, layout)
     with FlopCounterMode(display=False) as counter:  # one real step, eager: what it computes
         _step_fn(model, x, y, precision, device, False)()
     flops = int(counter.get_total_flops())
@@ -124,7 +128,8 @@ def measure(args: argparse.Namespace, block: str, precision: str, compiled: bool
                 else max(0, _rss_kib() - rss0) / 1024)
     peak = _peak(device, precision)
     return {"block": Path(block).name if block.endswith(".json") else block,
-            "precision": precision, "compile": compiled, "step_ms": round(1e3 * med, 2),
+            "precision": precision, "compile": compiled, "layout": layout,
+            "step_ms": round(1e3 * med, 2),
             "clips_s": round(args.batch / med, 2), "peak_mib": round(peak_mib, 1),
             "gflop_step": round(flops / 1e9, 3),
             "mfu": None if peak is None else round(flops / med / peak, 4)}
@@ -164,6 +169,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument("--compile", default="off", help="off | on | off,on")
+    p.add_argument("--memory-formats", default="contiguous",
+                   help="contiguous | channels_last | contiguous,channels_last")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -179,11 +186,14 @@ def main(argv: list[str] | None = None) -> int:
                           else "cpu" if args.device == "auto" else args.device)
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     compiles = [c.strip() for c in args.compile.split(",") if c.strip()]
+    layouts = [c.strip() for c in args.memory_formats.split(",") if c.strip()]
     bad = [p for p in precisions if p not in ("fp32", "bf16")] + \
-        [c for c in compiles if c not in ("off", "on")]
+        [c for c in compiles if c not in ("off", "on")] + \
+        [m for m in layouts if m not in ("contiguous", "channels_last")]
     if bad or args.batch < 1 or args.steps < 1:
-        print(f"benchmarks.gpu: error: unknown precision / compile value(s) {bad}; accepted: "
-              f"fp32, bf16 / off, on (and --batch, --steps >= 1)", file=sys.stderr)
+        print(f"benchmarks.gpu: error: unknown precision / compile / memory format value(s) "
+              f"{bad}; accepted: fp32, bf16 / off, on / contiguous, channels_last (and "
+              f"--batch, --steps >= 1)", file=sys.stderr)
         return 2
     if args.tiny:
         args.batch, args.frames, args.size = 2, 8, 16
@@ -204,19 +214,20 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.frames} x {args.size}², SGD train step, median of {args.steps} after "
               f"{args.warmup} warm-up; torch {torch.__version__}, {torch.get_num_threads()} "
               "CPU thread(s).", "",
-              "| block | precision | compile | step (ms) | clips/s | peak (MiB) | "
-              "GFLOP / step | MFU |", "|---|---|---|---:|---:|---:|---:|---:|"]
+              "| block | precision | compile | layout | step (ms) | clips/s | peak (MiB) | "
+              "GFLOP / step | MFU |", "|---|---|---|---|---:|---:|---:|---:|---:|"]
     rows = []
     for block in [b.strip() for b in args.blocks.split(",") if b.strip()]:
         for precision in precisions:
             for comp in compiles:
-                r = measure(args, block, precision, comp == "on", device)
-                rows.append(r)
-                mfu = "—" if r["mfu"] is None else f"{100 * r['mfu']:.1f} %"
-                lines.append(f"| {r['block']} | {precision} | {comp} | {r['step_ms']:.1f} | "
-                             f"{r['clips_s']:.1f} | {r['peak_mib']:.0f} | "
-                             f"{r['gflop_step']:,.3f} | {mfu} |")
-                print(lines[-1], flush=True)
+                for layout in layouts:
+                    r = measure(args, block, precision, comp == "on", device, layout)
+                    rows.append(r)
+                    mfu = "—" if r["mfu"] is None else f"{100 * r['mfu']:.1f} %"
+                    lines.append(f"| {r['block']} | {precision} | {comp} | {layout} | "
+                                 f"{r['step_ms']:.1f} | {r['clips_s']:.1f} | "
+                                 f"{r['peak_mib']:.0f} | {r['gflop_step']:,.3f} | {mfu} |")
+                    print(lines[-1], flush=True)
     sd = supernet_vs_derived(args, device)
     lines += ["", f"Supernet search iteration (uniform: one weight step) vs the derived "
               f"network's step, proxy, fp32: {sd['supernet']:.1f} ms vs {sd['derived']:.1f} ms "

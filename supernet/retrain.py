@@ -20,7 +20,28 @@ from torchmetrics.classification import MulticlassAccuracy
 from .factory import create_backbone
 from .rng import seed_epoch
 
-__all__ = ["VideoClassifier"]
+__all__ = ["VideoClassifier", "check_runtime"]
+
+MEMORY_FORMATS = ("contiguous", "channels_last")
+
+
+def check_runtime(memory_format: str, compile: bool, backend: str) -> None:
+    """``ValueError`` (one line) for an unknown memory format, or ``compile`` on a torch
+    without ``torch.compile`` or with an unknown backend."""
+    if memory_format not in MEMORY_FORMATS:
+        raise ValueError(f"unknown memory_format {memory_format!r}; accepted: "
+                         f"{', '.join(MEMORY_FORMATS)}")
+    if not compile:
+        return
+    if not hasattr(torch, "compile"):
+        raise ValueError(f"--model.compile needs torch.compile, which torch {torch.__version__} "
+                         f"does not have")
+    from torch._dynamo import list_backends
+
+    backends = list_backends(exclude_tags=())
+    if backend not in backends:
+        raise ValueError(f"unknown compile_backend {backend!r}; accepted: "
+                         f"{', '.join(sorted(backends))}")
 
 
 class VideoClassifier(pl.LightningModule):
@@ -50,6 +71,14 @@ class VideoClassifier(pl.LightningModule):
         label_smoothing: cross-entropy label smoothing.
         in_channels: input channels (linked from ``data.modality`` by the CLI: 3 for RGB
             and RGB difference, 2 for optical flow).
+        memory_format: ``contiguous`` (default) or ``channels_last`` (``channels_last_3d``
+            weights and clips; oneDNN / cuDNN pick channels-last conv kernels). Measured in
+            ``benchmarks/gpu.py --memory-formats``; keep it where it measures faster.
+        compile: run the network through ``torch.compile`` (compiled on the first step;
+            the checkpoint keeps the plain module's keys). Measured in ``benchmarks/gpu.py
+            --compile off,on``: on CPU the first step compiles for about a minute.
+        compile_backend: ``torch.compile`` backend (``inductor``; ``eager`` only traces --
+            a quick check that the model compiles).
     """
 
     def __init__(
@@ -71,10 +100,14 @@ class VideoClassifier(pl.LightningModule):
         warmup_epochs: float = 0.0,
         label_smoothing: float = 0.0,
         in_channels: int = 3,
+        memory_format: Literal["contiguous", "channels_last"] = "contiguous",
+        compile: bool = False,
+        compile_backend: str = "inductor",
     ) -> None:
         super().__init__()
         if optimizer not in ("sgd", "adamw"):
             raise ValueError(f"unknown optimizer {optimizer!r}; accepted: sgd, adamw")
+        check_runtime(memory_format, compile, compile_backend)
         self.save_hyperparameters()
         kwargs = dict(backbone_kwargs or {})
         if in_channels != 3:
@@ -85,6 +118,10 @@ class VideoClassifier(pl.LightningModule):
             kwargs.update(pretrained=pretrained, pretrained_format=pretrained_format)
         self.model = create_backbone(backbone, num_classes, block=block, positions=positions,
                                      block_kwargs=block_kwargs, **kwargs)
+        self._layout = torch.channels_last_3d if memory_format == "channels_last" else None
+        if self._layout is not None:
+            self.model.to(memory_format=self._layout)
+        self._compiled = None  # built on the first forward (not a submodule: same ckpt keys)
         top5 = min(5, num_classes)
         self.metrics = torch.nn.ModuleDict({
             f"{stage}_top{k}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
@@ -100,7 +137,21 @@ class VideoClassifier(pl.LightningModule):
 
     def forward(self, video: Tensor) -> Tensor:
         """``(N, 3, T, H, W)`` -> logits ``(N, num_classes)``."""
-        return self.model(video)
+        if self._layout is not None:
+            video = video.contiguous(memory_format=self._layout)
+        if not self.hparams.get("compile", False):
+            return self.model(video)
+        if self._compiled is None:
+            object.__setattr__(self, "_compiled", torch.compile(
+                self.model, backend=self.hparams.get("compile_backend", "inductor")))
+        try:
+            return self._compiled(video)
+        except Exception as err:  # noqa: BLE001 - any compiler failure is the same user error
+            if "dynamo" not in type(err).__module__ and "inductor" not in type(err).__module__:
+                raise
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"torch.compile failed on this machine ({first[:200]}); run "
+                             f"without --model.compile") from None
 
     def _shared_step(self, batch: dict, stage: str) -> tuple[Tensor, Tensor]:
         logits = self(batch["video"])

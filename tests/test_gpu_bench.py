@@ -14,11 +14,14 @@ from benchmarks.gpu import main as gpu_bench
 
 def test_tiny_table_runs_on_cpu(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "gpu.md"
-    assert gpu_bench(["--tiny", "--device", "cpu", "--out", str(out)]) == 0
+    assert gpu_bench(["--tiny", "--device", "cpu", "--out", str(out),
+                      "--memory-formats", "contiguous,channels_last"]) == 0
     text = out.read_text()
-    assert "No GPU here" in text and "| nonlocal | bf16 | off |" in text
+    assert "No GPU here" in text and "| nonlocal | bf16 | off | channels_last |" in text
     doc = json.loads(out.with_suffix(".json").read_text())
-    rows = {(r["block"], r["precision"]): r for r in doc["rows"]}
+    rows = {(r["block"], r["precision"]): r for r in doc["rows"]
+            if r["layout"] == "contiguous"}
+    assert len(doc["rows"]) == 8
     assert set(rows) == {("none", "fp32"), ("none", "bf16"), ("nonlocal", "fp32"),
                          ("nonlocal", "bf16")}
     assert all(r["step_ms"] > 0 and r["gflop_step"] > 0 and r["mfu"] is None
@@ -29,7 +32,7 @@ def test_tiny_table_runs_on_cpu(tmp_path: Path, capsys: pytest.CaptureFixture) -
 
 
 @pytest.mark.parametrize("argv", [["--precisions", "fp8"], ["--compile", "maybe"],
-                                  ["--batch", "0"]])
+                                  ["--batch", "0"], ["--memory-formats", "nhwc"]])
 def test_bad_options_exit_2(argv: list[str], capsys: pytest.CaptureFixture) -> None:
     assert gpu_bench(["--tiny", *argv]) == 2
     assert "accepted" in capsys.readouterr().err
