@@ -146,7 +146,8 @@ def _plan(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str
 
 def _twostream(arch: str | None) -> dict[str, Any]:
     return {"backbone": "twostream", "block": "none",
-            "backbone_kwargs": {"arch": arch, "width_div": 8, "depths": [1, 1, 1, 1]}, **OPTIM}
+            "backbone_kwargs": {"arch": arch, "width_div": 8, "depths": [1, 1, 1, 1],
+                                "stem_pool": False}, **OPTIM}
 
 
 def _read(path: Path) -> dict[Key, dict[str, str]]:
@@ -187,7 +188,8 @@ def _cost(spec: dict[str, Any]) -> dict[str, Any]:
         kw = m["backbone_kwargs"]
         with torch.no_grad():
             net = create_backbone("twostream", classes, arch=kw["arch"],
-                                  width_div=kw["width_div"], depths=tuple(kw["depths"]))
+                                  width_div=kw["width_div"], depths=tuple(kw["depths"]),
+                                  stem_pool=kw.get("stem_pool"))
             shape = (1, 3, d["num_frames"], d["crop_size"], d["crop_size"])
             return {"params": count_params(net), "macs": int(count_flops(net, shape)["macs"])}
     except (ValueError, RuntimeError):

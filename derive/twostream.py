@@ -50,16 +50,15 @@ def select_stage(module: pl.LightningModule, datamodule: Any = None, progress: A
 
 
 def arch_cost(arch: TwoStreamArch, num_classes: int, clip: tuple[int, int, int],
-              width_div: int, depths: tuple[int, ...], in_channels: int = 3
-              ) -> dict[str, Any]:
-    """Params and MACs per clip (``(T, H, W)``) of the network ``arch`` describes."""
+              in_channels: int = 3) -> dict[str, Any]:
+    """Params and MACs per clip (``(T, H, W)``) of the network ``arch`` describes (at its
+    ``network`` size)."""
     from supernet.counting import count_flops, count_params
     from supernet.twostream.build import twostream
 
-    net = twostream(num_classes, arch, width_div, depths, in_channels).eval()
+    net = twostream(num_classes, arch, in_channels=in_channels).eval()
     macs = count_flops(net, (1, in_channels, *clip))["macs"]
-    return {"clip": list(clip), "params": count_params(net), "macs": int(macs),
-            "width_div": width_div, "depths": list(depths)}
+    return {"clip": list(clip), "params": count_params(net), "macs": int(macs)}
 
 
 class TwoStreamWriter(pl.Callback):
@@ -93,13 +92,17 @@ class TwoStreamWriter(pl.Callback):
                   "train_seconds": round(train_s, 1), "select_seconds": round(select_s, 1),
                   "selection": sel.to_dict(), "run": str(run_dir(trainer))}
         cell = pl_module.cell_doc or (prev.cell if prev is not None else None)
+        values = {**pl_module.choices.values, **values}  # what this stage's network had
+        record["base_attention"] = hp.get("base_attention", "none")
         arch = TwoStreamArch.create(values, hp.stage, decided,
                                     cell if values.get("attention") == "cell" else None,
-                                    provenance)
+                                    provenance,
+                                    {"width_div": int(hp.width_div),
+                                     "depths": [int(d) for d in hp.depths],
+                                     "stem_pool": bool(hp.get("stem_pool", True))})
         if pl_module.clip is not None:
             record["cost"] = arch_cost(arch, pl_module.model.net.head.out_features,
-                                       pl_module.clip, hp.width_div, tuple(hp.depths),
-                                       hp.in_channels)
+                                       pl_module.clip, hp.in_channels)
         arch.provenance[hp.stage] = record
         out = run_dir(trainer)
         targets = [out / f"twostream_{hp.stage}.json"]

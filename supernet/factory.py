@@ -130,12 +130,12 @@ def create_block(name: str, channels: int, **kwargs: Any) -> nn.Module:
     return ctor(channels, **kwargs)
 
 
-def _twostream(num_classes: int, arch: Any = None, width_div: int = 8,
-               depths: tuple[int, ...] = (1, 1, 1, 1), in_channels: int = 3,
-               dropout: float = 0.5) -> VideoBackbone:
+def _twostream(num_classes: int, arch: Any = None, width_div: int | None = None,
+               depths: tuple[int, ...] | None = None, in_channels: int = 3,
+               dropout: float = 0.5, stem_pool: bool | None = None) -> VideoBackbone:
     from .twostream.build import twostream  # noqa: PLC0415 - it builds blocks through here
 
-    return twostream(num_classes, arch, width_div, depths, in_channels, dropout)
+    return twostream(num_classes, arch, width_div, depths, in_channels, dropout, stem_pool)
 
 
 #: backbone name -> (builder, its keyword arguments)

@@ -113,6 +113,11 @@ def test_progressive_search_runs_every_stage_resumes_and_repeats(
     assert attnas(_argv(root, out)) == 0
     results = {s: load_arch(out / f"{s}.json") for s in ("streams", "fusion", "attention")}
     assert results["streams"].decided == ("alpha", "beta_inv", "slow_kt", "fast_kt")
+    # the config searches streams and fusion with a non-local block in the slow pathway,
+    # and the file records the network it evaluated and the size it was searched at
+    assert results["streams"].values["attention"] == "nonlocal"
+    assert results["streams"].network == {"width_div": 8, "depths": [1, 1, 1, 1],
+                                          "stem_pool": False}
     assert set(results["attention"].decided) == {v.name for v in VARIABLES}
     for earlier, later in (("streams", "fusion"), ("fusion", "attention")):
         for name in results[earlier].decided:  # each stage keeps what the previous decided
@@ -132,10 +137,11 @@ def test_progressive_search_runs_every_stage_resumes_and_repeats(
     # the searched network trains in retrain
     net = create_backbone("twostream", 2, arch=str(out / "attention.json"))
     alpha = final.values["alpha"]
-    assert net(torch.randn(1, 3, 8, 16, 16)).shape == (1, 2)
+    assert net.eval()(torch.randn(1, 3, 8, 16, 16)).shape == (1, 2)
     sites = FUSION_SITES[final.values["fusion_at"]]
     assert sorted(int(k) for k in net.laterals) == list(sites)
     assert net.alpha == alpha
+    assert not any(isinstance(m, torch.nn.MaxPool3d) for m in net.slow_stem)  # from the file
 
 
 def test_bad_input_is_refused_before_training(tmp_path: Path,
@@ -158,6 +164,8 @@ def test_bad_input_is_refused_before_training(tmp_path: Path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'mean' is not one of" in err[0]
     assert attnas(_argv(root, out, "--stage=wide")) == 2
+    assert attnas(_argv(root, tmp_path / "b", "--model.base_attention=cell")) == 2
+    assert "unknown base_attention 'cell'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="leave block at 'none'"):
         create_backbone("twostream", 2, block="nonlocal")
 

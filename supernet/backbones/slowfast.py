@@ -57,11 +57,12 @@ SLOWFAST_PRESETS: dict[str, dict[str, list[int]]] = {
 SLOWFAST_PRESETS["default"] = SLOWFAST_PRESETS["5blocks"]
 
 
-def _stem(cin: int, cout: int, kt: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv3d(cin, cout, (kt, 7, 7), (1, 2, 2), (kt // 2, 3, 3), bias=False),
-        nn.BatchNorm3d(cout), nn.ReLU(inplace=True),
-        nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)))
+def _stem(cin: int, cout: int, kt: int, pool: bool = True) -> nn.Sequential:
+    layers = [nn.Conv3d(cin, cout, (kt, 7, 7), (1, 2, 2), (kt // 2, 3, 3), bias=False),
+              nn.BatchNorm3d(cout), nn.ReLU(inplace=True)]
+    if pool:
+        layers.append(nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)))
+    return nn.Sequential(*layers)
 
 
 class _Lateral(nn.Module):
@@ -132,6 +133,8 @@ class SlowFast(VideoBackbone):
         fast_kt: temporal kernel of conv_a in every fast block (3).
         fusion_at: which laterals exist (:data:`FUSION_SITES`: ``all`` = after the stems
             and res2..res4, ``early``, ``late``, ``none``).
+        stem_pool: the stems' 1x3x3 max-pool (True, as SlowFast-R50; a proxy for small
+            clips drops it to keep 4x the positions).
 
     Shapes: ``(N, in_channels, T, H, W)`` with ``T % alpha == 0`` -> ``(N, num_classes)``.
     """
@@ -140,7 +143,8 @@ class SlowFast(VideoBackbone):
                  fusion_ratio: int = 2, fusion_kernel: int = 7,
                  depths: tuple[int, ...] = _DEPTHS, in_channels: int = 3,
                  dropout: float = 0.5, width_div: int = 1, fusion: str = "tconv",
-                 slow_kt: int = 3, fast_kt: int = 3, fusion_at: str = "all") -> None:
+                 slow_kt: int = 3, fast_kt: int = 3, fusion_at: str = "all",
+                 stem_pool: bool = True) -> None:
         super().__init__(num_classes, SLOWFAST_PRESETS, "5blocks",
                          "slowfast_r50" if width_div == 1 and tuple(depths) == _DEPTHS
                          else "slowfast")
@@ -168,8 +172,8 @@ class SlowFast(VideoBackbone):
             raise ValueError(f"width_div={width_div} with beta_inv={beta_inv} leaves the fast "
                              f"pathway without channels")
         fast_w = [w // beta_inv for w in slow_w]
-        self.slow_stem = _stem(in_channels, stem_w, 1)
-        self.fast_stem = _stem(in_channels, stem_w // beta_inv, 5)
+        self.slow_stem = _stem(in_channels, stem_w, 1, stem_pool)
+        self.fast_stem = _stem(in_channels, stem_w // beta_inv, 5, stem_pool)
         lat_in = [stem_w // beta_inv, *fast_w[:3]]
         sites = FUSION_SITES[fusion_at]
         self.laterals = nn.ModuleDict({
@@ -239,11 +243,12 @@ class SlowFast(VideoBackbone):
 def slowfast_r50(num_classes: int = 400, alpha: int = 4, beta_inv: int = 8,
                  in_channels: int = 3, dropout: float = 0.5, width_div: int = 1,
                  depths: tuple[int, ...] = _DEPTHS, fusion: str = "tconv", slow_kt: int = 3,
-                 fast_kt: int = 3, fusion_at: str = "all") -> SlowFast:
+                 fast_kt: int = 3, fusion_at: str = "all", stem_pool: bool = True
+                 ) -> SlowFast:
     """SlowFast-R50 8x8 (alpha 4, beta 1/8); ``width_div`` / ``depths`` make a smaller
     network of the same family (a two-stream proxy); ``fusion``, ``fusion_at``,
     ``slow_kt`` and ``fast_kt`` are the variables of the two-stream search space
     (:mod:`supernet.twostream.space`). Every argument as in :class:`SlowFast`."""
     return SlowFast(num_classes, alpha=alpha, beta_inv=beta_inv, in_channels=in_channels,
                     dropout=dropout, width_div=width_div, depths=tuple(depths), fusion=fusion,
-                    slow_kt=slow_kt, fast_kt=fast_kt, fusion_at=fusion_at)
+                    slow_kt=slow_kt, fast_kt=fast_kt, fusion_at=fusion_at, stem_pool=stem_pool)

@@ -208,11 +208,12 @@ class ElasticTwoStream(nn.Module):
         in_channels: input channels (3 RGB, 2 flow).
         dropout: before the head.
         cell: the genotype object of attention ``cell`` (``.build(channels)``), or None.
+        stem_pool: the stems' max-pool (as :class:`~supernet.backbones.SlowFast`).
     """
 
     def __init__(self, num_classes: int, choices: StageChoices, width_div: int = 8,
                  depths: tuple[int, ...] = (1, 1, 1, 1), in_channels: int = 3,
-                 dropout: float = 0.5, cell: Any = None) -> None:
+                 dropout: float = 0.5, cell: Any = None, stem_pool: bool = True) -> None:
         super().__init__()
         from ..factory import create_block  # the factory builds two-stream nets too
 
@@ -228,6 +229,7 @@ class ElasticTwoStream(nn.Module):
         net = SlowFast(num_classes, alpha=4, beta_inv=beta, width_div=width_div,
                        depths=self.depths, in_channels=in_channels, dropout=dropout,
                        fusion=build_fusion, slow_kt=slow_kt, fast_kt=fast_kt,
+                       stem_pool=stem_pool,
                        fusion_at=next(k for k, v in FUSION_SITES.items()
                                       if set(v) == set(sites)) if sites else "none")
         self.beta_build = beta

@@ -33,10 +33,12 @@ __all__ = ["TwoStreamSearch", "stage_fixed_values"]
 _MODES = ("darts", "uniform", "single_path")
 
 
-def stage_fixed_values(stage: str, previous: TwoStreamArch | None) -> dict[str, Any]:
+def stage_fixed_values(stage: str, previous: TwoStreamArch | None,
+                       base_attention: str = "none") -> dict[str, Any]:
     """The values a stage holds fixed: earlier stages' from ``previous``, later stages'
-    SlowFast defaults. ``ValueError`` when ``previous`` has not decided every variable of
-    the earlier stages (a stage run without the previous stage's result)."""
+    SlowFast defaults (attention: ``base_attention``, in the slow pathway). ``ValueError``
+    when ``previous`` has not decided every variable of the earlier stages (a stage run
+    without the previous stage's result)."""
     order = STAGES.index(stage)
     earlier = [v.name for v in VARIABLES if STAGES.index(v.stage) < order]
     if earlier and previous is None:
@@ -47,7 +49,12 @@ def stage_fixed_values(stage: str, previous: TwoStreamArch | None) -> dict[str, 
         raise ValueError(f"stage {stage!r} needs {', '.join(missing)} decided by an earlier "
                          f"stage; the --model.previous file decided "
                          f"{', '.join(previous.decided) or 'nothing'}")
+    if base_attention not in ("none", "nonlocal", "a2"):
+        raise ValueError(f"unknown base_attention {base_attention!r}; accepted: none, "
+                         f"nonlocal, a2")
     base = TwoStreamArch.create().values
+    if stage != "attention":
+        base["attention"] = base_attention
     if previous is not None:
         base.update({n: previous.values[n] for n in earlier})
     return base
@@ -65,6 +72,13 @@ class TwoStreamSearch(pl.LightningModule):
         width_div: width divisor of the SlowFast family (8: the CPU proxy).
         depths: blocks per stage res2..res5 ((1, 1, 1, 1)).
         dropout: before the head (0.5).
+        stem_pool: the stems' max-pool (True: SlowFast-R50's; the config's 24x24 proxy
+            drops it).
+        base_attention: the attention block present while ``streams`` and ``fusion``
+            search (``none``, as Auto-TSNet's order has it, or ``nonlocal`` / ``a2`` in the
+            slow pathway: on data only attention can solve, a supernet without it stays at
+            chance and every decision is a coin toss -- measured on the synthetic
+            benchmark). The ``attention`` stage searches the block itself either way.
         supernet: ``darts`` (logits learned, first order), ``uniform`` (every value mixed
             with the same weight, weight steps only) or ``single_path`` (one value per
             variable per step, uniformly).
@@ -83,6 +97,7 @@ class TwoStreamSearch(pl.LightningModule):
     def __init__(self, num_classes: int, stage: str = "streams", previous: str | None = None,
                  attention_cell: str | None = None, width_div: int = 8,
                  depths: tuple[int, int, int, int] = (1, 1, 1, 1), dropout: float = 0.5,
+                 stem_pool: bool = True, base_attention: str = "none",
                  supernet: str = "uniform", select: str = "alone",
                  select_val_batches: int = 8, select_calib_batches: int = 4,
                  select_bn: str = "batch",
@@ -104,7 +119,7 @@ class TwoStreamSearch(pl.LightningModule):
             raise ValueError(f"unknown optimizer {optimizer!r}; accepted: sgd, adamw")
         free = variables_of(stage)
         prev = load_arch(previous) if previous else None
-        fixed = stage_fixed_values(stage, prev)
+        fixed = stage_fixed_values(stage, prev, base_attention)
         cell_doc, cell = None, None
         if stage == "attention" and attention_cell:
             from ..genotype import load_genotype
@@ -118,7 +133,7 @@ class TwoStreamSearch(pl.LightningModule):
         self.cell_doc = cell_doc
         self.choices = StageChoices(fixed, free, exclude)
         self.model = ElasticTwoStream(num_classes, self.choices, width_div, tuple(depths),
-                                      in_channels, dropout, cell)
+                                      in_channels, dropout, cell, stem_pool)
         if supernet != "darts":
             for p in self.model.arch_parameters():
                 p.requires_grad_(False)

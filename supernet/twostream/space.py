@@ -29,7 +29,8 @@ An **architecture file** (``attnas-twostream``, version 1) is a JSON object::
 
     {"format": "attnas-twostream", "version": 1, "stage": "fusion",
      "values": {"alpha": 4, ...all eight...}, "decided": ["alpha", ..., "fusion_at"],
-     "cell": <genotype dict or null>, "provenance": {"streams": {...}, "fusion": {...}}}
+     "cell": <genotype dict or null>, "network": {"width_div": 8, "depths": [1, 1, 1, 1],
+     "stem_pool": false}, "provenance": {"streams": {...}, "fusion": {...}}}
 
 ``decided`` lists the variables searched so far (the others hold their defaults);
 ``provenance`` keeps, per stage, the selection record (every decision with its margin),
@@ -136,11 +137,15 @@ class TwoStreamArch(NamedTuple):
     decided: tuple[str, ...] = ()
     cell: dict[str, Any] | None = None  # genotype of attention "cell", as JSON
     provenance: dict[str, Any] = {}
+    #: the network's size where it was searched (``width_div``, ``depths``, ``stem_pool``):
+    #: the defaults of :func:`supernet.twostream.twostream` for this file
+    network: dict[str, Any] = {}
 
     @classmethod
     def create(cls, values: Mapping[str, Any] | None = None, stage: str | None = None,
                decided: tuple[str, ...] | list[str] = (), cell: dict[str, Any] | None = None,
-               provenance: dict[str, Any] | None = None) -> TwoStreamArch:
+               provenance: dict[str, Any] | None = None,
+               network: dict[str, Any] | None = None) -> TwoStreamArch:
         """The defaults updated with ``values``, checked; ``ValueError`` (one line) for an
         unknown variable or value, or a ``cell`` attention without a cell."""
         merged = dict(SLOWFAST_DEFAULT)
@@ -158,7 +163,12 @@ class TwoStreamArch(NamedTuple):
         if merged["attention"] == "cell" and not isinstance(cell, dict):
             raise ValueError("two-stream attention 'cell' needs the cell's genotype "
                              "(give --model.attention_cell GENOTYPE.json)")
-        return cls(merged, stage, tuple(decided), cell, dict(provenance or {}))
+        net = dict(network or {})
+        unknown = set(net) - {"width_div", "depths", "stem_pool"}
+        if unknown:
+            raise ValueError(f"unknown network setting(s) {sorted(unknown)}; accepted: "
+                             f"width_div, depths, stem_pool")
+        return cls(merged, stage, tuple(decided), cell, dict(provenance or {}), net)
 
     def backbone_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`supernet.backbones.slowfast_r50` for this point."""
@@ -175,7 +185,7 @@ class TwoStreamArch(NamedTuple):
         """The JSON document."""
         return {"format": ARCH_FORMAT, "version": _VERSION, "stage": self.stage,
                 "values": dict(self.values), "decided": list(self.decided),
-                "cell": self.cell, "provenance": self.provenance}
+                "cell": self.cell, "network": self.network, "provenance": self.provenance}
 
     def save(self, path: str | Path) -> Path:
         """Write the JSON document atomically (temp file + rename)."""
@@ -216,6 +226,7 @@ def load_arch(source: str | Path | Mapping[str, Any]) -> TwoStreamArch:
         raise ValueError(f"{where}: missing variable(s) {', '.join(missing)}")
     try:
         return TwoStreamArch.create(values, doc.get("stage"), list(doc.get("decided") or []),
-                                    doc.get("cell"), doc.get("provenance") or {})
+                                    doc.get("cell"), doc.get("provenance") or {},
+                                    doc.get("network") or {})
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
