@@ -5,7 +5,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.attnas-installed
 
-.PHONY: demo test install lint clean
+.PHONY: demo test install install-compare lint clean
 
 # (Re)install when the venv is missing, pyproject changed, or TORCH differs from last time.
 install:
@@ -15,6 +15,10 @@ install:
 		$(BIN)/pip install -e '.[dev,export,tensorboard,sweep]' && \
 		echo '$(TORCH)' > $(STAMP); \
 	fi
+
+# pytorchvideo for benchmarks/vs_pytorchvideo.py (from PyPI; builds three sdists, ~1 min)
+install-compare: install
+	$(BIN)/pip install -e '.[compare]'
 
 demo: install
 	$(BIN)/attnas demo

@@ -18,14 +18,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
-from .ops import check_video, positional_encoding
+from .ops import PointwiseConv3d, check_video, positional_encoding
 from .space import POSITIONS, check_choice
 
-__all__ = ["NonLocalBlock", "DoubleAttention", "CinST", "STinC", "pool_kv"]
+__all__ = ["NonLocalBlock", "DoubleAttention", "CinST", "STinC", "pool_kv",
+           "channel_major_attention"]
 
 _NL_MODES = ("softmax", "dot")
-_NL_IMPLS = ("sdpa", "explicit")
+_NL_IMPLS = ("sdpa", "explicit", "auto")
+#: ``impl="auto"`` keeps the ``L x Lk`` probabilities for backward on CPU while
+#: ``heads * Lk <= _AUTO_MAX_KEYS_PER_CHANNEL * C``, i.e. while they take at most twice the
+#: memory of the block input (res3 of a 4-frame I3D clip at 224²: Lk = 784 <= 2 x 512);
+#: beyond, it goes through SDPA's flash kernel, which stores no ``L x Lk`` matrix.
+_AUTO_MAX_KEYS_PER_CHANNEL = 2
 
 
 def _positive_int(value: int, what: str) -> int:
@@ -45,6 +52,71 @@ def pool_kv(x: Tensor) -> Tensor:
     return F.max_pool3d(x, (1, kh, kw), (1, kh, kw), ceil_mode=True)
 
 
+class _ChannelMajorAttention(torch.autograd.Function):
+    """``y = v softmax(q^T k * scale)^T`` on channel-major ``(B, d, L)`` tensors; the
+    probabilities ``P`` ``(B, L, Lk)`` are kept for backward (see
+    :func:`channel_major_attention`)."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:  # type: ignore[override]
+        p = _attention_probs(q, k, scale)
+        y = torch.bmm(v, p.transpose(1, 2))  # (B, dv, L)
+        ctx.save_for_backward(q, k, v, p, y)
+        ctx.scale = scale
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy: Tensor):  # type: ignore[override]
+        q, k, v, p, y = ctx.saved_tensors
+        need_q, need_k, need_v, _ = ctx.needs_input_grad
+        dq = dk = dv = None
+        if need_v:
+            dv = torch.bmm(dy, p)  # (B, dv, Lk)
+        if need_q or need_k:
+            # dS = P * (dP - rowsum(dP * P)), and rowsum(dP * P)_i = sum_c dy_ci y_ci
+            ds = torch.bmm(dy.transpose(1, 2), v)  # dP (B, L, Lk)
+            ds.sub_((dy * y).sum(1).unsqueeze(-1)).mul_(p)
+            if need_q:
+                dq = torch.bmm(k, ds.transpose(1, 2)).mul_(ctx.scale)  # (B, d, L)
+            if need_k:
+                dk = torch.bmm(q, ds).mul_(ctx.scale)  # (B, d, Lk)
+        return dq, dk, dv, None
+
+
+def _attention_probs(q: Tensor, k: Tensor, scale: float) -> Tensor:
+    """``softmax(q^T k * scale)`` ``(B, L, Lk)`` for ``q`` ``(B, d, L)``, ``k`` ``(B, d, Lk)``
+    (the scale applied inside the product)."""
+    # beta=0: the (broadcast) input is ignored; out of place, so FlopCounterMode sees it
+    s = torch.baddbmm(q.new_zeros(1, 1, 1), q.transpose(1, 2), k, beta=0, alpha=scale)
+    return s.softmax(-1)
+
+
+def channel_major_attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+    """Softmax attention on channel-major tensors: ``q`` ``(B, d, L)``, ``k`` ``(B, d, Lk)``,
+    ``v`` ``(B, dv, Lk)`` -> ``y`` ``(B, dv, L)``, ``y_i = sum_j softmax_j(scale q_i . k_j)
+    v_j``.
+
+    The layout is that of 1x1x1 conv outputs, so neither the inputs nor the output are
+    transposed or copied (``bmm`` takes the transposed operands as they are). The ``L x
+    Lk`` probabilities are materialised once and kept for backward, which then costs four
+    batched products (dV, dP, dQ, dK) and two in-place passes over ``P`` -- one product fewer
+    than a flash kernel, which recomputes them. Memory: one ``B x L x Lk`` matrix (plus a
+    transient one in forward). Without autograd (``no_grad``, tracing, export) it runs as
+    plain ``baddbmm``/``softmax``/``bmm`` ops.
+    """
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return _ChannelMajorAttention.apply(q, k, v, scale)
+    return torch.bmm(v, _attention_probs(q, k, scale).transpose(1, 2))
+
+
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
 class NonLocalBlock(nn.Module):
     """Non-local block: ``z = x + BN(W_z y)``, ``y_i = sum_j f(theta_i, phi_j) g_j``.
 
@@ -60,7 +132,13 @@ class NonLocalBlock(nn.Module):
     flash kernel is used and no ``L x L_k`` matrix is stored; ``dot`` -- ``f = theta_i .
     phi_j / L_k``, computed as ``theta (phi^T g) / L_k`` (associativity: ``d x d`` instead
     of ``L x L_k``). ``impl="explicit"`` materialises the affinity instead (the textbook
-    formulation, kept for tests and the benchmark); both give the same function.
+    formulation, kept for tests and the benchmark); ``impl="auto"`` (what
+    :func:`~supernet.factory.create_block` builds) uses :func:`channel_major_attention` on
+    CPU when the ``L x L_k`` probabilities take at most twice the block input's memory
+    (``heads * L_k <= 2 C``; float32/float64 outside autocast) -- no transposed copies and
+    one product fewer in backward than the flash kernel -- and SDPA otherwise (larger
+    affinities, GPUs). All give the same function. The four 1x1x1 convs are
+    :class:`~supernet.ops.PointwiseConv3d` (one ``bmm`` each on CPU).
 
     Args:
         channels: C of the input/output ``(N, C, T, H, W)``.
@@ -69,7 +147,7 @@ class NonLocalBlock(nn.Module):
         kv_pool: max-pool keys/values 1x2x2 over space (default True).
         position: ``none`` | ``coords`` (normalised t, y, x channels concatenated to the
             inputs of ``theta``/``phi``) | ``sincos`` (added to them).
-        impl: ``sdpa`` | ``explicit``.
+        impl: ``sdpa`` | ``explicit`` | ``auto``.
         heads: attention heads (default 1, the non-local block of Wang et al.): ``d`` is
             split into ``heads`` groups of ``d / heads`` channels, each attending on its own
             (scale ``(d / heads) ** -0.5``). GPU flash kernels need a head dim <= 256, which
@@ -96,10 +174,10 @@ class NonLocalBlock(nn.Module):
                              f"{inner_ratio})")
         self.heads = heads
         qk_in = channels + (3 if position == "coords" else 0)
-        self.theta = nn.Conv3d(qk_in, self.inner, 1)
-        self.phi = nn.Conv3d(qk_in, self.inner, 1)
-        self.g = nn.Conv3d(channels, self.inner, 1)
-        self.out = nn.Conv3d(self.inner, channels, 1)
+        self.theta = PointwiseConv3d(qk_in, self.inner)
+        self.phi = PointwiseConv3d(qk_in, self.inner)
+        self.g = PointwiseConv3d(channels, self.inner)
+        self.out = PointwiseConv3d(self.inner, channels)
         self.bn = nn.BatchNorm3d(channels)
         nn.init.zeros_(self.bn.weight)
 
@@ -128,7 +206,9 @@ class NonLocalBlock(nn.Module):
         hd = self.inner // self.heads
         # (N * heads, dh, L): each head attends on its own slice of the d channels
         theta, phi, g = (z.reshape(n * self.heads, hd, z.shape[-1]) for z in (theta, phi, g))
-        if self.impl == "explicit":
+        if self._channel_major(theta, lk):
+            y = channel_major_attention(theta, phi, g, hd ** -0.5)  # (N*h, dh, L)
+        elif self.impl == "explicit":
             s = torch.bmm(theta.transpose(1, 2), phi)  # (N*h, L, Lk)
             if self.mode == "softmax":
                 a = (s * hd ** -0.5).softmax(-1)
@@ -147,10 +227,19 @@ class NonLocalBlock(nn.Module):
             y = torch.bmm(kv, theta)  # (N*h, dh, L)
         return y.reshape(n, self.inner, t, h, w)
 
+    def _channel_major(self, theta: Tensor, lk: int) -> bool:
+        """Whether ``impl="auto"`` takes :func:`channel_major_attention` here."""
+        return (self.impl == "auto" and self.mode == "softmax" and theta.device.type == "cpu"
+                and theta.dtype in (torch.float32, torch.float64) and not _cpu_autocast()
+                and self.heads * lk <= _AUTO_MAX_KEYS_PER_CHANNEL * self.channels)
+
     def forward(self, x: Tensor) -> Tensor:
         """``(N, C, T, H, W)`` -> ``(N, C, T, H, W)``."""
         check_video(x, self.channels)
-        return x + self.bn(self.out(self.attend(x)))
+        z = self.bn(self.out(self.attend(x)))
+        if z.shape == x.shape and z.dtype == x.dtype:
+            return z.add_(x)  # in place: BatchNorm's backward does not need its output
+        return x + z
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, inner={self.inner}, mode={self.mode}, "

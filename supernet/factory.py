@@ -31,13 +31,13 @@ def _identity(channels: int) -> nn.Module:
 
 
 def _nonlocal_dot(channels: int, inner_ratio: float = 0.5, kv_pool: bool = True,
-                  position: str = "none", impl: str = "sdpa", heads: int = 1) -> nn.Module:
+                  position: str = "none", impl: str = "auto", heads: int = 1) -> nn.Module:
     return NonLocalBlock(channels, inner_ratio=inner_ratio, mode="dot", kv_pool=kv_pool,
                          position=position, impl=impl, heads=heads)
 
 
 def _nonlocal(channels: int, inner_ratio: float = 0.5, kv_pool: bool = True,
-              position: str = "none", impl: str = "sdpa", heads: int = 1) -> nn.Module:
+              position: str = "none", impl: str = "auto", heads: int = 1) -> nn.Module:
     return NonLocalBlock(channels, inner_ratio=inner_ratio, mode="softmax", kv_pool=kv_pool,
                          position=position, impl=impl, heads=heads)
 

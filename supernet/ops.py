@@ -41,6 +41,7 @@ __all__ = [
     "single_op",
     "positional_encoding",
     "check_video",
+    "PointwiseConv3d",
 ]
 
 _MAP_KERNELS = {"spatial": (1, 7, 7), "temporal": (3, 1, 1), "spatiotemporal": (3, 3, 3)}
@@ -56,6 +57,36 @@ def check_video(x: Tensor, channels: int | None = None, what: str = "input") -> 
             f"{what} has {x.shape[1]} channels but this block was built for {channels} "
             f"(shape {tuple(x.shape)})"
         )
+
+
+class PointwiseConv3d(nn.Conv3d):
+    """A 1x1x1 ``nn.Conv3d`` (stride 1) computed on CPU as one batched matrix product.
+
+    Same parameters, state-dict keys, initialisation and function as
+    ``nn.Conv3d(in_channels, out_channels, 1, bias=bias)``; only the CPU kernel differs: a
+    contiguous ``(N, C_in, T, H, W)`` input is viewed as ``(N, C_in, L)`` and multiplied by
+    the ``(C_out, C_in)`` weight with ``torch.bmm`` (``baddbmm`` with a bias), which needs no
+    copy and gives ``(N, C_out, L)`` in the output layout. ATen sends a 1x1x1 conv to
+    oneDNN when more than one thread runs; with 2 threads on a shared 2-core machine the
+    forward+backward of a res3-res5 1x1x1 conv took 2-3x the CPU time of the ``bmm`` (the
+    same time with one thread; ``benchmarks/vs_pytorchvideo.py``). Other devices,
+    channels-last or non-contiguous inputs use the ordinary convolution.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
+        super().__init__(in_channels, out_channels, 1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type != "cpu" or x.dim() != 5 or not x.is_contiguous():
+            return super().forward(x)
+        n, c, t, h, w = x.shape
+        weight = self.weight.view(self.out_channels, c).expand(n, -1, -1)
+        x3 = x.view(n, c, t * h * w)
+        if self.bias is None:
+            y = torch.bmm(weight, x3)
+        else:
+            y = torch.baddbmm(self.bias.view(1, -1, 1), weight, x3)
+        return y.view(n, self.out_channels, t, h, w)
 
 
 def positional_encoding(kind: str, channels: int, t: int, h: int, w: int,

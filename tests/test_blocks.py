@@ -7,8 +7,15 @@ import torch
 import torch.nn.functional as F
 
 from supernet import ArchParameters, create_block
-from supernet.blocks import CinST, DoubleAttention, NonLocalBlock, STinC
+from supernet.blocks import (
+    CinST,
+    DoubleAttention,
+    NonLocalBlock,
+    STinC,
+    channel_major_attention,
+)
 from supernet.factory import BLOCK_NAMES
+from supernet.ops import PointwiseConv3d
 
 AWKWARD = [
     (1, 8, 1, 5, 7),  # batch 1, T=1, odd H != W
@@ -68,11 +75,13 @@ def test_aia_blocks_gate_between_zero_and_one(name: str) -> None:
     assert (y.abs() <= x.abs() + 1e-6).all() and (y * x >= 0).all()
 
 
+@pytest.mark.parametrize("impl", ["sdpa", "auto"])
 @pytest.mark.parametrize("mode", ["softmax", "dot"])
 @pytest.mark.parametrize("position", ["none", "coords", "sincos"])
-def test_nonlocal_fast_path_equals_explicit_affinity(mode: str, position: str) -> None:
+def test_nonlocal_fast_path_equals_explicit_affinity(mode: str, position: str, impl: str
+                                                     ) -> None:
     torch.manual_seed(0)
-    fast = NonLocalBlock(24, mode=mode, position=position)
+    fast = NonLocalBlock(24, mode=mode, position=position, impl=impl)
     torch.nn.init.normal_(fast.bn.weight)  # leave the identity so the attention shows
     slow = NonLocalBlock(24, mode=mode, position=position, impl="explicit")
     slow.load_state_dict(fast.state_dict())
@@ -111,6 +120,75 @@ def test_nonlocal_uses_the_flash_kernel_on_cpu() -> None:
     names = {e.name for e in prof.events()}
     assert "aten::_scaled_dot_product_flash_attention_for_cpu" in names
     assert "aten::_scaled_dot_product_attention_math" not in names
+
+
+def _ops(block: torch.nn.Module, x: torch.Tensor) -> set[str]:
+    with torch.profiler.profile() as prof:
+        block(x).sum().backward()
+    return {e.name for e in prof.events()}
+
+
+def test_nonlocal_auto_keeps_small_affinities_and_flashes_large_ones() -> None:
+    """impl="auto" on CPU: channel-major bmm attention while heads * Lk <= 2 C, else SDPA."""
+    flash = "aten::_scaled_dot_product_flash_attention_for_cpu"
+    small = _ops(NonLocalBlock(16, impl="auto"), torch.randn(1, 16, 2, 8, 8, requires_grad=True))
+    assert flash not in small and "aten::baddbmm" in small  # Lk = 32 <= 32
+    large = _ops(NonLocalBlock(16, impl="auto"), torch.randn(1, 16, 2, 10, 8, requires_grad=True))
+    assert flash in large  # Lk = 40 > 32
+    heads = _ops(NonLocalBlock(16, impl="auto", heads=2),
+                 torch.randn(1, 16, 2, 8, 8, requires_grad=True))
+    assert flash in heads  # 2 heads x 32 keys > 32
+    assert create_block("nonlocal", 16).impl == "auto"
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_nonlocal_auto_equals_explicit_with_heads(heads: int) -> None:
+    torch.manual_seed(0)
+    fast = NonLocalBlock(32, heads=heads, impl="auto").double()
+    torch.nn.init.normal_(fast.bn.weight)
+    slow = NonLocalBlock(32, heads=heads, impl="explicit").double()
+    slow.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 32, 2, 5, 6, dtype=torch.float64)  # Lk = 18: channel-major path
+    outs = []
+    for block in (fast, slow):
+        xr = x.clone().requires_grad_()
+        y = block(xr)
+        y.backward(torch.cos(y.detach()))
+        outs.append([y.detach(), xr.grad, *(p.grad for p in block.parameters())])
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b)
+
+
+def test_channel_major_attention_gradients() -> None:
+    torch.manual_seed(0)
+    q = torch.randn(3, 4, 10, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(3, 5, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b, c: channel_major_attention(a, b, c, 0.7),
+                                    (q, k, v))
+    ref = torch.softmax(q.transpose(1, 2) @ k * 0.7, -1) @ v.transpose(1, 2)  # (B, L, dv)
+    with torch.no_grad():  # the plain-op path
+        torch.testing.assert_close(channel_major_attention(q, k, v, 0.7), ref.transpose(1, 2))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_pointwise_conv_equals_conv3d(bias: bool) -> None:
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(6, 5, 1, bias=bias).double()
+    fast = PointwiseConv3d(6, 5, bias=bias).double()
+    assert fast.state_dict().keys() == conv.state_dict().keys()
+    fast.load_state_dict(conv.state_dict())
+    x = torch.randn(2, 6, 3, 4, 5, dtype=torch.float64)
+    for inp in (x, x.contiguous(memory_format=torch.channels_last_3d)):  # bmm, then conv
+        grads = []
+        for m in (fast, conv):
+            m.zero_grad()
+            xr = inp.clone().requires_grad_()
+            y = m(xr)
+            y.backward(torch.cos(y.detach()))
+            grads.append([y.detach(), xr.grad, *(p.grad for p in m.parameters())])
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b)
 
 
 def test_parameter_counts_of_baselines() -> None:

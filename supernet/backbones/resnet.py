@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from ..ops import check_video
+from ..ops import PointwiseConv3d, check_video
 from .base import BlockStage, VideoBackbone
 
 __all__ = [
@@ -72,17 +72,22 @@ class Bottleneck(nn.Module):
         super().__init__()
         kt = temporal_kernel
         s = spatial_stride
-        self.conv_a = nn.Conv3d(in_channels, inner, (kt, 1, 1), padding=(kt // 2, 0, 0),
-                                bias=False)
+        # 1x1x1 convs (stride 1) are PointwiseConv3d: the same parameters, one bmm on CPU
+        if kt == 1:
+            self.conv_a: nn.Conv3d = PointwiseConv3d(in_channels, inner, bias=False)
+        else:
+            self.conv_a = nn.Conv3d(in_channels, inner, (kt, 1, 1), padding=(kt // 2, 0, 0),
+                                    bias=False)
         self.bn_a = nn.BatchNorm3d(inner)
         self.conv_b = nn.Conv3d(inner, inner, (1, 3, 3), stride=(1, s, s), padding=(0, 1, 1),
                                 bias=False)
         self.bn_b = nn.BatchNorm3d(inner)
-        self.conv_c = nn.Conv3d(inner, out_channels, 1, bias=False)
+        self.conv_c = PointwiseConv3d(inner, out_channels, bias=False)
         self.bn_c = nn.BatchNorm3d(out_channels)
         self.shortcut: nn.Module | None = None
         if in_channels != out_channels or s != 1:
             self.shortcut = nn.Sequential(
+                PointwiseConv3d(in_channels, out_channels, bias=False) if s == 1 else
                 nn.Conv3d(in_channels, out_channels, 1, stride=(1, s, s), bias=False),
                 nn.BatchNorm3d(out_channels),
             )
@@ -92,7 +97,9 @@ class Bottleneck(nn.Module):
         y = self.relu(self.bn_a(self.conv_a(x)))
         y = self.relu(self.bn_b(self.conv_b(y)))
         y = self.bn_c(self.conv_c(y))
-        return self.relu(y + (x if self.shortcut is None else self.shortcut(x)))
+        # in place: BatchNorm's backward does not need its output
+        y += x if self.shortcut is None else self.shortcut(x)
+        return self.relu(y)
 
 
 class Stage(BlockStage):
