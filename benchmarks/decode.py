@@ -12,6 +12,11 @@
 3. The default synthetic benchmark (32 x 24 x 24 clips): loader clips/s with 0 / 1 / 2 workers,
    without and with the decoded-clip cache, against what the proxy search step consumes
    (``create_backbone("proxy", block="search")``, weights + architecture step, first order).
+4. Feeding a GPU: a 256p (454x256) H.264 video, I3D-R50's 8x8 clips (8 frames at rate 8)
+   scaled to a short side in [256, 320] and cropped to 224 (the Kinetics recipe): clips/s
+   per loader worker (0, 1, 2 workers), i.e. how many workers a training step that consumes
+   N clips/s needs (``benchmarks/gpu.py`` measures N on the GPU). ``--hd-only`` runs just
+   this part and writes ``decode_256p.md``.
 """
 
 from __future__ import annotations
@@ -151,6 +156,38 @@ def _search_step_rate(batch: int, repeats: int) -> float | None:
     return _median_rate(step, repeats, per_call=2 * batch)
 
 
+def _hd_rates(tmp: Path, batches: int = 6) -> dict[int, float]:
+    """Loader clips/s for 8x224x224 clips (8 frames at rate 8) from a 256p H.264 video,
+    with 0, 1 and 2 workers (batch 8)."""
+    video = make_video(tmp / "hd.mp4", seconds=6, width=454, height=256, gop=30)
+    recs = [VideoRecord(str(video), 0)] * 64
+    ds = VideoClipDataset(recs, num_frames=8, sampling_rate=8, sampler="random",
+                          transform=TrainTransform(224, 256, 320))
+    return {w: _loader_rate(ds, w, 8, batches) for w in (0, 1, 2)}
+
+
+def _hd_main(args: argparse.Namespace, argv: list[str] | None) -> int:
+    cmd = "python -m benchmarks.decode " + " ".join(sys.argv[1:] if argv is None else argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        rates = _hd_rates(Path(tmp))
+    per_worker = rates[1]
+    md = ["# Feeding a GPU: 256p H.264 -> 8x224x224 clips", "",
+          f"Command: `{cmd.strip()}`  ", f"Machine: {_machine()}  ",
+          "A 454x256 H.264 video (keyframe every 30 frames); I3D-R50's 8x8 clip (8 frames "
+          "at rate 8, 57 source frames), short side scaled to [256, 320], random 224 crop, "
+          "flip, normalise; batch 8.", "", "| loader workers | clips/s |", "|---:|---:|"]
+    md += [f"| {w} | {r:,.1f} |" for w, r in rates.items()]
+    md += ["", f"One worker decodes about **{per_worker:,.1f} clips/s** here, so a training "
+           f"step that consumes N clips/s needs about N / {per_worker:,.1f} workers (one core "
+           "each). The GPU's N comes from `python -m benchmarks.gpu` on the GPU (not measured "
+           "yet: no GPU was lent). Rows on a shared machine are noisy.", ""]
+    out = Path(args.out).with_name("decode_256p.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(md))
+    print("\n".join(md))
+    return 0
+
+
 def _machine() -> str:
     cpu = cpu_name()
     return (f"{cpu}, {os.cpu_count()} cores, PyAV {av.__version__} (FFmpeg "
@@ -165,7 +202,11 @@ def main(argv: list[str] | None = None) -> int:
                    "(generated with the defaults if missing)")
     p.add_argument("--out", default="benchmarks/results/decode.md")
     p.add_argument("--threads", type=int, default=2, help="torch threads (search step)")
+    p.add_argument("--hd-only", action="store_true",
+                   help="only part 4 (256p -> 8x224x224 per worker), to decode_256p.md")
     args = p.parse_args(argv)
+    if args.hd_only:
+        return _hd_main(args, argv)
     torch.set_num_threads(args.threads)
     cmd = "python -m benchmarks.decode " + " ".join(sys.argv[1:] if argv is None else argv)
     rows: list[tuple[str, str, str]] = []
