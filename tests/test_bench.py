@@ -339,12 +339,12 @@ def test_quick_on_a_folder_per_class_dataset(tmp_path: Path) -> None:
         for i in range(6):
             write_pattern_video(data / c / f"{c}{i}.mp4", 8, width=32, height=32)
     out = tmp_path / "out"
+    # one baseline and the searched cell: the chain itself is covered on the synthetic data
     code, text = _run(["--quick", "--data-root", str(data), "--out", str(out),
-                       "--blocks", "none,nonlocal", "--random-cells", "1"])
+                       "--blocks", "none", "--random-cells", "0"])
     assert code == 0, text
     rows = _rows(out / "accuracy.csv")
-    assert {r["row"] for r in rows} == {"none", "nonlocal", f"searched[{GROUP}]/s0",
-                                        "random/0"}
+    assert {r["row"] for r in rows} == {"none", f"searched[{GROUP}]/s0"}
     assert all(r["status"] == "ok" for r in rows), rows
     md = (out / "accuracy.md").read_text()
     assert f"- Data: `{data}` (2 classes" in md

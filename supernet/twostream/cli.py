@@ -108,6 +108,9 @@ def main(argv: list[str]) -> int:
         return _error(f"unknown stage {stage_arg!r}; accepted: {', '.join(STAGES)}, all")
     root = Path(out)
     stages = STAGES if stage_arg == "all" else (stage_arg,)
+    if any(a.startswith("--print_config") for a in rest):  # the first stage's config only
+        return run("search", TwoStreamSearch, ["fit", *rest, f"--model.stage={stages[0]}"],
+                   trainer_defaults(str(root), stages[0]))
     for stage in stages:
         result = root / f"{stage}.json"
         previous = root / f"{STAGES[STAGES.index(stage) - 1]}.json" if stage != STAGES[0] \
