@@ -180,3 +180,18 @@ def test_a_stage_runs_in_every_supernet_mode(tmp_path: Path, mode: str, rule: st
     record = arch.provenance["streams"]
     assert record["supernet"] == mode and record["selection"]["rule"] == rule
     assert len(record["selection"]["decisions"]) == 4
+
+
+def test_alpha_draws_follow_the_step_not_the_process() -> None:
+    """In training, alpha is drawn from a stream seeded by (seed, step): two modules (two
+    DDP ranks, or a resumed run) draw the same values at the same steps."""
+    draws = []
+    for _ in range(2):
+        m = TwoStreamSearch(5, stage="streams", base_attention="none")
+        torch.manual_seed(len(draws))  # a different global RNG each time
+        seq = []
+        for step in range(12):
+            m.model.generator = m._generator(step, 1)
+            seq.append(m.choices.sample("alpha", m.model.generator)[0])
+        draws.append(seq)
+    assert draws[0] == draws[1] and len(set(draws[0])) > 1

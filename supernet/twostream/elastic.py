@@ -140,15 +140,16 @@ class StageChoices(nn.Module):
         default = SLOWFAST_DEFAULT[name]
         return default if default in tied else tied[0]
 
-    def sample(self, name: str) -> tuple[Any, Tensor | float]:
+    def sample(self, name: str, generator: torch.Generator | None = None
+               ) -> tuple[Any, Tensor | float]:
         """A non-mixable variable in training: one allowed value drawn from its weights
-        (global RNG) and the straight-through factor (1 in value; its gradient reaches the
-        logits)."""
+        (``generator``: the caller's stream, so DDP ranks draw alike; else the global RNG)
+        and the straight-through factor (1 in value; its gradient reaches the logits)."""
         allowed = self.allowed(name)
         if len(allowed) == 1:
             return allowed[0], 1.0
         w = self.weights(name)
-        i = int(torch.multinomial(w.detach().float().cpu(), 1))
+        i = int(torch.multinomial(w.detach().float().cpu(), 1, generator=generator))
         return self.candidates(name)[i], w[i] - w[i].detach() + 1.0
 
     def state(self) -> dict[str, Any]:
@@ -279,6 +280,9 @@ class ElasticTwoStream(nn.Module):
                 self.attention[key] = nn.ModuleDict({
                     b: cell.build(ch) if b == "cell" else create_block(b, ch) for b in blocks})
         self.positions = attention_positions("both", self.depths)
+        #: the stream α is drawn from in training (set per step by the stage module so that
+        #: DDP ranks and resumed runs draw alike; None: the global RNG)
+        self.generator: torch.Generator | None = None
 
     # -- masks -----------------------------------------------------------------------------
     def _channel_mask(self, channels: int, device: torch.device) -> Tensor | None:
@@ -359,7 +363,7 @@ class ElasticTwoStream(nn.Module):
         net, c = self.net, self.choices
         check_video(x, net.in_channels, "clip")
         if self.training:
-            alpha, st = c.sample("alpha")
+            alpha, st = c.sample("alpha", self.generator)
         else:
             alpha, st = c.eval_value("alpha"), 1.0
         t = x.shape[2]

@@ -155,13 +155,17 @@ class TwoStreamSearch(pl.LightningModule):
             self.acc[key].update(logits.detach(), batch["label"])
         return F.cross_entropy(logits, batch["label"])
 
+    def _generator(self, step: int, stream: int = 0) -> torch.Generator:
+        """A generator seeded by ``(seed, step, stream)``: resumes and DDP ranks agree."""
+        seed = os.environ.get("PL_GLOBAL_SEED", "0")
+        seed = int(seed) if seed.lstrip("-").isdigit() else 0
+        return torch.Generator().manual_seed((seed * 1_000_003 + int(step)) * 2 + stream)
+
     def sample_path(self, step: int) -> dict[str, list[int]]:
         """The single path of step ``step``: one value per searched variable, drawn
         uniformly from a generator seeded by ``(seed, step)`` (resumes and DDP ranks agree);
         restrictions for :meth:`StageChoices.set_restrictions`."""
-        seed = os.environ.get("PL_GLOBAL_SEED", "0")
-        seed = int(seed) if seed.lstrip("-").isdigit() else 0
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + int(step))
+        gen = self._generator(step)
         out = self.choices.restrictions()
         for name in self.choices.free:
             n = len(self.choices.candidates(name))
@@ -177,14 +181,22 @@ class TwoStreamSearch(pl.LightningModule):
         hp = self.hparams
         if self.clip is None:
             self.clip = tuple(int(v) for v in bw["video"].shape[2:])
+        self.model.generator = self._generator(self.global_step, 1)  # alpha's draw
         if hp.supernet == "darts":
             a_opt.zero_grad()
             loss_a = self._loss(ba)
             params = self.model.arch_parameters()
             grads = torch.autograd.grad(loss_a, params, allow_unused=True)
+            dist = torch.distributed
+            world = dist.get_world_size() if dist.is_available() and dist.is_initialized() \
+                else 1
             for p, g in zip(params, grads):
                 p.grad = torch.zeros_like(p) if g is None else g
+                if world > 1:  # autograd.grad bypasses DDP's reducer: average by hand
+                    dist.all_reduce(p.grad)
+                    p.grad.div_(world)
             a_opt.step()
+            self.model.generator = self._generator(self.global_step, 1)  # the same draw
             self.log("train_a/loss", loss_a.detach(), prog_bar=True,
                      batch_size=ba["video"].shape[0])
         if hp.val_recalibrate:
