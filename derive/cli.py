@@ -50,6 +50,11 @@ def genotype_from_checkpoint(path: str | Path) -> tuple[Genotype, Path | None]:
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise _fail(f"{p} is not a Lightning checkpoint (no state_dict)")
     sd = ckpt["state_dict"]
+    if ckpt.get("attnas_stage"):  # a two-stream stage: its result is the stage's JSON
+        stage = ckpt["attnas_stage"]
+        raise _fail(f"{p} is a checkpoint of the two-stream stage {stage!r}; its result is "
+                    f"twostream_{stage}.json in the run folder (re-select with `attnas search "
+                    f"twostream --stage {stage} --force --ckpt_path CKPT`, same max_epochs)")
     if "model.arch.alpha" not in sd or "model.arch.beta" not in sd:
         kind = ckpt.get("attnas_kind", "foreign")
         raise _fail(f"{p} is a {kind} checkpoint without architecture parameters; "
