@@ -195,3 +195,13 @@ def test_alpha_draws_follow_the_step_not_the_process() -> None:
             seq.append(m.choices.sample("alpha", m.model.generator)[0])
         draws.append(seq)
     assert draws[0] == draws[1] and len(set(draws[0])) > 1
+
+
+def test_derive_points_a_stage_checkpoint_to_its_result(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {}, "attnas_kind": "search", "attnas_stage": "fusion"}, ckpt)
+    assert attnas(["derive", str(ckpt), "-o", str(tmp_path / "g.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "twostream_fusion.json" in err[0] and "--stage fusion" in err[0]
+    assert not (tmp_path / "g.json").exists()
