@@ -51,3 +51,34 @@ def save_figure_atomic(fig: Any, path: str | Path, dpi: int) -> Path:
     plt.close(fig)
     tmp.replace(out)
     return out
+
+
+RunKey = tuple[str, str, int, str]
+
+
+def read_runs(path: Path) -> dict[RunKey, dict[str, str]]:
+    """A resumable benchmark's CSV keyed by ``(row, block, seed, settings)`` (empty when the
+    file does not exist yet); a later line for the same key wins."""
+    import csv
+
+    if not path.is_file():
+        return {}
+    with path.open() as f:
+        return {(r["row"], r["block"], int(r["seed"]), r["settings"]): r
+                for r in csv.DictReader(f)}
+
+
+def append_run(path: Path, fields: list[str], rec: dict[str, Any]) -> None:
+    """Append one record to a benchmark CSV (header first if new), flushed and fsynced so a
+    killed benchmark keeps every finished row."""
+    import csv
+    import os
+
+    new = not path.is_file()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        if new:
+            w.writeheader()
+        w.writerow({k: rec.get(k, "") for k in fields})
+        f.flush()
+        os.fsync(f.fileno())

@@ -24,7 +24,6 @@ target: the cell >= the non-local block in a majority of rows).
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import os
@@ -36,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import write_text_atomic
+from benchmarks.common import append_run, read_runs, write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results"
@@ -143,22 +142,11 @@ def _plan(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _read(path: Path) -> dict[tuple[str, str, int, str], dict[str, str]]:
-    if not path.is_file():
-        return {}
-    with path.open() as f:
-        return {(r["row"], r["block"], int(r["seed"]), r["settings"]): r
-                for r in csv.DictReader(f)}
+    return read_runs(path)
 
 
 def _append(path: Path, rec: dict[str, Any]) -> None:
-    new = not path.is_file()
-    with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        if new:
-            w.writeheader()
-        w.writerow({k: rec.get(k, "") for k in FIELDS})
-        f.flush()
-        os.fsync(f.fileno())
+    append_run(path, FIELDS, rec)
 
 
 def _cost(spec: dict[str, Any]) -> dict[str, Any]:

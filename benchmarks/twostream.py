@@ -23,7 +23,6 @@ searched > random -- the search cost of each stage and the searched architecture
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import os
@@ -36,7 +35,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import finite_float, save_figure_atomic, write_text_atomic
+from benchmarks.common import (
+    append_run,
+    finite_float,
+    read_runs,
+    save_figure_atomic,
+    write_text_atomic,
+)
 from benchmarks.transfer import DATASETS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,22 +156,11 @@ def _twostream(arch: str | None) -> dict[str, Any]:
 
 
 def _read(path: Path) -> dict[Key, dict[str, str]]:
-    if not path.is_file():
-        return {}
-    with path.open() as f:
-        return {(r["row"], r["block"], int(r["seed"]), r["settings"]): r
-                for r in csv.DictReader(f)}
+    return read_runs(path)
 
 
 def _append(path: Path, rec: dict[str, Any]) -> None:
-    new = not path.is_file()
-    with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        if new:
-            w.writeheader()
-        w.writerow({k: rec.get(k, "") for k in FIELDS})
-        f.flush()
-        os.fsync(f.fileno())
+    append_run(path, FIELDS, rec)
 
 
 def _cost(spec: dict[str, Any]) -> dict[str, Any]:

@@ -333,6 +333,24 @@ def _score_candidates(model: nn.Module, arch: ArchParameters, node: int, what: s
                           {names[c]: scores[c] for c in allowed}, factors)
 
 
+@contextlib.contextmanager
+def _restored(model: nn.Module, save: Callable[[], Any], restore: Callable[[Any], None]
+              ) -> Any:
+    """Run a selection on ``model`` and put back what it changes: the restrictions
+    (``save()`` / ``restore(saved)``), the BatchNorm statistics and train/eval mode."""
+    saved = save()
+    saved_bn = {k: v.clone() for k, v in model.state_dict().items()
+                if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    was_training = model.training
+    try:
+        yield
+    finally:
+        restore(saved)
+        with contextlib.suppress(RuntimeError):
+            model.load_state_dict(saved_bn, strict=False)
+        model.train(was_training)
+
+
 def select_cell(model: nn.Module, rule: str, data: SelectionData | None = None,
                 progress: Callable[[int, int, str], None] | None = None,
                 budget: CellBudget | None = None) -> Selection:
@@ -405,13 +423,9 @@ def select_cell(model: nn.Module, rule: str, data: SelectionData | None = None,
                 progress(done, total, what)
         return inner
 
-    saved_masks = arch.restrictions()
-    saved_bn = {k: v.clone() for k, v in model.state_dict().items()
-                if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
-    was_training = model.training
     nodes: list[NodeSpec] = []
     decisions: list[Decision] = []
-    try:
+    with _restored(model, arch.restrictions, arch.set_restrictions):
         arch.clear_restrictions()
         for k in range(k_nodes):
             ops_ok = allowed_ops([OP_NAMES.index(n.op) for n in nodes])
@@ -437,11 +451,6 @@ def select_cell(model: nn.Module, rule: str, data: SelectionData | None = None,
             nodes.append(NodeSpec(OP_NAMES[op], inp))
             if data.finetune is not None and data.finetune_steps > 0 and k < k_nodes - 1:
                 data.finetune(data.finetune_steps)
-    finally:
-        arch.set_restrictions(saved_masks)
-        with contextlib.suppress(RuntimeError):
-            model.load_state_dict(saved_bn, strict=False)
-        model.train(was_training)
     return finish(nodes, decisions, sum(int(y.numel()) for _, y in data.val), data.bn)
 
 
@@ -542,11 +551,7 @@ def select_choices(model: nn.Module, rule: str, data: SelectionData | None = Non
     check_bn_mode(data.bn)
     total = sum(len(choices.candidates(n)) for n in names)
     done = 0
-    saved = choices.restrictions()
-    saved_bn = {k: v.clone() for k, v in model.state_dict().items()
-                if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
-    was_training = model.training
-    try:
+    with _restored(model, choices.restrictions, choices.set_restrictions):
         choices.clear_restrictions()
         for k, name in enumerate(names):
             cands = list(choices.candidates(name))
@@ -579,10 +584,5 @@ def select_choices(model: nn.Module, rule: str, data: SelectionData | None = Non
             choices.restrict(name, [cands[best]])
             if data.finetune is not None and data.finetune_steps > 0 and k < len(names) - 1:
                 data.finetune(data.finetune_steps)
-    finally:
-        choices.set_restrictions(saved)
-        with contextlib.suppress(RuntimeError):
-            model.load_state_dict(saved_bn, strict=False)
-        model.train(was_training)
     return ChoiceSelection(rule, values, decisions, time.perf_counter() - t0,
                            sum(int(y.numel()) for _, y in data.val), data.bn)
