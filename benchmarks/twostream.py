@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -202,18 +203,22 @@ def _call(argv: list[str], log: Path, threads: int) -> tuple[int, float]:
 
 def _search(s: dict[str, Any], threads: int) -> dict[str, Any]:
     """Run (or resume) one progressive search; its CSV record. ``settings.txt`` in its
-    folder records the settings of the last finished search: other settings search again
-    (``--force``), the same ones with ``attention.json`` there are done."""
+    folder says which settings the folder belongs to, written before the search starts: a
+    folder of other settings is cleared and searched again; one of the same settings
+    resumes (the CLI skips finished stages and continues an interrupted one) and is done
+    when ``attention.json`` is there."""
     from supernet.twostream.space import load_arch
 
     out = Path(s["dir"])
-    out.mkdir(parents=True, exist_ok=True)
     marker, result = out / "settings.txt", out / "attention.json"
     old = marker.read_text().strip() if marker.is_file() else None
+    if old is not None and old != s["settings"]:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(s["settings"] + "\n")
     code, wall = 0, 0.0
     if old != s["settings"] or not result.is_file():
-        code, wall = _call(s["argv"] + (["--force"] if old not in (None, s["settings"])
-                                        else []), out / "log.txt", threads)
+        code, wall = _call(s["argv"], out / "log.txt", threads)
     rec = {**{k: s[k] for k in ("row", "block", "seed", "settings")}, "wall_s": wall,
            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     try:
@@ -222,7 +227,6 @@ def _search(s: dict[str, Any], threads: int) -> dict[str, Any]:
         arch = load_arch(result)
     except ValueError as err:
         return {**rec, "status": "failed", "error": str(err)[:300]}
-    marker.write_text(s["settings"] + "\n")
     prov = arch.provenance
     cost = (prov.get("attention") or {}).get("cost") or {}
     return {**rec, "status": "ok", "values": json.dumps(arch.values),

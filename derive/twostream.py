@@ -2,7 +2,8 @@
 
 :class:`TwoStreamWriter` runs at the end of ``fit`` of a
 :class:`supernet.twostream.search.TwoStreamSearch` (rank 0): it decides the stage's
-variables with the module's selection rule (:func:`derive.select.select_choices`), counts
+variables with the module's selection rule (:func:`select_choices`, the cell
+search's rules of :mod:`derive.select` applied to the stage's variables), counts
 the params and MACs of the resulting network at the training clip, and writes
 ``<run>/twostream_<stage>.json`` and ``.png`` (and ``model.out`` if given), atomically.
 :func:`draw_twostream` draws an architecture: the two streams as rows of stages (frames,
@@ -13,18 +14,195 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
 
-from supernet.twostream.space import VARIABLES, TwoStreamArch
+from supernet.twostream.space import VARIABLES, TwoStreamArch, inactive, variable
 
 from .callbacks import _all_cores, _printer, run_dir
-from .scoring import selection_data
-from .select import ChoiceSelection, check_rule, select_choices
+from .scoring import SelectionData, check_bn_mode, measure, paired, selection_data
+from .select import _SCORE_LABEL, ARGMAX_FLAT, Decision, _restored, check_rule
 
-__all__ = ["TwoStreamWriter", "select_stage", "arch_cost", "draw_twostream"]
+__all__ = ["TwoStreamWriter", "ChoiceSelection", "select_choices", "select_stage",
+           "arch_cost", "draw_twostream"]
+
+
+class ChoiceSelection(NamedTuple):
+    """The result of a rule on a two-stream stage (:func:`select_choices`): the value of
+    every variable the stage searched and the decisions that led to them."""
+
+    rule: str
+    values: dict[str, Any]
+    decisions: list[Decision]
+    seconds: float
+    clips: int
+    bn: str = ""
+    #: with a cost budget: its target, the values each variable could not take
+    #: (``excluded``) and the MACs of the stage's network with the chosen values (``macs``)
+    budget: dict[str, Any] | None = None
+
+    @property
+    def flagged(self) -> list[Decision]:
+        """Decisions that are not clearly better than their runner-up."""
+        return [d for d in self.decisions if d.significant is False]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able record (a stage's ``provenance["selection"]``)."""
+        out = {"rule": self.rule, "score": _SCORE_LABEL[self.rule],
+               "seconds": round(self.seconds, 2), "clips": self.clips, "bn": self.bn,
+               "flagged": len(self.flagged), "values": dict(self.values),
+               "decisions": [d.to_dict() for d in self.decisions]}
+        if self.budget is not None:
+            out["budget"] = self.budget
+        return out
+
+    def report(self) -> str:
+        """Lines for the terminal: each variable's decision and its margin."""
+        unit = "weight" if self.rule == "argmax" else "loss"
+        lines = [f"selection: {self.rule} ({_SCORE_LABEL[self.rule]}"
+                 + (f", {self.clips} validation clips" if self.clips else "")
+                 + f", {self.seconds:.0f} s)"]
+        for d in self.decisions:
+            if d.runner_up is None:
+                lines.append(f"  {d.what:<13} {d.choice:<9} (no choice: one value allowed, "
+                             f"or no effect given the others)")
+                continue
+            ci = "" if d.ci is None else f" [95% CI {d.ci[0]:+.4f}, {d.ci[1]:+.4f}]"
+            flag = "   <- not significant (coin toss)" if d.significant is False else ""
+            lines.append(f"  {d.what:<13} {d.choice:<9} over {d.runner_up:<9} margin "
+                         f"{d.margin:+.4f} {unit}{ci}{flag}")
+        n = sum(d.runner_up is not None for d in self.decisions)
+        lines.append(f"  {len(self.flagged)} of {n} decisions not significant"
+                     if self.flagged else f"  all {n} decisions significant")
+        b = self.budget
+        if b is not None:
+            lines.append(f"  budget {b['target']} = {b['target_macs'] / 1e6:.3f} MMACs "
+                         f"(SlowFast's point {b['anchor_macs'] / 1e6:.3f}): this stage's "
+                         f"network {b['macs'] / 1e6:.3f} MMACs "
+                         f"({b['macs'] / b['target_macs']:.0%} of the target)")
+            for name, vals in b.get("excluded", {}).items():
+                lines.append(f"  {name}: {', '.join(map(str, vals))} excluded by the budget")
+        return "\n".join(lines)
+
+
+def select_choices(model: nn.Module, rule: str, data: SelectionData | None = None,
+                   progress: Callable[[int, int, str], None] | None = None,
+                   budget: Any = None) -> ChoiceSelection:
+    """Decide the variables a two-stream stage searches, one at a time in the space's
+    order, each pinned before the next is scored (as :func:`select_cell` does nodes).
+
+    ``argmax`` takes the largest weight; ``alone`` pins each allowed value and keeps the
+    lowest validation loss; ``perturb`` (and ``perturb_factors``: a variable is already a
+    factor) removes each value from the mixture and keeps the one whose removal hurts most
+    -- except for a variable the supernet cannot mix (``alpha``), which is scored
+    ``alone``. Margins and their 95 % intervals as in :func:`select_cell`.
+
+    Args:
+        model: the two-stream supernet (:class:`supernet.twostream.ElasticTwoStream`),
+            with its :class:`~supernet.twostream.StageChoices` as ``model.choices``.
+        rule: one of :data:`SELECTION_RULES`.
+        data: validation / calibration batches (every rule but ``argmax``).
+        progress: optional ``callable(done, total, what)`` after each score.
+        budget: a :class:`~supernet.costmodel.TwoStreamBudget`: each variable only takes
+            values with which the network can still meet it (the others are listed as
+            excluded; a variable left with one value is not scored).
+
+    Returns:
+        a :class:`ChoiceSelection`; the model's restrictions, BatchNorm statistics and
+        mode are restored.
+    """
+    check_rule(rule)
+    choices = getattr(model, "choices", None)
+    if choices is None or not hasattr(choices, "free"):
+        raise ValueError("select_choices needs a two-stream supernet (model.choices)")
+    t0 = time.perf_counter()
+    names = list(choices.free)
+    decisions: list[Decision] = []
+    values: dict[str, Any] = {}
+    excluded: dict[str, list[Any]] = {}
+    if budget is not None:
+        budget.check(choices.values, {n: choices.candidates(n) for n in names})
+
+    def admissible(name: str) -> list[Any]:
+        cands = list(choices.candidates(name))
+        if budget is None:
+            return cands
+        undecided = {n: choices.candidates(n) for n in names if n not in values}
+        ok = budget.admissible(name, cands, {**choices.values, **values}, undecided)
+        if len(ok) < len(cands):
+            excluded[name] = [c for c in cands if c not in ok]
+        return ok
+
+    def finish(clips: int = 0, bn: str = "") -> ChoiceSelection:
+        record = None
+        if budget is not None:
+            record = {**budget.record(), "excluded": excluded,
+                      "macs": budget.macs({**choices.values, **values})}
+        return ChoiceSelection(rule, values, decisions, time.perf_counter() - t0, clips, bn,
+                               record)
+
+    if rule == "argmax":
+        for k, name in enumerate(names):
+            ok = admissible(name)
+            w = choices.weights(name).detach().cpu()
+            cands = [str(v) for v in choices.candidates(name)]
+            order = [i for i in torch.argsort(w, descending=True).tolist()
+                     if choices.candidates(name)[i] in ok]
+            best, runner = order[0], (order[1] if len(order) > 1 else None)
+            decisions.append(Decision(
+                k, name, cands[best], None if runner is None else cands[runner],
+                0.0 if runner is None else float(w[best] - w[runner]), None,
+                None if runner is None else bool(w[best] >= ARGMAX_FLAT / len(cands)),
+                {cands[i]: float(w[i]) for i in order}))
+            values[name] = choices.candidates(name)[best]
+        return finish()
+    if data is None or not data.val:
+        raise ValueError(f"selection rule {rule!r} scores on validation data, and none was "
+                         f"given (the datamodule has no validation set)")
+    check_bn_mode(data.bn)
+    total = sum(len(choices.candidates(n)) for n in names)
+    done = 0
+    with _restored(model, choices.restrictions, choices.set_restrictions):
+        choices.clear_restrictions()
+        for k, name in enumerate(names):
+            cands = admissible(name)
+            if len(cands) == 1 or inactive(name, {**choices.values, **values}):
+                # one value allowed by the budget, or no effect (e.g. the pathway of "none")
+                keep = choices.values[name] if choices.values[name] in cands else cands[0]
+                decisions.append(Decision(k, name, str(keep), None, 0.0, None, None, {}))
+                values[name] = keep
+                choices.restrict(name, [keep])
+                continue
+            alone = rule == "alone" or not variable(name).mixable
+            choices.restrict(name, cands)
+            base = None if alone else measure(model, data)
+            losses: dict[int, Tensor] = {}
+            for i, v in enumerate(cands):
+                choices.restrict(name, [v] if alone else [x for x in cands if x != v])
+                losses[i] = measure(model, data)
+                done += 1
+                if progress is not None:
+                    progress(done, total, f"{name}={v}")
+            choices.restrict(name, cands)
+            scores = {i: (-float(losses[i].mean()) if alone
+                          else float((losses[i] - base).mean())) for i in losses}
+            order = sorted(scores, key=lambda i: (-scores[i], i))
+            best, runner = order[0], order[1]
+            diff = (losses[runner] - losses[best]) if alone else (losses[best] - losses[runner])
+            margin, ci, significant = paired(diff)
+            decisions.append(Decision(k, name, str(cands[best]), str(cands[runner]), margin,
+                                      ci, significant,
+                                      {str(cands[i]): scores[i] for i in order}))
+            values[name] = cands[best]
+            choices.restrict(name, [cands[best]])
+            if data.finetune is not None and data.finetune_steps > 0 and k < len(names) - 1:
+                data.finetune(data.finetune_steps)
+    return finish(sum(int(y.numel()) for _, y in data.val), data.bn)
 
 
 def select_stage(module: pl.LightningModule, datamodule: Any = None, progress: Any = None
@@ -46,7 +224,8 @@ def select_stage(module: pl.LightningModule, datamodule: Any = None, progress: A
         data.calib = [v.to(dev) for v in data.calib]
         if module.clip is None and data.val:
             module.clip = tuple(int(v) for v in data.val[0][0].shape[2:])
-    return select_choices(module.model, rule, data, progress=progress)
+    budget = module.cost_budget() if hp.get("cost_target") is not None else None
+    return select_choices(module.model, rule, data, progress=progress, budget=budget)
 
 
 def arch_cost(arch: TwoStreamArch, num_classes: int, clip: tuple[int, int, int],

@@ -37,7 +37,7 @@ from .ops import AttentionOp
 from .space import NUM_OPS, OP_NAMES
 
 __all__ = ["CellCosts", "SpaceCost", "CellBudget", "insertion_shapes", "cell_costs",
-           "twostream_costs", "describe_twostream",
+           "twostream_costs", "describe_twostream", "TwoStreamBudget", "parse_twostream_target",
            "block_macs", "fixed_cell_macs", "parse_cost_target", "COST_BLOCKS", "WIDTH_GRID"]
 
 #: blocks a cost target may name (the baselines of the benchmark)
@@ -392,3 +392,127 @@ def describe_twostream(clip: tuple[int, int, int] = (32, 24, 24), width_div: int
         lines.append(f"{r['variable']:14s} {str(r['value']) + ('*' if r['default'] else ''):10s}"
                      f" {r['macs'] / 1e6:10.3f} {r['params']:12,d}")
     return lines
+
+
+def parse_twostream_target(target: str | float) -> tuple[str, float]:
+    """A budget of a two-stream search: ``("gmacs", v)`` (MACs per clip of the whole
+    network, in G) or ``("ratio", r)`` (times SlowFast's point of the space at the same
+    network size and clip; ``slowfast`` = ``1x``); ``ValueError`` naming the accepted
+    forms for anything else (zero, negative, another word)."""
+    forms = ("a positive number of GMACs per clip of the network (e.g. 0.02), a ratio of "
+             "SlowFast's point ('1x', '0.8x') or 'slowfast'")
+    if isinstance(target, bool):
+        raise ValueError(f"cost target {target!r}: expected {forms}")
+    if isinstance(target, (int, float)):
+        value = float(target)
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"cost target {target!r} must be > 0: expected {forms}")
+        return "gmacs", value
+    text = str(target).strip().lower()
+    if text == "slowfast":
+        return "ratio", 1.0
+    try:
+        return parse_twostream_target(float(text))
+    except ValueError as err:
+        if "must be > 0" in str(err):
+            raise
+    ratio_text, sep, rest = text.partition("x")
+    if sep and rest in ("", "slowfast"):
+        try:
+            ratio = float(ratio_text)
+        except ValueError:
+            ratio = float("nan")
+        if math.isfinite(ratio) and ratio > 0:
+            return "ratio", ratio
+    raise ValueError(f"cost target {target!r}: expected {forms}")
+
+
+class TwoStreamBudget:
+    """A budget on the MACs per clip of a two-stream network, for a stage's selection.
+
+    A value of a searched variable is *admissible* when some completion keeps the network
+    within the target: the stage's variables not decided yet take every combination of
+    their values, the later stages' variables the values the stage's supernet holds
+    (SlowFast's fusion, the base attention) -- so a stage leaves room for what the next
+    stages start from, and those stages can only trade within what is left. Costs are
+    counted on the built network (:func:`supernet.counting.count_flops`), cached per point.
+
+    Args:
+        target: as :func:`parse_twostream_target`.
+        network: ``{"width_div", "depths", "stem_pool"}`` of the searched network.
+        clip: ``(T, H, W)`` of the clips it reads.
+        num_classes: head size.
+        in_channels: input channels.
+        cell: the genotype dict of attention value ``cell`` (None: no cell).
+    """
+
+    def __init__(self, target: str | float, network: Mapping[str, Any],
+                 clip: tuple[int, int, int], num_classes: int, in_channels: int = 3,
+                 cell: Mapping[str, Any] | None = None) -> None:
+        from .twostream.space import SLOWFAST_DEFAULT
+
+        kind, value = parse_twostream_target(target)
+        self.spec = target
+        self.network = {"width_div": int(network.get("width_div", 8)),
+                        "depths": [int(d) for d in network.get("depths", (1, 1, 1, 1))],
+                        "stem_pool": bool(network.get("stem_pool", True))}
+        self.clip = tuple(int(c) for c in clip)
+        self.num_classes, self.in_channels, self.cell = num_classes, in_channels, cell
+        self._cache: dict[tuple, int] = {}
+        self.anchor = self.macs(SLOWFAST_DEFAULT)
+        self.target = int(round(value * 1e9)) if kind == "gmacs" else int(value * self.anchor)
+
+    def macs(self, values: Mapping[str, Any]) -> int:
+        """MACs per clip of the network at the point ``values`` (all eight variables)."""
+        from .twostream.build import twostream
+        from .twostream.space import VARIABLE_NAMES, TwoStreamArch
+
+        key = tuple(values[n] for n in VARIABLE_NAMES)
+        if key not in self._cache:
+            cell = self.cell if values["attention"] == "cell" else None
+            arch = TwoStreamArch.create(dict(values), cell=cell, network=self.network)
+            with torch.no_grad():
+                net = twostream(self.num_classes, arch, in_channels=self.in_channels)
+                self._cache[key] = int(count_flops(net, (1, self.in_channels, *self.clip))
+                                       ["macs"])
+        return self._cache[key]
+
+    def cheapest(self, values: Mapping[str, Any], free: Mapping[str, Sequence[Any]]
+                 ) -> tuple[int, dict[str, Any]]:
+        """The cheapest completion of ``values``: ``(macs, point)`` over every combination
+        of ``free`` (variable -> the values it may still take)."""
+        import itertools
+
+        names = list(free)
+        best: tuple[int, dict[str, Any]] | None = None
+        for combo in itertools.product(*(free[n] for n in names)):
+            point = {**values, **dict(zip(names, combo))}
+            m = self.macs(point)
+            if best is None or m < best[0]:
+                best = (m, point)
+        assert best is not None
+        return best
+
+    def admissible(self, name: str, candidates: Sequence[Any], values: Mapping[str, Any],
+                   undecided: Mapping[str, Sequence[Any]]) -> list[Any]:
+        """The ``candidates`` of variable ``name`` with which some completion of
+        ``values`` over ``undecided`` stays within the target."""
+        rest = {k: v for k, v in undecided.items() if k != name}
+        return [c for c in candidates
+                if self.cheapest({**values, name: c}, rest)[0] <= self.target]
+
+    def check(self, values: Mapping[str, Any], free: Mapping[str, Sequence[Any]]) -> None:
+        """``ValueError`` (one line, with the cheapest network's cost) when no completion
+        meets the target."""
+        m, point = self.cheapest(values, free)
+        if m > self.target:
+            picked = ", ".join(f"{k} {point[k]}" for k in free)
+            raise ValueError(
+                f"cost target {self.spec!r} = {self.target / 1e6:.3f} MMACs per clip is below "
+                f"the cheapest network this stage can reach: {m / 1e6:.3f} MMACs "
+                f"({picked}; SlowFast's point {self.anchor / 1e6:.3f} MMACs)")
+
+    def record(self) -> dict[str, Any]:
+        """JSON-able facts for a stage's provenance."""
+        return {"target": str(self.spec), "target_macs": self.target,
+                "anchor_macs": self.anchor, "clip": list(self.clip)}

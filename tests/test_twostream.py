@@ -16,7 +16,7 @@ from datamodules.synth import ensure_synthetic
 from supernet import create_backbone
 from supernet.backbones import FUSION_SITES
 from supernet.cli import main as attnas
-from supernet.costmodel import twostream_costs
+from supernet.costmodel import TwoStreamBudget, parse_twostream_target, twostream_costs
 from supernet.counting import count_flops
 from supernet.twostream import VARIABLES, TwoStreamArch, load_arch
 from supernet.twostream.elastic import _ElasticTemporalConv
@@ -195,6 +195,49 @@ def test_alpha_draws_follow_the_step_not_the_process() -> None:
             seq.append(m.choices.sample("alpha", m.model.generator)[0])
         draws.append(seq)
     assert draws[0] == draws[1] and len(set(draws[0])) > 1
+
+
+def test_budget_counts_the_built_network_and_refuses_bad_targets() -> None:
+    net_cfg = {"width_div": 8, "depths": [1, 1, 1, 1], "stem_pool": False}
+    budget = TwoStreamBudget("1x", net_cfg, (8, 16, 16), 5)
+    point = {**TwoStreamArch.create().values, "alpha": 2, "attention": "nonlocal"}
+    built = create_backbone("twostream", 5, arch=TwoStreamArch.create(point, network=net_cfg))
+    assert budget.macs(point) == count_flops(built, (1, 3, 8, 16, 16))["macs"]
+    assert budget.target == budget.anchor == budget.macs(TwoStreamArch.create().values)
+    assert TwoStreamBudget(0.001, net_cfg, (8, 16, 16), 5).target == 1_000_000
+    assert parse_twostream_target("slowfast") == ("ratio", 1.0)
+    assert parse_twostream_target("0.5x") == ("ratio", 0.5)
+    for bad in (0, -1, "0x", "wide", "2xnonlocal", True):
+        with pytest.raises(ValueError, match="expected a positive number of GMACs"):
+            parse_twostream_target(bad)
+    # alpha 2 reads 4x the anchor's slow frames: no choice of the other stream variables
+    # brings it back under SlowFast's point, so it is excluded; alpha 8 always fits
+    free = {v.name: v.values for v in VARIABLES if v.stage == "streams"}
+    assert budget.admissible("alpha", (2, 4, 8), point, free) in ([4, 8], [8])
+    with pytest.raises(ValueError, match=r"below the cheapest network this stage can reach: "
+                                         r"[\d.]+ MMACs \(alpha 8, beta_inv 8, slow_kt 1"):
+        TwoStreamBudget("0.1x", net_cfg, (8, 16, 16), 5).check(point, free)
+
+
+def test_a_budgeted_stage_keeps_the_network_within_it(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    root = _data(tmp_path)
+    out = tmp_path / "budget"
+    assert attnas(_argv(root, out, "--stage=streams", "--model.cost_target=0.8x")) == 0
+    arch = load_arch(out / "streams.json")
+    record = arch.provenance["streams"]
+    budget = record["selection"]["budget"]
+    assert budget["target"] == "0.8x" and budget["target_macs"] == int(0.8 * budget["anchor_macs"])
+    assert record["cost"]["macs"] == budget["macs"] <= budget["target_macs"]
+    assert budget["excluded"]["alpha"] and 8 not in budget["excluded"]["alpha"]
+    assert "excluded by the budget" in capsys.readouterr().out
+    # refused before training: a target below the cheapest network, or not a target
+    for bad, msg in (("0.05x", "below the cheapest network"), ("0", "must be > 0"),
+                     ("nonlocal", "expected a positive number")):
+        assert attnas(_argv(root, tmp_path / "bad", f"--model.cost_target={bad}")) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], err
+    assert not list((tmp_path / "bad").glob("*/version_*/checkpoints/*.ckpt"))
 
 
 def test_derive_points_a_stage_checkpoint_to_its_result(tmp_path: Path,

@@ -24,6 +24,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..cells import recalibrate_batchnorm
+from ..costmodel import TwoStreamBudget, parse_twostream_target
 from ..rng import seed_epoch
 from .elastic import ElasticTwoStream, StageChoices
 from .space import STAGES, VARIABLES, TwoStreamArch, load_arch, variables_of
@@ -92,6 +93,13 @@ class TwoStreamSearch(pl.LightningModule):
         out: also write the stage's architecture file here (the run folder always gets
             ``twostream_<stage>.json``).
         in_channels: input channels (linked from ``data.modality``).
+        cost_target: a budget on the searched network's MACs per clip (None = none):
+            GMACs (``0.02``), a ratio of SlowFast's point at the same network size and clip
+            (``1x``, ``0.8x``) or ``slowfast`` (= ``1x``). The stage's selection only takes
+            values with which the network can still meet it, the later stages' variables
+            counted at the values this stage holds them (see
+            :class:`supernet.costmodel.TwoStreamBudget`); a budget no network of the stage
+            can meet is refused before training.
     """
 
     def __init__(self, num_classes: int, stage: str = "streams", previous: str | None = None,
@@ -106,8 +114,11 @@ class TwoStreamSearch(pl.LightningModule):
                  grad_clip: float = 5.0, arch_lr: float = 3e-3,
                  arch_betas: tuple[float, float] = (0.5, 0.999),
                  arch_weight_decay: float = 1e-3, val_recalibrate: int = 4,
-                 out: str | None = None, in_channels: int = 3) -> None:
+                 out: str | None = None, in_channels: int = 3,
+                 cost_target: str | float | None = None) -> None:
         super().__init__()
+        if cost_target is not None:
+            parse_twostream_target(cost_target)
         if supernet not in _MODES:
             raise ValueError(f"unknown supernet mode {supernet!r}; accepted: "
                              f"{', '.join(_MODES)}")
@@ -144,6 +155,25 @@ class TwoStreamSearch(pl.LightningModule):
         self._recent: collections.deque = collections.deque(maxlen=val_recalibrate or 1)
         self.acc = torch.nn.ModuleDict({k: MulticlassAccuracy(num_classes, average="micro")
                                         for k in ("train_w", "val")})
+
+    def cost_budget(self, clip: tuple[int, int, int] | None = None) -> TwoStreamBudget | None:
+        """The selection's :class:`~supernet.costmodel.TwoStreamBudget` at ``clip``
+        (``(T, H, W)``; default: the clip seen in training) or None without a target;
+        ``ValueError`` when no network of this stage meets the target."""
+        hp = self.hparams
+        if hp.get("cost_target") is None:
+            return None
+        clip = clip if clip is not None else self.clip
+        if clip is None:
+            raise ValueError("the cost budget needs the clip size (no batch seen yet)")
+        budget = TwoStreamBudget(hp.cost_target, {"width_div": hp.width_div,
+                                                  "depths": list(hp.depths),
+                                                  "stem_pool": hp.stem_pool},
+                                 tuple(clip), self.model.net.head.out_features,
+                                 hp.in_channels, self.cell_doc)
+        budget.check(self.choices.values,
+                     {n: self.choices.candidates(n) for n in self.choices.free})
+        return budget
 
     def forward(self, video: Tensor) -> Tensor:
         """``(N, C, T, H, W)`` -> logits ``(N, num_classes)``."""
