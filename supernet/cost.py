@@ -169,6 +169,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=400)
     p.add_argument("--block-kwargs", default=None, metavar="JSON",
                    help='keyword arguments of the block, e.g. \'{"position": "coords"}\'')
+    p.add_argument("--backbone-kwargs", default=None, metavar="JSON",
+                   help='keyword arguments of the backbone, e.g. twostream \'{"arch": '
+                        '"runs/twostream/attention.json"}\' or (with --space) the searched '
+                        'network\'s size \'{"width_div": 8, "stem_pool": false}\'')
     p.add_argument("--repeats", type=int, default=3, help="timed forwards (median reported)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--no-latency", action="store_true", help="count only; do not time")
@@ -206,6 +210,19 @@ def _compare_lines(args: argparse.Namespace, frames: int, size: int,
     return lines
 
 
+def _json_object(text: str | None, flag: str) -> dict[str, Any] | None:
+    """``text`` parsed as a JSON object (None for None); ``ValueError`` naming ``flag``."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{flag} is not valid JSON ({err.msg})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object")
+    return value
+
+
 def _human(res: dict[str, Any]) -> str:
     pos = "; ".join(f"{k}: {','.join(map(str, v))}" for k, v in res["positions"].items())
     lines = [
@@ -235,22 +252,24 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         if args.repeats < 1 or args.warmup < 0:
             raise ValueError("--repeats must be >= 1 and --warmup >= 0")
-        block_kwargs = None
-        if args.block_kwargs:
-            try:
-                block_kwargs = json.loads(args.block_kwargs)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"--block-kwargs is not valid JSON ({err.msg})") from None
-            if not isinstance(block_kwargs, dict):
-                raise ValueError("--block-kwargs must be a JSON object")
+        block_kwargs = _json_object(args.block_kwargs, "--block-kwargs")
+        backbone_kwargs = _json_object(args.backbone_kwargs, "--backbone-kwargs")
         frames, size = _DEFAULT_CLIP.get(args.backbone, (8, 224))
         frames = frames if args.frames is None else args.frames
         size = size if args.size is None else args.size
         if args.space and args.backbone == "twostream":
             from .costmodel import describe_twostream
 
-            print("\n".join(describe_twostream((frames, size, size),
-                                                num_classes=args.num_classes)))
+            net = dict(backbone_kwargs or {})
+            unknown = sorted(set(net) - {"width_div", "depths", "stem_pool"})
+            if unknown:
+                raise ValueError(f"--backbone-kwargs with --space --backbone twostream: "
+                                 f"unknown key(s) {unknown}; accepted: width_div, depths, "
+                                 f"stem_pool")
+            print("\n".join(describe_twostream(
+                (frames, size, size), int(net.get("width_div", 8)),
+                tuple(int(d) for d in net.get("depths", (1, 1, 1, 1))), args.num_classes,
+                bool(net.get("stem_pool", True)))))
             return 0
         if args.space:
             from .costmodel import SpaceCost
@@ -264,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                          frames=frames, size=size, batch=args.batch,
                          num_classes=args.num_classes, block_kwargs=block_kwargs,
                          latency=not args.no_latency, repeats=args.repeats,
-                         warmup=args.warmup)
+                         warmup=args.warmup, backbone_kwargs=backbone_kwargs)
         compare = (_compare_lines(args, frames, size, res)
                    if args.compare is not None or args.block.endswith(".json") else None)
     except (ValueError, TypeError, FileNotFoundError) as err:

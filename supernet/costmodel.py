@@ -353,8 +353,8 @@ def fixed_cell_macs(shapes: Sequence[Shape], nodes: Sequence, **cell_kwargs: Any
 # --------------------------------------------------------------------- the two-stream space
 @functools.lru_cache(maxsize=8)
 def twostream_costs(clip: tuple[int, int, int] = (32, 24, 24), width_div: int = 8,
-                    depths: tuple[int, ...] = (1, 1, 1, 1), num_classes: int = 400
-                    ) -> tuple[dict[str, Any], ...]:
+                    depths: tuple[int, ...] = (1, 1, 1, 1), num_classes: int = 400,
+                    stem_pool: bool = True) -> tuple[dict[str, Any], ...]:
     """The cost of every value of every variable of the two-stream space
     (:mod:`supernet.twostream.space`): MACs and params per clip ``(T, H, W)`` of SlowFast's
     point with that one variable changed (``attention_at`` with a non-local block, the
@@ -371,7 +371,8 @@ def twostream_costs(clip: tuple[int, int, int] = (32, 24, 24), width_div: int = 
             if var.name == "attention_at":
                 values["attention"] = "nonlocal"
             net = create_backbone("twostream", num_classes, arch=TwoStreamArch.create(values),
-                                  width_div=width_div, depths=tuple(depths)).eval()
+                                  width_div=width_div, depths=tuple(depths),
+                                  stem_pool=stem_pool).eval()
             rows.append({"variable": var.name, "value": value,
                          "macs": int(count_flops(net, (1, 3, *clip))["macs"]),
                          "params": count_params(net),
@@ -380,12 +381,13 @@ def twostream_costs(clip: tuple[int, int, int] = (32, 24, 24), width_div: int = 
 
 
 def describe_twostream(clip: tuple[int, int, int] = (32, 24, 24), width_div: int = 8,
-                       depths: tuple[int, ...] = (1, 1, 1, 1), num_classes: int = 400
-                       ) -> list[str]:
+                       depths: tuple[int, ...] = (1, 1, 1, 1), num_classes: int = 400,
+                       stem_pool: bool = True) -> list[str]:
     """:func:`twostream_costs` as text lines (``*`` marks SlowFast's values)."""
-    rows = twostream_costs(tuple(clip), width_div, tuple(depths), num_classes)
+    rows = twostream_costs(tuple(clip), width_div, tuple(depths), num_classes, stem_pool)
     lines = [f"cost of the two-stream space: SlowFast family, width / {width_div}, depths "
-             f"{'-'.join(map(str, depths))}, clip {'x'.join(map(str, clip))}; each row changes "
+             f"{'-'.join(map(str, depths))}, {'' if stem_pool else 'no '}stem pool, clip "
+             f"{'x'.join(map(str, clip))}; each row changes "
              f"one variable of SlowFast's point (* = its value)",
              f"{'variable':14s} {'value':10s} {'MMACs':>10s} {'params':>12s}"]
     for r in rows:

@@ -1,8 +1,10 @@
 """The benchmark runner (``benchmarks/run.py``): the whole chain at toy scale (``--quick``),
 resume without recomputation, a crashed row, and bad input.
 
-The quick run is done once per module (~30 s on 2 cores: 10 subprocesses, 1 thread each);
-everything else reuses its results folder or copies of it.
+The quick run is done once per module (~80 s on 2 loaded cores: 10 subprocesses, 1 thread
+each); everything else reuses its results folder or copies of it. The tests that use it are
+one ``xdist_group`` (``make test`` runs ``--dist loadgroup``), so the chain is built once,
+not once per worker.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return out, text
 
 
+@pytest.mark.xdist_group("bench_quick")
 def test_quick_runs_the_whole_chain(quick: tuple[Path, str]) -> None:
     out, text = quick
     for name in (*CSVS, "accuracy.md", "accuracy.png"):
@@ -96,6 +99,7 @@ def test_quick_runs_the_whole_chain(quick: tuple[Path, str]) -> None:
     assert "full run ≈" in text  # the running estimate
 
 
+@pytest.mark.xdist_group("bench_quick")
 def test_rerun_recomputes_nothing(quick: tuple[Path, str]) -> None:
     out, _ = quick
     before = {name: (out / name).read_text() for name in CSVS}
@@ -107,6 +111,7 @@ def test_rerun_recomputes_nothing(quick: tuple[Path, str]) -> None:
     assert code == 0 and "all done" in text
 
 
+@pytest.mark.xdist_group("bench_quick")
 def test_crashed_row_is_recorded_then_retried(quick: tuple[Path, str], tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "copy"
@@ -131,6 +136,7 @@ def test_crashed_row_is_recorded_then_retried(quick: tuple[Path, str], tmp_path:
     assert _rows(out / "accuracy.csv")[-1]["status"] == "ok"
 
 
+@pytest.mark.xdist_group("bench_quick")
 def test_other_settings_are_refused(quick: tuple[Path, str],
                                     capsys: pytest.CaptureFixture) -> None:
     out, _ = quick
@@ -247,6 +253,7 @@ def test_groups_and_budget_rows_are_planned(tmp_path: Path) -> None:
                 ).model["position"] == "sincos"
 
 
+@pytest.mark.xdist_group("bench_quick")
 def test_a_new_group_reuses_every_finished_run(quick: tuple[Path, str], tmp_path: Path
                                                ) -> None:
     out = tmp_path / "grown"
@@ -261,6 +268,7 @@ def test_a_new_group_reuses_every_finished_run(quick: tuple[Path, str], tmp_path
     assert "| `single_path+perturb+sincos` |" in md
 
 
+@pytest.mark.xdist_group("bench_quick")
 def test_a_group_that_differs_in_its_rule_reselects_from_the_trained_supernet(
         quick: tuple[Path, str], tmp_path: Path) -> None:
     from benchmarks.run import build_plan
@@ -298,6 +306,7 @@ def test_a_group_that_differs_in_its_rule_reselects_from_the_trained_supernet(
         "searched[uniform+alone+sincos]/s0"]["supernet_from"] == ""
 
 
+@pytest.mark.xdist_group("bench_quick")
 def test_report_writes_the_tables_and_runs_nothing(quick: tuple[Path, str], tmp_path: Path
                                                    ) -> None:
     out = tmp_path / "report"
@@ -376,6 +385,7 @@ def _bench_process(argv: list[str], env: dict[str, str], limit: float = 420) -> 
     return proc.returncode, out
 
 
+@pytest.mark.xdist_group("bench_quick")
 def test_ray_runs_the_quick_chain_records_a_crash_and_resumes(
         quick: tuple[Path, str], tmp_path: Path) -> None:
     """The Ray executor (a local Ray started by the bench): a crashing row is recorded as

@@ -62,6 +62,17 @@ def test_every_value_of_the_space_has_its_own_cost(capsys: pytest.CaptureFixture
     assert r["macs"] == count_flops(net, (1, 3, 16, 24, 24))["macs"]
     assert attnas(["cost", "--space", "--backbone", "twostream", "--frames", "16"]) == 0
     assert "beta_inv       2" in capsys.readouterr().out
+    # at the searched network's size: without the stems' max-pool, 4x the positions
+    nopool = twostream_costs((16, 24, 24), 8, (1, 1, 1, 1), 5, stem_pool=False)
+    assert nopool[0]["macs"] > 1.5 * rows[0]["macs"]
+    assert attnas(["cost", "--space", "--backbone", "twostream", "--frames", "16",
+                   "--num-classes", "5", "--backbone-kwargs", '{"stem_pool": false}']) == 0
+    out = capsys.readouterr().out
+    assert "no stem pool" in out and f"{nopool[0]['macs'] / 1e6:10.3f}" in out
+    assert attnas(["cost", "--space", "--backbone", "twostream",
+                   "--backbone-kwargs", '{"alpha": 2}']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown key(s) ['alpha']" in err[0]
 
 
 def test_kernel_sharing_is_exact() -> None:
