@@ -1,10 +1,9 @@
 """The benchmark runner (``benchmarks/run.py``): the whole chain at toy scale (``--quick``),
 resume without recomputation, a crashed row, and bad input.
 
-The quick run is done once per module (~80 s on 2 loaded cores: 10 subprocesses, 1 thread
-each); everything else reuses its results folder or copies of it. The tests that use it are
-one ``xdist_group`` (``make test`` runs ``--dist loadgroup``), so the chain is built once,
-not once per worker.
+The quick run is done once per test session (~80 s on 2 loaded cores: 10 subprocesses, 1
+thread each; shared by the pytest-xdist workers); everything else reuses its results folder
+or copies of it.
 """
 
 from __future__ import annotations
@@ -48,13 +47,30 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    out = tmp_path_factory.mktemp("bench") / "quick"
-    code, text = _run(["--quick", "--out", str(out), "--jobs", "2"])  # the parallel scheduler
+    """The quick chain's results folder (a copy of this worker's own) and its output. The
+    chain is built once per test session: under pytest-xdist the first worker to get here
+    builds it in the session's shared temporary folder, under a file lock, and the others
+    wait for it and copy it."""
+    import fcntl
+    import os
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    built, record = shared / "bench_quick" / "quick", shared / "bench_quick" / "output.json"
+    built.parent.mkdir(parents=True, exist_ok=True)
+    with (shared / "bench_quick.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if record.is_file():
+            code, text = json.loads(record.read_text())
+        else:  # the parallel scheduler
+            code, text = _run(["--quick", "--out", str(built), "--jobs", "2"])
+            record.write_text(json.dumps([code, text]))
     assert code == 0, text
+    out = tmp_path_factory.mktemp("bench") / "quick"
+    shutil.copytree(built, out)
     return out, text
 
 
-@pytest.mark.xdist_group("bench_quick")
 def test_quick_runs_the_whole_chain(quick: tuple[Path, str]) -> None:
     out, text = quick
     for name in (*CSVS, "accuracy.md", "accuracy.png"):
@@ -99,7 +115,6 @@ def test_quick_runs_the_whole_chain(quick: tuple[Path, str]) -> None:
     assert "full run ≈" in text  # the running estimate
 
 
-@pytest.mark.xdist_group("bench_quick")
 def test_rerun_recomputes_nothing(quick: tuple[Path, str]) -> None:
     out, _ = quick
     before = {name: (out / name).read_text() for name in CSVS}
@@ -111,7 +126,6 @@ def test_rerun_recomputes_nothing(quick: tuple[Path, str]) -> None:
     assert code == 0 and "all done" in text
 
 
-@pytest.mark.xdist_group("bench_quick")
 def test_crashed_row_is_recorded_then_retried(quick: tuple[Path, str], tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "copy"
@@ -136,7 +150,6 @@ def test_crashed_row_is_recorded_then_retried(quick: tuple[Path, str], tmp_path:
     assert _rows(out / "accuracy.csv")[-1]["status"] == "ok"
 
 
-@pytest.mark.xdist_group("bench_quick")
 def test_other_settings_are_refused(quick: tuple[Path, str],
                                     capsys: pytest.CaptureFixture) -> None:
     out, _ = quick
@@ -253,7 +266,6 @@ def test_groups_and_budget_rows_are_planned(tmp_path: Path) -> None:
                 ).model["position"] == "sincos"
 
 
-@pytest.mark.xdist_group("bench_quick")
 def test_a_new_group_reuses_every_finished_run(quick: tuple[Path, str], tmp_path: Path
                                                ) -> None:
     out = tmp_path / "grown"
@@ -268,7 +280,6 @@ def test_a_new_group_reuses_every_finished_run(quick: tuple[Path, str], tmp_path
     assert "| `single_path+perturb+sincos` |" in md
 
 
-@pytest.mark.xdist_group("bench_quick")
 def test_a_group_that_differs_in_its_rule_reselects_from_the_trained_supernet(
         quick: tuple[Path, str], tmp_path: Path) -> None:
     from benchmarks.run import build_plan
@@ -294,19 +305,21 @@ def test_a_group_that_differs_in_its_rule_reselects_from_the_trained_supernet(
     assert genotype["provenance"]["supernet_from"] == f"searched[{GROUP}]/s0"
     # its search cost is the shared supernet training plus its own selection
     assert float(new["total_s"]) > float(old["total_s"]) - float(old["select_s"])
-    # without the checkpoint, the group trains its own supernet
+    # without the checkpoint, the group would train its own supernet (the plan says so)
     again = tmp_path / "nockpt"
     shutil.copytree(quick[0], again)
+    code, text = _run(["--quick", "--out", str(again), "--groups", f"{GROUP},uniform+alone",
+                       "--plan"])
+    assert code == 0 and (f"search uniform+alone+sincos (seed 0): to re-select from "
+                          f"searched[{GROUP}]/s0 (its supernet is trained)") in text, text
     for ckpt in (again / "_work" / "runs").glob("search_*/last.ckpt"):
         ckpt.unlink()
-    code, text = _run(["--quick", "--out", str(again), "--groups", f"{GROUP},uniform+alone"])
-    assert code == 0, text
-    assert "search uniform+alone+sincos (seed 0)" in text and "re-select" not in text
-    assert {s["search"]: s for s in _rows(again / "search.csv")}[
-        "searched[uniform+alone+sincos]/s0"]["supernet_from"] == ""
+    code, text = _run(["--quick", "--out", str(again), "--groups", f"{GROUP},uniform+alone",
+                       "--plan"])
+    assert code == 0 and (f"search uniform+alone+sincos (seed 0): to run (a full search: "
+                          f"searched[{GROUP}]/s0's checkpoint is gone)") in text, text
 
 
-@pytest.mark.xdist_group("bench_quick")
 def test_report_writes_the_tables_and_runs_nothing(quick: tuple[Path, str], tmp_path: Path
                                                    ) -> None:
     out = tmp_path / "report"
@@ -385,7 +398,6 @@ def _bench_process(argv: list[str], env: dict[str, str], limit: float = 420) -> 
     return proc.returncode, out
 
 
-@pytest.mark.xdist_group("bench_quick")
 def test_ray_runs_the_quick_chain_records_a_crash_and_resumes(
         quick: tuple[Path, str], tmp_path: Path) -> None:
     """The Ray executor (a local Ray started by the bench): a crashing row is recorded as
