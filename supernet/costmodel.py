@@ -503,6 +503,26 @@ class TwoStreamBudget:
         return [c for c in candidates
                 if self.cheapest({**values, name: c}, rest)[0] <= self.target]
 
+    def expected_macs(self, values: Mapping[str, Any], free: Mapping[str, Sequence[Any]],
+                      weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Expected MACs per clip (a scalar tensor, differentiable in ``weights``) when
+        each variable of ``free`` takes its values independently with probabilities
+        ``weights[name]`` (``(len(free[name]),)``, e.g. a stage's softmax), the others
+        ``values``: the exact sum over every combination (54 at most in this space)."""
+        import itertools
+
+        names = list(free)
+        total = None
+        for combo in itertools.product(*(range(len(free[n])) for n in names)):
+            point = {**values, **{n: free[n][i] for n, i in zip(names, combo)}}
+            p = None
+            for n, i in zip(names, combo):
+                p = weights[n][i] if p is None else p * weights[n][i]
+            term = (p if p is not None else torch.tensor(1.0)) * float(self.macs(point))
+            total = term if total is None else total + term
+        assert total is not None
+        return total
+
     def check(self, values: Mapping[str, Any], free: Mapping[str, Sequence[Any]]) -> None:
         """``ValueError`` (one line, with the cheapest network's cost) when no completion
         meets the target."""

@@ -230,6 +230,32 @@ def test_budget_counts_the_built_network_and_refuses_bad_targets() -> None:
         TwoStreamBudget("0.1x", net_cfg, (8, 16, 16), 5).check(point, free)
 
 
+def test_expected_cost_term_moves_darts_logits_to_cheaper_values() -> None:
+    """Where accuracy is indifferent (the cost term alone), the darts objective's
+    expected-cost term is differentiable and its steps lower the expected MACs below the
+    target, favouring the cheap values (alpha 8, beta_inv 8)."""
+    m = TwoStreamSearch(5, stage="streams", supernet="darts", cost_target="0.8x",
+                        stem_pool=False)
+    m.clip = (8, 16, 16)
+    term = m.cost_term()
+    assert term.requires_grad and float(term.detach()) > 0  # uniform weights: over the budget
+    opt = torch.optim.Adam(m.model.arch_parameters(), lr=0.1)
+    for _ in range(40):
+        opt.zero_grad()
+        loss = m.cost_term()
+        if float(loss.detach()) == 0:
+            break
+        loss.backward()
+        opt.step()
+    assert float(m.cost_term().detach()) == 0.0  # the expected network is within the budget
+    for name, cheap in (("alpha", 8), ("beta_inv", 8)):
+        w = m.choices.weights(name)
+        assert int(w.argmax()) == m.choices.candidates(name).index(cheap), (name, w)
+    off = TwoStreamSearch(5, stage="streams", supernet="darts", cost_target="0.8x",
+                          cost_weight=0.0)
+    assert float(off.cost_term()) == 0.0 and not off.cost_term().requires_grad
+
+
 def test_a_budgeted_stage_keeps_the_network_within_it(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture) -> None:
     root = _data(tmp_path)

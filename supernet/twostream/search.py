@@ -100,6 +100,11 @@ class TwoStreamSearch(pl.LightningModule):
             counted at the values this stage holds them (see
             :class:`supernet.costmodel.TwoStreamBudget`); a budget no network of the stage
             can meet is refused before training.
+        cost_weight: under ``darts``, the weight of the expected-cost term added to the
+            architecture loss, ``cost_weight * relu(E[MACs] / target - 1)`` (E over the
+            stage's softmax weights, exact; as the cell search's term): the logits move
+            toward values that keep the network within the budget. 0: the budget acts at
+            selection only (always the case under ``uniform`` / ``single_path``).
     """
 
     def __init__(self, num_classes: int, stage: str = "streams", previous: str | None = None,
@@ -115,7 +120,7 @@ class TwoStreamSearch(pl.LightningModule):
                  arch_betas: tuple[float, float] = (0.5, 0.999),
                  arch_weight_decay: float = 1e-3, val_recalibrate: int = 4,
                  out: str | None = None, in_channels: int = 3,
-                 cost_target: str | float | None = None) -> None:
+                 cost_target: str | float | None = None, cost_weight: float = 1.0) -> None:
         super().__init__()
         if cost_target is not None:
             parse_twostream_target(cost_target)
@@ -149,6 +154,7 @@ class TwoStreamSearch(pl.LightningModule):
             for p in self.model.arch_parameters():
                 p.requires_grad_(False)
         self.clip: tuple[int, int, int] | None = None
+        self._budget: TwoStreamBudget | None = None  # built at the first darts step
         #: seconds spent in training epochs (kept in checkpoints: a resumed stage adds on)
         self.train_seconds = 0.0
         self._epoch_t0: float | None = None
@@ -174,6 +180,21 @@ class TwoStreamSearch(pl.LightningModule):
         budget.check(self.choices.values,
                      {n: self.choices.candidates(n) for n in self.choices.free})
         return budget
+
+    def cost_term(self) -> Tensor:
+        """The architecture objective's expected-cost term (a scalar; 0 without a budget or
+        with ``cost_weight`` 0): ``cost_weight * relu(E[MACs] / target - 1)``."""
+        hp = self.hparams
+        first = next(iter(self.choices.logits.values()), None)
+        zero = torch.zeros((), device=None if first is None else first.device)
+        if hp.get("cost_target") is None or not hp.get("cost_weight", 1.0):
+            return zero
+        if self._budget is None:
+            self._budget = self.cost_budget()
+        free = {n: self.choices.candidates(n) for n in self.choices.free}
+        weights = {n: self.choices.weights(n) for n in free}
+        expected = self._budget.expected_macs(self.choices.values, free, weights)
+        return hp.cost_weight * F.relu(expected / self._budget.target - 1.0)
 
     def forward(self, video: Tensor) -> Tensor:
         """``(N, C, T, H, W)`` -> logits ``(N, num_classes)``."""
@@ -215,6 +236,10 @@ class TwoStreamSearch(pl.LightningModule):
         if hp.supernet == "darts":
             a_opt.zero_grad()
             loss_a = self._loss(ba)
+            if hp.get("cost_target") is not None:
+                cost = self.cost_term()
+                self.log("train_a/cost", cost.detach(), batch_size=ba["video"].shape[0])
+                loss_a = loss_a + cost
             params = self.model.arch_parameters()
             grads = torch.autograd.grad(loss_a, params, allow_unused=True)
             dist = torch.distributed
