@@ -8,7 +8,9 @@ training seeds, then tested (video-level top-1 on the test split):
   ``attention.json`` retrained;
 * ``slowfast``       -- SlowFast's point of the space (the anchor);
 * ``proxy+none``, ``proxy+nonlocal`` -- the single-stream proxy without / with non-local;
-* ``random/{i}``     -- a point drawn uniformly from the space (``--random``; no cell).
+* ``random/{i}``     -- a point drawn uniformly from the space (``--random``; no cell);
+  with the config's budget (``model.cost_target``), the first draw within it: random
+  points of matched cost.
 
 Every search runs before the retrains. Results: ``twostream.csv`` (one line per search and
 per run, resumed: a finished one with the same settings is not run again),
@@ -79,13 +81,35 @@ def _hash(*parts: Any) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def random_values(seed: int) -> dict[str, Any]:
+def random_values(seed: int, budget: Any = None) -> dict[str, Any]:
     """A point of the two-stream space, every variable drawn uniformly (attention ``cell``
-    excluded) with ``random.Random(seed)``."""
+    excluded) with ``random.Random(seed)``; with a
+    :class:`~supernet.costmodel.TwoStreamBudget`, the first draw within it (the searched
+    networks' budget: random points of matched cost)."""
     from supernet.twostream.space import VARIABLES
 
     rng = random.Random(seed)
-    return {v.name: rng.choice([x for x in v.values if x != "cell"]) for v in VARIABLES}
+    for _ in range(10_000):
+        values = {v.name: rng.choice([x for x in v.values if x != "cell"]) for v in VARIABLES}
+        if budget is None or budget.macs(values) <= budget.target:
+            return values
+    raise ValueError(f"no random point of the space within the budget {budget.spec!r}")
+
+
+def _budget(data: dict[str, Any]) -> Any:
+    """The searches' budget (the config's ``model.cost_target``) at the bench's network and
+    clip, or None without one."""
+    import yaml
+
+    from supernet.costmodel import TwoStreamBudget
+
+    target = (yaml.safe_load((REPO / CONFIG).read_text()).get("model") or {}).get("cost_target")
+    if target is None:
+        return None
+    kw = _twostream(None)["backbone_kwargs"]
+    clip = (int(data["num_frames"]), int(data["crop_size"]), int(data["crop_size"]))
+    return TwoStreamBudget(target, {k: kw[k] for k in ("width_div", "depths", "stem_pool")},
+                           clip, int(data["synthetic_params"]["classes"]))
 
 
 def _plan(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -136,17 +160,20 @@ def _plan(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str
         rows.append((f"proxy+{block}", {"backbone": "proxy", "block": block,
                                         "backbone_kwargs": QUICK_PROXY if q else {}, **OPTIM},
                      None, None))
+    budget = _budget(data)
     for i in range(1 if q else args.random):
         arch = str(work / f"random_{i}.json")
-        rows.append((f"random/{i}", _twostream(arch), random_values(i), arch))
+        rows.append((f"random/{i}", _twostream(arch), random_values(i, budget), arch))
     runs = []
     for row, model, extra, arch in rows:
         settings = _hash(data, trainer, model, extra)
         for seed in range(1 if q else args.seeds):
+            spec = {"kind": "retrain", "key": row, "seed": seed, "data": data,
+                    "trainer": trainer, "model": model, "threads": args.threads}
+            if row.startswith("random/"):
+                spec["random_values"] = extra
             runs.append({"row": row, "block": "retrain", "seed": seed, "settings": settings,
-                         "arch": arch, "spec": {"kind": "retrain", "key": row, "seed": seed,
-                                                "data": data, "trainer": trainer,
-                                                "model": model, "threads": args.threads}})
+                         "arch": arch, "spec": spec})
     return searches, runs
 
 
@@ -388,8 +415,8 @@ def main(argv: list[str] | None = None) -> int:
 
         for run in runs:
             if run["row"].startswith("random/") and run["seed"] == 0:
-                TwoStreamArch.create(random_values(int(run["row"].split("/")[1])), "attention",
-                                     list(VARIABLE_NAMES)).save(run["arch"])
+                values = run["spec"]["random_values"]
+                TwoStreamArch.create(values, "attention", list(VARIABLE_NAMES)).save(run["arch"])
         done = _read(csv_path)
         s_todo = [s for s in searches if not _ok(done, s)]
         r_todo = [r for r in runs if not _ok(done, r)]

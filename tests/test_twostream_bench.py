@@ -43,3 +43,18 @@ def test_bad_input_exits_2_with_one_line(argv: list[str], tmp_path: Path,
     err = capsys.readouterr().err
     assert "must be >= 1" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "twostream.csv").exists()
+
+
+def test_random_points_match_the_searches_budget() -> None:
+    """With the config's budget, the random rows are points of matched cost: each is the
+    first uniform draw of its seed within the budget (the same draw every time)."""
+    from benchmarks.twostream import random_values
+    from supernet.costmodel import TwoStreamBudget
+
+    budget = TwoStreamBudget("1x", {"width_div": 8, "depths": [1, 1, 1, 1],
+                                    "stem_pool": False}, (8, 16, 16), 4)
+    points = [random_values(i, budget) for i in range(4)]
+    assert all(budget.macs(p) <= budget.target for p in points)
+    assert points == [random_values(i, budget) for i in range(4)]
+    free = [random_values(i) for i in range(8)]
+    assert any(budget.macs(p) > budget.target for p in free)  # the space has costlier points
