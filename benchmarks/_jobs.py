@@ -127,8 +127,11 @@ def run_reselect(spec: dict[str, Any]) -> dict[str, Any]:
     seed_everything(spec["seed"], workers=True)
     model = spec["model"]
     options = {k: model[k] for k in ("select_val_batches", "select_calib_batches",
-                                     "select_finetune_steps", "select_bn", "cost_target")
+                                     "select_finetune_steps", "select_bn")
                if k in model}
+    # this search's budget, or none: never the budget of the search that trained the
+    # supernet (a group may re-select from a budgeted sibling's checkpoint)
+    options["cost_target"] = model.get("cost_target")
     rule = check_rule(str(model.get("select", "argmax")))
     module = SearchModule.load_from_checkpoint(spec["checkpoint"], map_location="cpu",
                                                select=rule, **options)

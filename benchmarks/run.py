@@ -166,14 +166,20 @@ def _print_plan(plan: Plan, runner: Runner, console: Any) -> None:
     todo_rows = {r.key: sum(not runner.acc.done(r.key, s) for s in plan.train_seeds)
                  for r in plan.rows}
     keys = {j.key for j in todo_search}
+    retrains: dict[str, str] = {}  # as the schedule: one job retrains a lost supernet
     for job in plan.searches:
         state = "done" if job not in todo_search else "to run"
         if job in todo_search and job.source is not None:  # a rule that shares a supernet
-            if runner.source_checkpoint(job) is not None:
-                state = f"to re-select from {job.source} (its supernet is trained)"
+            found = runner.trained_supernet(job)
+            if found is not None:
+                state = f"to re-select from {found[0]} (its supernet is trained)"
             elif job.source in keys:
                 state = f"to re-select from {job.source} once that search is done"
+            elif job.source in retrains:
+                state = (f"to re-select from {retrains[job.source]} once that search is "
+                         f"done (it trains {job.source}'s supernet again)")
             else:
+                retrains[job.source] = job.key
                 state = f"to run (a full search: {job.source}'s checkpoint is gone)"
         console.print(f"  search {job.label}: {state}", markup=False)
     for row in plan.rows:

@@ -247,19 +247,35 @@ class Runner:
     def _search_slug(self, key: str) -> str:
         return _slug("search_" + key.replace("/", "_"))
 
-    def source_checkpoint(self, job: SearchJob) -> Path | None:
-        """The trained supernet ``job`` can re-select from: its source search's
-        ``last.ckpt``, when that search finished and its checkpoint is still there."""
-        if job.source is None or not self.srch.done(job.source):
+    def trained_supernet(self, job: SearchJob) -> tuple[str, Path] | None:
+        """``(search key, last.ckpt)`` of a trained supernet ``job`` can re-select from: its
+        source search's, or -- when that checkpoint is gone (another machine, a cleaned
+        work folder) -- one trained by a finished search with the same source (the same
+        supernet: such groups differ only in their selection rule or budget)."""
+        if job.source is None:
             return None
-        ckpt = self.plan.work / "runs" / self._search_slug(job.source) / "last.ckpt"
-        return ckpt if ckpt.is_file() else None
+        siblings = [j.key for j in self.plan.searches
+                    if j.source == job.source and j.key != job.key]
+        for key in (job.source, *siblings):
+            if self.srch.done(key) and self.checkpoint_of(key).is_file():
+                return key, self.checkpoint_of(key)
+        return None
+
+    def checkpoint_of(self, key: str) -> Path:
+        """Where search ``key`` keeps its trained supernet (it may not exist)."""
+        return self.plan.work / "runs" / self._search_slug(key) / "last.ckpt"
+
+    def source_checkpoint(self, job: SearchJob) -> Path | None:
+        """The checkpoint of :meth:`trained_supernet` (None: ``job`` searches in full)."""
+        found = self.trained_supernet(job)
+        return None if found is None else found[1]
 
     def run_search(self, job: SearchJob) -> None:
         """Search (or skip, if finished) one job; a job whose supernet another search of
         the plan already trained only re-runs the selection on that checkpoint."""
-        ckpt = self.source_checkpoint(job)
-        what = (f"re-select {job.label} from {job.source}" if ckpt is not None
+        found = self.trained_supernet(job)
+        source, ckpt = found if found is not None else (None, None)
+        what = (f"re-select {job.label} from {source}" if ckpt is not None
                 else f"search {job.label}")
         if self.srch.done(job.key) and job.genotype.is_file():
             self._bump("index")
@@ -274,14 +290,14 @@ class Runner:
         }
         if ckpt is not None:
             spec.update(kind="reselect", checkpoint=str(ckpt))
-            spec["provenance"]["supernet_from"] = job.source
+            spec["provenance"]["supernet_from"] = source
         result, wall, log = self.launch(self._search_slug(job.key), spec)
         self._bump("ran")
         nodes = result.get("nodes")
         total, fit = round(wall, 2), result.get("wall_s")
         if ckpt is not None and result["status"] == "ok":
             # the cost of this way of searching: the shared supernet training + own selection
-            src = self.srch.get(job.source) or {}
+            src = self.srch.get(source) or {}
             train = (_float(src.get("wall_s")) or 0.0) - (_float(src.get("select_s")) or 0.0)
             fit = round(train + (_float(result.get("select_s")) or 0.0), 2)
             total = round((_float(src.get("total_s")) or 0.0)
@@ -306,7 +322,7 @@ class Runner:
             "log": self._rel(log),
             "alpha_softmax": json.dumps(result.get("alpha_softmax"))
             if result.get("alpha_softmax") else "",
-            "supernet_from": job.source if ckpt is not None else "",
+            "supernet_from": source if ckpt is not None else "",
         }
         self.srch.put(row)
         if result["status"] == "ok":
@@ -463,16 +479,34 @@ def _tasks(plan: Plan, runner: Runner) -> list[tuple[Any, set[str], str]]:
     """Every run as (callable, the search keys it waits for, its own key), in the order
     that gives the main answer first: the default group's searches, then its rows with
     the baselines, random cells and budget rows seed by seed, the step-time job, then the
-    other groups' searches and rows. (A row starts as soon as its own search has ended,
+    other groups' searches (re-selections from the default group's supernets first: they
+    cost a selection, not a search) and rows. (A row starts as soon as its own search has ended,
     so a slot is never idle while a later search runs.)"""
     tasks: list[tuple[Any, set[str], str]] = []
     default = plan.default_group
 
+    source_group = {j.key: j.group for j in plan.searches}
+    retrains: dict[str, str] = {}  # source whose checkpoint is gone -> the job retraining it
+
     def searches(first: bool) -> None:
-        for job in plan.searches:
+        # cheap first: re-selections from the default group's supernets (trained by then)
+        # before the other groups' full searches (a re-selection from one of those still
+        # comes after its source: the order of the plan is kept among the rest)
+        order = sorted(plan.searches, key=lambda j: source_group.get(j.source) != default)
+        for job in order:
             if (job.group == default) == first:
-                # a re-selection waits for the search that trains its supernet
+                # a re-selection waits for the search that trains its supernet; when that
+                # search is done but its checkpoint is gone, the first job of that source
+                # trains the supernet again and the others wait for it (re-selecting from
+                # it: Runner.trained_supernet) instead of each training their own
                 needs = {job.source} if job.source is not None else set()
+                if job.source is not None and runner.srch.done(job.source) and \
+                        not runner.srch.done(job.key) and \
+                        not runner.checkpoint_of(job.source).is_file():
+                    if job.source in retrains:
+                        needs.add(retrains[job.source])
+                    else:
+                        retrains[job.source] = job.key
                 tasks.append((lambda job=job: runner.run_search(job), needs, job.key))
 
     def rows(first: bool) -> None:

@@ -318,6 +318,17 @@ def test_a_group_that_differs_in_its_rule_reselects_from_the_trained_supernet(
                        "--plan"])
     assert code == 0 and (f"search uniform+alone+sincos (seed 0): to run (a full search: "
                           f"searched[{GROUP}]/s0's checkpoint is gone)") in text, text
+    # two groups on that lost supernet: one trains it again, the other re-selects from it
+    # (waiting for it in the schedule) instead of training its own
+    from benchmarks.runner import Runner, _tasks
+
+    argv = ["--quick", "--out", str(again), "--groups", f"{GROUP},uniform+alone,uniform+argmax"]
+    code, text = _run([*argv, "--plan"])
+    assert code == 0 and ("search uniform+argmax+sincos (seed 0): to re-select from "
+                          "searched[uniform+alone+sincos]/s0 once that search is done") in text
+    plan = build_plan(argv)
+    needs = {key: n for _, n, key in _tasks(plan, Runner(plan, None))}
+    assert "searched[uniform+alone+sincos]/s0" in needs["searched[uniform+argmax+sincos]/s0"]
 
 
 def test_report_writes_the_tables_and_runs_nothing(quick: tuple[Path, str], tmp_path: Path
