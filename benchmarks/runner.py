@@ -489,10 +489,13 @@ def _tasks(plan: Plan, runner: Runner) -> list[tuple[Any, set[str], str]]:
     retrains: dict[str, str] = {}  # source whose checkpoint is gone -> the job retraining it
 
     def searches(first: bool) -> None:
-        # cheap first: re-selections from the default group's supernets (trained by then)
-        # before the other groups' full searches (a re-selection from one of those still
-        # comes after its source: the order of the plan is kept among the rest)
-        order = sorted(plan.searches, key=lambda j: source_group.get(j.source) != default)
+        # cheap first: re-selections from the default group's supernets (trained by then,
+        # and their checkpoints still there) before the other groups' full searches (a
+        # re-selection from one of those still comes after its source: the order of the
+        # plan is kept among the rest)
+        order = sorted(plan.searches, key=lambda j: not (
+            source_group.get(j.source) == default
+            and (not runner.srch.done(j.source) or runner.checkpoint_of(j.source).is_file())))
         for job in order:
             if (job.group == default) == first:
                 # a re-selection waits for the search that trains its supernet; when that
