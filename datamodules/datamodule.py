@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .cache import CACHE_MODES, ClipCache
@@ -51,14 +50,17 @@ from .datasets import (
     EpochSampler,
     VideoClipDataset,
     VideoRecord,
+    classes_file,
     classes_from_lists,
     label_records,
     read_video_list,
     scan_class_folders,
+    split_by_class,
     split_in_two,
     stratified_order,
 )
 from .modality import FLOW_ALGORITHMS, FlowStore, check_modality, modality_channels
+from .synth import synthetic_clip_problems
 from .transforms import KINETICS_MEAN, KINETICS_STD, EvalTransform, TrainTransform
 
 __all__ = ["VideoDataModule"]
@@ -321,7 +323,7 @@ class VideoDataModule(pl.LightningDataModule):
                                         "exist and train_list is not set")
             entries = {s: read_video_list(p, self.path_prefix) for s, p in lists.items() if p}
             if self._classes is None:
-                self._classes = self._classes_file()
+                self._classes = classes_file(self.root)
             if self._classes is None:
                 self._classes = classes_from_lists([entries[s] for s in entries])
             for s, e in entries.items():
@@ -344,54 +346,22 @@ class VideoDataModule(pl.LightningDataModule):
             if self._classes is None:
                 self._classes = names
             recs = self._relabel(recs, names, root)
-            sources.update(self._split_folder(recs))
+            sources.update(split_by_class(recs, self.seed, self.val_fraction,
+                                          self.test_fraction))
         if not sources.get("train"):
             raise ValueError(f"the training set under {root} is empty")
         sources.setdefault("test", sources.get("val", []))
         self._sources = sources
         return sources
 
-    def _classes_file(self) -> list[str] | None:
-        """Class names recorded next to the lists: ``root/classes.json`` (as written by
-        :meth:`save_classes`) or the synthetic benchmark's ``root/meta.json``."""
-        for name in ("classes.json", "meta.json"):
-            f = Path(self.root) / name
-            if f.is_file():
-                try:
-                    names = json.loads(f.read_text()).get("classes")
-                except (ValueError, AttributeError) as err:
-                    raise ValueError(f"{f}: not a JSON object with a 'classes' list ({err})"
-                                     ) from err
-                if isinstance(names, list) and names and all(isinstance(c, str) for c in names):
-                    return list(names)
-        return None
-
     def _check_synthetic_clip(self) -> None:
-        """Warn when clips cannot show the whole video of the synthetic benchmark (its
-        class -- which flash is first -- needs every frame)."""
+        """Warn when clips cannot show the whole video of the synthetic benchmark (once)."""
         if getattr(self, "_clip_checked", False):  # once per datamodule, not per setup
             return
         self._clip_checked = True
-        meta_file = Path(self.root) / "meta.json"
-        if not meta_file.is_file():
-            return
-        try:
-            meta = json.loads(meta_file.read_text())
-        except ValueError:
-            return
-        if not isinstance(meta, dict) or meta.get("format") != "attnas-synthetic":
-            return
-        p = meta.get("params", {})
-        frames, size = p.get("frames"), p.get("size")
-        span = (self.num_frames - 1) * self.sampling_rate + 1
-        if frames and span < frames:
-            warnings.warn(f"{self.root}: the synthetic videos have {frames} frames but a clip "
-                          f"spans {span} (num_frames={self.num_frames}, sampling_rate="
-                          f"{self.sampling_rate}); the first flash may fall outside the clip. "
-                          f"Use num_frames={frames}, sampling_rate=1.", stacklevel=3)
-        if size and self.crop_size != size:
-            warnings.warn(f"{self.root}: the synthetic videos are {size}x{size} px but "
-                          f"crop_size={self.crop_size}; use crop_size={size}.", stacklevel=3)
+        for msg in synthetic_clip_problems(self.root, self.num_frames, self.sampling_rate,
+                                           self.crop_size):
+            warnings.warn(msg, stacklevel=3)
 
     def _relabel(self, recs: list[VideoRecord], found: list[str], where: Path
                  ) -> list[VideoRecord]:
@@ -402,19 +372,6 @@ class VideoDataModule(pl.LightningDataModule):
             raise ValueError(f"{where}: class folder(s) {unknown} not among the classes "
                              f"{self._classes[:10]}")
         return [VideoRecord(r.path, index[found[r.label]]) for r in recs]
-
-    def _split_folder(self, recs: list[VideoRecord]) -> dict[str, list[VideoRecord]]:
-        g = torch.Generator().manual_seed(self.seed)
-        out: dict[str, list[VideoRecord]] = {"train": [], "val": [], "test": []}
-        for c in sorted({r.label for r in recs}):
-            mine = [r for r in recs if r.label == c]
-            order = torch.randperm(len(mine), generator=g).tolist()
-            n_val = int(round(len(mine) * self.val_fraction))
-            n_test = int(round(len(mine) * self.test_fraction))
-            out["val"] += [mine[i] for i in order[:n_val]]
-            out["test"] += [mine[i] for i in order[n_val:n_val + n_test]]
-            out["train"] += [mine[i] for i in order[n_val + n_test:]]
-        return out
 
     # ------------------------------------------------------------------ Lightning hooks
     def prepare_data(self) -> None:

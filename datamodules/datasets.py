@@ -43,7 +43,8 @@ from .transforms import to_float
 
 __all__ = ["VIDEO_EXTENSIONS", "VideoRecord", "BrokenVideoWarning", "TooManyBrokenVideosError",
            "scan_class_folders", "read_video_list", "label_records", "VideoClipDataset",
-           "split_in_two", "stratified_order", "EpochSampler"]
+           "split_in_two", "stratified_order", "EpochSampler", "split_by_class",
+           "classes_file"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v")
 
@@ -447,3 +448,40 @@ class VideoClipDataset(Dataset):
                 f"{self.views_per_video} views, T={self.num_frames}, rate={self.sampling_rate}, "
                 f"sampler={self.sampler})")
 
+
+def classes_file(root: str | Path) -> list[str] | None:
+    """Class names recorded in ``root``: ``classes.json`` (as
+    :meth:`~datamodules.VideoDataModule.save_classes` writes it) or the synthetic
+    benchmark's ``meta.json``; None when neither is there. ``ValueError`` for a file that
+    is not a JSON object with a ``classes`` list."""
+    import json
+
+    for name in ("classes.json", "meta.json"):
+        f = Path(root) / name
+        if f.is_file():
+            try:
+                names = json.loads(f.read_text()).get("classes")
+            except (ValueError, AttributeError) as err:
+                raise ValueError(f"{f}: not a JSON object with a 'classes' list ({err})"
+                                 ) from err
+            if isinstance(names, list) and names and all(isinstance(c, str) for c in names):
+                return list(names)
+    return None
+
+
+def split_by_class(recs: Sequence[VideoRecord], seed: int, val_fraction: float,
+                   test_fraction: float) -> dict[str, list[VideoRecord]]:
+    """A folder-per-class dataset's videos split into ``train`` / ``val`` / ``test``,
+    per class (stratified), in an order drawn from ``seed``: each class gives
+    ``round(n * val_fraction)`` videos to val and ``round(n * test_fraction)`` to test."""
+    g = torch.Generator().manual_seed(seed)
+    out: dict[str, list[VideoRecord]] = {"train": [], "val": [], "test": []}
+    for c in sorted({r.label for r in recs}):
+        mine = [r for r in recs if r.label == c]
+        order = torch.randperm(len(mine), generator=g).tolist()
+        n_val = int(round(len(mine) * val_fraction))
+        n_test = int(round(len(mine) * test_fraction))
+        out["val"] += [mine[i] for i in order[:n_val]]
+        out["test"] += [mine[i] for i in order[n_val:n_val + n_test]]
+        out["train"] += [mine[i] for i in order[n_val + n_test:]]
+    return out

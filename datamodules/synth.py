@@ -49,7 +49,7 @@ import numpy as np
 
 __all__ = ["DEFAULTS", "GENERATOR_VERSION", "COLOURS", "SynthError", "class_names",
            "class_colours", "render_video", "write_video", "ensure_synthetic",
-           "classes_markdown"]
+           "classes_markdown", "synthetic_clip_problems"]
 
 GENERATOR_VERSION = 2
 DEFAULTS: dict[str, int] = {"classes": 4, "videos_per_class": 1500, "frames": 32, "size": 24,
@@ -345,3 +345,33 @@ def _run_jobs(jobs: list, workers: int | None, progress: bool) -> None:
     finally:
         if bar is not None:
             bar.stop()
+
+
+def synthetic_clip_problems(root: str | Path, num_frames: int, sampling_rate: int,
+                            crop_size: int) -> list[str]:
+    """Why clips of ``num_frames`` frames at ``sampling_rate``, cropped to ``crop_size``,
+    cannot show a whole video of the synthetic benchmark under ``root`` (its class --
+    which flash is first -- needs every frame); empty when they can, or when ``root`` is
+    not the synthetic benchmark."""
+    meta_file = Path(root) / "meta.json"
+    if not meta_file.is_file():
+        return []
+    try:
+        meta = json.loads(meta_file.read_text())
+    except ValueError:
+        return []
+    if not isinstance(meta, dict) or meta.get("format") != "attnas-synthetic":
+        return []
+    p = meta.get("params", {})
+    frames, size = p.get("frames"), p.get("size")
+    span = (num_frames - 1) * sampling_rate + 1
+    out = []
+    if frames and span < frames:
+        out.append(f"{root}: the synthetic videos have {frames} frames but a clip spans "
+                   f"{span} (num_frames={num_frames}, sampling_rate={sampling_rate}); the "
+                   f"first flash may fall outside the clip. Use num_frames={frames}, "
+                   f"sampling_rate=1.")
+    if size and crop_size != size:
+        out.append(f"{root}: the synthetic videos are {size}x{size} px but "
+                   f"crop_size={crop_size}; use crop_size={size}.")
+    return out
