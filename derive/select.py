@@ -125,6 +125,15 @@ class Decision(NamedTuple):
         return out
 
 
+def selection_record(sel: Any) -> dict[str, Any]:
+    """The fields every selection record has (a :class:`Selection` or a two-stream
+    stage's): rule, what it scores, seconds, validation clips, BatchNorm mode, how many
+    decisions were coin tosses, and the decisions."""
+    return {"rule": sel.rule, "score": _SCORE_LABEL[sel.rule],
+            "seconds": round(sel.seconds, 2), "clips": sel.clips, "bn": sel.bn,
+            "flagged": len(sel.flagged), "decisions": [d.to_dict() for d in sel.decisions]}
+
+
 class Selection(NamedTuple):
     """The result of a rule: the node list and every decision that led to it."""
 
@@ -145,10 +154,7 @@ class Selection(NamedTuple):
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able record for ``provenance["selection"]``."""
-        out = {"rule": self.rule, "score": _SCORE_LABEL[self.rule],
-               "seconds": round(self.seconds, 2), "clips": self.clips, "bn": self.bn,
-               "flagged": len(self.flagged),
-               "decisions": [d.to_dict() for d in self.decisions]}
+        out = selection_record(self)
         if self.budget is not None:
             out["budget"] = self.budget
         return out

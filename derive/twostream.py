@@ -26,7 +26,7 @@ from supernet.twostream.space import VARIABLES, TwoStreamArch, inactive, variabl
 
 from .callbacks import _all_cores, _printer, run_dir
 from .scoring import SelectionData, check_bn_mode, measure, paired, selection_data
-from .select import _SCORE_LABEL, ARGMAX_FLAT, Decision, _restored, check_rule
+from .select import _SCORE_LABEL, ARGMAX_FLAT, Decision, _restored, check_rule, selection_record
 
 __all__ = ["TwoStreamWriter", "ChoiceSelection", "select_choices", "select_stage",
            "arch_cost", "draw_twostream"]
@@ -53,10 +53,7 @@ class ChoiceSelection(NamedTuple):
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able record (a stage's ``provenance["selection"]``)."""
-        out = {"rule": self.rule, "score": _SCORE_LABEL[self.rule],
-               "seconds": round(self.seconds, 2), "clips": self.clips, "bn": self.bn,
-               "flagged": len(self.flagged), "values": dict(self.values),
-               "decisions": [d.to_dict() for d in self.decisions]}
+        out = {**selection_record(self), "values": dict(self.values)}
         if self.budget is not None:
             out["budget"] = self.budget
         return out

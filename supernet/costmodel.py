@@ -259,25 +259,36 @@ class SpaceCost:
         return lines
 
 
+def _gmacs(target: Any, forms: str) -> float | None:
+    """A cost target given as a number of GMACs (a number, or a string that is one), or
+    None for another string; ``ValueError`` (naming ``forms``) for a bool, zero, a negative
+    or a non-finite number."""
+    if isinstance(target, bool):
+        raise ValueError(f"cost target {target!r}: expected {forms}")
+    if isinstance(target, str):
+        try:
+            value = float(target.strip())
+        except ValueError:
+            return None
+    elif isinstance(target, (int, float)):
+        value = float(target)
+    else:
+        raise ValueError(f"cost target {target!r}: expected {forms}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"cost target {target!r} must be > 0: expected {forms}")
+    return value
+
+
 def parse_cost_target(target: str | float) -> tuple[str, Any]:
     """``("gmacs", float)`` or ``("block", (ratio, block name))``; ``ValueError`` naming the
     accepted forms for anything else (zero, negative, unknown block)."""
     forms = ("a positive number of GMACs per clip (e.g. 0.05), a ratio of the non-local "
              "blocks' MACs ('0.5x', '1x'), a block name (" + ", ".join(COST_BLOCKS)
              + ") or a ratio of one ('2xa2')")
-    if isinstance(target, bool):
-        raise ValueError(f"cost target {target!r}: expected {forms}")
-    if isinstance(target, (int, float)):
-        value = float(target)
-        if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"cost target {target!r} must be > 0: expected {forms}")
+    value = _gmacs(target, forms)
+    if value is not None:
         return "gmacs", value
     text = str(target).strip().lower()
-    try:
-        return parse_cost_target(float(text))
-    except ValueError as err:
-        if "must be > 0" in str(err):
-            raise
     ratio_text, sep, block = text.partition("x")
     if not sep:
         ratio_text, block = "1", text
@@ -403,21 +414,12 @@ def parse_twostream_target(target: str | float) -> tuple[str, float]:
     forms for anything else (zero, negative, another word)."""
     forms = ("a positive number of GMACs per clip of the network (e.g. 0.02), a ratio of "
              "SlowFast's point ('1x', '0.8x') or 'slowfast'")
-    if isinstance(target, bool):
-        raise ValueError(f"cost target {target!r}: expected {forms}")
-    if isinstance(target, (int, float)):
-        value = float(target)
-        if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"cost target {target!r} must be > 0: expected {forms}")
+    value = _gmacs(target, forms)
+    if value is not None:
         return "gmacs", value
     text = str(target).strip().lower()
     if text == "slowfast":
         return "ratio", 1.0
-    try:
-        return parse_twostream_target(float(text))
-    except ValueError as err:
-        if "must be > 0" in str(err):
-            raise
     ratio_text, sep, rest = text.partition("x")
     if sep and rest in ("", "slowfast"):
         try:
