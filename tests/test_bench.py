@@ -217,12 +217,12 @@ def test_groups_and_budget_rows_are_planned(tmp_path: Path) -> None:
 
     plan = build_plan(["--blocks", "none,nonlocal", "--random-cells", "0", "--search-seeds",
                        "3", "--out", str(tmp_path / "o")])
-    # the default group first (the config's settings, 5 search epochs), then the others
-    assert plan.groups == [f"{GROUP}+5ep", "uniform+alone+sincos+5ep", "darts+argmax+sincos",
-                           "single_path+perturb+sincos", GROUP,
+    # the default group first (the config's settings, 5 search epochs), then the groups the
+    # targets name, then the studies
+    assert plan.groups == [f"{GROUP}+5ep", "darts+argmax+sincos", "single_path+perturb+sincos",
                            f"{GROUP}+cost0.5x+5ep", f"{GROUP}+cost1x+5ep", f"{GROUP}+cost2x+5ep",
-                           "uniform+perturb+5ep", "darts+perturb+sincos",
-                           "single_path+alone+sincos"]
+                           "uniform+alone+sincos+5ep", GROUP, "uniform+perturb+5ep",
+                           "darts+perturb+sincos", "single_path+alone+sincos"]
     # a budget only changes the selection of a uniform supernet: re-selected from the
     # default group's supernets, with the budget in its model settings
     cost = next(j for j in plan.searches if j.group == f"{GROUP}+cost1x+5ep" and j.seed == 1)
@@ -240,7 +240,7 @@ def test_groups_and_budget_rows_are_planned(tmp_path: Path) -> None:
     assert plan.default_group == f"{GROUP}+5ep"
     assert [j.key for j in plan.searches][:4] == [
         f"searched[{GROUP}+5ep]/s0", f"searched[{GROUP}+5ep]/s1", f"searched[{GROUP}+5ep]/s2",
-        "searched[uniform+alone+sincos+5ep]/s0"]
+        "searched[darts+argmax+sincos]/s0"]
     plain = next(j for j in plan.searches if j.group == GROUP)
     assert plan.searches[0].trainer["max_epochs"] == 5 and plain.trainer is None
     assert plan.searches[0].settings != plain.settings
