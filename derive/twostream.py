@@ -351,6 +351,9 @@ def draw_twostream(arch: TwoStreamArch, path: str | Path, title: str | None = No
             else None
         if c:
             cost = f"   {c['params']:,} params, {c['macs'] / 1e6:.1f} MMACs"
+            b = (arch.provenance[stage].get("selection") or {}).get("budget")
+            if b and b.get("target_macs"):
+                cost += f" ({c['macs'] / b['target_macs']:.0%} of budget {b['target']})"
             break
     ax.set_title(title or f"two-stream, stage {arch.stage or '-'}: attention "
                  f"{v['attention']} ({v['attention_at']}){cost}", fontsize=10)
