@@ -94,6 +94,9 @@ def model_cost(backbone: str = "i3d_r50", block: str = "none", positions: Any = 
                                 **kwargs)
         flops = count_flops(model, shape)
     block_params = sum(count_params(b) for _, b in model.inserted_blocks())
+    arch = getattr(model, "twostream_arch", None)  # a two-stream network inserts its own
+    if isinstance(arch, dict) and block == "none":
+        block = str(arch["values"]["attention"])
     out: dict[str, Any] = {
         "backbone": backbone,
         "block": block,

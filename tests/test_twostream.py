@@ -285,3 +285,22 @@ def test_derive_points_a_stage_checkpoint_to_its_result(tmp_path: Path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "twostream_fusion.json" in err[0] and "--stage fusion" in err[0]
     assert not (tmp_path / "g.json").exists()
+
+
+def test_cost_of_a_searched_network_file(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture) -> None:
+    """``attnas cost`` on an architecture file: the network the file describes (at its
+    ``network`` size), named by the attention it inserts."""
+    arch = TwoStreamArch.create({"alpha": 8, "attention": "nonlocal"},
+                                network={"width_div": 8, "depths": [1, 1, 1, 1],
+                                         "stem_pool": False})
+    path = arch.save(tmp_path / "a.json")
+    assert attnas(["cost", "--backbone", "twostream", "--frames", "8", "--size", "16",
+                   "--num-classes", "5", "--no-latency", "--json",
+                   "--backbone-kwargs", json.dumps({"arch": str(path)})]) == 0
+    res = json.loads(capsys.readouterr().out)
+    net = create_backbone("twostream", 5, arch=str(path))
+    assert res["block"] == "nonlocal" and res["block_params"] > 0
+    assert res["macs"] == count_flops(net, (1, 3, 8, 16, 16))["macs"]
+    assert attnas(["cost", "--backbone", "twostream", "--backbone-kwargs", "[1]"]) == 2
+    assert "--backbone-kwargs must be a JSON object" in capsys.readouterr().err
