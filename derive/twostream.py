@@ -22,6 +22,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from supernet.costmodel import twostream_cost
 from supernet.twostream.space import VARIABLES, TwoStreamArch, inactive, variable
 
 from .callbacks import _all_cores, _printer, run_dir
@@ -29,7 +30,7 @@ from .scoring import SelectionData, check_bn_mode, measure, paired, selection_da
 from .select import _SCORE_LABEL, ARGMAX_FLAT, Decision, _restored, check_rule, selection_record
 
 __all__ = ["TwoStreamWriter", "ChoiceSelection", "select_choices", "select_stage",
-           "arch_cost", "draw_twostream"]
+           "draw_twostream"]
 
 
 class ChoiceSelection(NamedTuple):
@@ -225,18 +226,6 @@ def select_stage(module: pl.LightningModule, datamodule: Any = None, progress: A
     return select_choices(module.model, rule, data, progress=progress, budget=budget)
 
 
-def arch_cost(arch: TwoStreamArch, num_classes: int, clip: tuple[int, int, int],
-              in_channels: int = 3) -> dict[str, Any]:
-    """Params and MACs per clip (``(T, H, W)``) of the network ``arch`` describes (at its
-    ``network`` size)."""
-    from supernet.counting import count_flops, count_params
-    from supernet.twostream.build import twostream
-
-    net = twostream(num_classes, arch, in_channels=in_channels).eval()
-    macs = count_flops(net, (1, in_channels, *clip))["macs"]
-    return {"clip": list(clip), "params": count_params(net), "macs": int(macs)}
-
-
 class TwoStreamWriter(pl.Callback):
     """Writes the stage's architecture file at the end of ``fit`` (see the module
     docstring). ``draw``: also the picture."""
@@ -277,7 +266,7 @@ class TwoStreamWriter(pl.Callback):
                                      "depths": [int(d) for d in hp.depths],
                                      "stem_pool": bool(hp.get("stem_pool", True))})
         if pl_module.clip is not None:
-            record["cost"] = arch_cost(arch, pl_module.model.net.head.out_features,
+            record["cost"] = twostream_cost(arch, pl_module.model.net.head.out_features,
                                        pl_module.clip, hp.in_channels)
         arch.provenance[hp.stage] = record
         out = run_dir(trainer)

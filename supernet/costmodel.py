@@ -38,6 +38,7 @@ from .space import NUM_OPS, OP_NAMES
 
 __all__ = ["CellCosts", "SpaceCost", "CellBudget", "insertion_shapes", "cell_costs",
            "twostream_costs", "describe_twostream", "TwoStreamBudget", "parse_twostream_target",
+           "twostream_cost",
            "block_macs", "fixed_cell_macs", "parse_cost_target", "COST_BLOCKS", "WIDTH_GRID"]
 
 #: blocks a cost target may name (the baselines of the benchmark)
@@ -407,6 +408,19 @@ def describe_twostream(clip: tuple[int, int, int] = (32, 24, 24), width_div: int
     return lines
 
 
+def twostream_cost(arch: Any, num_classes: int, clip: tuple[int, int, int],
+                   in_channels: int = 3) -> dict[str, Any]:
+    """``{"clip", "params", "macs"}`` per clip ``(T, H, W)`` of the network a two-stream
+    architecture (a :class:`~supernet.twostream.TwoStreamArch`) describes, at its
+    ``network`` size, attention counted."""
+    from .twostream.build import twostream
+
+    with torch.no_grad():
+        net = twostream(num_classes, arch, in_channels=in_channels).eval()
+        macs = count_flops(net, (1, in_channels, *clip))["macs"]
+    return {"clip": list(clip), "params": count_params(net), "macs": int(macs)}
+
+
 def parse_twostream_target(target: str | float) -> tuple[str, float]:
     """A budget of a two-stream search: ``("gmacs", v)`` (MACs per clip of the whole
     network, in G) or ``("ratio", r)`` (times SlowFast's point of the space at the same
@@ -468,17 +482,14 @@ class TwoStreamBudget:
 
     def macs(self, values: Mapping[str, Any]) -> int:
         """MACs per clip of the network at the point ``values`` (all eight variables)."""
-        from .twostream.build import twostream
         from .twostream.space import VARIABLE_NAMES, TwoStreamArch
 
         key = tuple(values[n] for n in VARIABLE_NAMES)
         if key not in self._cache:
             cell = self.cell if values["attention"] == "cell" else None
             arch = TwoStreamArch.create(dict(values), cell=cell, network=self.network)
-            with torch.no_grad():
-                net = twostream(self.num_classes, arch, in_channels=self.in_channels)
-                self._cache[key] = int(count_flops(net, (1, self.in_channels, *self.clip))
-                                       ["macs"])
+            self._cache[key] = twostream_cost(arch, self.num_classes, self.clip,
+                                              self.in_channels)["macs"]
         return self._cache[key]
 
     def cheapest(self, values: Mapping[str, Any], free: Mapping[str, Sequence[Any]]

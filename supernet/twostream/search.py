@@ -154,7 +154,7 @@ class TwoStreamSearch(pl.LightningModule):
             for p in self.model.arch_parameters():
                 p.requires_grad_(False)
         self.clip: tuple[int, int, int] | None = None
-        self._budget: TwoStreamBudget | None = None  # built at the first darts step
+        self._budget: TwoStreamBudget | None = None  # see cost_budget
         #: seconds spent in training epochs (kept in checkpoints: a resumed stage adds on)
         self.train_seconds = 0.0
         self._epoch_t0: float | None = None
@@ -172,6 +172,8 @@ class TwoStreamSearch(pl.LightningModule):
         clip = clip if clip is not None else self.clip
         if clip is None:
             raise ValueError("the cost budget needs the clip size (no batch seen yet)")
+        if self._budget is not None and self._budget.clip == tuple(clip):
+            return self._budget  # counted once: the check before training, darts, selection
         budget = TwoStreamBudget(hp.cost_target, {"width_div": hp.width_div,
                                                   "depths": list(hp.depths),
                                                   "stem_pool": hp.stem_pool},
@@ -179,6 +181,7 @@ class TwoStreamSearch(pl.LightningModule):
                                  hp.in_channels, self.cell_doc)
         budget.check(self.choices.values,
                      {n: self.choices.candidates(n) for n in self.choices.free})
+        self._budget = budget
         return budget
 
     def cost_term(self) -> Tensor:
@@ -189,12 +192,11 @@ class TwoStreamSearch(pl.LightningModule):
         zero = torch.zeros((), device=None if first is None else first.device)
         if hp.get("cost_target") is None or not hp.get("cost_weight", 1.0):
             return zero
-        if self._budget is None:
-            self._budget = self.cost_budget()
+        budget = self.cost_budget()
         free = {n: self.choices.candidates(n) for n in self.choices.free}
         weights = {n: self.choices.weights(n) for n in free}
-        expected = self._budget.expected_macs(self.choices.values, free, weights)
-        return hp.cost_weight * F.relu(expected / self._budget.target - 1.0)
+        expected = budget.expected_macs(self.choices.values, free, weights)
+        return hp.cost_weight * F.relu(expected / budget.target - 1.0)
 
     def forward(self, video: Tensor) -> Tensor:
         """``(N, C, T, H, W)`` -> logits ``(N, num_classes)``."""
