@@ -192,30 +192,18 @@ def _append(path: Path, rec: dict[str, Any]) -> None:
 
 
 def _cost(spec: dict[str, Any]) -> dict[str, Any]:
-    """Params and MACs of the network ``spec`` trains, at its clip."""
-    import torch
-
+    """Params and MACs of the network ``spec`` trains, at its clip (``model_cost``: a
+    two-stream network is built from its architecture file and network size)."""
     from supernet.cost import model_cost
-    from supernet.counting import count_flops, count_params
-    from supernet.factory import create_backbone
 
     m, d = spec["model"], spec["data"]
-    classes = d["synthetic_params"]["classes"]
     try:
-        if m["backbone"] != "twostream":
-            res = model_cost(m["backbone"], m["block"], None, frames=d["num_frames"],
-                             size=d["crop_size"], num_classes=classes, latency=False,
-                             backbone_kwargs=m["backbone_kwargs"])
-            return {"params": res["params"], "macs": res["macs"]}
-        kw = m["backbone_kwargs"]
-        with torch.no_grad():
-            net = create_backbone("twostream", classes, arch=kw["arch"],
-                                  width_div=kw["width_div"], depths=tuple(kw["depths"]),
-                                  stem_pool=kw.get("stem_pool"))
-            shape = (1, 3, d["num_frames"], d["crop_size"], d["crop_size"])
-            return {"params": count_params(net), "macs": int(count_flops(net, shape)["macs"])}
+        res = model_cost(m["backbone"], m["block"], None, frames=d["num_frames"],
+                         size=d["crop_size"], num_classes=d["synthetic_params"]["classes"],
+                         latency=False, backbone_kwargs=m["backbone_kwargs"])
     except (ValueError, RuntimeError):
         return {}
+    return {"params": res["params"], "macs": res["macs"]}
 
 
 def _call(argv: list[str], log: Path, threads: int) -> tuple[int, float]:
