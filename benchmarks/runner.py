@@ -478,56 +478,66 @@ def _random_genotypes(plan: Plan) -> None:
 def _tasks(plan: Plan, runner: Runner) -> list[tuple[Any, set[str], str]]:
     """Every run as (callable, the search keys it waits for, its own key), in the order
     that gives the main answer first: the default group's searches, then its rows with
-    the baselines, random cells and budget rows seed by seed, the step-time job, then the
-    other groups' searches (re-selections from the default group's supernets first: they
-    cost a selection, not a search) and rows. (A row starts as soon as its own search has ended,
-    so a slot is never idle while a later search runs.)"""
+    the baselines and random cells seed by seed, the step-time job, then the other groups
+    one at a time in the plan's order, each its searches and then its rows (and a budget
+    group's random cells of matched cost), so that each group's table is complete as soon
+    as possible. Re-selections from the default group's supernets come before the other
+    groups (they cost a selection, not a search, while those checkpoints are there). A row
+    starts as soon as its own search has ended, so a slot is never idle while a later
+    search runs."""
     tasks: list[tuple[Any, set[str], str]] = []
     default = plan.default_group
 
     source_group = {j.key: j.group for j in plan.searches}
     retrains: dict[str, str] = {}  # source whose checkpoint is gone -> the job retraining it
 
-    def searches(first: bool) -> None:
-        # cheap first: re-selections from the default group's supernets (trained by then,
-        # and their checkpoints still there) before the other groups' full searches (a
-        # re-selection from one of those still comes after its source: the order of the
-        # plan is kept among the rest)
-        order = sorted(plan.searches, key=lambda j: not (
-            source_group.get(j.source) == default
-            and (not runner.srch.done(j.source) or runner.checkpoint_of(j.source).is_file())))
-        for job in order:
-            if (job.group == default) == first:
-                # a re-selection waits for the search that trains its supernet; when that
-                # search is done but its checkpoint is gone, the first job of that source
-                # trains the supernet again and the others wait for it (re-selecting from
-                # it: Runner.trained_supernet) instead of each training their own
-                needs = {job.source} if job.source is not None else set()
-                if job.source is not None and runner.srch.done(job.source) and \
-                        not runner.srch.done(job.key) and \
-                        not runner.checkpoint_of(job.source).is_file():
-                    if job.source in retrains:
-                        needs.add(retrains[job.source])
-                    else:
-                        retrains[job.source] = job.key
-                tasks.append((lambda job=job: runner.run_search(job), needs, job.key))
+    def search(job: SearchJob) -> None:
+        # a re-selection waits for the search that trains its supernet; when that search
+        # is done but its checkpoint is gone, the first job of that source trains the
+        # supernet again and the others wait for it (re-selecting from it:
+        # Runner.trained_supernet) instead of each training their own
+        needs = {job.source} if job.source is not None else set()
+        if job.source is not None and runner.srch.done(job.source) and \
+                not runner.srch.done(job.key) and not runner.checkpoint_of(job.source).is_file():
+            if job.source in retrains:
+                needs.add(retrains[job.source])
+            else:
+                retrains[job.source] = job.key
+        tasks.append((lambda: runner.run_search(job), needs, job.key))
 
-    def rows(first: bool) -> None:
+    def rows(chosen: list[Row]) -> None:
         for seed in plan.train_seeds:
-            for row in plan.rows:
-                late = row.kind in ("searched", "random_cost") and row.group != default
-                if late == first:
-                    continue
+            for row in chosen:
                 needs = {row.search.key} if row.search is not None else set()
                 tasks.append((lambda row=row, seed=seed: runner.run_row(row, seed), needs,
                               f"{row.key}/{seed}"))
 
-    searches(True)
-    rows(True)
+    def late(row: Row) -> bool:
+        return row.kind in ("searched", "random_cost") and row.group != default
+
+    for job in plan.searches:
+        if job.group == default:
+            search(job)
+    rows([r for r in plan.rows if not late(r)])
     first = [j.key for j in plan.searches if j.group == default and j.repeat == 0]
     tasks.append((runner.run_steptime, set(first), "steptime"))
-    searches(False)
-    rows(False)
+
+    cheap = [j for j in plan.searches if j.group != default
+             and source_group.get(j.source) == default
+             and (not runner.srch.done(j.source) or runner.checkpoint_of(j.source).is_file())]
+    for job in cheap:
+        search(job)
+    placed: set[str] = set()
+    for group in dict.fromkeys(j.group for j in plan.searches if j.group != default):
+        for job in plan.searches:
+            if job.group == group and job not in cheap:
+                search(job)
+        tokens = set(group.split("+"))
+        mine = [r for r in plan.rows if late(r) and r.key not in placed and (
+            r.group == group or (r.kind == "random_cost" and r.group in tokens))]
+        placed.update(r.key for r in mine)
+        rows(mine)
+    rows([r for r in plan.rows if late(r) and r.key not in placed])  # none in practice
     return tasks
 
 
