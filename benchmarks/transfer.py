@@ -2,12 +2,18 @@
 other backbones, on another modality and on a dataset the search never saw.
 
 Rows are (backbone, modality, dataset); in each row ``none``, ``nonlocal`` and the cell are
-trained from scratch with the same budget and ``--seeds`` training seeds, and tested
-(video-level top-1 on the test split). Defaults (what fits 2 CPU cores, resumable):
+trained from scratch with the accuracy benchmark's retrain settings (``benchmarks.run``:
+the retrain config, its epochs, batch and optimiser) and ``--seeds`` training seeds, and
+tested (video-level top-1 on the test split). Defaults (what fits 2 CPU cores, resumable;
+every row costs about what a proxy row costs, 120-200 MMACs per clip):
 
-* ``proxy / rgb / synth``   -- the search's own setting (the reference row);
-* ``s3d / rgb / synth``     -- S3D, 16 frames at rate 2 (the whole 32-frame video);
-* ``i3d_r50 / rgb / synth`` -- full-width I3D-R50, 16 frames at rate 2;
+* ``proxy / rgb / synth``   -- the search's own setting, the reference row. It is the
+  accuracy benchmark's own rows (``none``, ``nonlocal`` and the cell's searched row), so
+  finished rows of ``accuracy.csv`` with the same settings are taken from there instead of
+  being trained again (the CSV says ``source: accuracy.csv``);
+* ``s3d / rgb / synth``     -- S3D at full width, 8 frames at rate 4 (the whole video);
+* ``i3d_r50 / rgb / synth`` -- I3D-R50 at half width (``width_div=2``: same depth and
+  kernels, a quarter of the MACs), 8 frames at rate 4;
 * ``proxy / flow / synth``  -- optical-flow input (OpenCV Farneback, cached);
 * ``proxy / rgb / synth-b`` -- the embedded generator with another shape the search never
   saw: 3 classes, 24 frames of 32x32 px, another seed.
@@ -18,12 +24,13 @@ run with the same settings is not run again) and ``transfer.md`` (the table and 
 target: the cell >= the non-local block in a majority of rows).
 
     python -m benchmarks.transfer [--seeds 3] [--epochs 3] [--rows proxy/rgb/synth,...]
-        [--cell PATH] [--jobs 2] [--quick] [--out DIR]
+        [--cell PATH] [--jobs 2] [--quick] [--plan] [--out DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import os
@@ -41,20 +48,22 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results"
 DEFAULT_CELL = OUT / "genotypes" / "searched_uniform_perturb_sincos_5ep__s0.json"
 BLOCKS = ("none", "nonlocal", "cell")
-#: dataset name -> synthetic generator parameters (generated under data/ on first use)
+#: dataset name -> synthetic generator parameters (generated under data/ on first use);
+#: ``synth`` is whatever the accuracy benchmark reads (its config's generator)
 DATASETS = {
-    "synth": {"root": "data/synth", "classes": 4, "videos_per_class": 1500, "frames": 32,
-              "size": 24, "seed": 0},
     "synth-b": {"root": "data/synth_b", "classes": 3, "videos_per_class": 400, "frames": 24,
                 "size": 32, "seed": 11},
 }
-#: backbone -> (frames, sampling rate) read from each video
-CLIP = {"proxy": (None, 1), "s3d": (16, 2), "i3d_r50": (16, 2)}
+#: backbone -> (frames, sampling rate) read from each video (None: every frame)
+CLIP = {"proxy": (None, 1), "s3d": (8, 4), "i3d_r50": (8, 4)}
+#: backbone -> its keyword arguments in this protocol (sized for 2 CPU cores)
+BACKBONE_KWARGS: dict[str, dict[str, Any]] = {"i3d_r50": {"width_div": 2}}
 DEFAULT_ROWS = ("proxy/rgb/synth", "s3d/rgb/synth", "i3d_r50/rgb/synth", "proxy/flow/synth",
                 "proxy/rgb/synth-b")
 QUICK_ROWS = ("proxy/rgb/synth", "proxy/flow/synth")
+REFERENCE_ROW = "proxy/rgb/synth"
 FIELDS = ["row", "block", "seed", "settings", "status", "video_top1", "params", "macs",
-          "wall_s", "finished", "error"]
+          "wall_s", "finished", "error", "source"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,29 +80,74 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-batches", type=int, default=None, help="smoke test: batches/epoch")
     p.add_argument("--quick", action="store_true",
                    help="toy scale: tiny generated data, 1 seed, 1 epoch, 2 rows (a test)")
-    p.add_argument("--out", default=str(OUT), help="results folder")
+    p.add_argument("--out", default=str(OUT), help="results folder (the accuracy "
+                   "benchmark's: its finished reference rows are taken from accuracy.csv)")
+    p.add_argument("--plan", action="store_true",
+                   help="print every run and whether it is done, taken from accuracy.csv "
+                        "or to run; run nothing")
     return p
 
 
+def _bench_plan(args: argparse.Namespace) -> Any:
+    """The accuracy benchmark's plan this protocol takes its retrain settings (and its
+    reference rows) from; raises ValueError on a bad setting."""
+    from benchmarks.plan import BenchError, build_plan
+
+    argv = ["--out", args.out, "--train-seeds", str(args.seeds)]
+    if args.quick:
+        argv.append("--quick")
+    else:
+        argv += ["--retrain-epochs", str(args.epochs)]
+    if args.limit_batches is not None:
+        argv += ["--limit-batches", str(args.limit_batches)]
+    try:
+        return build_plan(argv)
+    except BenchError as err:
+        raise ValueError(str(err)) from None
+
+
+def _dataset(name: str, plan: Any) -> dict[str, Any]:
+    """``{"root", "classes", "videos_per_class", "frames", "size", "seed"}`` of a dataset
+    name (``synth``: the accuracy benchmark's own data)."""
+    if name == "synth":
+        if plan.synth is None:
+            raise ValueError("the accuracy benchmark's configs read a dataset of their own, "
+                             "not the synthetic benchmark; give --rows with other datasets")
+        return {"root": plan.retrain_data["root"], **plan.synth}
+    d = dict(DATASETS[name])
+    d["root"] = str(REPO / d["root"]) if not Path(d["root"]).is_absolute() else d["root"]
+    return d
+
+
+def _reference(plan: Any, block: str, cell: Path) -> Any:
+    """The accuracy benchmark's row that trains ``block`` exactly as the reference row does
+    (None when the plan has no such row)."""
+    for row in plan.rows:
+        if row.kind not in ("baseline", "searched") or row.epochs is not None:
+            continue
+        if block == "cell" and row.block.endswith(".json") and \
+                Path(row.block).resolve() == cell.resolve():
+            return row
+        if block != "cell" and row.block == block:
+            return row
+    return None
+
+
 def _plan(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every run: ``{"row", "block", "seed", "spec", "settings"}``."""
+    """Every run: ``{"row", "block", "seed", "spec", "settings", "reference"}``
+    (``reference``: the accuracy benchmark's row key it equals, or None)."""
     rows = [r.strip() for r in (args.rows or ",".join(QUICK_ROWS if args.quick
                                                        else DEFAULT_ROWS)).split(",")
             if r.strip()]
-    datasets = dict(DATASETS)
-    if args.quick:
-        out = Path(args.out)
-        datasets = {"synth": {"root": str(out / "_data" / "synth"), "classes": 2,
-                              "videos_per_class": 8, "frames": 8, "size": 16, "seed": 3}}
     cell = Path(args.cell)
     if not cell.is_file():
         raise ValueError(f"--cell: no such genotype {args.cell!r}")
     if args.seeds < 1 or args.epochs < 1 or args.jobs < 1 or args.threads < 1:
         raise ValueError("--seeds, --epochs, --jobs and --threads must be >= 1")
-    from datamodules.modality import check_modality
+    from datamodules.modality import check_modality, modality_channels
     from supernet.factory import BACKBONE_NAMES
 
-    runs = []
+    parsed = []
     for row in rows:
         parts = row.split("/")
         if len(parts) != 3:
@@ -103,42 +157,75 @@ def _plan(args: argparse.Namespace) -> list[dict[str, Any]]:
             raise ValueError(f"--rows {row!r}: unknown backbone {backbone!r}; accepted: "
                              f"{', '.join(BACKBONE_NAMES)}")
         check_modality(modality)
-        if dataset not in datasets:
+        if dataset not in ("synth", *DATASETS) or (args.quick and dataset != "synth"):
             raise ValueError(f"--rows {row!r}: unknown dataset {dataset!r}; accepted: "
-                             f"{', '.join(datasets)}")
-        d = datasets[dataset]
+                             f"{', '.join(('synth',) if args.quick else ('synth', *DATASETS))}")
+        parsed.append((row, backbone, modality, dataset))
+    plan = _bench_plan(args)
+    runs = []
+    for row, backbone, modality, dataset in parsed:
+        d = _dataset(dataset, plan)
         frames, rate = CLIP.get(backbone, (None, 1))
         frames = min(frames or d["frames"], d["frames"])
-        data = {"root": str(REPO / d["root"]) if not Path(d["root"]).is_absolute()
-                else d["root"], "synthetic": True,
+        data = {**plan.retrain_data, "root": d["root"], "synthetic": True,
                 "synthetic_params": {k: d[k] for k in ("classes", "videos_per_class",
                                                        "frames", "size", "seed")},
-                "num_frames": frames, "sampling_rate": rate if frames * rate <= d["frames"]
-                else 1, "crop_size": d["size"], "batch_size": 4 if args.quick else 16,
-                "num_workers": 0 if args.quick else 1, "test_clips": 1 if args.quick else 2,
-                "cache": "memory", "modality": modality}
-        trainer = {"max_epochs": 1 if args.quick else args.epochs, "accelerator": "cpu",
-                   "devices": 1, "log_every_n_steps": 20}
-        limit = 2 if args.quick and args.limit_batches is None else args.limit_batches
-        if limit:
-            trainer.update(limit_train_batches=limit, limit_val_batches=1, limit_test_batches=2)
-        backbone_kwargs = {"widths": [16, 32, 64], "depths": [1, 1, 1], "stem_width": 8} \
-            if args.quick and backbone == "proxy" else {}
+                "num_frames": frames,
+                "sampling_rate": rate if frames * rate <= d["frames"] else 1,
+                "crop_size": d["size"]}
+        if modality != "rgb":
+            data["modality"] = modality
+        trainer = dict(plan.retrain_trainer)
         for block in (("none", "cell") if args.quick else BLOCKS):
-            model = {"backbone": backbone, "block": str(cell.resolve()) if block == "cell"
-                     else block, "optimizer": "adamw", "lr": 0.002, "lr_min": 0.0,
-                     "weight_decay": 0.05, "warmup_epochs": 0.5,
-                     "in_channels": 2 if modality == "flow" else 3,
-                     "backbone_kwargs": backbone_kwargs}
+            model = {**plan.retrain_model, "backbone": backbone,
+                     "block": str(cell.resolve()) if block == "cell" else block}
+            if backbone != "proxy":
+                model.pop("backbone_kwargs", None)
+            if BACKBONE_KWARGS.get(backbone):
+                model["backbone_kwargs"] = dict(BACKBONE_KWARGS[backbone])
+            if modality != "rgb":
+                model["in_channels"] = modality_channels(modality)
+            reference = None
+            if row == REFERENCE_ROW:
+                ref = _reference(plan, block, cell)
+                if ref is not None and data == plan.retrain_data and \
+                        trainer == plan.trainer_for(ref) and \
+                        model == {**plan.retrain_model, "block": ref.block}:
+                    reference = ref
             cell_doc = cell.read_text() if block == "cell" else ""
-            settings = hashlib.sha1(json.dumps([data, trainer, model, cell_doc],
-                                               sort_keys=True).encode()).hexdigest()[:12]
+            settings = reference.settings if reference is not None else hashlib.sha1(
+                json.dumps([data, trainer, model, cell_doc], sort_keys=True).encode()
+            ).hexdigest()[:12]
             for seed in range(1 if args.quick else args.seeds):
                 runs.append({"row": row, "block": block, "seed": seed, "settings": settings,
+                             "reference": None if reference is None else reference.key,
                              "spec": {"kind": "retrain", "key": f"{row}/{block}",
                                       "seed": seed, "data": data, "trainer": trainer,
                                       "model": model, "threads": args.threads}})
     return runs
+
+
+def _from_accuracy(runs: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
+    """The finished ``accuracy.csv`` rows that are runs of this protocol (same row of the
+    accuracy benchmark, seed and settings), as transfer records."""
+    path = out / "accuracy.csv"
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        acc = {(r["row"], r["seed"], r["settings"]): r for r in csv.DictReader(f)
+               if r.get("status") == "ok"}
+    found = []
+    for run in runs:
+        rec = acc.get((run["reference"], str(run["seed"]), run["settings"])) \
+            if run["reference"] else None
+        if rec is not None:
+            found.append({"row": run["row"], "block": run["block"], "seed": run["seed"],
+                          "settings": run["settings"], "status": "ok",
+                          "video_top1": rec["video_top1"], "params": rec["params"],
+                          "macs": rec["macs"], "wall_s": rec["wall_s"],
+                          "finished": rec["finished"], "error": "",
+                          "source": f"accuracy.csv ({run['reference']})"})
+    return found
 
 
 def _read(path: Path) -> dict[tuple[str, str, int, str], dict[str, str]]:
@@ -154,10 +241,12 @@ def _cost(spec: dict[str, Any]) -> dict[str, Any]:
 
     m, d = spec["model"], spec["data"]
     try:
-        res = model_cost(m["backbone"], m["block"], None, frames=d["num_frames"],
-                         size=d["crop_size"], num_classes=d["synthetic_params"]["classes"],
-                         latency=False, backbone_kwargs={**m["backbone_kwargs"],
-                                                         "in_channels": m["in_channels"]})
+        res = model_cost(m["backbone"], m["block"], m.get("positions"),
+                         frames=d["num_frames"], size=d["crop_size"],
+                         num_classes=d["synthetic_params"]["classes"],
+                         block_kwargs=m.get("block_kwargs"), latency=False,
+                         backbone_kwargs={**(m.get("backbone_kwargs") or {}),
+                                          "in_channels": m.get("in_channels", 3)})
     except (ValueError, RuntimeError):
         return {}
     return {"params": res["params"], "macs": res["macs"]}
@@ -244,16 +333,44 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runs = _plan(args)
     except ValueError as err:
-        print(f"benchmarks.transfer: error: {err}", file=sys.stderr)
+        print(f"benchmarks.transfer: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, work = out / "transfer.csv", out / "_work" / "transfer"
     done = _read(csv_path)
-    todo = [r for r in runs if (r["row"], r["block"], r["seed"], r["settings"]) not in done
-            or done[(r["row"], r["block"], r["seed"], r["settings"])]["status"] != "ok"]
-    print(f"transfer: {len(runs)} runs, {len(runs) - len(todo)} done, {len(todo)} to run "
-          f"({args.jobs} at a time) -> {csv_path}", flush=True)
+
+    def finished(r: dict[str, Any]) -> bool:
+        rec = done.get((r["row"], r["block"], r["seed"], r["settings"]))
+        return rec is not None and rec["status"] == "ok"
+
+    imported = [rec for rec in _from_accuracy([r for r in runs if not finished(r)], out)]
+    if args.plan:
+        taken = {(r["row"], r["block"], r["seed"]) for r in imported}
+        for r in runs:
+            state = ("done" if finished(r) else "from accuracy.csv "
+                     f"({r['reference']})" if (r["row"], r["block"], r["seed"]) in taken
+                     else "to run" + (f" (or from accuracy.csv once {r['reference']} seed "
+                                      f"{r['seed']} is done)" if r["reference"] else ""))
+            print(f"  {r['row']} {r['block']} seed {r['seed']}: {state}")
+        return 0
+    for rec in imported:
+        _append(csv_path, rec)
+    done = _read(csv_path)
+    todo = [r for r in runs if not finished(r)]
+    print(f"transfer: {len(runs)} runs, {len(runs) - len(todo)} done ({len(imported)} just "
+          f"taken from accuracy.csv), {len(todo)} to run ({args.jobs} at a time) -> "
+          f"{csv_path}", flush=True)
+    from datamodules.synth import SynthError, ensure_synthetic
+
+    for params in {json.dumps(r["spec"]["data"]["synthetic_params"], sort_keys=True):
+                   r["spec"]["data"]["root"] for r in todo}.items():
+        try:  # once, before the runs (two runs must not generate one folder at once)
+            ensure_synthetic(params[1], **json.loads(params[0]), progress=not args.quick)
+        except (SynthError, ValueError, OSError) as err:
+            print(f"benchmarks.transfer: error: {' '.join(str(err).split())}",
+                  file=sys.stderr)
+            return 2
 
     def one(run: dict[str, Any]) -> None:
         rec = _run(run, work)

@@ -169,7 +169,8 @@ def create_backbone(name: str, num_classes: int, block: str = "none",
             ``pretrained`` (a Kinetics-pretrained 3-D ResNet checkpoint of pytorchvideo,
             PySlowFast, mmaction2 or attnas; :mod:`supernet.pretrained`) with
             ``pretrained_format`` (``auto`` by default),
-            ``dropout``, for the proxy ``widths``, ``depths``, ``stem_width``,
+            ``dropout``, for I3D ``width_div`` (a narrower I3D-R50 of the same depth),
+            for the proxy ``widths``, ``depths``, ``stem_width``,
             ``expansion``, ``stem_kernel``, ``stem_pool``, ``temporal_pool``,
             ``temporal_kernels``, for S3D ``gated``, for SlowFast ``alpha``, ``beta_inv``,
             ``width_div``, ``depths``, for twostream ``arch``, ``width_div``, ``depths``;
@@ -210,6 +211,9 @@ def create_backbone(name: str, num_classes: int, block: str = "none",
                              f"attention blocks and their positions; leave block at 'none' "
                              f"and positions unset (got {block!r}, {positions!r})")
         return builder(num_classes, **kwargs)
+    if (pretrained_2d or pretrained) and kwargs.get("width_div", 1) != 1:
+        raise ValueError(f"backbone {name!r} with width_div={kwargs['width_div']}: pretrained "
+                         f"weights are full width; drop width_div or the pretrained weights")
     model = builder(num_classes, **kwargs)
 
     if pretrained_2d:  # before insertion: the checkpoint only covers the ResNet itself

@@ -40,6 +40,24 @@ def test_i3d_r50_parameter_counts() -> None:
     assert count_parameters(_meta("i3d_r50", 400, "none", "10blocks")) == I3D_PARAMS
 
 
+def test_i3d_r50_width_div_narrows_every_stage_and_keeps_the_depth(tmp_path) -> None:
+    half = _meta("i3d_r50", 4, "nonlocal", width_div=2)
+    full = _meta("i3d_r50", 4, "nonlocal")
+    assert [b.channels for b in half.blocks] == [256, 256, 512, 512, 512]
+    assert half.stage_depths() == full.stage_depths() and half.positions == full.positions
+    # about a quarter of the parameters (convs scale with width squared)
+    assert 0.2 < count_parameters(half) / count_parameters(full) < 0.3
+    x = torch.randn(2, 2, 8, 32, 32)
+    torch.manual_seed(0)
+    net = create_backbone("i3d_r50", 4, "nonlocal", width_div=2, in_channels=2)
+    net(x).sum().backward()
+    for bad in (3, 0, 128, True):
+        with pytest.raises(ValueError, match="width_div must be a divisor of 64"):
+            create_backbone("i3d_r50", 4, width_div=bad)
+    with pytest.raises(ValueError, match="pretrained weights are full width"):
+        create_backbone("i3d_r50", 4, width_div=2, pretrained_2d=str(tmp_path / "r50.pth"))
+
+
 def test_default_positions_are_the_nonlocal_five_blocks() -> None:
     m = _meta("i3d_r50", 400, block="nonlocal")
     assert m.positions == {"res3": (1, 3), "res4": (1, 3, 5)}

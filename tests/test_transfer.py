@@ -27,7 +27,7 @@ def test_quick_transfer_runs_resumes_and_reports(tmp_path: Path,
     assert "proxy/flow/synth" in md and "| none | nonlocal | cell |" in md
     capsys.readouterr()
     assert transfer(["--quick", "--out", str(tmp_path)]) == 0  # resumed: nothing to run
-    assert "4 done, 0 to run" in capsys.readouterr().out
+    assert "4 done (0 just taken from accuracy.csv), 0 to run" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("rows", "needle"), [("proxy/rgb", "not backbone/modality/dataset"),
@@ -39,3 +39,31 @@ def test_bad_rows_exit_2(rows: str, needle: str, tmp_path: Path,
     assert transfer(["--rows", rows, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_reference_rows_come_from_the_accuracy_benchmark(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """The reference row is the accuracy benchmark's own rows: a finished `none` row of
+    accuracy.csv with the same settings is taken over (not trained again); the cell, which
+    the accuracy benchmark did not train, runs."""
+    from benchmarks.run import main as bench
+
+    assert bench(["--quick", "--out", str(tmp_path), "--groups", "", "--blocks", "none",
+                  "--random-cells", "0"]) == 0
+    with (tmp_path / "accuracy.csv").open() as f:
+        acc = next(r for r in csv.DictReader(f) if r["row"] == "none")
+    capsys.readouterr()
+    assert transfer(["--quick", "--out", str(tmp_path), "--rows", "proxy/rgb/synth",
+                     "--plan"]) == 0
+    text = capsys.readouterr().out
+    assert "none seed 0: from accuracy.csv (none)" in text and "cell seed 0: to run" in text
+    assert not (tmp_path / "transfer.csv").exists()  # --plan runs and writes nothing
+    assert transfer(["--quick", "--out", str(tmp_path), "--rows", "proxy/rgb/synth"]) == 0
+    assert "1 just taken from accuracy.csv), 1 to run" in capsys.readouterr().out
+    with (tmp_path / "transfer.csv").open() as f:
+        rows = {r["block"]: r for r in csv.DictReader(f)}
+    assert rows["none"]["source"] == "accuracy.csv (none)"
+    assert rows["none"]["video_top1"] == acc["video_top1"]
+    assert rows["none"]["settings"] == acc["settings"]
+    assert rows["cell"]["status"] == "ok" and rows["cell"]["source"] == ""
+    assert not (tmp_path / "_work" / "transfer" / "proxy-rgb-synth_none_s0").exists()

@@ -259,23 +259,41 @@ def proxy_presets(depths: Sequence[int]) -> dict[str, dict[str, list[int]]]:
     }
 
 
-def i3d_r50(num_classes: int = 400, dropout: float = 0.5, in_channels: int = 3) -> VideoResNet:
+def i3d_r50(num_classes: int = 400, dropout: float = 0.5, in_channels: int = 3,
+            width_div: int = 1) -> VideoResNet:
     """I3D-R50 as in SlowFast ``I3D_8x8_R50`` / pytorchvideo ``i3d_r50`` (no blocks inserted).
 
     Stem 5x7x7 stride (1,2,2) + 1x3x3 max-pool; stages (3, 4, 6, 3), widths 256..2048,
     inner widths 64..512; temporal kernel 3 on conv_a of res2 all, res3 0/2, res4 0/2/4,
     res5 1; temporal max-pool 2 after res2. Default insertion preset ``5blocks``.
+
+    Args:
+        num_classes: classes of the linear head (default 400).
+        dropout: before the head (default 0.5).
+        in_channels: input channels (3 for RGB, 2 for optical flow).
+        width_div: divide the stem and every stage's widths by this (default 1 =
+            I3D-R50; 2 keeps the depth and the kernels at a quarter of the MACs, for a
+            CPU-sized run of the same family). Must divide 64; a reduced network is
+            named ``i3d_r50/{width_div}`` and cannot load 2-D or 3-D ResNet-50 weights.
+
+    Raises:
+        ValueError: ``width_div`` not a divisor of 64.
     """
+    if isinstance(width_div, bool) or not isinstance(width_div, int) or width_div < 1 \
+            or 64 % width_div:
+        raise ValueError(f"i3d_r50: width_div must be a divisor of 64 (1, 2, 4, ...), "
+                         f"got {width_div!r}")
+    d = width_div
     stages = [
-        StageConfig("res2", 256, 64, (3, 3, 3), 1),
-        StageConfig("res3", 512, 128, (3, 1, 3, 1), 2),
-        StageConfig("res4", 1024, 256, (3, 1, 3, 1, 3, 1), 2),
-        StageConfig("res5", 2048, 512, (1, 3, 1), 2),
+        StageConfig("res2", 256 // d, 64 // d, (3, 3, 3), 1),
+        StageConfig("res3", 512 // d, 128 // d, (3, 1, 3, 1), 2),
+        StageConfig("res4", 1024 // d, 256 // d, (3, 1, 3, 1, 3, 1), 2),
+        StageConfig("res5", 2048 // d, 512 // d, (1, 3, 1), 2),
     ]
-    return VideoResNet(num_classes, stages, stem_width=64, stem_kernel=(5, 7, 7),
+    return VideoResNet(num_classes, stages, stem_width=64 // d, stem_kernel=(5, 7, 7),
                        stem_pool=True, temporal_pool_after="res2", dropout=dropout,
-                       presets=I3D_PRESETS, default_positions="5blocks", name="i3d_r50",
-                       in_channels=in_channels)
+                       presets=I3D_PRESETS, default_positions="5blocks",
+                       name="i3d_r50" if d == 1 else f"i3d_r50/{d}", in_channels=in_channels)
 
 
 def _proxy_temporal_kernels(depths: Sequence[int]) -> list[tuple[int, ...]]:
