@@ -37,7 +37,7 @@ import torch
 from benchmarks.common import cpu_name
 from datamodules.cache import ClipCache
 from datamodules.datasets import VideoClipDataset, VideoRecord
-from datamodules.decode import VideoReader, decode_all
+from datamodules.decode import VideoReader, decode_all, frame_to_rgb
 from datamodules.sampling import clip_indices, clip_span
 from datamodules.transforms import TrainTransform
 
@@ -102,7 +102,7 @@ def _decode_rates(path: Path, repeats: int) -> dict[str, float]:
         with av.open(str(path)) as c:
             st = c.streams.video[0]
             st.codec_context.thread_count = 1
-            [f.to_ndarray(format="rgb24") for i, f in enumerate(c.decode(st)) if i in idx]
+            [frame_to_rgb(f) for i, f in enumerate(c.decode(st)) if i in idx]
 
     return {"seek": _median_rate(seek, repeats),
             "all": _median_rate(everything, max(3, repeats // 4)),

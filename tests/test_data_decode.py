@@ -47,6 +47,20 @@ def test_header_and_full_decode(videos: dict[str, str], kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", list(CODECS))
+def test_rgb_conversion_on_one_thread_equals_pyavs_default(videos: dict[str, str],
+                                                          kind: str) -> None:
+    """frame_to_rgb (one swscale thread, the fast path) gives PyAV's own RGB bit for bit."""
+    import av
+
+    from datamodules.decode import frame_to_rgb
+
+    with av.open(videos[kind]) as c:
+        for frame in c.decode(video=0):
+            ours, theirs = frame_to_rgb(frame), frame.to_ndarray(format="rgb24")
+            assert ours.shape == (48, 64, 3) and np.array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("kind", list(CODECS))
 def test_clip_equals_full_decode_at_start_middle_end(videos: dict[str, str], kind: str
                                                      ) -> None:
     full = decode_all(videos[kind])
