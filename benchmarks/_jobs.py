@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
 import statistics
 import sys
 import time
@@ -150,9 +151,63 @@ def torch_load(path: str) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def _resume_path(spec: dict[str, Any]) -> Path | None:
+    """Where a retrain keeps its end-of-epoch checkpoint (``spec['resume_dir']``, named by
+    the hash of everything that decides the run), or None when the caller gave no folder."""
+    if not spec.get("resume_dir"):
+        return None
+    import hashlib
+
+    decides = {k: v for k, v in spec.items() if k not in ("run_dir", "resume_dir", "threads")}
+    digest = hashlib.sha1(json.dumps(decides, sort_keys=True, default=str).encode())
+    return Path(spec["resume_dir"]) / f"{spec.get('kind', 'job')}-{digest.hexdigest()[:16]}.ckpt"
+
+
+def _epoch_saver(path: Path, prior_s: float) -> Any:
+    """A callback that saves the whole training state to ``path`` (temp file + rename) at
+    the end of every training epoch but the last, with the seconds trained so far."""
+    from pytorch_lightning import Callback
+
+    class EpochSaver(Callback):
+        def __init__(self) -> None:
+            self.t0 = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            if trainer.current_epoch + 1 >= (trainer.max_epochs or 0):
+                return  # the run is about to finish: nothing left to resume
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            trainer.save_checkpoint(str(tmp))
+            tmp.replace(path)
+            if os.environ.get(KILL_ENV) == str(trainer.current_epoch):  # tests: a session ends
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        def on_save_checkpoint(self, trainer: Any, pl_module: Any,
+                               checkpoint: dict[str, Any]) -> None:
+            checkpoint["attnas_trained_s"] = prior_s + time.perf_counter() - self.t0
+
+    return EpochSaver()
+
+
+def _resumable(path: Path | None) -> tuple[str | None, float, int]:
+    """``(checkpoint to resume from or None, seconds trained before, epochs done)``; a
+    checkpoint that does not load (a kill while it was written) is dropped."""
+    if path is None or not path.is_file():
+        return None, 0.0, 0
+    try:
+        ckpt = torch_load(str(path))
+        return str(path), float(ckpt.get("attnas_trained_s", 0.0)), int(ckpt["epoch"]) + 1
+    except Exception:  # noqa: BLE001 - unreadable: train from the start
+        path.unlink(missing_ok=True)
+        return None, 0.0, 0
+
+
 def run_retrain(spec: dict[str, Any]) -> dict[str, Any]:
     """Train a :class:`supernet.retrain.VideoClassifier` from scratch, then test the final
-    weights (multi-view, video-level top-1)."""
+    weights (multi-view, video-level top-1). With ``spec['resume_dir']`` the training
+    state is saved there after every epoch, and a run killed part-way (a session that
+    ended) resumes from its last finished epoch instead of from scratch; ``prior_s`` and
+    ``resumed_at_epoch`` in the result say so."""
     from pytorch_lightning import seed_everything
 
     from supernet.retrain import VideoClassifier
@@ -160,15 +215,20 @@ def run_retrain(spec: dict[str, Any]) -> dict[str, Any]:
     seed_everything(spec["seed"], workers=True)
     dm = _datamodule(spec, search=False)
     module = VideoClassifier(num_classes=dm.num_classes, **spec["model"])
-    trainer = _trainer(spec, Path(spec["run_dir"]))
+    resume_path = _resume_path(spec)
+    ckpt_path, prior_s, done_epochs = _resumable(resume_path)
+    callbacks = [] if resume_path is None else [_epoch_saver(resume_path, prior_s)]
+    trainer = _trainer(spec, Path(spec["run_dir"]), callbacks)
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     fit_s = time.perf_counter() - t0
     val = {k: float(v) for k, v in trainer.callback_metrics.items()}
     tested = trainer.test(module, datamodule=dm, verbose=False)
     test = tested[0] if tested else {}
     if test.get("test/video_top1") is None:
         raise RuntimeError("the test stage logged no test/video_top1")
+    if resume_path is not None:
+        resume_path.unlink(missing_ok=True)
     return {
         "status": "ok",
         "video_top1": _metric(test, "test/video_top1"),
@@ -177,6 +237,8 @@ def run_retrain(spec: dict[str, Any]) -> dict[str, Any]:
         "train_top1": _metric(val, "train/top1"),
         "fit_s": round(fit_s, 2),
         "epochs": int(trainer.current_epoch),
+        "prior_s": round(prior_s, 2),
+        "resumed_at_epoch": done_epochs,
     }
 
 
@@ -308,6 +370,8 @@ def run_calibrate(spec: dict[str, Any]) -> dict[str, Any]:
 #: fault injection for tests: a comma-separated list of run keys (``nonlocal``,
 #: ``searched/s0``, ``steptime``) whose job raises at once
 CRASH_ENV = "ATTNAS_BENCH_CRASH"
+#: tests: a retrain with a resume folder kills itself after saving this epoch (0-based)
+KILL_ENV = "ATTNAS_BENCH_KILL_AFTER_EPOCH"
 
 JOBS = {"search": run_search, "reselect": run_reselect, "retrain": run_retrain,
         "steptime": run_steptime, "calibrate": run_calibrate}

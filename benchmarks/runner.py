@@ -203,7 +203,8 @@ class Runner:
             shutil.rmtree(run_dir)
         for d in (run_dir, log.parent, work / "specs"):
             d.mkdir(parents=True, exist_ok=True)
-        spec = {**spec, "run_dir": str(run_dir), "threads": self.plan.threads}
+        spec = {**spec, "run_dir": str(run_dir), "threads": self.plan.threads,
+                "resume_dir": str(work / "resume")}  # a retrain killed part-way resumes
         spec_path = work / "specs" / f"{slug}.json"
         spec_path.write_text(json.dumps(spec, indent=1, default=str) + "\n")
         result_path = run_dir / "result.json"
@@ -424,7 +425,8 @@ class Runner:
                                  ("status", "video_top1", "clip_top1", "val_top1", "epochs",
                                   "peak_rss_mib", "error")},
                       "params": cost.get("params"), "macs": cost.get("macs"),
-                      "wall_s": round(wall, 2), "finished": _now(), "log": self._rel(log)})
+                      "wall_s": round(wall + float(result.get("prior_s") or 0.0), 2),
+                      "finished": _now(), "log": self._rel(log)})
         if result["status"] == "ok":
             self._progress(what, "ok", f"video top-1 {100 * result['video_top1']:.1f} % "
                            f"in {_fmt_s(wall)}")

@@ -256,7 +256,8 @@ def _run(run: dict[str, Any], work: Path) -> dict[str, Any]:
     slug = f"{run['row']}_{run['block']}_s{run['seed']}".replace("/", "-")
     run_dir = work / slug
     run_dir.mkdir(parents=True, exist_ok=True)
-    spec = {**run["spec"], "run_dir": str(run_dir)}
+    spec = {**run["spec"], "run_dir": str(run_dir),
+            "resume_dir": str(work / "resume")}  # a run killed part-way resumes
     spec_path, result_path = run_dir / "spec.json", run_dir / "result.json"
     spec_path.write_text(json.dumps(spec))
     result_path.unlink(missing_ok=True)
@@ -273,7 +274,8 @@ def _run(run: dict[str, Any], work: Path) -> dict[str, Any]:
         result = {"status": "failed", "error": f"no result (see {run_dir / 'log.txt'})"}
     return {"row": run["row"], "block": run["block"], "seed": run["seed"],
             "settings": run["settings"], "status": result.get("status"),
-            "video_top1": result.get("video_top1"), "wall_s": round(wall, 1),
+            "video_top1": result.get("video_top1"),
+            "wall_s": round(wall + float(result.get("prior_s") or 0.0), 1),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "error": result.get("error", ""),
             **_cost(spec)}
 

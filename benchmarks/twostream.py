@@ -258,7 +258,8 @@ def _retrain(run: dict[str, Any], work: Path) -> dict[str, Any]:
                 "error": f"no architecture {run['arch']} (its search failed?)"}
     run_dir = work / f"{run['row']}_s{run['seed']}".replace("/", "-")
     run_dir.mkdir(parents=True, exist_ok=True)
-    spec = {**run["spec"], "run_dir": str(run_dir)}
+    spec = {**run["spec"], "run_dir": str(run_dir),
+            "resume_dir": str(work / "resume")}  # a run killed part-way resumes
     spec_path, result_path = run_dir / "spec.json", run_dir / "result.json"
     spec_path.write_text(json.dumps(spec))
     result_path.unlink(missing_ok=True)
@@ -270,7 +271,8 @@ def _retrain(run: dict[str, Any], work: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         result = {"status": "failed", "error": f"no result (see {run_dir / 'log.txt'})"}
     return {**rec, "status": result.get("status"), "video_top1": result.get("video_top1"),
-            "wall_s": wall, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "wall_s": round(wall + float(result.get("prior_s") or 0.0), 1),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "error": result.get("error", ""), **_cost(spec)}
 
 

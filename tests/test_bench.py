@@ -219,11 +219,11 @@ def test_groups_and_budget_rows_are_planned(tmp_path: Path) -> None:
                        "3", "--out", str(tmp_path / "o")])
     # the default group first (the config's settings, 5 search epochs), then the groups the
     # targets name, then the studies
-    assert plan.groups == [f"{GROUP}+5ep", "darts+argmax+sincos", "single_path+perturb+sincos",
-                           GROUP, f"{GROUP}+cost0.5x+5ep", f"{GROUP}+cost1x+5ep",
+    assert plan.groups == [f"{GROUP}+5ep", GROUP, "darts+argmax+sincos",
+                           "single_path+perturb+sincos", "uniform+perturb+5ep",
+                           f"{GROUP}+cost0.5x+5ep", f"{GROUP}+cost1x+5ep",
                            f"{GROUP}+cost2x+5ep", "uniform+alone+sincos+5ep",
-                           "uniform+perturb+5ep", "darts+perturb+sincos",
-                           "single_path+alone+sincos"]
+                           "darts+perturb+sincos", "single_path+alone+sincos"]
     # a budget only changes the selection of a uniform supernet: re-selected from the
     # default group's supernets, with the budget in its model settings
     cost = next(j for j in plan.searches if j.group == f"{GROUP}+cost1x+5ep" and j.seed == 1)
@@ -241,7 +241,15 @@ def test_groups_and_budget_rows_are_planned(tmp_path: Path) -> None:
     assert plan.default_group == f"{GROUP}+5ep"
     assert [j.key for j in plan.searches][:4] == [
         f"searched[{GROUP}+5ep]/s0", f"searched[{GROUP}+5ep]/s1", f"searched[{GROUP}+5ep]/s2",
-        "searched[darts+argmax+sincos]/s0"]
+        f"searched[{GROUP}]/s0"]
+    # after the default group, one group at a time: its searches, then its rows
+    from benchmarks.runner import Runner, _tasks
+
+    pos = {key: i for i, (_, _, key) in enumerate(_tasks(plan, Runner(plan, None)))}
+    assert pos[f"searched[{GROUP}]/s2"] < pos[f"searched[{GROUP}]/s0/0"] < \
+        pos[f"searched[{GROUP}]/s2/2"] < pos["searched[darts+argmax+sincos]/s0"]
+    assert pos["searched[darts+argmax+sincos]/s2/2"] < \
+        pos["searched[single_path+perturb+sincos]/s0"]
     plain = next(j for j in plan.searches if j.group == GROUP)
     assert plan.searches[0].trainer["max_epochs"] == 5 and plain.trainer is None
     assert plan.searches[0].settings != plain.settings

@@ -1,0 +1,63 @@
+"""A benchmark retrain killed part-way (a session that ends) resumes from its last finished
+epoch: a real job process, really killed, launched again with the same spec."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks._jobs import KILL_ENV
+from datamodules.synth import ensure_synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _launch(spec_path: Path, result: Path, env_extra: dict[str, str]) -> int:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env_extra,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", "benchmarks._jobs", str(spec_path),
+                           str(result)], env=env, cwd=str(REPO), check=False,
+                          capture_output=True).returncode
+
+
+def test_killed_retrain_resumes_from_its_last_epoch(tmp_path: Path) -> None:
+    root = ensure_synthetic(tmp_path / "data", classes=2, videos_per_class=6, frames=8,
+                            size=16, seed=4, workers=1)
+    resume = tmp_path / "resume"
+    spec = {"kind": "retrain", "key": "nonlocal", "seed": 0, "threads": 1,
+            "run_dir": str(tmp_path / "run"), "resume_dir": str(resume),
+            "data": {"root": str(root), "num_frames": 8, "crop_size": 16, "batch_size": 4,
+                     "num_workers": 0, "test_clips": 1},
+            "trainer": {"max_epochs": 3, "accelerator": "cpu", "devices": 1,
+                        "limit_train_batches": 2, "limit_val_batches": 1,
+                        "limit_test_batches": 2, "log_every_n_steps": 1},
+            "model": {"backbone": "proxy", "block": "nonlocal", "optimizer": "adamw",
+                      "lr": 0.002, "backbone_kwargs": {"widths": [8, 16, 32],
+                                                       "depths": [1, 1, 1], "stem_width": 8}}}
+    spec_path, result = tmp_path / "spec.json", tmp_path / "result.json"
+    spec_path.write_text(json.dumps(spec))
+    # first attempt: killed (SIGKILL, no result written) right after epoch 1 is saved
+    assert _launch(spec_path, result, {KILL_ENV: "1"}) == -9
+    assert not result.exists()
+    saved = list(resume.glob("retrain-*.ckpt"))
+    assert len(saved) == 1
+    # a torn write from an earlier kill is never what resumes: only the renamed file counts
+    assert not list(resume.glob(".*.tmp"))
+    # the same spec again: resumes after epoch 1 and finishes the run
+    assert _launch(spec_path, result, {}) == 0
+    out = json.loads(result.read_text())
+    assert out["status"] == "ok" and out["resumed_at_epoch"] == 2 and out["epochs"] == 3
+    assert out["prior_s"] > 0 and 0.0 <= out["video_top1"] <= 1.0
+    assert not saved[0].exists()  # a finished run leaves nothing to resume
+    # another spec (another seed) does not pick up this run's state
+    spec["seed"] = 1
+    spec_path.write_text(json.dumps(spec))
+    assert _launch(spec_path, result, {KILL_ENV: "0"}) == -9
+    (ckpt,) = resume.glob("retrain-*.ckpt")
+    ckpt.write_bytes(b"torn")  # a checkpoint that does not load: trained again from scratch
+    assert _launch(spec_path, result, {}) == 0
+    out = json.loads(result.read_text())
+    assert out["status"] == "ok" and out["resumed_at_epoch"] == 0 and out["prior_s"] == 0
