@@ -18,19 +18,15 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from .factory import create_backbone
+from .layout import LayoutHooks, apply_layout, check_memory_format
 from .rng import seed_epoch
 
 __all__ = ["VideoClassifier", "check_runtime"]
 
-MEMORY_FORMATS = ("contiguous", "channels_last")
-
-
 def check_runtime(memory_format: str, compile: bool, backend: str) -> None:
     """``ValueError`` (one line) for an unknown memory format, or ``compile`` on a torch
     without ``torch.compile`` or with an unknown backend."""
-    if memory_format not in MEMORY_FORMATS:
-        raise ValueError(f"unknown memory_format {memory_format!r}; accepted: "
-                         f"{', '.join(MEMORY_FORMATS)}")
+    check_memory_format(memory_format)
     if not compile:
         return
     if not hasattr(torch, "compile"):
@@ -44,7 +40,7 @@ def check_runtime(memory_format: str, compile: bool, backend: str) -> None:
                          f"{', '.join(sorted(backends))}")
 
 
-class VideoClassifier(pl.LightningModule):
+class VideoClassifier(LayoutHooks, pl.LightningModule):
     """Backbone + inserted blocks, trained with SGD, cosine schedule and linear warm-up.
 
     Args:
@@ -71,9 +67,10 @@ class VideoClassifier(pl.LightningModule):
         label_smoothing: cross-entropy label smoothing.
         in_channels: input channels (linked from ``data.modality`` by the CLI: 3 for RGB
             and RGB difference, 2 for optical flow).
-        memory_format: ``contiguous`` (default) or ``channels_last`` (``channels_last_3d``
-            weights and clips; oneDNN / cuDNN pick channels-last conv kernels). Measured in
-            ``benchmarks/gpu.py --memory-formats``; keep it where it measures faster.
+        memory_format: ``auto`` (default: ``channels_last`` on the CPU, where
+            ``benchmarks/layout.py`` measured it 1.2-1.4x faster per step, ``contiguous``
+            elsewhere), ``contiguous`` or ``channels_last`` (``channels_last_3d`` weights;
+            oneDNN / cuDNN pick channels-last kernels). :mod:`supernet.layout`.
         compile: run the network through ``torch.compile`` (compiled on the first step;
             the checkpoint keeps the plain module's keys). Measured in ``benchmarks/gpu.py
             --compile off,on``: on CPU the first step compiles for about a minute.
@@ -100,7 +97,7 @@ class VideoClassifier(pl.LightningModule):
         warmup_epochs: float = 0.0,
         label_smoothing: float = 0.0,
         in_channels: int = 3,
-        memory_format: Literal["contiguous", "channels_last"] = "contiguous",
+        memory_format: Literal["auto", "contiguous", "channels_last"] = "auto",
         compile: bool = False,
         compile_backend: str = "inductor",
     ) -> None:
@@ -118,9 +115,9 @@ class VideoClassifier(pl.LightningModule):
             kwargs.update(pretrained=pretrained, pretrained_format=pretrained_format)
         self.model = create_backbone(backbone, num_classes, block=block, positions=positions,
                                      block_kwargs=block_kwargs, **kwargs)
-        self._layout = torch.channels_last_3d if memory_format == "channels_last" else None
-        if self._layout is not None:
-            self.model.to(memory_format=self._layout)
+        # the CPU's layout now (a module is built there); LayoutHooks re-applies it on the
+        # device once fit / test / predict starts
+        self._layout = apply_layout(self.model, memory_format, "cpu")
         self._compiled = None  # built on the first forward (not a submodule: same ckpt keys)
         top5 = min(5, num_classes)
         self.metrics = torch.nn.ModuleDict({
@@ -137,8 +134,6 @@ class VideoClassifier(pl.LightningModule):
 
     def forward(self, video: Tensor) -> Tensor:
         """``(N, 3, T, H, W)`` -> logits ``(N, num_classes)``."""
-        if self._layout is not None:
-            video = video.contiguous(memory_format=self._layout)
         if not self.hparams.get("compile", False):
             return self.model(video)
         if self._compiled is None:

@@ -4,6 +4,7 @@ refused with one line and exit 2."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 
 from datamodules.synth import ensure_synthetic
 from supernet.cli import main as attnas
+from supernet.factory import BLOCK_NAMES
 from supernet.retrain import VideoClassifier
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -63,3 +65,88 @@ def test_bad_runtime_options_exit_2(tmp_path: Path, option: str, message: str,
     assert attnas(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+# -- the layout every module trains in by default on the CPU ----------------------------
+
+def _same_step(make: Callable[[], torch.nn.Module], x: torch.Tensor, train: bool = True
+               ) -> None:
+    """One forward+backward in each layout from the same weights: same loss, same
+    gradients (within float32 rounding: only the order of the sums differs). ``train``:
+    BatchNorm on batch statistics (ill-conditioned where a deep network's last maps are
+    1x1 at batch 2, so the deep backbones compare in eval mode)."""
+    torch.manual_seed(0)
+    plain = make()
+    torch.manual_seed(0)
+    last = make()
+    last.load_state_dict(plain.state_dict())
+    plain.to(memory_format=torch.contiguous_format)
+    last.to(memory_format=torch.channels_last_3d)
+    results = []
+    for net in (plain, last):
+        net.train(train)
+        torch.manual_seed(1)  # the same dropout / sampled path in both
+        out = net(x)
+        out.square().mean().backward()
+        results.append((out.detach(), {n: p.grad.clone() for n, p in net.named_parameters()
+                                       if p.grad is not None}))
+    (a, ga), (b, gb) = results
+    torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)
+    assert ga.keys() == gb.keys() and ga
+    for name in ga:
+        torch.testing.assert_close(gb[name], ga[name], rtol=1e-2, atol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("block", [b for b in BLOCK_NAMES if b != "cell"] + ["cell"])
+def test_every_block_trains_the_same_in_channels_last(block: str, tmp_path: Path) -> None:
+    from supernet.factory import create_backbone
+    from supernet.genotype import Genotype, save_genotype
+
+    if block == "search":
+        kw = {"block_kwargs": {"position": "sincos"}}
+    elif block == "cell":
+        path = tmp_path / "cell.json"
+        save_genotype(Genotype([("dot.spatiotemporal.softmax", 0), ("map.temporal.sigmoid", 1),
+                                ("dot.spatial.relu", 0)], position="sincos"), path)
+        block, kw = str(path), {}
+    else:
+        kw = {}
+    _same_step(lambda: create_backbone("proxy", 3, block, **TINY, **kw),
+               torch.randn(2, 3, 8, 16, 16))
+
+
+@pytest.mark.parametrize("backbone,kwargs,shape", [
+    ("s3d", {"gated": True}, (2, 3, 8, 32, 32)),
+    ("slowfast_r50", {"width_div": 8}, (2, 3, 16, 32, 32)),
+    ("i3d_r50", {"width_div": 8}, (2, 3, 8, 32, 32)),
+])
+def test_other_backbones_train_the_same_in_channels_last(backbone: str, kwargs: dict,
+                                                         shape: tuple[int, ...]) -> None:
+    from supernet.factory import create_backbone
+
+    _same_step(lambda: create_backbone(backbone, 3, "nonlocal", **kwargs), torch.randn(shape),
+               train=False)
+
+
+def test_auto_layout_is_channels_last_on_the_cpu_and_a_choice_elsewhere() -> None:
+    from supernet.layout import layout_for
+    from supernet.search import SearchModule
+
+    assert layout_for("auto", "cpu") == torch.channels_last_3d
+    assert layout_for("auto", "cuda") == torch.contiguous_format
+    assert layout_for("contiguous", "cpu") == torch.contiguous_format
+    assert layout_for("channels_last", "cuda") == torch.channels_last_3d
+    def spatial_convs(module: torch.nn.Module) -> list[torch.Tensor]:
+        # (a 1x1 or Cx1x1 kernel is contiguous in both layouts: it tells nothing)
+        return [m.weight for m in module.modules() if isinstance(m, torch.nn.Conv3d)
+                and m.weight.shape[1] > 1 and m.weight.shape[-1] > 1]
+
+    for module in (SearchModule(3, backbone_kwargs=TINY),
+                   VideoClassifier(3, backbone_kwargs=TINY)):
+        weights = spatial_convs(module)
+        assert weights and all(w.is_contiguous(memory_format=torch.channels_last_3d)
+                               and not w.is_contiguous() for w in weights)
+    weights = spatial_convs(VideoClassifier(3, backbone_kwargs=TINY, memory_format="contiguous"))
+    assert weights and all(w.is_contiguous() for w in weights)
+    with pytest.raises(ValueError, match="unknown memory_format 'nhwc'; accepted: auto"):
+        SearchModule(3, memory_format="nhwc")
