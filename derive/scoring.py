@@ -9,9 +9,10 @@ validation batch by its own statistics (:data:`BN_MODES`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 from supernet.cells import recalibrate_batchnorm
 
 __all__ = ["SelectionData", "BN_MODES", "check_bn_mode", "clip_losses", "paired",
-           "measure", "take_batches", "selection_data", "Batch"]
+           "measure", "prefix_inputs", "take_batches", "selection_data", "Batch"]
 
 #: per-clip losses are clipped here (a diverging candidate must not produce inf/NaN stats)
 _LOSS_CAP = 50.0
@@ -51,6 +52,10 @@ class SelectionData:
     finetune: Callable[[int], None] | None = None
     finetune_steps: int = 0
     bn: str = "recalibrate"
+    #: the validation batches' inputs of the model's first inserted block, computed once
+    #: (see :func:`measure`); with the id of the model they belong to
+    prefix: list[Tensor] | None = field(default=None, repr=False)
+    prefix_of: int | None = field(default=None, repr=False)
 
 
 #: how BatchNorm normalises while a rule scores (see :class:`SelectionData`)
@@ -65,13 +70,14 @@ def check_bn_mode(mode: str) -> str:
     return mode
 
 
-@torch.no_grad()
-def clip_losses(model: nn.Module, batches: Sequence[Batch], batch_stats: bool = False
-                ) -> Tensor:
-    """Per-clip cross-entropy ``(sum N,)`` float64 of ``model`` in eval mode; non-finite
-    or huge values are capped at 50 (a diverging candidate scores badly, not NaN).
-    ``batch_stats``: BatchNorm layers normalise each batch by its own statistics (train
-    mode with momentum 0, so the running statistics stay as they are)."""
+#: the most memory the cached block inputs of the validation batches may take
+PREFIX_CACHE_BYTES = 1 << 30
+
+
+@contextlib.contextmanager
+def _scoring(model: nn.Module, batch_stats: bool) -> Any:
+    """Eval mode, with BatchNorm on each batch's own statistics when ``batch_stats`` (train
+    mode with momentum 0: the running statistics stay as they are); restored after."""
     model.eval()
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in bns]
@@ -80,13 +86,50 @@ def clip_losses(model: nn.Module, batches: Sequence[Batch], batch_stats: bool = 
             m.train()
             m.momentum = 0.0
     try:
-        out = [F.cross_entropy(model(v).double(), y, reduction="none") for v, y in batches]
+        with torch.no_grad():
+            yield
     finally:
         for m, mom in zip(bns, momenta):
             m.momentum = mom
         model.eval()
+
+
+def clip_losses(model: nn.Module, batches: Sequence[Batch], batch_stats: bool = False,
+                prefix: Sequence[Tensor] | None = None) -> Tensor:
+    """Per-clip cross-entropy ``(sum N,)`` float64 of ``model`` in eval mode; non-finite
+    or huge values are capped at 50 (a diverging candidate scores badly, not NaN).
+    ``batch_stats``: BatchNorm layers normalise each batch by its own statistics (train
+    mode with momentum 0, so the running statistics stay as they are). ``prefix``: each
+    batch's input of the model's first inserted block (:func:`prefix_inputs`); the
+    forward then starts there (``model.forward_suffix``) with the same result."""
+    with _scoring(model, batch_stats):
+        if prefix is None:
+            out = [F.cross_entropy(model(v).double(), y, reduction="none") for v, y in batches]
+        else:
+            out = [F.cross_entropy(model.forward_suffix(h).double(), y, reduction="none")
+                   for h, (_, y) in zip(prefix, batches)]
     losses = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
     return torch.nan_to_num(losses, nan=_LOSS_CAP, posinf=_LOSS_CAP).clamp(max=_LOSS_CAP)
+
+
+def prefix_inputs(model: nn.Module, batches: Sequence[Batch], batch_stats: bool
+                  ) -> list[Tensor] | None:
+    """Each batch's input of the first inserted block of ``model`` (its
+    ``forward_prefix``), or None when the model cannot be split there or the inputs
+    would take more than :data:`PREFIX_CACHE_BYTES`. Selection only changes the inserted
+    blocks, so everything before the first one is the same for every candidate: computed
+    once, it saves that part of every score (about half of the proxy supernet's forward)."""
+    split = getattr(model, "split_point", None)
+    if split is None or split() is None or not batches:
+        return None
+    out: list[Tensor] = []
+    with _scoring(model, batch_stats):
+        for i, (v, _) in enumerate(batches):
+            out.append(model.forward_prefix(v))
+            if i == 0 and out[0].numel() * out[0].element_size() * len(batches) > \
+                    PREFIX_CACHE_BYTES:
+                return None
+    return out
 
 
 def paired(diff: Tensor) -> tuple[float, tuple[float, float], bool]:
@@ -100,8 +143,16 @@ def paired(diff: Tensor) -> tuple[float, tuple[float, float], bool]:
 
 
 def measure(model: nn.Module, data: SelectionData) -> Tensor:
-    """Per-clip validation losses of the supernet as it is restricted now."""
+    """Per-clip validation losses of the supernet as it is restricted now. With
+    BatchNorm on batch statistics and no fine-tuning between decisions, nothing before
+    the first inserted block changes from one score to the next: its output is computed
+    once per model (:func:`prefix_inputs`) and every score runs only the rest."""
     if data.bn == "batch":
+        if data.finetune is None or data.finetune_steps == 0:
+            if data.prefix_of != id(model):
+                data.prefix = prefix_inputs(model, data.val, batch_stats=True)
+                data.prefix_of = id(model)
+            return clip_losses(model, data.val, batch_stats=True, prefix=data.prefix)
         return clip_losses(model, data.val, batch_stats=True)
     recalibrate_batchnorm(model, data.calib)
     return clip_losses(model, data.val)

@@ -354,3 +354,45 @@ def test_perturb_factors_decides_family_then_dimension_then_activation() -> None
     assert seen[-1] == (9, 9)  # 2 families + 3 dimensions + 4 activations, one node
     assert "family     map" in sel.report() or "family map" in sel.report()
     assert model.arch.pinned_op(0) is None and bool(model.arch.op_mask.all())
+
+
+@pytest.mark.parametrize("backbone,block,kwargs,shape", [
+    ("proxy", "search", {**PROXY, "block_kwargs": {"num_nodes": 2, "position": "sincos"}},
+     (4, 3, 8, 16, 16)),
+    ("s3d", "nonlocal", {}, (2, 3, 8, 32, 32)),
+    ("i3d_r50", "a2", {"width_div": 8}, (2, 3, 8, 32, 32)),
+])
+def test_forward_splits_at_the_first_inserted_block(backbone: str, block: str, kwargs: dict,
+                                                    shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    model = create_backbone(backbone, 3, block, **kwargs).eval()
+    x = torch.randn(shape)
+    first_stage, first_index = model.split_point()
+    assert f"{first_stage}.{first_index}" == model.inserted_blocks()[0][0]
+    with torch.no_grad():
+        assert torch.equal(model.forward_suffix(model.forward_prefix(x)), model(x))
+    assert create_backbone("proxy", 3, "none", positions="none", **PROXY).split_point() is None
+    assert create_backbone("slowfast_r50", 3, "nonlocal", width_div=8).split_point() is None
+
+
+def test_perturb_scores_from_cached_block_inputs_exactly_as_from_clips(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Selection computes the part of the forward before the first cell once (it does not
+    depend on the candidates) and gives the same losses, decisions and margins."""
+    import derive.scoring as scoring
+
+    def run() -> tuple[list, SelectionData]:
+        model = _supernet(num_nodes=2)
+        data = _teacher_data(model, None, batches=3)
+        data = SelectionData(val=data.val, calib=[], bn="batch")
+        sel = select_cell(model, "perturb", data)
+        return [(d.node, d.what, d.choice, d.runner_up, d.margin, d.ci) for d in
+                sel.decisions], data
+
+    cached, data = run()
+    assert data.prefix is not None and len(data.prefix) == 3
+    assert data.prefix[0].shape[1] == PROXY["widths"][1]  # res3's output feeds the cell
+    monkeypatch.setattr(scoring, "PREFIX_CACHE_BYTES", 0)  # too big to cache: clips again
+    plain, data = run()
+    assert data.prefix is None
+    assert cached == plain

@@ -114,6 +114,26 @@ class BlockStage(nn.Module):
                 x = self.inserted[key](x)
         return x
 
+    def forward_until(self, x: Tensor, index: int) -> Tensor:
+        """What :meth:`forward` feeds the block inserted after block ``index``."""
+        if self.pre is not None:
+            x = self.pre(x)
+        for i, block in enumerate(self.blocks[:index + 1]):
+            x = block(x)
+            if i < index and str(i) in self.inserted:
+                x = self.inserted[str(i)](x)
+        return x
+
+    def forward_from(self, x: Tensor, index: int) -> Tensor:
+        """The rest of :meth:`forward` from the input of the block inserted after block
+        ``index``: ``forward_from(forward_until(x, i), i) == forward(x)``."""
+        x = self.inserted[str(index)](x)
+        for i in range(index + 1, len(self.blocks)):
+            x = self.blocks[i](x)
+            if str(i) in self.inserted:
+                x = self.inserted[str(i)](x)
+        return x
+
 
 class VideoBackbone(nn.Module):
     """Base of the backbones: stages with insertion positions.
@@ -188,6 +208,55 @@ class VideoBackbone(nn.Module):
     def blocks(self) -> list[nn.Module]:
         """The inserted blocks, in forward order."""
         return [b for _, b in self.inserted_blocks()]
+
+    # -- a forward in two halves (what selection caches) ----------------------------------
+    #: True where ``forward`` is stem -> stages (each followed by :meth:`_after_stage`) ->
+    #: ``pool`` -> ``dropout`` -> ``head``, so it can be split at an inserted block
+    splittable = False
+
+    def _after_stage(self, name: str, x: Tensor) -> Tensor:
+        """What runs between stage ``name`` and the next (default: nothing)."""
+        return x
+
+    def split_point(self) -> tuple[str, int] | None:
+        """``(stage, index)`` of the first inserted block in forward order, or None when
+        nothing is inserted or the backbone cannot be split."""
+        if not self.splittable:
+            return None
+        for name, stage in self.stages.items():
+            if len(stage.inserted):
+                return name, min(int(k) for k in stage.inserted)
+        return None
+
+    def forward_prefix(self, x: Tensor) -> Tensor:
+        """``(N, C, T, H, W)`` clip -> the input of the first inserted block: the part of
+        the forward that the inserted blocks do not change."""
+        point = self.split_point()
+        if point is None:
+            raise ValueError(f"{self.name}: no inserted block to split the forward at")
+        x = self.stem(x)
+        for name, stage in self.stages.items():
+            if name == point[0]:
+                return stage.forward_until(x, point[1])
+            x = self._after_stage(name, stage(x))
+        raise AssertionError("unreachable: the split point is one of the stages")
+
+    def forward_suffix(self, h: Tensor) -> Tensor:
+        """The rest of the forward from :meth:`forward_prefix`'s output -> logits
+        ``(N, num_classes)``; ``forward_suffix(forward_prefix(x)) == forward(x)``."""
+        point = self.split_point()
+        if point is None:
+            raise ValueError(f"{self.name}: no inserted block to split the forward at")
+        x, started = h, False
+        for name, stage in self.stages.items():
+            if name == point[0]:
+                x, started = stage.forward_from(x, point[1]), True
+            elif started:
+                x = stage(x)
+            else:
+                continue
+            x = self._after_stage(name, x)
+        return self.head(self.dropout(self.pool(x).flatten(1)))
 
     def arch_parameters(self) -> list[nn.Parameter]:
         """The shared architecture parameters (alpha, beta) when searching, else ``[]``."""

@@ -213,14 +213,19 @@ class VideoResNet(VideoBackbone):
         return rf[0], rf[1], rf[2]
 
     # -- forward -------------------------------------------------------------------------
+    splittable = True
+
+    def _after_stage(self, name: str, x: Tensor) -> Tensor:
+        if name == self.temporal_pool_after and x.shape[2] >= 2:
+            x = self.temporal_pool(x)
+        return x
+
     def forward_features(self, x: Tensor) -> Tensor:
         """``(N, 3, T, H, W)`` -> pooled features ``(N, feature_dim)``."""
         check_video(x, self.in_channels, "clip")
         x = self.stem(x)
         for name, stage in self.stages.items():
-            x = stage(x)
-            if name == self.temporal_pool_after and x.shape[2] >= 2:
-                x = self.temporal_pool(x)
+            x = self._after_stage(name, stage(x))
         return self.pool(x).flatten(1)
 
     def forward(self, x: Tensor) -> Tensor:

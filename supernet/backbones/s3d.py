@@ -155,6 +155,8 @@ class S3D(VideoBackbone):
         self.head = nn.Linear(channels, num_classes)
         self.feature_dim = channels
 
+    splittable = True
+
     def forward_features(self, x: Tensor) -> Tensor:
         """``(N, C, T, H, W)`` -> pooled features ``(N, 1024)``."""
         check_video(x, self.in_channels, "clip")
