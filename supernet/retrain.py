@@ -68,7 +68,7 @@ class VideoClassifier(LayoutHooks, pl.LightningModule):
         in_channels: input channels (linked from ``data.modality`` by the CLI: 3 for RGB
             and RGB difference, 2 for optical flow).
         memory_format: ``auto`` (default: ``channels_last`` on the CPU, where
-            ``benchmarks/layout.py`` measured it 1.2-1.4x faster per step, ``contiguous``
+            ``benchmarks/layout.py`` measured it 1.0-1.3x faster per step, ``contiguous``
             elsewhere), ``contiguous`` or ``channels_last`` (``channels_last_3d`` weights;
             oneDNN / cuDNN pick channels-last kernels). :mod:`supernet.layout`.
         compile: run the network through ``torch.compile`` (compiled on the first step;

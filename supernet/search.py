@@ -110,7 +110,7 @@ class SearchModule(LayoutHooks, pl.LightningModule):
         in_channels: input channels (linked from ``data.modality`` by the CLI: 3 for RGB,
             2 for optical flow).
         memory_format: ``auto`` (default: channels-last-3d weights on the CPU, where
-            ``benchmarks/layout.py`` measured training steps 1.2-1.4x faster; contiguous
+            ``benchmarks/layout.py`` measured training steps 1.0-1.3x faster; contiguous
             elsewhere), ``contiguous`` or ``channels_last``. :mod:`supernet.layout`.
     """
 

@@ -107,7 +107,7 @@ class TwoStreamSearch(LayoutHooks, pl.LightningModule):
             toward values that keep the network within the budget. 0: the budget acts at
             selection only (always the case under ``uniform`` / ``single_path``).
         memory_format: ``auto`` (default: channels-last-3d weights on the CPU, where
-            ``benchmarks/layout.py`` measured training steps 1.2-1.4x faster; contiguous
+            ``benchmarks/layout.py`` measured training steps 1.0-1.3x faster; contiguous
             elsewhere), ``contiguous`` or ``channels_last``. :mod:`supernet.layout`.
     """
 
