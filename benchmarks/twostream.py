@@ -45,7 +45,7 @@ from benchmarks.common import (
     save_figure_atomic,
     write_text_atomic,
 )
-from benchmarks.transfer import DATASETS
+from datamodules.synth import DEFAULTS as SYNTH_DEFAULTS
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results"
@@ -121,7 +121,8 @@ def _plan(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str
     out, q = Path(args.out).resolve(), args.quick  # subprocesses run in the repository
     work = out / "_work" / "twostream"
     d = {"root": str(out / "_data" / "synth"), "classes": 2, "videos_per_class": 8,
-         "frames": 8, "size": 16, "seed": 3} if q else dict(DATASETS["synth"])
+         "frames": 8, "size": 16, "seed": 3} if q else {"root": "data/synth",
+                                                         **SYNTH_DEFAULTS}
     synth = {k: d[k] for k in ("classes", "videos_per_class", "frames", "size", "seed")}
     data = {"root": str(REPO / d["root"]), "synthetic": True, "synthetic_params": synth,
             "num_frames": d["frames"], "sampling_rate": 1, "crop_size": d["size"],

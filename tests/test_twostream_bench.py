@@ -58,3 +58,18 @@ def test_random_points_match_the_searches_budget() -> None:
     assert points == [random_values(i, budget) for i in range(4)]
     free = [random_values(i) for i in range(8)]
     assert any(budget.macs(p) > budget.target for p in free)  # the space has costlier points
+
+
+def test_the_full_plan_reads_the_embedded_benchmark(tmp_path: Path) -> None:
+    """The full-size plan (not only --quick) builds: every run reads the embedded synthetic
+    benchmark the accuracy benchmark reads, with its generator's parameters."""
+    from benchmarks.twostream import REPO, _parser, _plan
+    from datamodules.synth import DEFAULTS
+
+    searches, runs = _plan(_parser().parse_args(["--out", str(tmp_path)]))
+    assert len(searches) == 3 and runs
+    datas = [r["spec"]["data"] for r in runs if "data" in r.get("spec", {})]
+    assert len(datas) == len(runs)
+    for data in datas:
+        assert data["root"] == str(REPO / "data" / "synth")
+        assert data["synthetic_params"] == DEFAULTS
