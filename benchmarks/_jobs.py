@@ -62,7 +62,9 @@ def _metric(metrics: dict[str, Any], key: str) -> float | None:
 def run_search(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one supernet search; its selection rule (``model.select``) derives the cell at
     the end of ``fit`` (:class:`derive.callbacks.GenotypeWriter`), which is copied with its
-    picture to ``spec['genotype']``. The trained supernet is kept as ``<run>/last.ckpt``."""
+    picture to ``spec['genotype']``. The trained supernet is kept as ``<run>/last.ckpt``.
+    With ``spec['resume_dir']`` a search killed part-way resumes from its last finished
+    epoch (see :func:`run_retrain`); its ``wall_s`` counts every attempt's training."""
     from pytorch_lightning import seed_everything
 
     from derive.callbacks import GenotypeWriter
@@ -73,10 +75,15 @@ def run_search(spec: dict[str, Any]) -> dict[str, Any]:
     run_dir = Path(spec["run_dir"])
     dm = _datamodule(spec, search=True)
     module = SearchModule(num_classes=dm.num_classes, **spec["model"])
-    trainer = _trainer(spec, run_dir, [GenotypeWriter(draw=True)])
+    resume_path = _resume_path(spec)  # as for retrains: a killed search resumes
+    ckpt_path, prior_s, done_epochs = _resumable(resume_path)
+    callbacks = [GenotypeWriter(draw=True)]
+    if resume_path is not None:
+        callbacks.append(_epoch_saver(resume_path, prior_s))
+    trainer = _trainer(spec, run_dir, callbacks)
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm)
-    wall = time.perf_counter() - t0
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    wall = time.perf_counter() - t0 + prior_s
     # the trained supernet, so another rule can re-select from it without searching again:
     # attnas derive <run>/last.ckpt --select RULE
     trainer.save_checkpoint(str(run_dir / "last.ckpt"))
@@ -84,8 +91,11 @@ def run_search(spec: dict[str, Any]) -> dict[str, Any]:
     if not written.is_file():
         raise RuntimeError(f"the search wrote no genotype ({written})")
     genotype = load_genotype(written)
+    if resume_path is not None:
+        resume_path.unlink(missing_ok=True)
     return {**_written(genotype, spec), "wall_s": round(wall, 2),
-            "val_acc": _metric(trainer.callback_metrics, "val/acc")}
+            "val_acc": _metric(trainer.callback_metrics, "val/acc"),
+            "prior_s": round(prior_s, 2), "resumed_at_epoch": done_epochs}
 
 
 def _written(genotype: Any, spec: dict[str, Any]) -> dict[str, Any]:

@@ -295,7 +295,7 @@ class Runner:
         result, wall, log = self.launch(self._search_slug(job.key), spec)
         self._bump("ran")
         nodes = result.get("nodes")
-        total, fit = round(wall, 2), result.get("wall_s")
+        total, fit = round(wall + float(result.get("prior_s") or 0.0), 2), result.get("wall_s")
         if ckpt is not None and result["status"] == "ok":
             # the cost of this way of searching: the shared supernet training + own selection
             src = self.srch.get(source) or {}

@@ -61,3 +61,33 @@ def test_killed_retrain_resumes_from_its_last_epoch(tmp_path: Path) -> None:
     assert _launch(spec_path, result, {}) == 0
     out = json.loads(result.read_text())
     assert out["status"] == "ok" and out["resumed_at_epoch"] == 0 and out["prior_s"] == 0
+
+
+def test_killed_search_resumes_and_still_derives_its_cell(tmp_path: Path) -> None:
+    root = ensure_synthetic(tmp_path / "data", classes=2, videos_per_class=8, frames=8,
+                            size=16, seed=5, workers=1)
+    resume = tmp_path / "resume"
+    spec = {"kind": "search", "key": "searched[g]/s0", "seed": 0, "threads": 1,
+            "run_dir": str(tmp_path / "run"), "resume_dir": str(resume),
+            "genotype": str(tmp_path / "g" / "cell.json"), "title": "g",
+            "provenance": {"benchmark": "searched[g]/s0"},
+            "data": {"root": str(root), "num_frames": 8, "crop_size": 16, "batch_size": 2,
+                     "num_workers": 0},
+            "trainer": {"max_epochs": 3, "accelerator": "cpu", "devices": 1,
+                        "limit_train_batches": 2, "limit_val_batches": 1,
+                        "log_every_n_steps": 1},
+            "model": {"supernet": "uniform", "select": "perturb", "select_bn": "batch",
+                      "select_val_batches": 1, "optimizer": "adamw", "lr": 0.002,
+                      "backbone_kwargs": {"widths": [8, 16, 32], "depths": [1, 1, 1],
+                                          "stem_width": 8}}}
+    spec_path, result = tmp_path / "spec.json", tmp_path / "result.json"
+    spec_path.write_text(json.dumps(spec))
+    assert _launch(spec_path, result, {KILL_ENV: "0"}) == -9
+    assert not result.exists() and not Path(spec["genotype"]).exists()
+    assert len(list(resume.glob("search-*.ckpt"))) == 1
+    assert _launch(spec_path, result, {}) == 0
+    out = json.loads(result.read_text())
+    assert out["status"] == "ok" and out["resumed_at_epoch"] == 1 and out["prior_s"] > 0
+    assert out["wall_s"] > out["prior_s"] and len(out["nodes"]) == 3
+    assert json.loads(Path(spec["genotype"]).read_text())["nodes"]
+    assert not list(resume.glob("*.ckpt"))
