@@ -58,7 +58,7 @@ class LayoutHooks:
 
     def _apply_layout(self) -> None:
         name = str(self.hparams.get("memory_format", "auto"))  # type: ignore[attr-defined]
-        self._layout = apply_layout(self.model, name, self.device)  # type: ignore[attr-defined]
+        apply_layout(self.model, name, self.device)  # type: ignore[attr-defined]
 
     def on_fit_start(self) -> None:
         self._apply_layout()

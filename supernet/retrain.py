@@ -117,7 +117,7 @@ class VideoClassifier(LayoutHooks, pl.LightningModule):
                                      block_kwargs=block_kwargs, **kwargs)
         # the CPU's layout now (a module is built there); LayoutHooks re-applies it on the
         # device once fit / test / predict starts
-        self._layout = apply_layout(self.model, memory_format, "cpu")
+        apply_layout(self.model, memory_format, "cpu")
         self._compiled = None  # built on the first forward (not a submodule: same ckpt keys)
         top5 = min(5, num_classes)
         self.metrics = torch.nn.ModuleDict({

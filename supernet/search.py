@@ -187,7 +187,7 @@ class SearchModule(LayoutHooks, pl.LightningModule):
                           "kv_pool": kv_pool, "position": position},
             **(backbone_kwargs or {}), **({"in_channels": in_channels} if in_channels != 3 else {}),
         )
-        self._layout = apply_layout(self.model, memory_format, "cpu")  # LayoutHooks: device
+        apply_layout(self.model, memory_format, "cpu")  # LayoutHooks: device
         if supernet != "darts":  # exactly uniform and never trained
             with torch.no_grad():
                 self.arch.alpha.zero_()

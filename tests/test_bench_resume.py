@@ -23,20 +23,29 @@ def _launch(spec_path: Path, result: Path, env_extra: dict[str, str]) -> int:
                           capture_output=True).returncode
 
 
+TINY = {"widths": [8, 16, 32], "depths": [1, 1, 1], "stem_width": 8}
+
+
+def _spec(tmp_path: Path, kind: str, key: str, root: Path, batch: int) -> dict:
+    """A 3-epoch job on the tiny proxy with a resume folder (what the runners launch)."""
+    return {"kind": kind, "key": key, "seed": 0, "threads": 1,
+            "run_dir": str(tmp_path / "run"), "resume_dir": str(tmp_path / "resume"),
+            "data": {"root": str(root), "num_frames": 8, "crop_size": 16, "batch_size": batch,
+                     "num_workers": 0},
+            "trainer": {"max_epochs": 3, "accelerator": "cpu", "devices": 1,
+                        "limit_train_batches": 2, "limit_val_batches": 1,
+                        "log_every_n_steps": 1}}
+
+
 def test_killed_retrain_resumes_from_its_last_epoch(tmp_path: Path) -> None:
     root = ensure_synthetic(tmp_path / "data", classes=2, videos_per_class=6, frames=8,
                             size=16, seed=4, workers=1)
     resume = tmp_path / "resume"
-    spec = {"kind": "retrain", "key": "nonlocal", "seed": 0, "threads": 1,
-            "run_dir": str(tmp_path / "run"), "resume_dir": str(resume),
-            "data": {"root": str(root), "num_frames": 8, "crop_size": 16, "batch_size": 4,
-                     "num_workers": 0, "test_clips": 1},
-            "trainer": {"max_epochs": 3, "accelerator": "cpu", "devices": 1,
-                        "limit_train_batches": 2, "limit_val_batches": 1,
-                        "limit_test_batches": 2, "log_every_n_steps": 1},
-            "model": {"backbone": "proxy", "block": "nonlocal", "optimizer": "adamw",
-                      "lr": 0.002, "backbone_kwargs": {"widths": [8, 16, 32],
-                                                       "depths": [1, 1, 1], "stem_width": 8}}}
+    spec = _spec(tmp_path, "retrain", "nonlocal", root, batch=4)
+    spec["data"]["test_clips"] = 1
+    spec["trainer"]["limit_test_batches"] = 2
+    spec["model"] = {"backbone": "proxy", "block": "nonlocal", "optimizer": "adamw",
+                     "lr": 0.002, "backbone_kwargs": TINY}
     spec_path, result = tmp_path / "spec.json", tmp_path / "result.json"
     spec_path.write_text(json.dumps(spec))
     # first attempt: killed (SIGKILL, no result written) right after epoch 1 is saved
@@ -67,19 +76,12 @@ def test_killed_search_resumes_and_still_derives_its_cell(tmp_path: Path) -> Non
     root = ensure_synthetic(tmp_path / "data", classes=2, videos_per_class=8, frames=8,
                             size=16, seed=5, workers=1)
     resume = tmp_path / "resume"
-    spec = {"kind": "search", "key": "searched[g]/s0", "seed": 0, "threads": 1,
-            "run_dir": str(tmp_path / "run"), "resume_dir": str(resume),
+    spec = {**_spec(tmp_path, "search", "searched[g]/s0", root, batch=2),
             "genotype": str(tmp_path / "g" / "cell.json"), "title": "g",
             "provenance": {"benchmark": "searched[g]/s0"},
-            "data": {"root": str(root), "num_frames": 8, "crop_size": 16, "batch_size": 2,
-                     "num_workers": 0},
-            "trainer": {"max_epochs": 3, "accelerator": "cpu", "devices": 1,
-                        "limit_train_batches": 2, "limit_val_batches": 1,
-                        "log_every_n_steps": 1},
             "model": {"supernet": "uniform", "select": "perturb", "select_bn": "batch",
                       "select_val_batches": 1, "optimizer": "adamw", "lr": 0.002,
-                      "backbone_kwargs": {"widths": [8, 16, 32], "depths": [1, 1, 1],
-                                          "stem_width": 8}}}
+                      "backbone_kwargs": TINY}}
     spec_path, result = tmp_path / "spec.json", tmp_path / "result.json"
     spec_path.write_text(json.dumps(spec))
     assert _launch(spec_path, result, {KILL_ENV: "0"}) == -9

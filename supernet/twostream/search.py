@@ -156,7 +156,7 @@ class TwoStreamSearch(LayoutHooks, pl.LightningModule):
         self.choices = StageChoices(fixed, free, exclude)
         self.model = ElasticTwoStream(num_classes, self.choices, width_div, tuple(depths),
                                       in_channels, dropout, cell, stem_pool)
-        self._layout = apply_layout(self.model, memory_format, "cpu")  # LayoutHooks: device
+        apply_layout(self.model, memory_format, "cpu")  # LayoutHooks: device
         if supernet != "darts":
             for p in self.model.arch_parameters():
                 p.requires_grad_(False)
