@@ -42,8 +42,10 @@ __all__ = ["group_name", "parse_group", "group_rows", "group_table_lines", "targ
 #: the benchmark's groups when --groups is not given; the first is the default group (the
 #: search config's settings with the search length the benchmark measured for it), then the
 #: groups the targets name (the 3-epoch search, which decides whether ``make demo`` can be
-#: shorter; the issue's supernet modes; the position study; the cost-aware study), then
-#: the studies (another rule on the same supernets). The bench runs them in this order,
+#: shorter; the issue's supernet modes; the position study), the rule studies that decide
+#: the default rule on the same supernets (``uniform+alone``, ``darts+perturb``), the
+#: cost-aware study, which builds on that default, and ``single_path+alone`` last. The
+#: bench runs them in this order,
 #: each group's searches and then its rows, so the groups a target names finish first. Groups
 #: that differ only in the selection rule (``+alone``, ``darts+perturb``) re-select from the
 #: supernets trained by the group before them, so each supernet is trained once and the
@@ -53,9 +55,9 @@ __all__ = ["group_name", "parse_group", "group_rows", "group_table_lines", "targ
 #: ``uniform+perturb+5ep``). The ``cost`` groups are the cost-aware study (budgets of 0.5, 1
 #: and 2 times the non-local blocks' MACs), re-selected from the default group's supernets.
 DEFAULT_GROUPS = ("uniform+perturb+5ep", "uniform+perturb", "darts+argmax",
-                  "single_path+perturb", "uniform+perturb+none+5ep",
-                  "uniform+perturb+5ep+cost0.5x", "uniform+perturb+5ep+cost1x",
-                  "uniform+perturb+5ep+cost2x", "uniform+alone+5ep", "darts+perturb",
+                  "single_path+perturb", "uniform+perturb+none+5ep", "uniform+alone+5ep",
+                  "darts+perturb", "uniform+perturb+5ep+cost0.5x",
+                  "uniform+perturb+5ep+cost1x", "uniform+perturb+5ep+cost2x",
                   "single_path+alone")
 
 

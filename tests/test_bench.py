@@ -221,9 +221,9 @@ def test_groups_and_budget_rows_are_planned(tmp_path: Path) -> None:
     # targets name, then the studies
     assert plan.groups == [f"{GROUP}+5ep", GROUP, "darts+argmax+sincos",
                            "single_path+perturb+sincos", "uniform+perturb+5ep",
+                           "uniform+alone+sincos+5ep", "darts+perturb+sincos",
                            f"{GROUP}+cost0.5x+5ep", f"{GROUP}+cost1x+5ep",
-                           f"{GROUP}+cost2x+5ep", "uniform+alone+sincos+5ep",
-                           "darts+perturb+sincos", "single_path+alone+sincos"]
+                           f"{GROUP}+cost2x+5ep", "single_path+alone+sincos"]
     # a budget only changes the selection of a uniform supernet: re-selected from the
     # default group's supernets, with the budget in its model settings
     cost = next(j for j in plan.searches if j.group == f"{GROUP}+cost1x+5ep" and j.seed == 1)
