@@ -45,8 +45,7 @@ __all__ = ["group_name", "parse_group", "group_rows", "group_table_lines", "targ
 #: shorter; the issue's supernet modes; the position study), the rule studies that decide
 #: the default rule on the same supernets (``uniform+alone``, ``darts+perturb``), the
 #: cost-aware study, which builds on that default, and ``single_path+alone`` last. The
-#: bench runs them in this order,
-#: each group's searches and then its rows, so the groups a target names finish first. Groups
+#: bench runs them in this order, each group's searches and then its rows. Groups
 #: that differ only in the selection rule (``+alone``, ``darts+perturb``) re-select from the
 #: supernets trained by the group before them, so each supernet is trained once and the
 #: rules are compared on the same supernets. With the config's ``position: sincos`` the

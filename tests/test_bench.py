@@ -218,7 +218,7 @@ def test_groups_and_budget_rows_are_planned(tmp_path: Path) -> None:
     plan = build_plan(["--blocks", "none,nonlocal", "--random-cells", "0", "--search-seeds",
                        "3", "--out", str(tmp_path / "o")])
     # the default group first (the config's settings, 5 search epochs), then the groups the
-    # targets name, then the studies
+    # targets name, the rule studies that decide the default, the cost study, the rest
     assert plan.groups == [f"{GROUP}+5ep", GROUP, "darts+argmax+sincos",
                            "single_path+perturb+sincos", "uniform+perturb+5ep",
                            "uniform+alone+sincos+5ep", "darts+perturb+sincos",
