@@ -85,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", action="store_true",
                    help="print every run and whether it is done, taken from accuracy.csv "
                         "or to run; run nothing")
+    p.add_argument("--report", action="store_true",
+                   help="print the table of what has finished so far; run nothing")
     return p
 
 
@@ -355,6 +357,11 @@ def main(argv: list[str] | None = None) -> int:
                      else "to run" + (f" (or from accuracy.csv once {r['reference']} seed "
                                       f"{r['seed']} is done)" if r["reference"] else ""))
             print(f"  {r['row']} {r['block']} seed {r['seed']}: {state}")
+        return 0
+    if args.report:  # read-only: rows still running or queued show as partial
+        print("\n".join(report(runs, {**done, **{(r["row"], r["block"], r["seed"],
+                                                   r["settings"]): r for r in imported}},
+                                args.cell)))
         return 0
     for rec in imported:
         _append(csv_path, rec)

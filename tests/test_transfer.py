@@ -58,6 +58,12 @@ def test_reference_rows_come_from_the_accuracy_benchmark(tmp_path: Path,
     text = capsys.readouterr().out
     assert "none seed 0: from accuracy.csv (none)" in text and "cell seed 0: to run" in text
     assert not (tmp_path / "transfer.csv").exists()  # --plan runs and writes nothing
+    top1 = f"{100 * float(acc['video_top1']):.1f}"
+    assert transfer(["--quick", "--out", str(tmp_path), "--rows", "proxy/rgb/synth",
+                     "--report"]) == 0  # read-only table: the taken-over row, the cell not yet
+    table = capsys.readouterr().out
+    assert f"| proxy/rgb/synth | {top1} | — | — |" in table
+    assert not (tmp_path / "transfer.csv").exists()  # nor does --report
     assert transfer(["--quick", "--out", str(tmp_path), "--rows", "proxy/rgb/synth"]) == 0
     assert "1 just taken from accuracy.csv), 1 to run" in capsys.readouterr().out
     with (tmp_path / "transfer.csv").open() as f:
