@@ -1,7 +1,7 @@
 """``attnas data ...``: dataset commands.
 
 ``attnas data synth --out DIR [--classes N --videos-per-class N --frames T --size S
---seed S --workers W --force]`` writes the synthetic benchmark (see
+--seed S --task colour|motion --workers W --force]`` writes the synthetic benchmark (see
 :mod:`datamodules.synth`). Bad input: one line on stderr, exit code 2.
 """
 
@@ -20,7 +20,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .synth import DEFAULTS
+    from .synth import DEFAULTS, TASKS
 
     p = _Parser(prog="attnas data", description="Dataset commands.")
     sub = p.add_subparsers(dest="command", metavar="{synth}", parser_class=_Parser)
@@ -39,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"frame height = width in pixels, even (default {DEFAULTS['size']})")
     s.add_argument("--seed", type=int, default=DEFAULTS["seed"], metavar="S",
                    help=f"generator seed (default {DEFAULTS['seed']})")
+    s.add_argument("--task", choices=TASKS, default="colour",
+                   help="what decides the class: the first flash's colour (default) or the "
+                        "first mover's direction (motion: for flow and other colour-blind "
+                        "inputs)")
     s.add_argument("--workers", type=int, default=None, metavar="W",
                    help="encoder processes (default: number of CPU cores, at most 8)")
     s.add_argument("--force", action="store_true",
@@ -62,7 +66,8 @@ def main(argv: list[str]) -> int:
     try:
         out = ensure_synthetic(args.out, classes=args.classes,
                                videos_per_class=args.videos_per_class, frames=args.frames,
-                               size=args.size, seed=args.seed, workers=args.workers,
+                               size=args.size, seed=args.seed, task=args.task,
+                               workers=args.workers,
                                force=args.force, progress=True)
     except (SynthError, ValueError, OSError) as err:
         print(f"attnas data synth: {err}", file=sys.stderr)

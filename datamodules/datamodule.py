@@ -73,7 +73,7 @@ MAX_FRAMES = 1024
 _STREAMS = {"weights": 0, "arch": 1}
 
 
-def _decode_all(path: str) -> Any:
+def decode_all_frames(path: str) -> Any:
     """Every frame of a video, ``uint8 (F, H, W, 3)`` (what optical flow is computed on)."""
     import numpy as np
 
@@ -123,7 +123,8 @@ class VideoDataModule(pl.LightningDataModule):
         seed: seeds the search split, the folder split and the distributed samplers.
         synthetic: generate the synthetic benchmark in ``root`` if it is missing.
         synthetic_params: generator parameters (``classes``, ``videos_per_class``,
-            ``frames``, ``size``, ``seed``) for ``synthetic=True``.
+            ``frames``, ``size``, ``seed``, ``task``: ``colour`` | ``motion``) for
+            ``synthetic=True``.
         cache: decoded-clip cache: ``none`` | ``memory`` (per worker) | ``disk``.
         cache_dir: folder of the ``disk`` cache (default ``root/.clip_cache``).
         cache_memory_mb: bound of the ``memory`` cache per process.
@@ -173,7 +174,7 @@ class VideoDataModule(pl.LightningDataModule):
         max_fail_fraction: float = 0.1,
         seed: int = 0,
         synthetic: bool = False,
-        synthetic_params: dict[str, int] | None = None,
+        synthetic_params: dict[str, int | str] | None = None,
         cache: str = "none",
         cache_dir: str | None = None,
         cache_memory_mb: float = 1024.0,
@@ -461,7 +462,7 @@ class VideoDataModule(pl.LightningDataModule):
                       seed=self.seed + _STREAMS.get(name, 0), modality=self.modality,
                       flow_store=self._flow_store)
         if self._flow_store is not None:  # once per video, with a progress bar
-            self._flow_store.prepare([r.path for r in records], _decode_all,
+            self._flow_store.prepare([r.path for r in records], decode_all_frames,
                                      progress=len(records) > 8)
         if kind == "train":
             return VideoClipDataset(records, sampler="random", transform=self._train_tf,

@@ -17,6 +17,13 @@ Ingredients of a video (``frames`` x ``size`` x ``size``, default 32 x 24 x 24):
 **Class** = the colour of the *first* flash (``red_first``, ``green_first``, ...). Chance
 is ``1 / N`` (25 % by default).
 
+**Which way does the first mover go?** (``task="motion"``) The same video with motion in
+place of colour, for motion-only inputs such as optical flow, which cannot see colour: the
+events are grey squares of one shade, each moving for 4 frames in its own direction (right,
+left, down, up, down-right, up-left; ``N`` classes use the first ``N``), in distinct 4-frame
+slots; the class is the direction of the *first* mover (``right_first``, ...). The colour
+task's videos, classes and files are unchanged by this option.
+
 Why it needs long-range relations: the flashes of a video are on average ``frames / (N+1)``
 frames apart and anywhere in the frame, so deciding that a flash is the first one means
 checking that no other flash happened *earlier*, possibly many frames away. The proxy
@@ -43,11 +50,13 @@ import shutil
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 
-__all__ = ["DEFAULTS", "GENERATOR_VERSION", "COLOURS", "SynthError", "class_names",
+__all__ = ["DEFAULTS", "GENERATOR_VERSION", "COLOURS", "DIRECTIONS", "TASKS", "SynthError",
+           "class_names",
            "class_colours", "render_video", "write_video", "ensure_synthetic",
            "classes_markdown", "synthetic_clip_problems"]
 
@@ -67,6 +76,15 @@ COLOURS: tuple[tuple[str, tuple[int, int, int]], ...] = (
 DISTRACTOR_COLOURS = ((120, 120, 120), (110, 70, 40), (60, 110, 110))
 NUM_DISTRACTORS = 2
 MAX_CLASSES = len(COLOURS)
+#: what decides the class: the first flash's colour (the default) or the first mover's direction
+TASKS = ("colour", "motion")
+#: the motion task's directions (dy, dx), in the order classes use them
+DIRECTIONS: tuple[tuple[str, tuple[int, int]], ...] = (
+    ("right", (0, 1)), ("left", (0, -1)), ("down", (1, 0)), ("up", (-1, 0)),
+    ("down_right", (1, 1)), ("up_left", (-1, -1)),
+)
+MOVE_FRAMES = 4  # frames a mover is shown (it moves between each)
+MOVER_GREY = (200, 200, 200)
 
 
 class SynthError(RuntimeError):
@@ -74,7 +92,14 @@ class SynthError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------- classes
-def _check(classes: int, videos_per_class: int, frames: int, size: int, seed: int) -> None:
+def _check(classes: int, videos_per_class: int, frames: int, size: int, seed: int,
+           task: str = "colour") -> None:
+    if task not in TASKS:
+        raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
+    if task == "motion" and frames < MOVE_FRAMES * classes:
+        raise ValueError(f"--frames must be >= {MOVE_FRAMES * classes} for the motion task "
+                         f"with {classes} classes ({classes} movers of {MOVE_FRAMES} frames "
+                         f"in distinct slots), got {frames}")
     if not 2 <= classes <= MAX_CLASSES:
         raise ValueError(f"--classes must be between 2 and {MAX_CLASSES}, got {classes}")
     if videos_per_class < 3:
@@ -94,13 +119,33 @@ def class_colours(classes: int = DEFAULTS["classes"]) -> list[str]:
     return sorted(name for name, _ in COLOURS[:classes])
 
 
-def class_names(classes: int = DEFAULTS["classes"], **_: object) -> list[str]:
-    """Class names in index order (sorted), e.g. ``["blue_first", "green_first", ...]``."""
-    return [f"{c}_first" for c in class_colours(classes)]
+def class_directions(classes: int = DEFAULTS["classes"]) -> list[str]:
+    """The motion task's direction of each class's first mover, in class index order."""
+    return sorted(name for name, _ in DIRECTIONS[:classes])
 
 
-def classes_markdown(classes: int = DEFAULTS["classes"]) -> str:
+def class_names(classes: int = DEFAULTS["classes"], task: str = "colour",
+                **_: object) -> list[str]:
+    """Class names in index order (sorted), e.g. ``["blue_first", "green_first", ...]``
+    (the motion task: ``["down_first", "left_first", ...]``)."""
+    keys = class_directions(classes) if task == "motion" else class_colours(classes)
+    return [f"{c}_first" for c in keys]
+
+
+def classes_markdown(classes: int = DEFAULTS["classes"], task: str = "colour") -> str:
     """A markdown description of the classes (pasted into README)."""
+    if task == "motion":
+        dirs = [name for name, _ in DIRECTIONS[:classes]]
+        lines = ["**Which way does the first mover go?** Every video holds the same "
+                 f"ingredients: {classes} grey squares of one shade, each moving for "
+                 f"{MOVE_FRAMES} frames in its own direction ({', '.join(dirs)}), in distinct "
+                 "random time slots; two dull drifting squares (distractors); a noisy "
+                 "textured background. The class is the direction of the **first** mover.",
+                 "", "| index | class | meaning |", "|---:|---|---|"]
+        for i, d in enumerate(class_directions(classes)):
+            lines.append(f"| {i} | `{d}_first` | a square moves {d.replace('_', '-')} "
+                         "before the others move |")
+        return "\n".join(lines) + "\n"
     colours = [name for name, _ in COLOURS[:classes]]
     lines = [
         "**Which colour flashes first?** Every video holds the same ingredients: "
@@ -128,16 +173,8 @@ def _square(frame: np.ndarray, y: float, x: float, s: int, colour: tuple[int, ..
     frame[max(y0, 0):max(min(y0 + s, h), 0), max(x0, 0):max(min(x0 + s, w), 0)] = colour
 
 
-def render_video(class_index: int, classes: int = DEFAULTS["classes"],
-                 frames: int = DEFAULTS["frames"], size: int = DEFAULTS["size"],
-                 rng: np.random.Generator | None = None) -> np.ndarray:
-    """Render one video of class ``class_index``: ``uint8 (frames, size, size, 3)`` RGB."""
-    rng = rng if rng is not None else np.random.default_rng()
-    t, s = frames, size
-    names = [name for name, _ in COLOURS[:classes]]
-    palette = dict(COLOURS)
-    first = class_colours(classes)[class_index]
-    obj = max(2, 2 * round(s / 12))  # flash side, even (4 px at 24)
+def _scene(t: int, s: int, rng: np.random.Generator) -> np.ndarray:
+    """``float (t, s, s, 3)``: the textured, noisy background with the drifting distractors."""
     dis = max(2, round(s / 8))  # distractor side (3 px at 24)
     # background: textured, a little temporal noise
     base = rng.uniform(20, 50)
@@ -157,6 +194,24 @@ def render_video(class_index: int, classes: int = DEFAULTS["classes"],
                 vy, y = -vy, float(np.clip(y, 0, lim))
             if not 0 <= x <= lim:
                 vx, x = -vx, float(np.clip(x, 0, lim))
+    return video
+
+
+def render_video(class_index: int, classes: int = DEFAULTS["classes"],
+                 frames: int = DEFAULTS["frames"], size: int = DEFAULTS["size"],
+                 rng: np.random.Generator | None = None, task: str = "colour") -> np.ndarray:
+    """Render one video of class ``class_index``: ``uint8 (frames, size, size, 3)`` RGB
+    (``task``: ``colour``, the first flash's colour decides; ``motion``, the first mover's
+    direction)."""
+    rng = rng if rng is not None else np.random.default_rng()
+    t, s = frames, size
+    obj = max(2, 2 * round(s / 12))  # flash / mover side, even (4 px at 24)
+    video = _scene(t, s, rng)
+    if task == "motion":
+        return _add_movers(video, class_index, classes, obj, rng)
+    names = [name for name, _ in COLOURS[:classes]]
+    palette = dict(COLOURS)
+    first = class_colours(classes)[class_index]
     # flashes: distinct 2-frame slots; the class colour takes the earliest one
     slots = np.sort(rng.choice(np.arange(0, t - 1, 2), classes, replace=False))
     others = [c for c in names if c != first]
@@ -171,6 +226,36 @@ def render_video(class_index: int, classes: int = DEFAULTS["classes"],
         placed.append(pos)
         for f in (when, when + 1):
             _square(video[f], pos[0], pos[1], obj, palette[colour])
+    return np.clip(video, 0, 255).astype(np.uint8)
+
+
+def _add_movers(video: np.ndarray, class_index: int, classes: int, obj: int,
+                rng: np.random.Generator) -> np.ndarray:
+    """The motion task's events on ``video`` (float (t, s, s, 3)), returned as uint8: one grey
+    square per direction, each shown for ``MOVE_FRAMES`` frames moving ``speed`` px a frame,
+    in distinct slots; the class's direction takes the earliest slot."""
+    t, s = video.shape[:2]
+    steps = dict(DIRECTIONS)
+    first = class_directions(classes)[class_index]
+    others = [d for d, _ in DIRECTIONS[:classes] if d != first]
+    rng.shuffle(others)
+    slots = np.sort(rng.choice(np.arange(0, t - MOVE_FRAMES + 1, MOVE_FRAMES), classes,
+                               replace=False))
+    speed = max(1, round(2 * s / 24))  # 2 px a frame at 24
+    travel = speed * (MOVE_FRAMES - 1)
+    placed: list[np.ndarray] = []
+    for name, when in zip([first, *others], slots.tolist()):
+        dy, dx = steps[name]
+        lo = np.array([max(0, -dy * travel), max(0, -dx * travel)])
+        hi = np.array([s - obj - max(0, dy * travel), s - obj - max(0, dx * travel)])
+        for _ in range(100):
+            pos = lo + rng.integers(0, hi - lo + 1)
+            if all(np.hypot(*(pos - q)) >= s / 4 for q in placed):
+                break
+        placed.append(pos)
+        for k in range(MOVE_FRAMES):
+            _square(video[when + k], pos[0] + k * dy * speed, pos[1] + k * dx * speed, obj,
+                    MOVER_GREY)
     return np.clip(video, 0, 255).astype(np.uint8)
 
 
@@ -203,18 +288,22 @@ def write_video(path: str | Path, video: np.ndarray, fps: int = FPS, crf: int = 
 
 
 # ---------------------------------------------------------------------------- the folder
-def _jobs(out: Path, p: dict[str, int]) -> list[tuple[str, int, int, int, int, int, int]]:
-    names = class_names(p["classes"])
+Job = tuple[str, int, int, int, int, int, int, str]
+
+
+def _jobs(out: Path, p: dict[str, Any]) -> list[Job]:
+    task = p.get("task", "colour")
+    names = class_names(p["classes"], task)
     return [(str(out / name / f"{name}_{i:05d}.mp4"), c, i, p["classes"], p["frames"],
-             p["size"], p["seed"])
+             p["size"], p["seed"], task)
             for c, name in enumerate(names) for i in range(p["videos_per_class"])]
 
 
-def _make_one(job: tuple[str, int, int, int, int, int, int]) -> str:
-    path, c, i, classes, frames, size, seed = job
+def _make_one(job: Job) -> str:
+    path, c, i, classes, frames, size, seed, task = job
     if not os.path.exists(path):
         rng = np.random.default_rng([seed, c, i])
-        write_video(path, render_video(c, classes, frames, size, rng))
+        write_video(path, render_video(c, classes, frames, size, rng, task))
     return path
 
 
@@ -240,8 +329,8 @@ def _read_json(path: Path) -> dict | None:
 def ensure_synthetic(out: str | Path, classes: int = DEFAULTS["classes"],
                      videos_per_class: int = DEFAULTS["videos_per_class"],
                      frames: int = DEFAULTS["frames"], size: int = DEFAULTS["size"],
-                     seed: int = DEFAULTS["seed"], workers: int | None = None,
-                     force: bool = False, progress: bool = False,
+                     seed: int = DEFAULTS["seed"], task: str = "colour",
+                     workers: int | None = None, force: bool = False, progress: bool = False,
                      announce: Callable[[str], None] | None = None) -> Path:
     """Generate the synthetic benchmark in ``out`` unless it is already there.
 
@@ -249,6 +338,9 @@ def ensure_synthetic(out: str | Path, classes: int = DEFAULTS["classes"],
         out: output folder (created).
         classes, videos_per_class, frames, size, seed: generator parameters (recorded in
             ``meta.json``; a folder with the same parameters is reused as is).
+        task: ``colour`` (default: the first flash's colour is the class) or ``motion``
+            (the first mover's direction; recorded in ``meta.json`` only when not
+            ``colour``, so colour folders made before the option are reused).
         workers: encoder processes (default: CPU count, at most 8).
         force: replace a previous synthetic benchmark with other parameters.
         progress: show a progress bar (rich).
@@ -263,9 +355,11 @@ def ensure_synthetic(out: str | Path, classes: int = DEFAULTS["classes"],
         SynthError: ``out`` holds something that is not a synthetic benchmark, or one with
             other parameters and ``force`` is false.
     """
-    params = {"classes": int(classes), "videos_per_class": int(videos_per_class),
-              "frames": int(frames), "size": int(size), "seed": int(seed)}
-    _check(**params)
+    params: dict[str, Any] = {"classes": int(classes), "videos_per_class": int(videos_per_class),
+                              "frames": int(frames), "size": int(size), "seed": int(seed)}
+    _check(**params, task=task)
+    if task != "colour":
+        params["task"] = task
     out = Path(out)
     meta_path, partial_path = out / "meta.json", out / ".synth-params.json"
     wanted = {"generator_version": GENERATOR_VERSION, "params": params}
@@ -298,7 +392,7 @@ def ensure_synthetic(out: str | Path, classes: int = DEFAULTS["classes"],
     out.mkdir(parents=True, exist_ok=True)
     meta_path.unlink(missing_ok=True)
     _atomic_text(partial_path, json.dumps(wanted, indent=2) + "\n")
-    names = class_names(params["classes"])
+    names = class_names(params["classes"], task)
     for name in names:
         (out / name).mkdir(exist_ok=True)
     jobs = _jobs(out, params)
@@ -314,7 +408,7 @@ def ensure_synthetic(out: str | Path, classes: int = DEFAULTS["classes"],
     meta = {**wanted, "format": "attnas-synthetic", "classes": names,
             "counts": {s: len(v) for s, v in lines.items()}, "fps": FPS,
             "codec": f"h264 (libx264, yuv420p, crf {CRF})",
-            "description": classes_markdown(params["classes"])}
+            "description": classes_markdown(params["classes"], task)}
     _atomic_text(meta_path, json.dumps(meta, indent=2) + "\n")
     partial_path.unlink(missing_ok=True)
     return out

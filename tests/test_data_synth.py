@@ -12,6 +12,9 @@ from datamodules.cli import main as data_main
 from datamodules.decode import decode_all, probe
 from datamodules.synth import (
     COLOURS,
+    DIRECTIONS,
+    MOVE_FRAMES,
+    MOVER_GREY,
     SynthError,
     class_colours,
     class_names,
@@ -153,3 +156,70 @@ def test_cli_synth_and_bad_input(tmp_path, capsys) -> None:
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and needle in err, (argv, err)
     assert not os.path.exists(tmp_path / "x")
+
+
+def _mover_track(video: np.ndarray) -> list[tuple[int, float, float]]:
+    """``(frame, centroid y, centroid x)`` of the motion task's grey mover, where one shows."""
+    near = (np.abs(video.astype(int) - np.array(MOVER_GREY)).max(-1) < 20)
+    out = []
+    for t in range(len(video)):
+        ys, xs = np.nonzero(near[t])
+        if len(ys) >= 4:
+            out.append((t, float(ys.mean()), float(xs.mean())))
+    return out
+
+
+@pytest.mark.parametrize("classes,frames,size", [(2, 8, 16), (4, 32, 24), (6, 24, 32)])
+def test_the_first_mover_goes_the_class_direction_and_every_direction_once(
+        classes: int, frames: int, size: int) -> None:
+    steps = dict(DIRECTIONS)
+    used = [name for name, _ in DIRECTIONS[:classes]]
+    names = class_names(classes, task="motion")
+    assert names == sorted(f"{d}_first" for d in used)
+    rng = np.random.default_rng(3)
+    for c, name in enumerate(names):
+        for _ in range(3):
+            v = render_video(c, classes, frames, size, rng, task="motion")
+            assert v.shape == (frames, size, size, 3) and v.dtype == np.uint8
+            track = _mover_track(v)
+            times = [t for t, *_ in track]
+            assert len(times) == classes * MOVE_FRAMES  # each mover shown 4 frames, apart
+            moves = []
+            for k in range(classes):
+                seg = track[k * MOVE_FRAMES:(k + 1) * MOVE_FRAMES]
+                assert [t for t, *_ in seg] == list(range(seg[0][0], seg[0][0] + MOVE_FRAMES))
+                dy, dx = seg[-1][1] - seg[0][1], seg[-1][2] - seg[0][2]
+                moves.append((int(np.sign(round(dy))), int(np.sign(round(dx)))))
+            assert moves[0] == steps[name[:-len("_first")]]
+            assert sorted(moves) == sorted(steps[d] for d in used)
+
+
+def test_motion_folder_records_its_task_and_flow_sees_the_first_move(tmp_path) -> None:
+    from datamodules.modality import compute_flow
+
+    colour = ensure_synthetic(tmp_path / "c", **SMALL, workers=1)
+    assert "task" not in json.loads((colour / "meta.json").read_text())["params"]
+    out = ensure_synthetic(tmp_path / "m", **{**SMALL, "frames": 24}, task="motion",
+                           workers=1)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["params"]["task"] == "motion"
+    assert meta["classes"] == ["down_first", "left_first", "right_first", "up_first"]
+    assert "first mover" in meta["description"]
+    with pytest.raises(SynthError, match="other parameters"):  # a colour folder is not reused
+        ensure_synthetic(tmp_path / "m", **{**SMALL, "frames": 24}, workers=1)
+    # through H.264 and Farneback: the flow at the first mover points the class's way
+    for name, axis, sign in (("right_first", 0, 1), ("up_first", 1, -1)):
+        video = decode_all(str(out / name / f"{name}_00000.mp4"))
+        flow = compute_flow(video).astype(float) - 128.0
+        t0 = _mover_track(video)[0][0]
+        near = np.abs(video[t0].astype(int) - np.array(MOVER_GREY)).max(-1) < 40
+        assert sign * flow[t0][near][:, axis].mean() > 3.0
+
+
+def test_bad_motion_settings_exit_2(tmp_path, capsys) -> None:
+    assert data_main(["synth", "--out", str(tmp_path / "x"), "--task", "spin"]) == 2
+    assert data_main(["synth", "--out", str(tmp_path / "y"), "--task", "motion",
+                      "--classes", "4", "--frames", "12"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "invalid choice: 'spin'" in err[0]
+    assert "--frames must be >= 16 for the motion task" in err[1]
