@@ -333,8 +333,11 @@ def report(runs: list[dict[str, Any]], done: dict[tuple[str, str, int, str], dic
                 cost[r["block"]] = (rec.get("params") or "—", rec.get("macs") or "—")
         diff = "—"
         if cells.get("cell") and cells.get("nonlocal"):
-            d = 100 * (statistics.fmean(cells["cell"]) - statistics.fmean(cells["nonlocal"]))
-            diff = f"{d:+.1f}"
+            a, b = cells["cell"], cells["nonlocal"]
+            d = 100 * (statistics.fmean(a) - statistics.fmean(b))
+            se = 100 * (sum(statistics.variance(x) / len(x) for x in (a, b) if len(x) > 1)
+                        ) ** 0.5
+            diff = f"{d:+.1f} ± {se:.1f}"
             decided += 1
             wins += d >= 0
         params = " / ".join(f"{int(float(cost[b][0])):,}" if b in cost and cost[b][0] != "—"
@@ -344,8 +347,11 @@ def report(runs: list[dict[str, Any]], done: dict[tuple[str, str, int, str], dic
         lines.append(f"| {row} | {_stats(cells.get('none', []))} | "
                      f"{_stats(cells.get('nonlocal', []))} | {_stats(cells.get('cell', []))} | "
                      f"{diff} | {params} | {macs} |")
-    lines += ["", f"Cell: `{cell}`. Top-1: video level on the test split, mean ± std over "
-              "training seeds.", ""]
+    shown = Path(cell).resolve()
+    shown_cell = shown.relative_to(REPO) if shown.is_relative_to(REPO) else shown
+    lines += ["", f"Cell: `{shown_cell}`. Top-1: video level on the test split, mean ± std over "
+              "training seeds; cell − nonlocal: difference of means ± its standard error. "
+              "Params and MACs: the whole network, one clip of the row's input.", ""]
     if decided:
         verdict = "met" if wins * 2 > len(rows) else "not met"
         lines.append(f"- Target (cell ≥ nonlocal in a majority of the {len(rows)} rows): "
