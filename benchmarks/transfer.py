@@ -217,17 +217,11 @@ def _plan(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _prepare_flow(data: dict[str, Any], progress: bool) -> None:
-    """Compute the optical flow of every video of a flow row's dataset once, before the
-    runs (runs at a time would each compute it), where its runs will look for it."""
-    from datamodules.datamodule import decode_all_frames
-    from datamodules.modality import FlowStore
+    """Compute the optical flow of a flow row's dataset once, before the runs (runs at a
+    time would each compute it), where its runs will look for it."""
+    from datamodules.datamodule import VideoDataModule
 
-    root = Path(data["root"])
-    videos = [str(root / line.split()[0]) for split in ("train", "val", "test")
-              for line in (root / f"{split}.txt").read_text().splitlines() if line.strip()]
-    store = FlowStore(data.get("flow_dir") or root / ".flow_cache",
-                      data.get("flow_algorithm", "farneback"))
-    store.prepare(videos, decode_all_frames, progress=progress)
+    VideoDataModule(**data).prepare_flow(progress=progress)
 
 
 def _from_accuracy(runs: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:

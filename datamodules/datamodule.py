@@ -73,7 +73,7 @@ MAX_FRAMES = 1024
 _STREAMS = {"weights": 0, "arch": 1}
 
 
-def decode_all_frames(path: str) -> Any:
+def _decode_all(path: str) -> Any:
     """Every frame of a video, ``uint8 (F, H, W, 3)`` (what optical flow is computed on)."""
     import numpy as np
 
@@ -355,6 +355,15 @@ class VideoDataModule(pl.LightningDataModule):
         self._sources = sources
         return sources
 
+    def prepare_flow(self, progress: bool = True) -> dict[str, int]:
+        """Compute the optical flow of every video of every split now (``modality: flow``),
+        once, with a progress bar: what ``setup`` would otherwise do split by split.
+        Returns ``{"computed", "cached", "failed"}``; a no-op for other modalities."""
+        if self._flow_store is None:
+            return {"computed": 0, "cached": 0, "failed": 0}
+        videos = {r.path: None for recs in self._resolve_sources().values() for r in recs}
+        return self._flow_store.prepare(list(videos), _decode_all, progress=progress)
+
     def _check_synthetic_clip(self) -> None:
         """Warn when clips cannot show the whole video of the synthetic benchmark (once)."""
         if getattr(self, "_clip_checked", False):  # once per datamodule, not per setup
@@ -462,7 +471,7 @@ class VideoDataModule(pl.LightningDataModule):
                       seed=self.seed + _STREAMS.get(name, 0), modality=self.modality,
                       flow_store=self._flow_store)
         if self._flow_store is not None:  # once per video, with a progress bar
-            self._flow_store.prepare([r.path for r in records], decode_all_frames,
+            self._flow_store.prepare([r.path for r in records], _decode_all,
                                      progress=len(records) > 8)
         if kind == "train":
             return VideoClipDataset(records, sampler="random", transform=self._train_tf,

@@ -56,9 +56,8 @@ import av
 import numpy as np
 
 __all__ = ["DEFAULTS", "GENERATOR_VERSION", "COLOURS", "DIRECTIONS", "TASKS", "SynthError",
-           "class_names",
-           "class_colours", "render_video", "write_video", "ensure_synthetic",
-           "classes_markdown", "synthetic_clip_problems"]
+           "class_names", "class_colours", "class_directions", "render_video", "write_video",
+           "ensure_synthetic", "classes_markdown", "synthetic_clip_problems"]
 
 GENERATOR_VERSION = 2
 DEFAULTS: dict[str, int] = {"classes": 4, "videos_per_class": 1500, "frames": 32, "size": 24,

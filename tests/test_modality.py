@@ -183,3 +183,16 @@ def test_late_fusion_of_an_rgb_and_a_flow_model(synth: Path, tmp_path: Path,
     assert "no such file" in err and len([x for x in err.splitlines() if x.strip()]) == 1
     assert attnas(_retrain(synth, out / "bad2", "fit", f"--fuse_scores=[{rgb_scores}]")) == 2
     assert "option of `attnas retrain test`" in capsys.readouterr().err
+
+
+def test_prepare_flow_computes_every_split_once(synth: Path, tmp_path: Path) -> None:
+    flow = tmp_path / "flow"
+    dm = VideoDataModule(root=str(synth), modality="flow", flow_dir=str(flow), num_frames=8,
+                         crop_size=16)
+    assert dm.prepare_flow(progress=False) == {"computed": 12, "cached": 0, "failed": 0}
+    assert len(list(flow.glob("*/*.npy"))) == 12  # 2 classes x 6 videos, all splits
+    again = VideoDataModule(root=str(synth), modality="flow", flow_dir=str(flow),
+                            num_frames=8, crop_size=16)
+    assert again.prepare_flow(progress=False) == {"computed": 0, "cached": 12, "failed": 0}
+    rgb = VideoDataModule(root=str(synth), num_frames=8, crop_size=16)
+    assert rgb.prepare_flow(progress=False) == {"computed": 0, "cached": 0, "failed": 0}
