@@ -239,8 +239,11 @@ def run_retrain(spec: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError("the test stage logged no test/video_top1")
     if resume_path is not None:
         resume_path.unlink(missing_ok=True)
+    bad = int(test.get("test/nonfinite", 0.0))
     return {
         "status": "ok",
+        # an ok row's note: clips whose logits overflowed in eval count as errors
+        "error": f"{bad} test clips gave non-finite logits (counted as errors)" if bad else "",
         "video_top1": _metric(test, "test/video_top1"),
         "clip_top1": _metric(test, "test/top1"),
         "val_top1": _metric(val, "val/top1"),

@@ -14,6 +14,7 @@ from typing import Literal
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -131,6 +132,7 @@ class VideoClassifier(LayoutHooks, pl.LightningModule):
         self.scores_path: str | None = None
         self.fuse_scores: list[str] = []
         self._video_labels: dict[int, int] = {}
+        self._warned_nonfinite: set[str] = set()
 
     def forward(self, video: Tensor) -> Tensor:
         """``(N, 3, T, H, W)`` -> logits ``(N, num_classes)``."""
@@ -149,19 +151,42 @@ class VideoClassifier(LayoutHooks, pl.LightningModule):
                              f"without --model.compile") from None
 
     def _shared_step(self, batch: dict, stage: str) -> tuple[Tensor, Tensor]:
+        """Loss and logits ``(N, num_classes)`` of one batch; logs loss and top-k.
+
+        A non-finite training loss stops the run (``FloatingPointError``): the weights are
+        gone. In val/test a clip whose logits are not finite (an unnormalised cell can
+        overflow with BatchNorm's running statistics where the batch statistics of training
+        kept it finite) is counted as an error: its logits become ``-onehot(label)``, so it
+        misses top-1 and adds a bounded loss; ``{stage}/nonfinite`` logs how many there were
+        and the first such batch warns once per stage."""
         logits = self(batch["video"])
-        loss = F.cross_entropy(logits, batch["label"],
+        labels = batch["label"]
+        n = batch["video"].shape[0]
+        if stage != "train":
+            bad = ~torch.isfinite(logits).all(dim=1)
+            n_bad = int(bad.sum())
+            if n_bad:
+                if stage not in self._warned_nonfinite:
+                    self._warned_nonfinite.add(stage)
+                    rank_zero_warn(
+                        f"{n_bad}/{n} {stage} clips gave non-finite logits at epoch "
+                        f"{self.current_epoch}; they count as errors ({stage}/nonfinite "
+                        f"logs how many)")
+                wrong = -F.one_hot(labels, logits.shape[1]).to(logits.dtype)
+                logits = torch.where(bad[:, None], wrong, logits)
+            self.log(f"{stage}/nonfinite", float(n_bad), batch_size=n, reduce_fx="sum",
+                     on_step=False, on_epoch=True, sync_dist=True)
+        loss = F.cross_entropy(logits, labels,
                                label_smoothing=self.hparams.label_smoothing if stage == "train"
                                else 0.0)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite {stage} loss ({loss.item()}) at epoch {self.current_epoch}, "
                 f"step {self.global_step}")
-        n = batch["video"].shape[0]
         self.log(f"{stage}/loss", loss, prog_bar=stage != "test", batch_size=n, sync_dist=True)
         for k in self._topk:
             m = self.metrics[f"{stage}_top{k}"]
-            m.update(logits.detach(), batch["label"])
+            m.update(logits.detach(), labels)
             self.log(f"{stage}/top{k}", m, prog_bar=k == 1, batch_size=n,
                      on_step=False, on_epoch=True)
         return loss, logits
