@@ -1,0 +1,73 @@
+"""The cost-aware section of the accuracy report: the budget table, its two targets (accuracy
+vs non-local with a standard error, and the cells' real MACs vs the budget) and the Pareto
+picture, from a results table like the one ``benchmarks.report`` builds."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from types import SimpleNamespace
+
+from benchmarks.pareto import budget_groups, cost_lines, pareto_plot
+
+GROUP = "uniform+perturb+sincos+cost0.5x+5ep"
+
+
+def _entry(key: str, kind: str, values: list[float], macs: float, params: float,
+           group: str = "", block: str = "", label: str | None = None) -> dict:
+    return {"key": key, "label": label or key, "kind": kind, "group": group, "block": block,
+            "summary": False, "values": values, "n": len(values),
+            "mean": statistics.fmean(values), "std": statistics.stdev(values),
+            "macs": macs, "params": params}
+
+
+def _cell(tmp_path: Path, name: str, target: int) -> str:
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"nodes": [], "provenance": {
+        "selection": {"budget": {"target_macs": target}}}}))
+    return str(path)
+
+
+def _table(tmp_path: Path, cell_macs: list[float]) -> list[dict]:
+    base = 100e6
+    table = [_entry("none", "baseline", [24.0, 25.0, 23.0], base, 1000),
+             _entry("nonlocal", "baseline", [60.0, 64.0, 62.0], base + 40e6, 5000),
+             _entry("b/nonlocal_sincos.json", "baseline", [90.0, 94.0, 92.0], base + 45e6, 5000,
+                    label="nonlocal_sincos")]
+    for i, m in enumerate(cell_macs):
+        table.append(_entry(f"searched[{GROUP}]/s{i}", "searched", [70.0 + i, 68.0, 72.0],
+                            base + m, 3000, group=GROUP,
+                            block=_cell(tmp_path, f"c{i}", 20_000_000)))
+    table.append(_entry("random@cost0.5x/0", "random_cost", [30.0, 40.0, 35.0], base + 19e6,
+                        2000, group="cost0.5x", block=_cell(tmp_path, "r0", 20_000_000)))
+    return table
+
+
+def test_budget_table_checks_both_targets_with_standard_errors(tmp_path: Path) -> None:
+    plan = SimpleNamespace(groups=["uniform+perturb+sincos+5ep", GROUP])
+    assert budget_groups(plan) == [(GROUP, "0.5x")]
+    text = "\n".join(cost_lines(plan, _table(tmp_path, [19.6e6, 20.4e6])))
+    # searched runs: 70, 68, 72, 71, 68, 72 -> mean 70.17; nonlocal 62.0
+    assert "| 0.5x (`uniform+perturb+sincos+cost0.5x+5ep`) | 20.0 | 20.0 (100%) |" in text
+    assert "searched mean − nonlocal **+8.2 ± " in text
+    assert "(6 runs of 2 cells; target ≥ +2.0): met." in text
+    assert "Against `nonlocal_sincos`" in text and "-21.8 ±" in text
+    assert "within 2% of the target (target ≤ 10 %): met." in text
+
+
+def test_a_cell_that_ignores_its_budget_fails_the_cost_target(tmp_path: Path) -> None:
+    plan = SimpleNamespace(groups=[GROUP])
+    text = "\n".join(cost_lines(plan, _table(tmp_path, [20e6, 26e6])))
+    assert "within 30% of the target (target ≤ 10 %): not met." in text
+
+
+def test_no_budgeted_group_means_no_section(tmp_path: Path) -> None:
+    plan = SimpleNamespace(groups=["uniform+perturb+sincos+5ep"])
+    assert cost_lines(plan, _table(tmp_path, [20e6])) == []
+
+
+def test_pareto_plot_is_written(tmp_path: Path) -> None:
+    out = pareto_plot(_table(tmp_path, [19e6, 21e6]), tmp_path / "pareto.png", "t")
+    assert out is not None and out.stat().st_size > 10_000
+    assert not list(tmp_path.glob(".*.tmp*"))
