@@ -133,6 +133,7 @@ class VideoClassifier(LayoutHooks, pl.LightningModule):
         self.fuse_scores: list[str] = []
         self._video_labels: dict[int, int] = {}
         self._warned_nonfinite: set[str] = set()
+        self._nonfinite: dict[str, Tensor | int] = {}  # this epoch's count per eval stage
 
     def forward(self, video: Tensor) -> Tensor:
         """``(N, 3, T, H, W)`` -> logits ``(N, num_classes)``."""
@@ -158,23 +159,17 @@ class VideoClassifier(LayoutHooks, pl.LightningModule):
         overflow with BatchNorm's running statistics where the batch statistics of training
         kept it finite) is counted as an error: its logits become ``-onehot(label)``, so it
         misses top-1 and adds a bounded loss; ``{stage}/nonfinite`` logs how many there were
-        and the first such batch warns once per stage."""
+        and the first epoch with any warns once per stage (:meth:`_warn_nonfinite`)."""
         logits = self(batch["video"])
         labels = batch["label"]
         n = batch["video"].shape[0]
-        if stage != "train":
+        if stage != "train":  # no host sync here: the count is read at the epoch's end
             bad = ~torch.isfinite(logits).all(dim=1)
-            n_bad = int(bad.sum())
-            if n_bad:
-                if stage not in self._warned_nonfinite:
-                    self._warned_nonfinite.add(stage)
-                    rank_zero_warn(
-                        f"{n_bad}/{n} {stage} clips gave non-finite logits at epoch "
-                        f"{self.current_epoch}; they count as errors ({stage}/nonfinite "
-                        f"logs how many)")
-                wrong = -F.one_hot(labels, logits.shape[1]).to(logits.dtype)
-                logits = torch.where(bad[:, None], wrong, logits)
-            self.log(f"{stage}/nonfinite", float(n_bad), batch_size=n, reduce_fx="sum",
+            wrong = -F.one_hot(labels, logits.shape[1]).to(logits.dtype)
+            logits = torch.where(bad[:, None], wrong, logits)
+            n_bad = bad.sum()
+            self._nonfinite[stage] = self._nonfinite.get(stage, 0) + n_bad
+            self.log(f"{stage}/nonfinite", n_bad.float(), batch_size=n, reduce_fx="sum",
                      on_step=False, on_epoch=True, sync_dist=True)
         loss = F.cross_entropy(logits, labels,
                                label_smoothing=self.hparams.label_smoothing if stage == "train"
@@ -209,11 +204,24 @@ class VideoClassifier(LayoutHooks, pl.LightningModule):
                     self._video_labels[vi] = int(batch["label"][i])
         return loss
 
+    def _warn_nonfinite(self, stage: str) -> None:
+        """Warn (once per stage) if this epoch had clips with non-finite logits; reset."""
+        count = int(self._nonfinite.pop(stage, 0))
+        if count and stage not in self._warned_nonfinite:
+            self._warned_nonfinite.add(stage)
+            rank_zero_warn(f"{count} {stage} clips gave non-finite logits at epoch "
+                           f"{self.current_epoch}; they count as errors ({stage}/nonfinite "
+                           f"logs how many)")
+
+    def on_validation_epoch_end(self) -> None:
+        self._warn_nonfinite("val")
+
     def on_test_epoch_start(self) -> None:
         self._video_scores, self._video_labels = {}, {}
 
     def on_test_epoch_end(self) -> None:
         """Video-level top-k: per-video averaged scores, gathered over DDP ranks."""
+        self._warn_nonfinite("test")
         if not self._video_scores:
             return
         idx = torch.tensor(sorted(self._video_scores), dtype=torch.long)
