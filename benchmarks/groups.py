@@ -52,12 +52,14 @@ __all__ = ["group_name", "parse_group", "group_rows", "group_table_lines", "targ
 #: first two are ``uniform+perturb+sincos+5ep`` / ``uniform+alone+sincos+5ep``;
 #: ``uniform+perturb+none+5ep`` is the position study's other arm (named
 #: ``uniform+perturb+5ep``). The ``cost`` groups are the cost-aware study (budgets of 0.5, 1
-#: and 2 times the non-local blocks' MACs), re-selected from the default group's supernets.
+#: and 2 times the non-local blocks' MACs), re-selected from the default group's supernets;
+#: ``darts+argmax+cost1x`` trains its own supernets with the expected-cost term in the
+#: architecture loss (the budget then shapes alpha, not only the selection).
 DEFAULT_GROUPS = ("uniform+perturb+5ep", "uniform+perturb", "darts+argmax",
                   "single_path+perturb", "uniform+perturb+none+5ep", "uniform+alone+5ep",
                   "darts+perturb", "uniform+perturb+5ep+cost0.5x",
-                  "uniform+perturb+5ep+cost1x", "uniform+perturb+5ep+cost2x",
-                  "single_path+alone")
+                  "uniform+perturb+5ep+cost1x", "darts+argmax+cost1x",
+                  "uniform+perturb+5ep+cost2x", "single_path+alone")
 
 
 def _vocab() -> dict[str, tuple[str, ...]]:

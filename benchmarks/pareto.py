@@ -118,11 +118,17 @@ def cost_lines(plan: Any, table: list[dict[str, Any]]) -> list[str]:
             targets_txt.append(f"- budget {spec}: cells' real +MACs within "
                                f"{worst:.0%} of the target (target ≤ 10 %): "
                                f"{'met' if worst <= 0.10 else 'not met'}.")
+    darts = any(g.split("+")[0] == "darts" for g, _ in groups)
     lines += ["", f"Non-local blocks add {nl_add / 1e6:.1f} MMACs to the proxy; the budgets "
               "are ratios of that. A budgeted `uniform` group selects from the unbudgeted "
               "supernets (their weights never see α, so the budget only changes the "
               "selection): it keeps the choices whose cell fits the budget and fits the cell's "
-              "inner width to it (`supernet.costmodel.CellBudget`); the matched random cells "
+              "inner width to it (`supernet.costmodel.CellBudget`); "
+              + ("a budgeted `darts` group trains its own supernets with the expected-cost "
+                 "term relu(E[MACs]/target − 1) in the architecture loss, so the budget "
+                 "moves α toward cheaper ops before the same budgeted selection; "
+                 if darts else "")
+              + "the matched random cells "
               "are the random cells fitted the same way. Top-1: mean ± std over search seeds × "
               "training seeds (random: over cells × training seeds); Δ: difference of means ± "
               "its standard error.", "", *targets_txt, ""]

@@ -223,12 +223,16 @@ def test_groups_and_budget_rows_are_planned(tmp_path: Path) -> None:
                            "single_path+perturb+sincos", "uniform+perturb+5ep",
                            "uniform+alone+sincos+5ep", "darts+perturb+sincos",
                            f"{GROUP}+cost0.5x+5ep", f"{GROUP}+cost1x+5ep",
-                           f"{GROUP}+cost2x+5ep", "single_path+alone+sincos"]
+                           "darts+argmax+sincos+cost1x", f"{GROUP}+cost2x+5ep",
+                           "single_path+alone+sincos"]
     # a budget only changes the selection of a uniform supernet: re-selected from the
     # default group's supernets, with the budget in its model settings
     cost = next(j for j in plan.searches if j.group == f"{GROUP}+cost1x+5ep" and j.seed == 1)
     assert cost.source == f"searched[{GROUP}+5ep]/s1" and cost.model["cost_target"] == "1x"
     assert cost.settings != plan.searches[1].settings
+    # a darts budget enters the architecture loss: that group trains its own supernets
+    dcost = next(j for j in plan.searches if j.group == "darts+argmax+sincos+cost1x")
+    assert dcost.source is None and dcost.model["cost_target"] == "1x"
     # a rule compared on the same supernets: re-selected from the group before it
     src = {j.key: j.source for j in plan.searches}
     assert src["searched[uniform+alone+sincos+5ep]/s2"] == f"searched[{GROUP}+5ep]/s2"

@@ -62,6 +62,21 @@ def test_a_cell_that_ignores_its_budget_fails_the_cost_target(tmp_path: Path) ->
     assert "within 30% of the target (target ≤ 10 %): not met." in text
 
 
+def test_each_budgeted_group_gets_its_own_row(tmp_path: Path) -> None:
+    darts = "darts+argmax+sincos+cost0.5x"
+    table = _table(tmp_path, [20e6])
+    table.append(_entry(f"searched[{darts}]/s0", "searched", [40.0, 44.0, 42.0], 100e6 + 21e6,
+                        3000, group=darts, block=_cell(tmp_path, "d0", 20_000_000)))
+    plan = SimpleNamespace(groups=[GROUP, darts])
+    text = "\n".join(cost_lines(plan, table))
+    assert f"| 0.5x (`{GROUP}`) |" in text and f"| 0.5x (`{darts}`) | 20.0 | 21.0 (105%) |" in text
+    # the darts group's cells are judged on their own runs: 42.0 - 62.0
+    assert "searched mean − nonlocal **-20.0 ± " in text
+    assert "a budgeted `darts` group trains its own supernets" in text
+    only_uniform = "\n".join(cost_lines(SimpleNamespace(groups=[GROUP]), table))
+    assert "budgeted `darts`" not in only_uniform
+
+
 def test_no_budgeted_group_means_no_section(tmp_path: Path) -> None:
     plan = SimpleNamespace(groups=["uniform+perturb+sincos+5ep"])
     assert cost_lines(plan, _table(tmp_path, [20e6])) == []
