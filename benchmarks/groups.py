@@ -17,7 +17,11 @@ A *group spec* names a way to search with ``+``-joined tokens, in any order:
   :func:`supernet.costmodel.parse_cost_target`). A budgeted ``uniform`` or
   ``single_path`` group re-selects from the supernets of the unbudgeted group (the budget
   only changes the selection there); a ``darts`` one trains its own (the budget enters
-  the architecture loss).
+  the architecture loss),
+* optionally the weight of that expected-cost term ``cw<weight>`` (e.g. ``cw0``:
+  ``--model.cost_weight 0``; default the config's, 1). With ``cw0`` a budgeted ``darts``
+  group's α never sees the budget, so it re-selects from the unbudgeted group's
+  supernets, as a ``uniform`` one does.
 
 Tokens left out keep the search config's value. ``darts+argmax`` is round 1's search;
 ``uniform+perturb+sincos`` trains every candidate equally with sinusoidal positions and
@@ -53,13 +57,15 @@ __all__ = ["group_name", "parse_group", "group_rows", "group_table_lines", "targ
 #: ``uniform+perturb+none+5ep`` is the position study's other arm (named
 #: ``uniform+perturb+5ep``). The ``cost`` groups are the cost-aware study (budgets of 0.5, 1
 #: and 2 times the non-local blocks' MACs), re-selected from the default group's supernets;
-#: ``darts+argmax+cost1x`` trains its own supernets with the expected-cost term in the
-#: architecture loss (the budget then shapes alpha, not only the selection).
+#: ``darts+argmax+cost1x+cw0`` re-selects from ``darts+argmax``'s supernets under the
+#: budget (argmax of an alpha that never saw it); ``darts+argmax+cost1x`` trains its own
+#: supernets with the expected-cost term in the architecture loss (the budget then shapes
+#: alpha, not only the selection).
 DEFAULT_GROUPS = ("uniform+perturb+5ep", "uniform+perturb", "darts+argmax",
                   "single_path+perturb", "uniform+perturb+none+5ep", "uniform+alone+5ep",
                   "darts+perturb", "uniform+perturb+5ep+cost0.5x",
-                  "uniform+perturb+5ep+cost1x", "darts+argmax+cost1x",
-                  "uniform+perturb+5ep+cost2x", "single_path+alone")
+                  "uniform+perturb+5ep+cost1x", "darts+argmax+cost1x+cw0",
+                  "darts+argmax+cost1x", "uniform+perturb+5ep+cost2x", "single_path+alone")
 
 
 def _vocab() -> dict[str, tuple[str, ...]]:
@@ -80,6 +86,8 @@ def group_name(model: dict[str, Any]) -> str:
         parts.append(f"remedy={model['remedy']}")
     if model.get("cost_target") is not None:
         parts.append(f"cost{model['cost_target']}")
+        if float(model.get("cost_weight", 1.0)) != 1.0:
+            parts.append(f"cw{float(model['cost_weight']):g}")
     return "+".join(parts)
 
 
@@ -110,14 +118,29 @@ def parse_group(spec: str) -> dict[str, Any]:
                 raise ValueError(f"group {spec!r} gives two cost targets")
             over["cost_target"] = token[4:]
             continue
+        if token.startswith("cw") and len(token) > 2:
+            try:
+                weight = float(token[2:])
+            except ValueError:
+                weight = math.nan
+            if not weight >= 0 or math.isinf(weight):
+                raise ValueError(f"cost weight {token!r} in group {spec!r}: expected cw<number "
+                                 ">= 0>, e.g. cw0")
+            if "cost_weight" in over and over["cost_weight"] != weight:
+                raise ValueError(f"group {spec!r} gives two cost weights")
+            over["cost_weight"] = weight
+            continue
         key = next((k for k, values in vocab.items() if token in values), None)
         if key is None:
             accepted = "; ".join(f"{k}: {', '.join(v)}" for k, v in vocab.items())
             raise ValueError(f"unknown token {token!r} in group {spec!r}; accepted ({accepted}; "
-                             f"search length: <N>ep; budget: cost<target>, e.g. cost0.5x)")
+                             f"search length: <N>ep; budget: cost<target>, e.g. cost0.5x; "
+                             f"its weight: cw<weight>, e.g. cw0)")
         if key in over and over[key] != token:
             raise ValueError(f"group {spec!r} gives two {key} values ({over[key]}, {token})")
         over[key] = token
+    if "cost_weight" in over and "cost_target" not in over:
+        raise ValueError(f"group {spec!r}: a cost weight (cw...) needs a budget (cost<target>)")
     return over
 
 

@@ -529,9 +529,12 @@ def build_plan(argv: list[str]) -> Plan:
     for group, model, trainer in groups:
         search_fp = _fingerprint({"search": [model, strip(sdata), trainer], "quick": quick,
                                   "selection_data": SELECTION_DATA})
-        # a budget only changes the selection of a supernet that does not learn alpha
-        select_only = SELECTION_KEYS | ({"cost_target"} if model.get("supernet") != "darts"
-                                        else set())
+        # a budget only changes the selection of a supernet whose alpha does not see it
+        # (not darts, or darts with a zero cost weight): such groups share the supernets
+        cost_in_alpha = (model.get("supernet") == "darts" and model.get("cost_target") is not None
+                         and float(model.get("cost_weight", 1.0)) != 0.0)
+        select_only = SELECTION_KEYS | (set() if cost_in_alpha
+                                        else {"cost_target", "cost_weight"})
         supernet_fp = _fingerprint({"supernet": [
             {k: v for k, v in model.items() if k not in select_only}, strip(sdata), trainer],
             "quick": quick})

@@ -223,7 +223,8 @@ def test_groups_and_budget_rows_are_planned(tmp_path: Path) -> None:
                            "single_path+perturb+sincos", "uniform+perturb+5ep",
                            "uniform+alone+sincos+5ep", "darts+perturb+sincos",
                            f"{GROUP}+cost0.5x+5ep", f"{GROUP}+cost1x+5ep",
-                           "darts+argmax+sincos+cost1x", f"{GROUP}+cost2x+5ep",
+                           "darts+argmax+sincos+cost1x+cw0", "darts+argmax+sincos+cost1x",
+                           f"{GROUP}+cost2x+5ep",
                            "single_path+alone+sincos"]
     # a budget only changes the selection of a uniform supernet: re-selected from the
     # default group's supernets, with the budget in its model settings
@@ -467,3 +468,37 @@ def test_budget_groups_get_matched_cost_random_cells(tmp_path: Path) -> None:
     assert matched[0].settings != plain["random/0"].settings
     with pytest.raises(BenchError, match="unknown block 'foo'"):
         build_plan(["--groups", "uniform+perturb+costfoo", "--out", str(tmp_path / "p")])
+
+
+def test_a_darts_budget_trains_its_own_supernet_unless_its_weight_is_zero(tmp_path: Path
+                                                                         ) -> None:
+    from benchmarks.run import build_plan
+
+    plan = build_plan(["--blocks", "", "--random-cells", "0", "--search-seeds", "2",
+                       "--groups", "darts+argmax,darts+argmax+cost1x+cw0,darts+argmax+cost1x",
+                       "--out", str(tmp_path / "o")])
+    assert plan.groups == ["darts+argmax+sincos", "darts+argmax+sincos+cost1x+cw0",
+                           "darts+argmax+sincos+cost1x"]
+    jobs = {j.key: j for j in plan.searches}
+    # cw0: alpha never sees the budget -> the same supernet as the unbudgeted group
+    cw0 = jobs["searched[darts+argmax+sincos+cost1x+cw0]/s1"]
+    assert cw0.source == "searched[darts+argmax+sincos]/s1"
+    assert cw0.model["cost_weight"] == 0.0 and cw0.model["cost_target"] == "1x"
+    assert cw0.supernet == jobs["searched[darts+argmax+sincos]/s1"].supernet
+    assert cw0.settings != jobs["searched[darts+argmax+sincos]/s1"].settings
+    # the default weight: the budget is in the architecture loss -> its own supernet
+    own = jobs["searched[darts+argmax+sincos+cost1x]/s1"]
+    assert own.source is None and own.supernet != cw0.supernet
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("darts+argmax+cwfoo", "expected cw<number >= 0>"),
+    ("darts+argmax+cost1x+cw-1", "expected cw<number >= 0>"),
+    ("darts+argmax+cw0", "needs a budget"),
+    ("darts+argmax+cost1x+cw0+cw1", "two cost weights"),
+])
+def test_bad_cost_weight_tokens_are_refused(spec: str, message: str, tmp_path: Path) -> None:
+    from benchmarks.run import build_plan
+
+    with pytest.raises(BenchError, match=message):
+        build_plan(["--groups", spec, "--out", str(tmp_path / "o")])
