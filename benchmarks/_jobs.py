@@ -143,6 +143,7 @@ def run_reselect(spec: dict[str, Any]) -> dict[str, Any]:
     # this search's budget, or none: never the budget of the search that trained the
     # supernet (a group may re-select from a budgeted sibling's checkpoint)
     options["cost_target"] = model.get("cost_target")
+    options["cost_min_width"] = float(model.get("cost_min_width", 0.0))
     rule = check_rule(str(model.get("select", "argmax")))
     module = SearchModule.load_from_checkpoint(spec["checkpoint"], map_location="cpu",
                                                select=rule, **options)

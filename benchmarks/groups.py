@@ -21,7 +21,10 @@ A *group spec* names a way to search with ``+``-joined tokens, in any order:
 * optionally the weight of that expected-cost term ``cw<weight>`` (e.g. ``cw0``:
   ``--model.cost_weight 0``; default the config's, 1). With ``cw0`` a budgeted ``darts``
   group's α never sees the budget, so it re-selects from the unbudgeted group's
-  supernets, as a ``uniform`` one does.
+  supernets, as a ``uniform`` one does,
+* optionally ``minw<ratio>`` (e.g. ``minw0.25``: ``--model.cost_min_width 0.25``): the
+  budget also sets the number of nodes, keeping the most leading nodes that fit at an
+  inner ratio >= that (a selection setting: such a group re-selects).
 
 Tokens left out keep the search config's value. ``darts+argmax`` is round 1's search;
 ``uniform+perturb+sincos`` trains every candidate equally with sinusoidal positions and
@@ -88,6 +91,8 @@ def group_name(model: dict[str, Any]) -> str:
         parts.append(f"cost{model['cost_target']}")
         if float(model.get("cost_weight", 1.0)) != 1.0:
             parts.append(f"cw{float(model['cost_weight']):g}")
+        if float(model.get("cost_min_width", 0.0)) > 0:
+            parts.append(f"minw{float(model['cost_min_width']):g}")
     return "+".join(parts)
 
 
@@ -130,17 +135,32 @@ def parse_group(spec: str) -> dict[str, Any]:
                 raise ValueError(f"group {spec!r} gives two cost weights")
             over["cost_weight"] = weight
             continue
+        if token.startswith("minw") and len(token) > 4:
+            from supernet.costmodel import check_min_width
+
+            try:
+                width = check_min_width(float(token[4:]))
+            except ValueError:
+                raise ValueError(f"node width {token!r} in group {spec!r}: expected "
+                                 f"minw<inner ratio in [0, 1]>, e.g. minw0.25") from None
+            if "cost_min_width" in over and over["cost_min_width"] != width:
+                raise ValueError(f"group {spec!r} gives two node widths")
+            over["cost_min_width"] = width
+            continue
         key = next((k for k, values in vocab.items() if token in values), None)
         if key is None:
             accepted = "; ".join(f"{k}: {', '.join(v)}" for k, v in vocab.items())
             raise ValueError(f"unknown token {token!r} in group {spec!r}; accepted ({accepted}; "
                              f"search length: <N>ep; budget: cost<target>, e.g. cost0.5x; "
-                             f"its weight: cw<weight>, e.g. cw0)")
+                             f"its weight: cw<weight>, e.g. cw0; the narrowest node: "
+                             f"minw<ratio>, e.g. minw0.25)")
         if key in over and over[key] != token:
             raise ValueError(f"group {spec!r} gives two {key} values ({over[key]}, {token})")
         over[key] = token
-    if "cost_weight" in over and "cost_target" not in over:
-        raise ValueError(f"group {spec!r}: a cost weight (cw...) needs a budget (cost<target>)")
+    for key, token in (("cost_weight", "a cost weight (cw...)"),
+                       ("cost_min_width", "a node width (minw...)")):
+        if key in over and "cost_target" not in over:
+            raise ValueError(f"group {spec!r}: {token} needs a budget (cost<target>)")
     return over
 
 

@@ -533,8 +533,8 @@ def build_plan(argv: list[str]) -> Plan:
         # (not darts, or darts with a zero cost weight): such groups share the supernets
         cost_in_alpha = (model.get("supernet") == "darts" and model.get("cost_target") is not None
                          and float(model.get("cost_weight", 1.0)) != 0.0)
-        select_only = SELECTION_KEYS | (set() if cost_in_alpha
-                                        else {"cost_target", "cost_weight"})
+        select_only = SELECTION_KEYS | {"cost_min_width"} | (
+            set() if cost_in_alpha else {"cost_target", "cost_weight"})
         supernet_fp = _fingerprint({"supernet": [
             {k: v for k, v in model.items() if k not in select_only}, strip(sdata), trainer],
             "quick": quick})

@@ -124,8 +124,8 @@ def cell_cost_record(module: pl.LightningModule, nodes: list, inner_ratio: float
     if module.clip is None:
         return None
     space = module.space_cost()
-    table = space.at(inner_ratio)
     ops = [n[0] for n in nodes]
+    table = space.at(inner_ratio, len(ops))  # a budget may have dropped trailing nodes
     nonlocal_cost = space.block("nonlocal")
     return {"backbone": space.backbone, "clip": list(space.clip),
             "positions": [list(s) for s in space.shapes], "inner_ratio": inner_ratio,

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from supernet.cells import ArchParameters
-from supernet.costmodel import parse_cost_target
+from supernet.costmodel import check_min_width, parse_cost_target
 from supernet.paths import check_writable
 
 from .draw import draw_cell, plot_alpha, plot_selection
@@ -120,8 +120,9 @@ def select_from_checkpoint(path: str | Path, rule: str | None = None,
     the run's own ``select``); data-driven rules read the validation data named in the
     checkpoint's data settings, updated by ``data_overrides``. ``options`` may set
     ``select_val_batches``, ``select_calib_batches``, ``select_finetune_steps``,
-    ``select_bn`` and ``cost_target`` (a budget, see :mod:`supernet.costmodel`; None
-    removes the run's own).
+    ``select_bn``, ``cost_target`` (a budget, see :mod:`supernet.costmodel`; None
+    removes the run's own) and ``cost_min_width`` (the narrowest inner ratio worth a node
+    under that budget).
 
     Raises:
         ValueError / FileNotFoundError: bad checkpoint, rule or data (one-line messages).
@@ -193,6 +194,10 @@ def main(argv: list[str]) -> int:
                     help="select within a budget: GMACs per clip (0.05), a ratio of the "
                          "non-local blocks (0.5x), a block name (a2) or 'none' (default: the "
                          "search's --model.cost_target)")
+    ap.add_argument("--cost-min-width", type=float, default=None, metavar="RATIO",
+                    help="with a budget, the narrowest inner ratio worth a node: the cell "
+                         "keeps the most leading nodes that fit at >= RATIO (e.g. 0.25; "
+                         "default: the search's --model.cost_min_width, 0 = all nodes)")
     ap.add_argument("-o", "--out", default=None,
                     help="genotype JSON to write (default: <run>/derived.json)")
     ap.add_argument("--png", default=None, help="cell picture (default: next to the JSON)")
@@ -217,6 +222,8 @@ def main(argv: list[str]) -> int:
             if target is not None:
                 parse_cost_target(target)
             options["cost_target"] = target
+        if args.cost_min_width is not None:
+            options["cost_min_width"] = check_min_width(args.cost_min_width)
         genotype, csv = genotype_from_checkpoint(args.checkpoint)
         out = Path(args.out) if args.out else Path(genotype.provenance["run"]) / "derived.json"
         check_writable(out.parent)  # before the selection runs: nothing is written on failure

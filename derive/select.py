@@ -205,6 +205,10 @@ def report_from_dict(selection: dict[str, Any]) -> str:
                      f"{budget['macs'] / 1e6:.3f} MMACs "
                      f"({budget['macs'] / budget['target_macs']:.0%} of the target), "
                      f"{budget['params']:,} params")
+        if budget.get("dropped"):
+            lines.append(f"  {len(budget['dropped'])} trailing node(s) dropped to keep the inner "
+                         f"ratio >= {budget.get('min_width', 0):g}: "
+                         + ", ".join(op for op, _ in budget["dropped"]))
         for node, ops in sorted(budget.get("excluded", {}).items(), key=lambda kv: int(kv[0])):
             lines.append(f"  node {node}: {len(ops)} op(s) excluded by the budget: "
                          + ", ".join(ops))
@@ -404,9 +408,12 @@ def select_cell(model: nn.Module, rule: str, data: SelectionData | None = None,
                ) -> Selection:
         record = None
         if budget is not None:
-            ratio, macs, params = budget.fit([n.op for n in nodes])
+            kept, ratio, macs, params = budget.fit_size([n.op for n in nodes])
             record = {**budget.record(), "excluded": excluded, "inner_ratio": ratio,
                       "macs": macs, "params": params}
+            if kept < len(nodes):  # the budget bought fewer, wider nodes
+                record["dropped"] = [[n.op, n.input] for n in nodes[kept:]]
+                nodes = nodes[:kept]
         return Selection(rule, nodes, decisions, time.perf_counter() - t0, clips, bn, record)
 
     if rule == "argmax":

@@ -39,7 +39,8 @@ from .space import NUM_OPS, OP_NAMES
 __all__ = ["CellCosts", "SpaceCost", "CellBudget", "insertion_shapes", "cell_costs",
            "twostream_costs", "describe_twostream", "TwoStreamBudget", "parse_twostream_target",
            "twostream_cost",
-           "block_macs", "fixed_cell_macs", "parse_cost_target", "COST_BLOCKS", "WIDTH_GRID"]
+           "block_macs", "fixed_cell_macs", "parse_cost_target", "check_min_width",
+           "COST_BLOCKS", "WIDTH_GRID"]
 
 #: blocks a cost target may name (the baselines of the benchmark)
 COST_BLOCKS: tuple[str, ...] = ("nonlocal", "nonlocal_dot", "a2", "cinst", "stinc")
@@ -195,9 +196,11 @@ class SpaceCost:
         self.table = self.at(self.inner_ratio)
         self._op_tensors: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
 
-    def at(self, inner_ratio: float) -> CellCosts:
-        """The table at another inner ratio (cached per shape and width)."""
-        return cell_costs(self.shapes, inner_ratio, self.num_nodes, self.kv_pool, self.position)
+    def at(self, inner_ratio: float, num_nodes: int | None = None) -> CellCosts:
+        """The table at another inner ratio (and node count, default the search's K; cached
+        per shape, width and K)."""
+        return cell_costs(self.shapes, inner_ratio, self.num_nodes if num_nodes is None
+                          else int(num_nodes), self.kv_pool, self.position)
 
     def block(self, name: str, **kwargs: Any) -> dict[str, int]:
         """MACs / params of a baseline block (or genotype) at the same positions."""
@@ -312,21 +315,27 @@ class CellBudget:
     ``fixed + sum(chosen ops) + op + (K - k - 1) * cheapest op <= target`` at the
     narrowest width of ``widths``. After selection, :meth:`fit` picks the widest inner
     ratio of ``widths`` at which the chosen cell meets the target (the cell's size is set
-    by the budget; the ops were scored on the supernet's width).
+    by the budget; the ops were scored on the supernet's width), and :meth:`fit_size` also
+    chooses the number of nodes: with ``min_width`` > 0 it keeps the most leading nodes
+    whose cell fits at an inner ratio >= ``min_width`` (a budget too small for K nodes of
+    that width buys fewer, wider nodes instead of K narrow ones).
 
     Args:
         space: the :class:`SpaceCost` of the search.
         target_macs: the budget, MACs per clip of all inserted cells.
         spec: how the user wrote it (recorded).
         widths: inner ratios the fit may choose (default :data:`WIDTH_GRID`).
+        min_width: the narrowest inner ratio worth a node (default 0: always K nodes).
     """
 
     def __init__(self, space: SpaceCost, target_macs: int, spec: str | float = "",
-                 widths: Sequence[float] = WIDTH_GRID) -> None:
+                 widths: Sequence[float] = WIDTH_GRID, min_width: float = 0.0) -> None:
+        check_min_width(min_width)
         self.space = space
         self.target = int(target_macs)
         self.spec = spec
         self.widths = tuple(sorted(float(w) for w in widths))
+        self.min_width = float(min_width)
         self.low = space.at(self.widths[0])
 
     def admissible(self, chosen: Sequence[int], candidates: Sequence[int]) -> list[int]:
@@ -336,24 +345,52 @@ class CellBudget:
         return [c for c in candidates if base + self.low.op_macs[c] <= self.target]
 
     def fit(self, ops: Sequence[str | int]) -> tuple[float, int, int]:
-        """``(inner_ratio, macs, params)``: the widest ratio whose cell is within budget
-        (bisection; cost grows with the width)."""
+        """``(inner_ratio, macs, params)``: the widest ratio whose cell (``len(ops)`` nodes)
+        is within budget (bisection; cost grows with the width)."""
+        k = len(ops)
         lo, hi = 0, len(self.widths) - 1
-        if self.space.at(self.widths[lo]).macs(ops) > self.target:
+        if self.space.at(self.widths[lo], k).macs(ops) > self.target:
             raise ValueError("the chosen cell does not fit the budget at any width")
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if self.space.at(self.widths[mid]).macs(ops) <= self.target:
+            if self.space.at(self.widths[mid], k).macs(ops) <= self.target:
                 lo = mid
             else:
                 hi = mid - 1
-        table = self.space.at(self.widths[lo])
+        table = self.space.at(self.widths[lo], k)
         return self.widths[lo], table.macs(ops), table.params(ops)
+
+    def fit_size(self, ops: Sequence[str | int]) -> tuple[int, float, int, int]:
+        """``(nodes kept, inner_ratio, macs, params)``: the cell's size under the budget.
+        The most leading nodes of ``ops`` (a prefix is a valid cell: a node only reads
+        earlier ones) whose cell fits at an inner ratio >= ``min_width``, at the widest
+        ratio that fits; one node at its widest when not even one reaches ``min_width``."""
+        for k in range(len(ops), 0, -1):
+            try:
+                ratio, macs, params = self.fit(ops[:k])
+            except ValueError:
+                continue  # cannot happen for k <= len(ops) once K nodes fit; kept safe
+            if ratio >= self.min_width or k == 1:
+                return k, ratio, macs, params
+        raise ValueError("the chosen cell does not fit the budget at any width")
 
     def record(self) -> dict[str, Any]:
         """JSON-able facts for a genotype's provenance."""
-        return {"target": str(self.spec), "target_macs": self.target,
-                "widths": [self.widths[0], self.widths[-1]]}
+        out: dict[str, Any] = {"target": str(self.spec), "target_macs": self.target,
+                               "widths": [self.widths[0], self.widths[-1]]}
+        if self.min_width > 0:
+            out["min_width"] = self.min_width
+        return out
+
+
+def check_min_width(value: Any) -> float:
+    """A budget's narrowest inner ratio worth a node: a number in [0, 1]; ``ValueError``
+    otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"cost_min_width must be a number in [0, 1] (an inner ratio; 0 = "
+                         f"always the search's number of nodes), got {value!r}")
+    return float(value)
 
 
 def fixed_cell_macs(shapes: Sequence[Shape], nodes: Sequence, **cell_kwargs: Any) -> int:

@@ -38,7 +38,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from .cells import recalibrate_batchnorm
-from .costmodel import CellBudget, SpaceCost, parse_cost_target
+from .costmodel import CellBudget, SpaceCost, check_min_width, parse_cost_target
 from .darts import arch_gradient, beta_decay_penalty, entropy_penalty
 from .factory import create_backbone
 from .layout import LayoutHooks, apply_layout, check_memory_format
@@ -107,6 +107,11 @@ class SearchModule(LayoutHooks, pl.LightningModule):
             max(0, E[MACs] / target - 1)``, the expected MACs under softmax(alpha) at the
             supernet's width (target raised to the cheapest cell there, if below it).
         cost_weight: weight of that expected-cost term (darts only).
+        cost_min_width: with a budget, the narrowest inner ratio worth a node (default 0:
+            the derived cell always has ``num_nodes`` nodes, only its width is fitted). Above
+            0 the budget also sets the number of nodes: the cell keeps the most leading
+            selected nodes that fit at an inner ratio >= this (e.g. 0.25), dropping the
+            trailing ones (:meth:`supernet.costmodel.CellBudget.fit_size`).
         in_channels: input channels (linked from ``data.modality`` by the CLI: 3 for RGB,
             2 for optical flow).
         memory_format: ``auto`` (default: channels-last-3d weights on the CPU, where
@@ -147,6 +152,7 @@ class SearchModule(LayoutHooks, pl.LightningModule):
         val_recalibrate: int = 4,
         cost_target: str | float | None = None,
         cost_weight: float = 1.0,
+        cost_min_width: float = 0.0,
         in_channels: int = 3,
         memory_format: str = "auto",
     ) -> None:
@@ -175,6 +181,7 @@ class SearchModule(LayoutHooks, pl.LightningModule):
             parse_cost_target(cost_target)
         if not isinstance(cost_weight, (int, float)) or not cost_weight >= 0:
             raise ValueError(f"cost_weight must be a number >= 0, got {cost_weight!r}")
+        check_min_width(cost_min_width)
         self.save_hyperparameters()
         self.automatic_optimization = False
         #: (T, H, W) of the training clips, seen at the first step (saved in checkpoints)
@@ -238,7 +245,8 @@ class SearchModule(LayoutHooks, pl.LightningModule):
         if target is None:
             return None
         space = self.space_cost(clip)
-        return CellBudget(space, space.check_target(target), target)
+        return CellBudget(space, space.check_target(target), target,
+                          min_width=float(self.hparams.get("cost_min_width", 0.0)))
 
     def _cost_term(self) -> Tensor:
         hp = self.hparams

@@ -489,6 +489,13 @@ def test_a_darts_budget_trains_its_own_supernet_unless_its_weight_is_zero(tmp_pa
     # the default weight: the budget is in the architecture loss -> its own supernet
     own = jobs["searched[darts+argmax+sincos+cost1x]/s1"]
     assert own.source is None and own.supernet != cw0.supernet
+    # a node width only changes the selection: re-selected from the same supernets
+    plan = build_plan(["--blocks", "", "--random-cells", "0", "--search-seeds", "1",
+                       "--groups", "uniform+perturb,uniform+perturb+cost1x+minw0.25",
+                       "--out", str(tmp_path / "p")])
+    minw = next(j for j in plan.searches if j.group == "uniform+perturb+sincos+cost1x+minw0.25")
+    assert minw.source == "searched[uniform+perturb+sincos]/s0"
+    assert minw.model["cost_min_width"] == 0.25
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -496,6 +503,8 @@ def test_a_darts_budget_trains_its_own_supernet_unless_its_weight_is_zero(tmp_pa
     ("darts+argmax+cost1x+cw-1", "expected cw<number >= 0>"),
     ("darts+argmax+cw0", "needs a budget"),
     ("darts+argmax+cost1x+cw0+cw1", "two cost weights"),
+    ("uniform+perturb+cost1x+minw2", "expected minw<inner ratio in"),
+    ("uniform+perturb+minw0.25", "needs a budget"),
 ])
 def test_bad_cost_weight_tokens_are_refused(spec: str, message: str, tmp_path: Path) -> None:
     from benchmarks.run import build_plan

@@ -140,6 +140,42 @@ def test_fit_lands_within_ten_percent_of_a_reachable_target() -> None:
         assert 0.9 * target <= macs <= target, (spec, ratio, macs, target)
 
 
+def test_a_small_budget_buys_fewer_wider_nodes(space: SpaceCost) -> None:
+    """With ``min_width`` the budget also sets the node count: K narrow nodes become fewer
+    nodes at >= min_width, the leading ones; the kept cell's cost is FlopCounterMode's."""
+    ops = ["dot.spatiotemporal.softmax", "dot.spatial.softmax"]
+    two = space.at(0.25, 2).macs(ops)
+    one = space.at(0.5, 1).macs(ops[:1])
+    target = min(two, one) - 1  # 2 nodes only fit below C/4, 1 node fits above it
+    k, ratio, macs, params = CellBudget(space, target, "t", min_width=0.25).fit_size(ops)
+    assert k == 1 and 0.25 <= ratio < 0.5 and macs <= target
+    assert macs == fixed_cell_macs(space.shapes, [(ops[0], 0)], inner_ratio=ratio,
+                                   position="sincos")
+    # without min_width the same budget keeps both nodes, narrower
+    k2, ratio2, macs2, _ = CellBudget(space, target, "t").fit_size(ops)
+    assert k2 == 2 and ratio2 < 0.25 and macs2 <= target
+    # a budget so small that no node reaches min_width: one node, as wide as it fits
+    low = space.at(1 / 32, 1).macs(ops[:1])
+    k3, ratio3, _, _ = CellBudget(space, low, "t", min_width=0.5).fit_size(ops)
+    assert (k3, ratio3) == (1, 1 / 32)
+    for bad in (-0.1, 1.5, "0.25", True):
+        with pytest.raises(ValueError, match="cost_min_width must be a number in"):
+            CellBudget(space, target, "t", min_width=bad)  # type: ignore[arg-type]
+
+
+def test_selection_drops_trailing_nodes_and_says_so(space: SpaceCost) -> None:
+    model = create_backbone("proxy", 5, block="search", **PROXY,
+                            block_kwargs={"num_nodes": 2, "position": "sincos"})
+    ops = ["dot.spatiotemporal.softmax", "map.temporal.sigmoid"]
+    model.arch.set_one_hot([(ops[0], 0), (ops[1], 1)])
+    target = space.at(0.25, 2).macs(ops) - 1  # two nodes only fit below C/4
+    sel = select_cell(model, "argmax", budget=CellBudget(space, target, "t", min_width=0.25))
+    assert [n.op for n in sel.nodes] == ops[:1]
+    assert sel.budget["dropped"] == [[ops[1], 1]] and sel.budget["min_width"] == 0.25
+    assert sel.budget["inner_ratio"] >= 0.25 and sel.budget["macs"] <= target
+    assert "1 trailing node(s) dropped to keep the inner ratio >= 0.25" in sel.report()
+
+
 # ---------------------------------------------------------------------------------- CLI
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -170,6 +206,20 @@ def test_bad_budget_is_refused_before_training(target: str, needles: list[str], 
     assert not list(out.rglob("*.ckpt")) and not list(out.rglob("genotype.json"))
 
 
+def doc_width(path: Path) -> float:
+    return float(json.loads(path.read_text())["cell"]["inner_ratio"])
+
+
+def test_bad_node_width_is_refused_before_training(synth: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    assert attnas(_search(synth, out, "--model.cost_target=1x",
+                          "--model.cost_min_width=1.5")) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "cost_min_width must be a number in [0, 1]" in err[0], err
+    assert not list(out.rglob("*.ckpt"))
+
+
 def test_budgeted_search_writes_a_cell_within_budget(synth: Path, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture) -> None:
     """A real search with a budget: the genotype's cell is fitted to it, records its cost
@@ -191,6 +241,23 @@ def test_budgeted_search_writes_a_cell_within_budget(synth: Path, tmp_path: Path
                       "--frames", "8", "--size", "16"]) == 0
     table = capsys.readouterr().out
     assert "nonlocal" in table and "a2" in table and "+GMACs" in table
+    # re-derive from the checkpoint with a node width: fewer nodes, each >= 1/2 wide
+    ckpt = sorted((out / "search").rglob("last.ckpt"))[-1]
+    fewer = tmp_path / "fewer.json"
+    assert attnas(["derive", str(ckpt), "--select", "argmax", "--cost-min-width", "0.5",
+                   "-o", str(fewer), "--quiet"]) == 0
+    doc = json.loads(fewer.read_text())
+    budget = doc["provenance"]["selection"]["budget"]
+    # the search's own cell (2 nodes) had to be narrower than 1/2: one node is dropped
+    assert doc_width(path) < 0.5
+    assert len(doc["nodes"]) == 1 and len(budget["dropped"]) == 1
+    assert budget["macs"] <= budget["target_macs"]
+    assert doc["provenance"]["cost"]["macs"] == budget["macs"]
+    capsys.readouterr()
+    assert attnas(["derive", str(ckpt), "--cost-min-width", "-1", "-o",
+                   str(tmp_path / "x.json")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "cost_min_width" in err[0] and not (tmp_path / "x.json").exists()
 
 
 def test_cost_space_prints_the_table(capsys: pytest.CaptureFixture) -> None:
