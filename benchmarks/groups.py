@@ -61,14 +61,17 @@ __all__ = ["group_name", "parse_group", "group_rows", "group_table_lines", "targ
 #: ``uniform+perturb+5ep``). The ``cost`` groups are the cost-aware study (budgets of 0.5, 1
 #: and 2 times the non-local blocks' MACs), re-selected from the default group's supernets;
 #: ``darts+argmax+cost1x+cw0`` re-selects from ``darts+argmax``'s supernets under the
-#: budget (argmax of an alpha that never saw it); ``darts+argmax+cost1x`` trains its own
+#: budget (argmax of an alpha that never saw it), ``+minw0.5`` the same with the budget
+#: buying fewer nodes rather than nodes narrower than the supernet's own width (the ops
+#: were scored at inner ratio 1/2); ``darts+argmax+cost1x`` trains its own
 #: supernets with the expected-cost term in the architecture loss (the budget then shapes
 #: alpha, not only the selection).
 DEFAULT_GROUPS = ("uniform+perturb+5ep", "uniform+perturb", "darts+argmax",
                   "single_path+perturb", "uniform+perturb+none+5ep", "uniform+alone+5ep",
                   "darts+perturb", "uniform+perturb+5ep+cost0.5x",
                   "uniform+perturb+5ep+cost1x", "darts+argmax+cost1x+cw0",
-                  "darts+argmax+cost1x", "uniform+perturb+5ep+cost2x", "single_path+alone")
+                  "darts+argmax+cost1x+cw0+minw0.5", "darts+argmax+cost1x",
+                  "uniform+perturb+5ep+cost2x", "single_path+alone")
 
 
 def _vocab() -> dict[str, tuple[str, ...]]:

@@ -223,7 +223,8 @@ def test_groups_and_budget_rows_are_planned(tmp_path: Path) -> None:
                            "single_path+perturb+sincos", "uniform+perturb+5ep",
                            "uniform+alone+sincos+5ep", "darts+perturb+sincos",
                            f"{GROUP}+cost0.5x+5ep", f"{GROUP}+cost1x+5ep",
-                           "darts+argmax+sincos+cost1x+cw0", "darts+argmax+sincos+cost1x",
+                           "darts+argmax+sincos+cost1x+cw0",
+                           "darts+argmax+sincos+cost1x+cw0+minw0.5", "darts+argmax+sincos+cost1x",
                            f"{GROUP}+cost2x+5ep",
                            "single_path+alone+sincos"]
     # a budget only changes the selection of a uniform supernet: re-selected from the
