@@ -119,6 +119,7 @@ def cost_lines(plan: Any, table: list[dict[str, Any]]) -> list[str]:
                                f"{worst:.0%} of the target (target ≤ 10 %): "
                                f"{'met' if worst <= 0.10 else 'not met'}.")
     darts = any(g.split("+")[0] == "darts" for g, _ in groups)
+    minw = any(t.startswith("minw") for g, _ in groups for t in g.split("+"))
     lines += ["", f"Non-local blocks add {nl_add / 1e6:.1f} MMACs to the proxy; the budgets "
               "are ratios of that. A budgeted `uniform` group selects from the unbudgeted "
               "supernets (their weights never see α, so the budget only changes the "
@@ -128,6 +129,9 @@ def cost_lines(plan: Any, table: list[dict[str, Any]]) -> list[str]:
                  "term relu(E[MACs]/target − 1) in the architecture loss, so the budget "
                  "moves α toward cheaper ops before the same budgeted selection; "
                  if darts else "")
+              + ("a `minw<r>` group keeps the most leading nodes that fit at inner ratio ≥ r "
+                 "and drops the trailing ones, so a small budget buys fewer, wider nodes; "
+                 if minw else "")
               + "the matched random cells "
               "are the random cells fitted the same way. Top-1: mean ± std over search seeds × "
               "training seeds (random: over cells × training seeds); Δ: difference of means ± "

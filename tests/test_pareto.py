@@ -74,7 +74,10 @@ def test_each_budgeted_group_gets_its_own_row(tmp_path: Path) -> None:
     assert "searched mean − nonlocal **-20.0 ± " in text
     assert "a budgeted `darts` group trains its own supernets" in text
     only_uniform = "\n".join(cost_lines(SimpleNamespace(groups=[GROUP]), table))
-    assert "budgeted `darts`" not in only_uniform
+    assert "budgeted `darts`" not in only_uniform and "`minw<r>` group" not in only_uniform
+    table[-1]["group"] = f"{darts}+minw0.5"
+    text = "\n".join(cost_lines(SimpleNamespace(groups=[GROUP, f"{darts}+minw0.5"]), table))
+    assert "a `minw<r>` group keeps the most leading nodes" in text
 
 
 def test_no_budgeted_group_means_no_section(tmp_path: Path) -> None:
