@@ -99,15 +99,30 @@ def cost_lines(plan: Any, table: list[dict[str, Any]]) -> list[str]:
             f"| {spec} (`{group}`) | {target / 1e6:.1f} |" if target else f"| {spec} | — |")
         lines[-1] += (f" {statistics.fmean(adds) / 1e6:.1f}{share} |" if adds else " — |")
         lines[-1] += (f" {statistics.fmean(padds):,.0f} |" if padds else " — |")
-        lines[-1] += (f" {_fmt(vals)} | {_fmt_delta(vals, nl_vals)} | {_fmt(rvals)} | "
-                      f"{_fmt_delta(vals, rvals)} |")
+        seeds = len(getattr(plan, "train_seeds", []) or [])
+        expected, r_expected = len(cells) * seeds, len(rand) * seeds
+
+        def runs(values: list[float], of: int) -> str:
+            return f" ({len(values)} of {of} runs)" if values and len(values) < of else ""
+
+        lines[-1] += (f" {_fmt(vals)}{runs(vals, expected)} | {_fmt_delta(vals, nl_vals)} | "
+                      f"{_fmt(rvals)}{runs(rvals, r_expected)} | {_fmt_delta(vals, rvals)} |")
         ratio = _ratio(spec)
+        where = f"budget {spec} (`{group}`)"
         if ratio is not None and ratio <= 1.0 and vals and nl_vals:
             d, se = _delta(vals, nl_vals)
-            n_cells = len(cells)
-            line = (f"- budget {spec}: searched mean − nonlocal **{d:+.1f} ± {se:.1f} points** "
-                    f"({len(vals)} runs of {n_cells} cells; target ≥ +2.0): "
-                    f"{'met' if d >= 2.0 else f'not met, by {2.0 - d:.1f}'}.")
+            n_cells = sum(1 for e in cells if e["values"])
+            partial = (f", incomplete: {len(vals)} of {expected} runs" if len(vals) < expected
+                       else "")
+            verdict = "met" if d >= 2.0 else f"not met, by {2.0 - d:.1f}"
+            if partial:
+                verdict = f"{verdict} so far"
+            elif d >= 2.0 and d - 2.0 < 2 * se:
+                verdict += (f" in the mean, but not resolved: the margin over +2 is "
+                            f"{(d - 2.0) / se:.1f} standard errors")
+            line = (f"- {where}: searched mean − nonlocal **{d:+.1f} ± {se:.1f} points** "
+                    f"({len(vals)} runs of {n_cells} cells{partial}; target ≥ +2.0): "
+                    f"{verdict}.")
             if nl_pos is not None:
                 dp, sep = _delta(vals, list(nl_pos["values"]))
                 line += (f" Against `{nl_pos['label']}` (the control: non-local blocks with "
@@ -115,7 +130,7 @@ def cost_lines(plan: Any, table: list[dict[str, Any]]) -> list[str]:
             targets_txt.append(line)
         if adds and target:
             worst = max(abs(a / target - 1) for a in adds)
-            targets_txt.append(f"- budget {spec}: cells' real +MACs within "
+            targets_txt.append(f"- {where}: cells' real +MACs within "
                                f"{worst:.0%} of the target (target ≤ 10 %): "
                                f"{'met' if worst <= 0.10 else 'not met'}.")
     darts = any(g.split("+")[0] == "darts" for g, _ in groups)

@@ -80,6 +80,21 @@ def test_each_budgeted_group_gets_its_own_row(tmp_path: Path) -> None:
     assert "a `minw<r>` group keeps the most leading nodes" in text
 
 
+def test_target_lines_say_when_a_group_is_incomplete_or_unresolved(tmp_path: Path) -> None:
+    table = _table(tmp_path, [20e6, 20e6])
+    plan = SimpleNamespace(groups=[GROUP], train_seeds=[0, 1, 2, 3])  # 2 cells x 4 = 8 runs
+    text = "\n".join(cost_lines(plan, table))
+    assert f"budget 0.5x (`{GROUP}`): searched mean − nonlocal" in text
+    assert "(6 runs of 2 cells, incomplete: 6 of 8 runs; target ≥ +2.0): met so far." in text
+    assert "| 70.2 ± 1.8 (6 of 8 runs) |" in text and "| 35.0 ± 5.0 (3 of 4 runs) |" in text
+    # a complete group whose mean clears +2 by less than two standard errors
+    for e in table:
+        if e["kind"] == "searched":
+            e["values"] = [30.0, 99.0, 65.0]
+    text = "\n".join(cost_lines(SimpleNamespace(groups=[GROUP], train_seeds=[0, 1, 2]), table))
+    assert "(6 runs of 2 cells; target ≥ +2.0): met in the mean, but not resolved" in text
+
+
 def test_no_budgeted_group_means_no_section(tmp_path: Path) -> None:
     plan = SimpleNamespace(groups=["uniform+perturb+sincos+5ep"])
     assert cost_lines(plan, _table(tmp_path, [20e6])) == []
