@@ -66,6 +66,11 @@ def _fmt(values: list[float]) -> str:
     return f"{mean:.1f} ± {std:.1f}" if len(values) > 1 else f"{mean:.1f}"
 
 
+def _runs(values: list[float], expected: int) -> str:
+    """`` (n of N runs)`` for a group that has not finished its runs, else ``""``."""
+    return f" ({len(values)} of {expected} runs)" if values and len(values) < expected else ""
+
+
 def cost_lines(plan: Any, table: list[dict[str, Any]]) -> list[str]:
     """The markdown section of the cost-aware study (empty without budgeted groups)."""
     groups = budget_groups(plan)
@@ -101,12 +106,8 @@ def cost_lines(plan: Any, table: list[dict[str, Any]]) -> list[str]:
         lines[-1] += (f" {statistics.fmean(padds):,.0f} |" if padds else " — |")
         seeds = len(getattr(plan, "train_seeds", []) or [])
         expected, r_expected = len(cells) * seeds, len(rand) * seeds
-
-        def runs(values: list[float], of: int) -> str:
-            return f" ({len(values)} of {of} runs)" if values and len(values) < of else ""
-
-        lines[-1] += (f" {_fmt(vals)}{runs(vals, expected)} | {_fmt_delta(vals, nl_vals)} | "
-                      f"{_fmt(rvals)}{runs(rvals, r_expected)} | {_fmt_delta(vals, rvals)} |")
+        lines[-1] += (f" {_fmt(vals)}{_runs(vals, expected)} | {_fmt_delta(vals, nl_vals)} | "
+                      f"{_fmt(rvals)}{_runs(rvals, r_expected)} | {_fmt_delta(vals, rvals)} |")
         ratio = _ratio(spec)
         where = f"budget {spec} (`{group}`)"
         if ratio is not None and ratio <= 1.0 and vals and nl_vals:

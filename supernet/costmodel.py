@@ -364,15 +364,17 @@ class CellBudget:
         """``(nodes kept, inner_ratio, macs, params)``: the cell's size under the budget.
         The most leading nodes of ``ops`` (a prefix is a valid cell: a node only reads
         earlier ones) whose cell fits at an inner ratio >= ``min_width``, at the widest
-        ratio that fits; one node at its widest when not even one reaches ``min_width``."""
-        for k in range(len(ops), 0, -1):
+        ratio that fits; one node at its widest when not even one reaches ``min_width``.
+        A prefix that does not fit at any width is skipped like a too-narrow one;
+        ``ValueError`` when not even the first node fits."""
+        for k in range(len(ops), 1, -1):
             try:
                 ratio, macs, params = self.fit(ops[:k])
             except ValueError:
-                continue  # cannot happen for k <= len(ops) once K nodes fit; kept safe
-            if ratio >= self.min_width or k == 1:
+                continue
+            if ratio >= self.min_width:
                 return k, ratio, macs, params
-        raise ValueError("the chosen cell does not fit the budget at any width")
+        return (1, *self.fit(ops[:1]))
 
     def record(self) -> dict[str, Any]:
         """JSON-able facts for a genotype's provenance."""
