@@ -7,7 +7,7 @@ A *group spec* names a way to search with ``+``-joined tokens, in any order:
 * a supernet mode of :data:`supernet.search.SUPERNET_MODES` (``darts``, ``uniform``,
   ``single_path``),
 * a selection rule of :data:`derive.select.SELECTION_RULES` (``argmax``, ``perturb``,
-  ``alone``),
+  ``perturb_factors``, ``alone``),
 * optionally a cell position option of :data:`supernet.space.POSITIONS` (``none``,
   ``coords``, ``sincos``),
 * optionally a search length ``<N>ep`` (e.g. ``6ep``: this group searches for 6 epochs

@@ -20,9 +20,12 @@ Four rules, chosen by name (:data:`SELECTION_RULES`):
   weights, the other undecided nodes still mixed), as single-path one-shot NAS scores
   paths; inputs likewise.
 
-Before every score the BatchNorm running statistics are recomputed on a few training
-batches (the statistics of a mixture are not those of any single path; a supernet of
-ours showed a validation loss of 6e21 without this). Scores are per-clip cross-entropies
+BatchNorm while scoring (``select_bn``): ``recalibrate`` recomputes the running statistics
+on a few training batches before every score (the statistics of a mixture are not those
+of any single path; a supernet of ours showed a validation loss of 6e21 without this);
+``batch`` normalises each validation batch with its own statistics (the benchmark's
+default, after recalibrated uniform supernets still logged validation losses in the
+hundreds). Scores are per-clip cross-entropies
 on a fixed list of validation batches, so two candidates are compared on the same clips:
 the margin of the winner over the runner-up is the mean of the paired per-clip
 differences, with a 95 % normal confidence interval; a decision whose interval does not

@@ -161,11 +161,12 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"one of {', '.join(BLOCK_NAMES[:6])}, or a genotype .json path")
     p.add_argument("--positions", nargs="+", default=None, metavar="POS",
                    help="preset (i3d_r50: none, 5blocks, 10blocks; s3d: none, 5blocks, all; "
-                        "proxy: default, all), a JSON "
+                        "proxy: none, default, all), a JSON "
                         "object, or STAGE=I,J tokens; default: the backbone's default")
     p.add_argument("--frames", type=int, default=None,
                    help="clip length (default: the backbone's input: i3d_r50 8, s3d 16, "
-                        "proxy 32 -- the synthetic benchmark's clips)")
+                        "slowfast_r50 32 (slow 8), proxy and twostream 32 -- the "
+                        "synthetic benchmark's clips)")
     p.add_argument("--size", type=int, default=None,
                    help="crop size, H = W (default: i3d_r50 and s3d 224, proxy 24)")
     p.add_argument("--batch", type=int, default=1)

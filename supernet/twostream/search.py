@@ -1,13 +1,15 @@
 """One stage of the progressive two-stream search, as a LightningModule.
 
 Stage ``streams`` searches the streams (alpha, beta_inv, slow_kt, fast_kt) with SlowFast's
-fusion and no attention; ``fusion`` the fusion operator and sites with the streams of
-stage 1 fixed (``previous=`` its architecture file); ``attention`` the attention block and
-pathway with both fixed. Each stage trains an :class:`~.elastic.ElasticTwoStream` in one of
-the cell search's supernet modes and ends (in the CLI, :class:`derive.callbacks.
-TwoStreamWriter`) with one of its selection rules, which writes the stage's architecture
-file. Batches as in :class:`supernet.search.SearchModule`: ``{"weights": batch, "arch":
-batch}``, each ``{"video": (N, C, T, H, W), "label": (N,)}``.
+fusion and ``base_attention`` (``none`` by default; the shipped config uses ``nonlocal``:
+without attention the supernets stayed at chance); ``fusion`` the fusion operator and
+sites with the streams of stage 1 fixed (``previous=`` its architecture file);
+``attention`` the attention block and pathway with both fixed. Each stage trains an
+:class:`~.elastic.ElasticTwoStream` in one of the cell search's supernet modes and ends
+(in the CLI, :class:`derive.callbacks.TwoStreamWriter`) with one of its selection rules,
+which writes the stage's architecture file. Batches as in
+:class:`supernet.search.SearchModule`: ``{"weights": batch, "arch": batch}``, each
+``{"video": (N, C, T, H, W), "label": (N,)}``.
 """
 
 from __future__ import annotations
