@@ -54,6 +54,12 @@ SUPERNET_MODES: tuple[str, ...] = ("darts", "uniform", "single_path")
 class SearchModule(LayoutHooks, pl.LightningModule):
     """Supernet search on a proxy backbone.
 
+    The defaults are the DARTS reference settings (``darts`` + ``argmax``, SGD, position
+    ``none``, recalibrated BatchNorm), which round 1 measured *not* to select in a short
+    search; the settings the benchmark measured best are in
+    ``configs/search/synthetic.yaml`` (``uniform`` + ``perturb``, ``sincos``, AdamW,
+    ``select_bn: batch``, 5 epochs): start a new config from that file.
+
     Args:
         num_classes: classes of the dataset (linked from the datamodule by the CLI).
         backbone: backbone name for :func:`supernet.create_backbone` (default ``proxy``).
