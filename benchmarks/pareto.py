@@ -181,10 +181,16 @@ def pareto_plot(table: list[dict[str, Any]], path: Path, title: str) -> Path | N
     if not none or not none.get("macs") or not pts:
         return None
     groups = list(dict.fromkeys(e["group"] for e in pts if e["kind"] == "searched"))
+    # blue is the baselines' and grey the random cells': 8 colours left, so budgeted groups
+    # (diamonds) and the others (circles) each get distinct colours up to 8 groups
     cmap = plt.get_cmap("tab10")
-    style: dict[str, tuple[str, str, str]] = {}
-    for i, g in enumerate(groups):
-        style[f"searched:{g}"] = (cmap((i + 1) % 10), "o", g)
+    palette = [cmap(i) for i in (1, 2, 3, 4, 5, 6, 8, 9)]
+    style: dict[str, tuple[Any, str, str]] = {}
+    counts = {"o": 0, "D": 0}
+    for g in groups:
+        marker = "D" if any(tok.startswith("cost") for tok in g.split("+")) else "o"
+        style[f"searched:{g}"] = (palette[counts[marker] % len(palette)], marker, g)
+        counts[marker] += 1
     fig, axes = plt.subplots(1, 2, figsize=(12, 6), sharey=True)
     for ax, field, scale, unit in ((axes[0], "macs", 1e6, "MMACs"),
                                    (axes[1], "params", 1e3, "k params")):
