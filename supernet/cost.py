@@ -189,6 +189,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--inner-ratio", type=float, default=0.5, help="--space: cell inner ratio")
     p.add_argument("--nodes", type=int, default=3, help="--space: cell nodes")
     p.add_argument("--position", default="sincos", help="--space: none | coords | sincos")
+    p.add_argument("--latency", action="store_true",
+                   help="--space: also measure each part's forward latency on --device "
+                        "(median of --repeats after --warmup; cached, see --latency-cache)")
+    p.add_argument("--device", default="cpu", help="--space --latency: cpu or cuda[:i]")
+    p.add_argument("--latency-cache", default=None, metavar="FILE",
+                   help="--space --latency: the cache file (default "
+                        "$ATTNAS_CACHE/latency.json or ~/.cache/attnas/latency.json; '' for "
+                        "none)")
     p.add_argument("--compare", default=None, metavar="BLOCKS",
                    help="comma-separated blocks to print next to --block (MACs / params "
                         "only); default for a genotype: none,nonlocal,a2")
@@ -281,7 +289,25 @@ def main(argv: list[str] | None = None) -> int:
             space = SpaceCost(args.backbone, parse_positions(args.positions),
                               (frames, size, size), args.nodes, args.inner_ratio,
                               position=args.position)
-            print("\n".join(space.describe()))
+            lat = None
+            if args.latency:
+                from .costmodel import COST_BLOCKS
+                from .latency import default_cache_path, space_latency
+
+                cache = (default_cache_path() if args.latency_cache is None
+                         else args.latency_cache)
+                lat = space_latency(space.shapes, space.inner_ratio, space.num_nodes,
+                                    space.kv_pool, space.position, args.device,
+                                    args.repeats, args.warmup, cache, progress=True,
+                                    blocks=COST_BLOCKS)
+            print("\n".join(space.describe(lat)))
+            if lat is not None:
+                print(f"latency: forward, batch 1, median of {args.repeats} after "
+                      f"{args.warmup} warm-up, on {lat.device}"
+                      + (f" ({lat.threads} thread(s))" if "CPU" in lat.device else "")
+                      + ("; from the cache " if lat.cached else "; measured now, cached in ")
+                      + (str(cache) if cache != "" else "(no cache)")
+                      + f" [key {lat.key}]")
             return 0
         res = model_cost(args.backbone, args.block, parse_positions(args.positions),
                          frames=frames, size=size, batch=args.batch,

@@ -242,24 +242,32 @@ class SpaceCost:
                 f"{'x'.join(map(str, self.clip))})")
         return macs
 
-    def describe(self) -> list[str]:
-        """The cost table as text lines (per candidate, fixed part, baselines)."""
+    def describe(self, latency: Any = None) -> list[str]:
+        """The cost table as text lines (per candidate, fixed part, baselines); with a
+        :class:`supernet.latency.LatencyTable`, a measured latency column too."""
         t = self.table
         where = ", ".join("x".join(map(str, s)) for s in self.shapes)
+        ms = (lambda v: f" {v:12.3f}") if latency is not None else (lambda v: "")
         lines = [f"cost of the space in {self.backbone}, clip {'x'.join(map(str, self.clip))}, "
                  f"{len(self.shapes)} position(s) [C x T x H x W: {where}], inner ratio "
                  f"{self.inner_ratio:g}, {self.num_nodes} nodes, position {self.position}",
-                 f"{'part':32s} {'MMACs':>10s} {'params':>10s}",
+                 f"{'part':32s} {'MMACs':>10s} {'params':>10s}"
+                 + (f" {'latency (ms)':>12s}" if latency is not None else ""),
                  f"{'fixed (proj + sink + BN)':32s} {t.fixed_macs / 1e6:10.3f} "
-                 f"{t.fixed_params:10,d}"]
-        for name, m, p in zip(OP_NAMES, t.op_macs, t.op_params):
-            lines.append(f"{'  ' + name:32s} {m / 1e6:10.3f} {p:10,d}")
-        lines.append(f"{'cheapest cell':32s} {self.cheapest() / 1e6:10.3f}")
+                 f"{t.fixed_params:10,d}" + (ms(latency.fixed_ms) if latency else "")]
+        for i, (name, m, p) in enumerate(zip(OP_NAMES, t.op_macs, t.op_params)):
+            lines.append(f"{'  ' + name:32s} {m / 1e6:10.3f} {p:10,d}"
+                         + (ms(latency.op_ms[i]) if latency else ""))
+        k, lat = self.num_nodes, latency
+        lines.append(f"{'cheapest cell':32s} {self.cheapest() / 1e6:10.3f}" + (
+            f" {'':10s}" + ms(lat.fixed_ms + k * min(lat.op_ms)) if lat else ""))
         lines.append(f"{'dearest cell':32s} "
-                     f"{(t.fixed_macs + self.num_nodes * max(t.op_macs)) / 1e6:10.3f}")
+                     f"{(t.fixed_macs + k * max(t.op_macs)) / 1e6:10.3f}" + (
+                         f" {'':10s}" + ms(lat.fixed_ms + k * max(lat.op_ms)) if lat else ""))
         for name in COST_BLOCKS:
             b = self.block(name)
-            lines.append(f"{'block ' + name:32s} {b['macs'] / 1e6:10.3f} {b['params']:10,d}")
+            lines.append(f"{'block ' + name:32s} {b['macs'] / 1e6:10.3f} {b['params']:10,d}"
+                         + (ms(lat.block_ms[name]) if lat and name in lat.block_ms else ""))
         return lines
 
 
