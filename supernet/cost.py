@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             if lat is not None:
                 print(f"latency: forward, batch 1, median of {args.repeats} after "
                       f"{args.warmup} warm-up, on {lat.device}"
-                      + (f" ({lat.threads} thread(s))" if "CPU" in lat.device else "")
+                      + (f" ({lat.threads} thread(s))" if args.device == "cpu" else "")
                       + ("; from the cache " if lat.cached else "; measured now, cached in ")
                       + (str(cache) if cache != "" else "(no cache)")
                       + f" [key {lat.key}]")

@@ -80,6 +80,12 @@ def device_name(device: torch.device) -> str:
     """A readable name of ``device`` for the cache key and the table's title."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    try:  # Linux: the CPU model, so that two machines sharing a home folder do not collide
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
+    except OSError:
+        pass
     return f"{platform.processor() or platform.machine()} CPU"
 
 
@@ -116,7 +122,8 @@ class _Fixed(nn.Module):
         return x + self.out_bn(self.sink(torch.cat(nodes, dim=1)))
 
 
-def _read_cache(path: Path) -> dict[str, Any]:
+def _read_cache(path: Path, quiet: bool = False) -> dict[str, Any]:
+    """The cache's entries (``{}`` when absent or unreadable; said on stderr unless quiet)."""
     if not path.is_file():
         return {}
     try:
@@ -125,8 +132,9 @@ def _read_cache(path: Path) -> dict[str, Any]:
             raise ValueError("not an attnas latency cache")
         return doc["entries"]
     except (OSError, ValueError, AttributeError) as err:
-        print(f"attnas: latency cache {path} unreadable ({err}); measuring again and "
-              f"replacing it", file=sys.stderr)
+        if not quiet:
+            print(f"attnas: latency cache {path} unreadable ({err}); measuring again and "
+                  f"replacing it", file=sys.stderr)
         return {}
 
 
@@ -197,7 +205,7 @@ def space_latency(shapes: Sequence[Sequence[int]], inner_ratio: float = 0.5,
     table = LatencyTable(name, threads, round(fixed, 4), tuple(round(v, 4) for v in ops),
                          {k: round(v, 4) for k, v in block_ms.items()}, key, False)
     if path is not None:
-        entries = _read_cache(path) if path.is_file() else {}  # another run may have written
+        entries = _read_cache(path, quiet=True)  # another run may have written meanwhile
         entries[key] = {"spec": spec, "fixed_ms": table.fixed_ms, "op_ms": list(table.op_ms),
                         "block_ms": table.block_ms, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
         path.parent.mkdir(parents=True, exist_ok=True)
