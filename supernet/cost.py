@@ -20,16 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
-from .counting import SDPA_CPU_FORMULAS, count_flops, count_params
+from .counting import SDPA_CPU_FORMULAS, count_flops, count_params, measure_latency
 from .factory import BACKBONE_NAMES, BLOCK_NAMES, create_backbone
 
 __all__ = [
@@ -41,25 +38,6 @@ __all__ = [
     "parse_positions",
     "main",
 ]
-
-
-def measure_latency(model: nn.Module, inputs: torch.Tensor, repeats: int = 3,
-                    warmup: int = 1) -> dict[str, Any]:
-    """Wall-clock time of inference forwards (``eval``, ``inference_mode``) on CPU.
-
-    Returns:
-        ``{"median_ms": float, "runs_ms": [float, ...], "threads": int}``.
-    """
-    model.eval()
-    runs = []
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            t0 = time.perf_counter()
-            model(inputs)
-            if i >= warmup:
-                runs.append((time.perf_counter() - t0) * 1e3)
-    return {"median_ms": statistics.median(runs), "runs_ms": [round(r, 1) for r in runs],
-            "threads": torch.get_num_threads()}
 
 
 def model_cost(backbone: str = "i3d_r50", block: str = "none", positions: Any = None,

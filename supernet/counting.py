@@ -14,6 +14,8 @@ it and its backward. Both devices give the same count.
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-__all__ = ["SDPA_CPU_FORMULAS", "count_params", "count_flops"]
+__all__ = ["SDPA_CPU_FORMULAS", "count_params", "count_flops", "measure_latency"]
 
 
 def _sdpa_cpu_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -66,3 +68,27 @@ def count_flops(model: nn.Module, inputs: torch.Tensor | Sequence[int]) -> dict[
     by_op = {str(k): int(v) for k, v in counter.get_flop_counts().get("Global", {}).items()}
     flops = int(counter.get_total_flops())
     return {"flops": flops, "macs": flops // 2, "by_op": by_op}
+
+
+def measure_latency(model: nn.Module, inputs: torch.Tensor, repeats: int = 3,
+                    warmup: int = 1) -> dict[str, Any]:
+    """Wall-clock time of inference forwards (``eval``, ``inference_mode``) of ``model`` on
+    ``inputs`` (any shape it takes), on their device; on CUDA each forward is bracketed by
+    device synchronisations.
+
+    Returns:
+        ``{"median_ms": float, "runs_ms": [float, ...], "threads": int}``.
+    """
+    sync = torch.cuda.synchronize if inputs.device.type == "cuda" else (lambda: None)
+    model.eval()
+    runs = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            sync()
+            t0 = time.perf_counter()
+            model(inputs)
+            sync()
+            if i >= warmup:
+                runs.append((time.perf_counter() - t0) * 1e3)
+    return {"median_ms": statistics.median(runs), "runs_ms": [round(r, 1) for r in runs],
+            "threads": torch.get_num_threads()}

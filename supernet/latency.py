@@ -27,10 +27,9 @@ import hashlib
 import json
 import os
 import platform
-import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -38,6 +37,7 @@ import torch
 from torch import nn
 
 from .cells import inner_width
+from .counting import measure_latency
 from .genotype import atomic_write_text
 from .ops import AttentionOp
 from .space import OP_NAMES
@@ -89,21 +89,8 @@ def device_name(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} CPU"
 
 
-def _time(module: nn.Module, x: torch.Tensor, repeats: int, warmup: int) -> float:
-    """Median ms of ``repeats`` inference forwards of ``module`` on ``x`` (after warm-up)."""
-    sync: Callable[[], None] = (torch.cuda.synchronize if x.device.type == "cuda"
-                                else (lambda: None))
-    runs = []
-    module.eval()
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            sync()
-            t0 = time.perf_counter()
-            module(x)
-            sync()
-            if i >= warmup:
-                runs.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(runs)
+def _median_ms(module: nn.Module, x: torch.Tensor, repeats: int, warmup: int) -> float:
+    return float(measure_latency(module, x, repeats, warmup)["median_ms"])
 
 
 class _Fixed(nn.Module):
@@ -197,11 +184,11 @@ def space_latency(shapes: Sequence[Sequence[int]], inner_ratio: float = 0.5,
                   f"({c}x{t}x{h}x{w}, inner width {ci}) on {name}", file=sys.stderr)
         x = torch.randn(1, c, t, h, w, generator=gen).to(dev)
         z = torch.randn(1, ci, t, h, w, generator=gen).to(dev)
-        fixed += _time(_Fixed(c, ci, int(num_nodes)).to(dev), x, repeats, warmup)
+        fixed += _median_ms(_Fixed(c, ci, int(num_nodes)).to(dev), x, repeats, warmup)
         for j, op in enumerate(OP_NAMES):
-            ops[j] += _time(AttentionOp(ci, op, position, kv_pool).to(dev), z, repeats, warmup)
+            ops[j] += _median_ms(AttentionOp(ci, op, position, kv_pool).to(dev), z, repeats, warmup)
         for b in block_ms:
-            block_ms[b] += _time(create_block(b, c).to(dev), x, repeats, warmup)
+            block_ms[b] += _median_ms(create_block(b, c).to(dev), x, repeats, warmup)
     table = LatencyTable(name, threads, round(fixed, 4), tuple(round(v, 4) for v in ops),
                          {k: round(v, 4) for k, v in block_ms.items()}, key, False)
     if path is not None:
