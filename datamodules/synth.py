@@ -57,7 +57,7 @@ import numpy as np
 
 __all__ = ["DEFAULTS", "GENERATOR_VERSION", "COLOURS", "DIRECTIONS", "TASKS", "SynthError",
            "class_names", "class_colours", "class_directions", "render_video", "write_video",
-           "ensure_synthetic", "classes_markdown", "synthetic_clip_problems"]
+           "ensure_synthetic", "classes_markdown", "synthetic_clip_problems", "check_params"]
 
 GENERATOR_VERSION = 2
 DEFAULTS: dict[str, int] = {"classes": 4, "videos_per_class": 1500, "frames": 32, "size": 24,
@@ -76,7 +76,7 @@ DISTRACTOR_COLOURS = ((120, 120, 120), (110, 70, 40), (60, 110, 110))
 NUM_DISTRACTORS = 2
 MAX_CLASSES = len(COLOURS)
 #: what decides the class: the first flash's colour (the default) or the first mover's direction
-TASKS = ("colour", "motion")
+TASKS = ("colour", "motion", "blink")
 #: the motion task's directions (dy, dx), in the order classes use them
 DIRECTIONS: tuple[tuple[str, tuple[int, int]], ...] = (
     ("right", (0, 1)), ("left", (0, -1)), ("down", (1, 0)), ("up", (-1, 0)),
@@ -111,6 +111,13 @@ def _check(classes: int, videos_per_class: int, frames: int, size: int, seed: in
         raise ValueError(f"--size must be an even number in [16, 1024], got {size}")
     if seed < 0:
         raise ValueError(f"--seed must be >= 0, got {seed}")
+
+
+def check_params(classes: int, videos_per_class: int, frames: int, size: int, seed: int,
+                 task: str = "colour") -> None:
+    """Raise ``ValueError`` (naming the parameter and its range) unless every generator
+    parameter is valid."""
+    _check(classes, videos_per_class, frames, size, seed, task)
 
 
 def class_colours(classes: int = DEFAULTS["classes"]) -> list[str]:
@@ -217,11 +224,16 @@ def render_video(class_index: int, classes: int = DEFAULTS["classes"],
     rng.shuffle(others)
     placed: list[np.ndarray] = []
     min_dist = s / 4
+    # blink: every flash at one place (the lamp); drawn only then, so colour videos are unchanged
+    lamp = rng.integers(0, (s - obj) // 2 + 1, 2) * 2 if task == "blink" else None
     for colour, when in zip([first, *others], slots.tolist()):
-        for _ in range(100):
-            pos = rng.integers(0, (s - obj) // 2 + 1, 2) * 2  # even: chroma-aligned
-            if all(np.hypot(*(pos - q)) >= min_dist for q in placed):
-                break
+        if lamp is not None:
+            pos = lamp
+        else:
+            for _ in range(100):
+                pos = rng.integers(0, (s - obj) // 2 + 1, 2) * 2  # even: chroma-aligned
+                if all(np.hypot(*(pos - q)) >= min_dist for q in placed):
+                    break
         placed.append(pos)
         for f in (when, when + 1):
             _square(video[f], pos[0], pos[1], obj, palette[colour])

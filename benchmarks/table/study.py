@@ -1,0 +1,99 @@
+"""The protocol study: is the table's instrument stable, and does it rank as a longer one?
+
+Measured on :data:`STUDY_CELLS` (cells that span the range: no block, the baselines, map
+cells, single dot products, unnormalised dot chains, searched and random three-node cells):
+
+* the spread over training seeds (target: std <= 2 points for >= 90 % of the cells);
+* a protocol twice as long (``--longer 2``, its own table folder): no reference cell's mean
+  may drop by more than its standard error;
+* a protocol three times as long: Kendall tau between the two rankings.
+
+``python -m benchmarks.table.study`` prints the study's tables from whatever runs exist.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+from .store import TABLE_DIR, Table
+
+__all__ = ["STUDY_CELLS", "REFERENCE_CELLS", "kendall_tau", "study_markdown", "STUDY_DIR"]
+
+STUDY_DIR = TABLE_DIR.parent / "table_study"
+REFERENCE_CELLS = ("none", "nonlocal", "nonlocal_sincos")
+STUDY_CELLS = (
+    "none", "nonlocal", "nonlocal_sincos", "a2", "cinst",
+    "map.spatiotemporal.sigmoid~0", "map.temporal.softmax~0", "map.spatial.sigmoid~0",
+    "dot.temporal.softmax~0", "dot.spatial.softmax~0",
+    "dot.spatiotemporal.identity~0+dot.spatiotemporal.relu~1+dot.temporal.identity~2",
+    "dot.spatial.identity~0+dot.spatial.relu~0+dot.temporal.relu~1",
+    "dot.temporal.relu~0+map.spatiotemporal.softmax~1+dot.spatiotemporal.softmax~1",
+    "dot.spatiotemporal.softmax~0+dot.spatial.softmax~0+dot.spatiotemporal.softmax~0",
+)
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    """Kendall's tau-b of two equally long score lists (ties handled); NaN below 2."""
+    n = len(a)
+    if n < 2:
+        return float("nan")
+    concordant = discordant = ties_a = ties_b = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            da, db = a[i] - a[j], b[i] - b[j]
+            if da == 0 and db == 0:
+                continue
+            if da == 0:
+                ties_a += 1
+            elif db == 0:
+                ties_b += 1
+            elif (da > 0) == (db > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    denom = math.sqrt((concordant + discordant + ties_a) * (concordant + discordant + ties_b))
+    return (concordant - discordant) / denom if denom else float("nan")
+
+
+def study_markdown(task: str = "colour", root: Path = TABLE_DIR,
+                   study_root: Path = STUDY_DIR) -> str:
+    """The study's findings as markdown, from the runs stored so far."""
+    base = Table.load(task, root).stats()
+    lines = [f"### Seed spread on `{task}` (table protocol)", "",
+             "| cell | test % (mean ± std) | n | std ≤ 2 |", "|---|---:|---:|:-:|"]
+    rows = [base[c] for c in STUDY_CELLS if c in base]
+    for s in rows:
+        lines.append(f"| `{s.key}` | {s.test_mean:.1f} ± {s.test_std:.1f} | {s.n} | "
+                     f"{'yes' if s.test_std <= 2 else 'no'} |")
+    if rows:
+        tight = sum(s.test_std <= 2 for s in rows)
+        lines += ["", f"{tight} of {len(rows)} cells ({100 * tight / len(rows):.0f} %) have a "
+                  "seed std ≤ 2 points (target ≥ 90 %)."]
+    for factor in (2, 3):
+        folder = study_root / f"longer{factor}"
+        if not (folder / f"{task}.csv").is_file():
+            continue
+        longer = Table.load(task, folder).stats()
+        common = [c for c in STUDY_CELLS if c in base and c in longer]
+        lines += ["", f"### {factor}× the steps on `{task}`", "",
+                  "| cell | table protocol | ×" + str(factor) + " | shift | SE | dropped "
+                  "more than its SE |", "|---|---:|---:|---:|---:|:-:|"]
+        for c in common:
+            a, b = base[c], longer[c]
+            se = b.test_std / math.sqrt(b.n) if b.n > 1 else float("nan")
+            lines.append(f"| `{c}` | {a.test_mean:.1f} ± {a.test_std:.1f} (n={a.n}) | "
+                         f"{b.test_mean:.1f} ± {b.test_std:.1f} (n={b.n}) | "
+                         f"{b.test_mean - a.test_mean:+.1f} | {se:.1f} | "
+                         f"{'yes' if a.test_mean - b.test_mean > se else 'no'} |")
+        if len(common) >= 2:
+            tau = kendall_tau([base[c].test_mean for c in common],
+                              [longer[c].test_mean for c in common])
+            lines += ["", f"Kendall τ between the two rankings over {len(common)} cells: "
+                      f"{tau:.2f}."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(study_markdown(sys.argv[1] if len(sys.argv) > 1 else "colour"))

@@ -1,0 +1,182 @@
+"""attnas-bench: the table built, resumed, queried and refused through the real CLI on a
+tiny variant of the tasks (real H.264 videos, real training, seconds per run)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from benchmarks.table.cells import cell_key, one_node_cells, parse_cell, sample_cells
+from benchmarks.table.cli import main
+from benchmarks.table.protocol import Protocol, train_cell
+from benchmarks.table.store import Table, TableError
+from benchmarks.table.tasks import TASKS, load_task_data
+from supernet.genotype import random_genotype
+
+TINY = ["--videos-per-class", "6", "--frames", "8", "--size", "16", "--steps", "3"]
+CELLS = ["none", "nonlocal_sincos", "dot.temporal.softmax~0+map.spatial.sigmoid~1"]
+
+
+def _build(root: Path, data: Path, task: str, *extra: str) -> list[str]:
+    return ["build", "--task", task, "--root", str(root), "--data-root", str(data), *TINY,
+            *extra]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("table")
+    root, data = base / "table", base / "data"
+    for task in ("colour", "blink"):
+        assert main(_build(root, data, task, "--cells", *CELLS, "--seeds", "0", "1")) == 0
+    return root, data
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_build_stores_every_run_of_two_tasks(built: tuple[Path, Path]) -> None:
+    root, _ = built
+    for task in ("colour", "blink"):
+        rows = _rows(root / f"{task}.csv")
+        assert sorted((r["key"], int(r["seed"])) for r in rows) == sorted(
+            (parse_cell(c).key, s) for c in CELLS for s in (0, 1))
+        assert len({r["protocol"] for r in rows}) == 1
+        assert all(0.0 <= float(r["test_acc"]) <= 1.0 and int(r["params"]) > 0 for r in rows)
+    setup = json.loads((root / "protocol.json").read_text())
+    assert setup["protocol"]["steps"] == 3
+    assert set(setup["tasks"]) == {"colour", "blink"}
+
+
+def test_resumed_build_runs_only_what_is_missing(built: tuple[Path, Path],
+                                                 capsys: pytest.CaptureFixture) -> None:
+    root, data = built
+    before = _rows(root / "colour.csv")
+    assert main(_build(root, data, "colour", "--cells", *CELLS, "--seeds", "0", "1")) == 0
+    assert "0 to run" in capsys.readouterr().out
+    assert _rows(root / "colour.csv") == before
+    assert main(_build(root, data, "colour", "--cells", "none", "--seeds", "0", "1", "2")) == 0
+    out = capsys.readouterr().out
+    assert "2 of 3 runs stored, 1 to run" in out
+    after = _rows(root / "colour.csv")
+    assert len(after) == len(before) + 1
+    assert [r for r in after if r in before] == before  # stored runs untouched
+
+
+def test_query_returns_what_build_stored(built: tuple[Path, Path],
+                                         capsys: pytest.CaptureFixture) -> None:
+    root, _ = built
+    cell = CELLS[2]
+    assert main(["query", cell, "--task", "blink", "--root", str(root), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    rows = [r for r in _rows(root / "blink.csv") if r["key"] == cell]
+    accs = [100 * float(r["test_acc"]) for r in rows]
+    assert got["n"] == 2 and got["seeds"] == [0, 1]
+    assert got["test_mean"] == pytest.approx(sum(accs) / 2)
+    assert got["nodes"] == 2
+    table = Table.load("blink", root)
+    assert table.query(cell).test_mean == pytest.approx(got["test_mean"])
+    assert main(["query", "nonlocal_sincos", "--task", "blink", "--root", str(root)]) == 0
+    assert "nonlocal_sincos on blink: test" in capsys.readouterr().out
+
+
+def test_a_cell_not_in_the_table_is_refused(built: tuple[Path, Path],
+                                            capsys: pytest.CaptureFixture) -> None:
+    root, _ = built
+    assert main(["query", "map.temporal.relu~0", "--task", "colour", "--root", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "not in the 'colour' table" in err and "--cells" in err
+
+
+def test_the_fingerprint_follows_the_protocol() -> None:
+    p = Protocol()
+    assert p.fingerprint() == Protocol().fingerprint()
+    assert replace(p, lr=p.lr * 2).fingerprint() != p.fingerprint()
+    assert p.longer(2).fingerprint() != p.fingerprint()
+    assert replace(p, eval_batch=7).fingerprint() == p.fingerprint()  # no effect on numbers
+    assert TASKS["colour"].fingerprint() != TASKS["blink"].fingerprint()
+
+
+def test_a_stale_table_is_refused_not_mixed(built: tuple[Path, Path],
+                                            capsys: pytest.CaptureFixture) -> None:
+    root, data = built
+    before = (root / "colour.csv").read_text()
+    argv = _build(root, data, "colour", "--cells", "none")
+    argv[argv.index("--steps") + 1] = "4"
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "another --root" in err or "never mixes" in err
+    assert (root / "colour.csv").read_text() == before
+    with pytest.raises(TableError, match="never mixes protocols"):
+        Table.load("colour", root, replace(Table.load("colour", root).protocol, steps=4))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["build", "--task", "nope"], "unknown task 'nope'"),
+    (["build", "--task", "colour", "--cells", "dot.sideways.softmax~0"], "outside the space"),
+    (["build", "--task", "colour", "--cells", "dot.spatial.softmax"], "is not 'op~input'"),
+    (["query", "none", "--task", "nope"], "unknown task 'nope'"),
+    (["build", "--task", "colour", "--steps", "0"], "--steps must be >= 1"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, argv: list[str],
+                                                  message: str,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    root = tmp_path / "t"
+    assert main([*argv, "--root", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message in err
+    assert not root.exists()
+
+
+def test_an_unreachable_ray_address_writes_nothing(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("ray")
+    root, data = tmp_path / "t", tmp_path / "d"
+    argv = _build(root, data, "colour", "--cells", "none", "--address", "ray://127.0.0.1:1")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot start or reach Ray" in err and "\n" not in err
+    assert not root.exists() and not data.exists()
+
+
+def test_cell_keys_round_trip() -> None:
+    g = random_genotype(3, seed=4, position="sincos")
+    assert parse_cell(cell_key(g)).genotype.nodes == g.nodes
+    other = random_genotype(3, seed=4, position="none", inner_ratio=0.25)
+    key = cell_key(other)
+    assert key.endswith(";position=none;inner_ratio=0.25")
+    assert parse_cell(key).genotype.inner_ratio == 0.25
+    assert len({c.key for c in one_node_cells()}) == 24
+    sample = sample_cells(30, 3, seed=1)
+    assert [c.key for c in sample] == [c.key for c in sample_cells(30, 3, seed=1)]
+    assert len({c.key for c in sample}) == 30
+
+
+def test_one_run_is_deterministic_for_its_seed(built: tuple[Path, Path]) -> None:
+    _, data = built
+    task = Table.load("colour", built[0]).variant
+    d = load_task_data(task, data)
+    p = replace(Protocol(), steps=4, warmup_steps=1)
+    a, b = (train_cell(parse_cell("nonlocal_sincos"), d, p, seed=3) for _ in range(2))
+    assert a._replace(wall_s=0) == b._replace(wall_s=0)
+
+
+def test_percentile_counts_the_three_node_cells() -> None:
+    t = Table("colour", Protocol())
+    ref = [10.0, 20.0, 30.0, 40.0]
+    assert t.percentile(25.0, ref) == 50.0
+    assert t.percentile(30.0, ref) == 62.5
+    assert t.percentile(5.0, ref) == 0.0
+
+
+def test_report_draws_every_task(built: tuple[Path, Path]) -> None:
+    root, _ = built
+    assert main(["report", "--root", str(root)]) == 0
+    text = (root / "README.md").read_text()
+    assert "## Task `colour`" in text and "## Task `blink`" in text
+    assert (root / "colour.png").stat().st_size > 10_000
