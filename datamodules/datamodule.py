@@ -2,6 +2,9 @@
 
 Where the videos come from (``root``), in this order:
 
+0. a released annotation format (:mod:`datamodules.formats`: UCF101, HMDB51, Kinetics,
+   Something-Something v2, frame folders) -- named by ``format``, or detected from ``root``
+   when ``format`` is ``auto`` and no list file is given;
 1. list files -- ``train_list`` / ``val_list`` / ``test_list`` if given, else
    ``root/train.txt``, ``root/val.txt``, ``root/test.txt`` when ``root/train.txt`` exists
    (the synthetic benchmark's layout); ``path label`` lines, see
@@ -59,6 +62,7 @@ from .datasets import (
     split_in_two,
     stratified_order,
 )
+from .formats import FormatData, FormatError, detect_format, read_format, reader_of
 from .modality import FLOW_ALGORITHMS, FlowStore, check_modality, modality_channels
 from .synth import synthetic_clip_problems
 from .transforms import KINETICS_MEAN, KINETICS_STD, EvalTransform, TrainTransform
@@ -77,9 +81,9 @@ def _decode_all(path: str) -> Any:
     """Every frame of a video, ``uint8 (F, H, W, 3)`` (what optical flow is computed on)."""
     import numpy as np
 
-    from .decode import VideoReader
+    from .decode import open_video
 
-    with VideoReader(path) as reader:
+    with open_video(path) as reader:
         return reader.get_frames(np.arange(reader.num_frames))
 
 
@@ -99,6 +103,11 @@ class VideoDataModule(pl.LightningDataModule):
         predict_list: list for ``predict`` (default: the test list).
         path_prefix: prepended to relative paths in list files (default: the list's folder).
         classes: class names in index order (default: from folders / lists).
+        format: the annotation format of ``root`` as released: ``ucf101`` | ``hmdb51`` |
+            ``kinetics`` (``kinetics400/600/700``) | ``ssv2`` | ``rawframes``, or ``auto``
+            (detected from ``root``; else the generic layouts above). See
+            :mod:`datamodules.formats`.
+        split: the official split of formats that have several (UCF101, HMDB51: 1-3).
         num_frames: frames per clip T.
         sampling_rate: stride between the sampled frames.
         crop_size: output H = W.
@@ -151,6 +160,8 @@ class VideoDataModule(pl.LightningDataModule):
         predict_list: str | None = None,
         path_prefix: str = "",
         classes: list[str] | None = None,
+        format: str = "auto",
+        split: int = 1,
         num_frames: int = 32,
         sampling_rate: int = 1,
         crop_size: int = 24,
@@ -197,6 +208,10 @@ class VideoDataModule(pl.LightningDataModule):
         if len(mean) != channels or len(std) != channels:
             raise ValueError(f"mean and std need {channels} values for modality {modality!r}, "
                              f"got {len(mean)} and {len(std)}")
+        if format != "auto":
+            reader_of(format)  # an unknown name: FormatError, one line
+        if split < 1:
+            raise ValueError(f"split must be >= 1, got {split}")
         if test_crops not in (1, 3):
             raise ValueError(f"test_crops must be 1 or 3, got {test_crops}")
         for name, value in (("num_frames", num_frames), ("sampling_rate", sampling_rate),
@@ -225,6 +240,9 @@ class VideoDataModule(pl.LightningDataModule):
         self.train_list, self.val_list, self.test_list = train_list, val_list, test_list
         self.predict_list = predict_list
         self.path_prefix = path_prefix
+        self.format, self.split = format, int(split)
+        #: what the annotation-format reader found (None for the generic layouts)
+        self.format_data: FormatData | None = None
         self.num_frames, self.sampling_rate, self.crop_size = num_frames, sampling_rate, crop_size
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -317,7 +335,11 @@ class VideoDataModule(pl.LightningDataModule):
             hint = " (set synthetic: true to generate it)" if not self.synthetic else ""
             raise FileNotFoundError(f"dataset root {root} does not exist{hint}")
         sources: dict[str, list[VideoRecord]] = {}
-        if explicit or (root / "train.txt").is_file():
+        fmt = self.format if self.format != "auto" else \
+            (None if explicit else detect_format(root))
+        if fmt is not None:
+            sources.update(self._read_format(fmt))
+        elif explicit or (root / "train.txt").is_file():
             lists = {s: self._list_path(getattr(self, f"{s}_list"), s) for s in _LIST_NAMES}
             if lists["train"] is None:
                 raise FileNotFoundError(f"no training list: {root / 'train.txt'} does not "
@@ -354,6 +376,29 @@ class VideoDataModule(pl.LightningDataModule):
         sources.setdefault("test", sources.get("val", []))
         self._sources = sources
         return sources
+
+    def _read_format(self, fmt: str) -> dict[str, list[VideoRecord]]:
+        """The splits of a released annotation format (:func:`~datamodules.formats.read_format`;
+        listed videos with no file: one warning line, refused beyond ``max_fail_fraction``)."""
+        lists = {"train": self.train_list, "val": self.val_list, "test": self.test_list}
+        data = read_format(fmt, self.root, self.split, self.path_prefix, lists, self.seed,
+                           self.val_fraction, self.max_fail_fraction)
+        if self._classes is None:
+            self._classes = data.classes
+        elif list(self._classes) != data.classes:
+            raise FormatError(f"{data.files[0]}: its {len(data.classes)} classes differ from "
+                              f"--data.classes ({len(self._classes)} given)")
+        for line in data.missing_lines():
+            warnings.warn(line, BrokenVideoWarning, stacklevel=2)
+        for note in data.notes:
+            print(f"note: {note}", file=sys.stderr)
+        self.format_data = data
+        return dict(data.splits)
+
+    def records(self) -> dict[str, list[VideoRecord]]:
+        """The videos of every split (``train``, ``val``, ``test``, ...), found without
+        decoding. Raises ``FileNotFoundError`` / ``ValueError`` for a bad root."""
+        return dict(self._resolve_sources())
 
     def prepare_flow(self, progress: bool = True) -> dict[str, int]:
         """Compute the optical flow of every video of every split now (``modality: flow``),

@@ -36,7 +36,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler
 
 from .cache import ClipCache
-from .decode import DecodeError, VideoReader
+from .decode import DecodeError, open_video
 from .modality import FlowStore, check_modality, rgb_difference
 from .sampling import SAMPLERS, clip_indices, clip_span, random_clip_start, uniform_clip_starts
 from .transforms import to_float
@@ -372,7 +372,7 @@ class VideoClipDataset(Dataset):
         path = self.records[v].path
 
         def decode_all() -> np.ndarray:
-            with VideoReader(path, threads=self.decode_threads) as reader:
+            with open_video(path, threads=self.decode_threads) as reader:
                 return reader.get_frames(np.arange(reader.num_frames))
 
         flow = self.flow_store.load(path, decode_all)
@@ -391,7 +391,7 @@ class VideoClipDataset(Dataset):
             hit = cache.get(path, idx)
             if hit is not None:
                 return hit
-        with VideoReader(path, threads=self.decode_threads) as reader:
+        with open_video(path, threads=self.decode_threads) as reader:
             n = self._frames[v] = reader.num_frames
             if idx is None:
                 idx = self._extend(self._indices(n, clip), extra, n)

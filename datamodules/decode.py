@@ -14,21 +14,31 @@ Indices past the end of a video are clamped to its last frame by the samplers
 by more than a small tolerance (a truncated file) the read fails with :class:`DecodeError`.
 Every failure to read a file (missing, zero-byte, not a video, no video stream, truncated,
 undecodable) is raised as :class:`DecodeError` naming the file.
+
+A **frame folder** (the "rawframes" layout: one folder of JPEG/PNG images per video) is read
+by :class:`FrameFolderReader` through the same interface; :func:`open_video` picks the reader
+for a path (a folder -> frames, a file -> PyAV), so clips are sampled the same way from both.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
-__all__ = ["DecodeError", "VideoInfo", "VideoReader", "probe", "read_frames", "decode_all",
-           "frame_to_rgb"]
+__all__ = ["DecodeError", "VideoInfo", "VideoReader", "FrameFolderReader", "open_video",
+           "probe", "read_frames", "decode_all", "frame_to_rgb", "IMAGE_EXTENSIONS"]
+
+#: the frame images a frame folder may hold
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 #: how many frames a file may fall short of its header before it counts as truncated
 #: (header frame counts derived from durations can be off by one or two).
@@ -256,15 +266,107 @@ class _NoPts(Exception):
     pass
 
 
+def _natural_key(name: str) -> list:
+    """``img_2.jpg`` before ``img_10.jpg``: digit runs compare as numbers."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+class FrameFolderReader:
+    """A folder of frame images read like a video (the rawframes layout).
+
+    Frame ``i`` is the ``i``-th JPEG/PNG image in natural order of the names (``img_00001.jpg``,
+    ``img_00002.jpg``, ...); when some names start with ``img_`` (mmaction2 keeps
+    ``flow_x_*`` / ``flow_y_*`` next to them) only those are frames. Same interface as
+    :class:`VideoReader`: ``num_frames``, ``fps``, ``info``, :meth:`get_frames`, a context
+    manager.
+
+    Args:
+        path: the frame folder.
+        threads: unused (images decode on the calling thread); kept for the interface.
+        fps: the frame rate to report (a folder has none; 30 by default).
+
+    Raises:
+        DecodeError: the folder is missing or holds no frame image.
+    """
+
+    def __init__(self, path: str | Path, threads: int = 1, fps: float = 30.0) -> None:
+        self.path = str(path)
+        if not os.path.isdir(self.path):
+            raise _fail(path, "no such frame folder")
+        names = [e.name for e in os.scandir(self.path)
+                 if e.name.lower().endswith(IMAGE_EXTENSIONS) and e.is_file()]
+        if any(n.startswith("img_") for n in names):
+            names = [n for n in names if n.startswith("img_")]
+        if not names:
+            raise _fail(path, f"no frame images ({', '.join(IMAGE_EXTENSIONS)}) in the folder")
+        self.files = [os.path.join(self.path, n) for n in sorted(names, key=_natural_key)]
+        first = self._read(0)
+        h, w = first.shape[:2]
+        self.info = VideoInfo(self.path, len(self.files), float(fps), int(w), int(h),
+                              len(self.files) / float(fps))
+
+    @property
+    def num_frames(self) -> int:
+        """Number of frame images."""
+        return self.info.num_frames
+
+    @property
+    def fps(self) -> float:
+        return self.info.fps
+
+    def _read(self, i: int) -> np.ndarray:
+        img = cv2.imread(self.files[i], cv2.IMREAD_COLOR)
+        if img is None:
+            raise _fail(self.files[i], "not a readable JPEG/PNG image")
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        """The images at ``indices`` (any order, repeats allowed): ``uint8 (T, H, W, 3)``
+        RGB. Raises :class:`DecodeError` for an unreadable image or one of another size."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size == 0:
+            raise ValueError("get_frames needs at least one index")
+        if idx.min() < 0:
+            raise ValueError(f"negative frame index {int(idx.min())}")
+        n = self.num_frames
+        got = {i: self._read(min(i, n - 1)) for i in sorted(set(idx.tolist()))}
+        size = (self.info.height, self.info.width)
+        for i, img in got.items():
+            if img.shape[:2] != size:
+                raise _fail(self.files[min(i, n - 1)], f"frame of size {img.shape[1]}x"
+                                                       f"{img.shape[0]}, the folder's first "
+                                                       f"is {size[1]}x{size[0]}")
+        return np.stack([got[i] for i in idx.tolist()])
+
+    def close(self) -> None:
+        """Nothing to close (kept for the interface)."""
+
+    def __enter__(self) -> FrameFolderReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_video(path: str | Path, threads: int = 1) -> VideoReader | FrameFolderReader:
+    """The reader of ``path``: :class:`FrameFolderReader` for a folder, else
+    :class:`VideoReader`. Raises :class:`DecodeError`."""
+    if os.path.isdir(path):
+        return FrameFolderReader(path, threads=threads)
+    return VideoReader(path, threads=threads)
+
+
 def probe(path: str | Path) -> VideoInfo:
-    """Header information of a video (no decoding). Raises :class:`DecodeError`."""
-    with VideoReader(path) as r:
+    """Header information of a video or frame folder (no decoding of a video's frames).
+    Raises :class:`DecodeError`."""
+    with open_video(path) as r:
         return r.info
 
 
 def read_frames(path: str | Path, indices: Sequence[int], threads: int = 1) -> np.ndarray:
-    """Open ``path``, decode the frames at ``indices``: ``uint8`` ``(T, H, W, 3)``."""
-    with VideoReader(path, threads=threads) as r:
+    """Open ``path`` (a video or a frame folder), decode the frames at ``indices``:
+    ``uint8`` ``(T, H, W, 3)``."""
+    with open_video(path, threads=threads) as r:
         return r.get_frames(indices)
 
 
