@@ -539,12 +539,24 @@ class VideoDataModule(pl.LightningDataModule):
         """The epoch the next training pass belongs to (what Lightning passes to
         ``set_epoch``; after a resume, the resumed epoch). Lightning creates the training
         iterator -- and a loader worker prefetches its first keys -- *before* it calls
-        ``set_epoch`` on the first epoch of a run, so the sampler must start right."""
+        ``set_epoch`` on the first epoch of a run, so the sampler must start right. A module
+        whose ``configure_optimizers`` reads ``estimated_stepping_batches`` makes that
+        iterator before a resumed run's loop state is restored: the epoch is then read from
+        the checkpoint being loaded."""
         trainer = getattr(self, "trainer", None)
         try:
-            return int(trainer.fit_loop.epoch_progress.current.processed)  # type: ignore[union-attr]
+            epoch = int(trainer.fit_loop.epoch_progress.current.processed)  # type: ignore[union-attr]
         except (AttributeError, TypeError, RuntimeError):
             return 0
+        loading = getattr(getattr(trainer, "_checkpoint_connector", None), "_loaded_checkpoint",
+                          None)
+        if epoch == 0 and isinstance(loading, dict):  # loops not restored yet
+            try:
+                fit = loading["loops"]["fit_loop"]["epoch_progress"]["current"]
+                epoch = int(fit["processed"])
+            except (KeyError, TypeError, ValueError):
+                pass
+        return epoch
 
     def _loader(self, ds: VideoClipDataset, train: bool) -> DataLoader:
         world, rank = self._world()

@@ -302,8 +302,9 @@ class VideoClassifier(LayoutHooks, pl.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    def on_train_epoch_start(self) -> None:
-        seed_epoch(self.current_epoch)  # exact resume (supernet.rng)
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        if batch_idx == 0:  # exact resume: after the epoch's loader exists (supernet.rng)
+            seed_epoch(self.current_epoch)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["attnas_kind"] = "retrain"

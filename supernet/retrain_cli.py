@@ -5,17 +5,19 @@ from __future__ import annotations
 
 def trainer_defaults(root: str = "runs") -> dict:
     """Retrain defaults: CSV logs and checkpoints under ``runs/retrain/version_N``."""
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+    from pytorch_lightning.callbacks import LearningRateMonitor
 
     from datamodules import BrokenVideoMonitor
+
+    from .checkpointing import RunCheckpoint
 
     return {
         "logger": {"class_path": "supernet.run_logs.RunLogger",
                    "init_args": {"save_dir": root, "name": "retrain"}},
         "callbacks": [
             BrokenVideoMonitor(),
-            ModelCheckpoint(save_last=True, monitor="val/top1", mode="max", filename="best",
-                            auto_insert_metric_name=False),
+            RunCheckpoint(save_last=True, monitor="val/top1", mode="max", filename="best",
+                          auto_insert_metric_name=False),
             LearningRateMonitor(),
         ],
         "max_epochs": 10,

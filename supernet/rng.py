@@ -4,9 +4,11 @@ A run resumed from an epoch's checkpoint must draw the same random numbers (drop
 single-path sampling) as the uninterrupted run. Restoring the RNG state saved in the
 checkpoint is not enough: between the save and the next epoch the two runs consume the
 global stream differently (a resumed run has a sanity check; a new DataLoader iterator
-draws its base seed from it, a persistent one does not). So every training epoch starts
-from a stream seeded by ``(seed, epoch)``: whatever happened before, epoch ``e`` draws
-the same numbers.
+draws its base seed from it, a persistent one does not; Lightning creates the first
+epoch's iterator of a run *before* ``on_train_epoch_start`` and every later epoch's
+*after* it). So the modules seed the stream by ``(seed, epoch)`` at the first batch of
+every training epoch (``on_train_batch_start``, ``batch_idx == 0``: the iterator exists in
+both cases): whatever happened before, epoch ``e`` draws the same numbers.
 """
 
 from __future__ import annotations

@@ -397,10 +397,13 @@ class SearchModule(LayoutHooks, pl.LightningModule):
                 torch.distributed.all_reduce(g)
                 g.div_(world)
 
-    def on_train_epoch_start(self) -> None:
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         # exact resume: the epoch's random draws and the batches validation recalibrates on
         # depend on the seed and the epoch only, not on what ran before (supernet.rng)
-        seed_epoch(self.current_epoch)
+        if batch_idx == 0:
+            seed_epoch(self.current_epoch)
+
+    def on_train_epoch_start(self) -> None:
         self._recent.clear()
         t0, t1 = self.hparams.temperature
         if (t0, t1) != (1.0, 1.0):

@@ -7,11 +7,10 @@ from __future__ import annotations
 def trainer_defaults(root: str = "runs") -> dict:
     """Search defaults: CSV logs, checkpoints and the per-epoch genotype under
     ``runs/search/version_N``."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
     from datamodules import BrokenVideoMonitor
     from derive.callbacks import GenotypeWriter
 
+    from .checkpointing import RunCheckpoint
     from .threads import AllCoresOnceCached
 
     return {
@@ -19,7 +18,7 @@ def trainer_defaults(root: str = "runs") -> dict:
                    "init_args": {"save_dir": root, "name": "search"}},
         "callbacks": [
             BrokenVideoMonitor(),
-            ModelCheckpoint(save_last=True, save_top_k=-1, every_n_epochs=1,
+            RunCheckpoint(save_last=True, save_top_k=-1, every_n_epochs=1,
                             filename="epoch{epoch:02d}", auto_insert_metric_name=False),
             GenotypeWriter(),
             AllCoresOnceCached(),

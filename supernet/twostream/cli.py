@@ -29,20 +29,19 @@ _USAGE = ("usage: attnas search twostream -c CONFIG [--out DIR] [--stage "
 
 def trainer_defaults(root: str, stage: str) -> dict:
     """CSV logs, checkpoints and the stage's writer under ``root/<stage>/version_N``."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
     from datamodules import BrokenVideoMonitor
     from derive.twostream import TwoStreamWriter
 
+    from ..checkpointing import RunCheckpoint
     from ..threads import AllCoresOnceCached
 
     return {
         "logger": {"class_path": "supernet.run_logs.RunLogger",
                    "init_args": {"save_dir": root, "name": stage}},
         "callbacks": [BrokenVideoMonitor(),
-                      ModelCheckpoint(save_last=True, save_top_k=-1, every_n_epochs=1,
-                                      filename="epoch{epoch:02d}",
-                                      auto_insert_metric_name=False),
+                      RunCheckpoint(save_last=True, save_top_k=-1, every_n_epochs=1,
+                                    filename="epoch{epoch:02d}",
+                                    auto_insert_metric_name=False),
                       TwoStreamWriter(), AllCoresOnceCached()],
         "max_epochs": 3,
         "log_every_n_steps": 10,

@@ -288,8 +288,11 @@ class TwoStreamSearch(LayoutHooks, pl.LightningModule):
         self.log("train_w/loss", loss.detach(), prog_bar=True, batch_size=bw["video"].shape[0])
         return loss
 
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        if batch_idx == 0:  # exact resume: after the epoch's loader exists (supernet.rng)
+            seed_epoch(self.current_epoch)
+
     def on_train_epoch_start(self) -> None:
-        seed_epoch(self.current_epoch)
         self._recent.clear()
         self._epoch_t0 = time.perf_counter()
 
