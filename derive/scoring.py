@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from supernet.cells import recalibrate_batchnorm
 
-__all__ = ["SelectionData", "BN_MODES", "check_bn_mode", "clip_losses", "paired",
+__all__ = ["SelectionData", "BN_MODES", "check_bn_mode", "clip_losses", "clip_outputs",
+           "paired",
            "measure", "prefix_inputs", "take_batches", "selection_data", "Batch"]
 
 #: per-clip losses are clipped here (a diverging candidate must not produce inf/NaN stats)
@@ -110,6 +111,22 @@ def clip_losses(model: nn.Module, batches: Sequence[Batch], batch_stats: bool = 
                    for h, (_, y) in zip(prefix, batches)]
     losses = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
     return torch.nan_to_num(losses, nan=_LOSS_CAP, posinf=_LOSS_CAP).clamp(max=_LOSS_CAP)
+
+
+def clip_outputs(model: nn.Module, batches: Sequence[Batch], batch_stats: bool = False
+                 ) -> tuple[Tensor, Tensor]:
+    """Per-clip cross-entropy (capped as :func:`clip_losses`) and correctness: two
+    ``(sum N,)`` tensors, float64 and bool, of ``model`` in eval mode."""
+    losses, correct = [], []
+    with _scoring(model, batch_stats):
+        for v, y in batches:
+            logits = model(v).double()
+            losses.append(F.cross_entropy(logits, y, reduction="none"))
+            correct.append(logits.argmax(1) == y)
+    if not losses:
+        return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.bool)
+    loss = torch.nan_to_num(torch.cat(losses), nan=_LOSS_CAP, posinf=_LOSS_CAP)
+    return loss.clamp(max=_LOSS_CAP), torch.cat(correct)
 
 
 def prefix_inputs(model: nn.Module, batches: Sequence[Batch], batch_stats: bool

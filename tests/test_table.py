@@ -15,10 +15,13 @@ from benchmarks.table.cli import main
 from benchmarks.table.protocol import Protocol, train_cell
 from benchmarks.table.store import Table, TableError
 from benchmarks.table.tasks import TASKS, load_task_data
+from supernet.cli import main as attnas
 from supernet.genotype import random_genotype
 
 TINY = ["--videos-per-class", "6", "--frames", "8", "--size", "16", "--steps", "3"]
-CELLS = ["none", "nonlocal_sincos", "dot.temporal.softmax~0+map.spatial.sigmoid~1"]
+CELLS = ["none", "nonlocal_sincos", "dot.temporal.softmax~0+map.spatial.sigmoid~1",
+         "map.temporal.relu~0+dot.spatial.softmax~0"]
+PROXY = '{"widths": [16, 32, 64], "depths": [1, 1, 1], "stem_width": 8}'
 
 
 def _build(root: Path, data: Path, task: str, *extra: str) -> list[str]:
@@ -172,6 +175,54 @@ def test_percentile_counts_the_three_node_cells() -> None:
     assert t.percentile(25.0, ref) == 50.0
     assert t.percentile(30.0, ref) == 62.5
     assert t.percentile(5.0, ref) == 0.0
+
+
+@pytest.fixture(scope="module")
+def supernet_ckpt(built: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("search")
+    _, data = built
+    assert attnas(["search", "fit", f"--data.root={data / 'colour'}", "--data.num_frames=8",
+                   "--data.crop_size=16", "--data.batch_size=4", "--data.num_workers=0",
+                   "--data.search=true", f"--model.backbone_kwargs={PROXY}",
+                   "--model.num_nodes=2", "--model.position=sincos", "--trainer.max_epochs=1",
+                   "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+                   "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={out}",
+                   f"--trainer.logger.init_args.save_dir={out}"]) == 0
+    return sorted(out.glob("search/version_*/checkpoints/last.ckpt"))[-1]
+
+
+def test_score_supernet_ranks_the_tabled_cells(built: tuple[Path, Path], supernet_ckpt: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    root, data = built
+    argv = ["score-supernet", str(supernet_ckpt), "--task", "colour", "--root", str(root),
+            "--data-root", str(data), "--val-batches", "1", "--calib-batches", "1",
+            "--batch-size", "4"]
+    assert main([*argv, "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    two_node = sorted(parse_cell(c).key for c in CELLS if parse_cell(c).num_nodes == 2)
+    assert sorted(c["key"] for c in got["cells"]) == two_node
+    assert got["n"] == 2
+    table = Table.load("colour", root)
+    for c in got["cells"]:
+        assert c["table_test"] == pytest.approx(table.query(c["key"]).test_mean)
+    losses = [c["oneshot_loss"] for c in got["cells"]]
+    assert all(v > 0 for v in losses) and losses[0] != losses[1]
+    assert main(argv) == 0
+    assert "Kendall tau" in capsys.readouterr().out
+
+
+def test_score_supernet_refuses_what_it_cannot_score(built: tuple[Path, Path],
+                                                     supernet_ckpt: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    root, data = built
+    base = ["--root", str(root), "--data-root", str(data)]
+    assert main(["score-supernet", str(supernet_ckpt), "--task", "motion", *base]) == 2
+    assert "no table for task 'motion'" in capsys.readouterr().err
+    notckpt = tmp_path / "x.ckpt"
+    notckpt.write_text("hello")
+    assert main(["score-supernet", str(notckpt), "--task", "colour", *base]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "not a readable PyTorch checkpoint" in err
 
 
 def test_report_draws_every_task(built: tuple[Path, Path]) -> None:

@@ -51,7 +51,8 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="attnas table", description="The ground-truth table of the cell space "
                 "(attnas-bench): every cell trained with one protocol, queried by string.")
-    sub = p.add_subparsers(dest="command", metavar="{build,query,report}", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", metavar="{build,query,score-supernet,report}",
+                           parser_class=_Parser)
     b = sub.add_parser("build", help="train the cells a task's table lacks (resumable)")
     b.add_argument("--task", required=True, help=f"one of {', '.join(TASKS)}")
     b.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S",
@@ -90,6 +91,18 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--task", required=True, help=f"one of {', '.join(TASKS)}")
     q.add_argument("--json", action="store_true", help="print JSON")
     _roots(q)
+    o = sub.add_parser("score-supernet", help="rank correlation of a supernet's one-shot "
+                       "estimates with the table")
+    o.add_argument("checkpoint", help="a search checkpoint (.ckpt) trained on the task")
+    o.add_argument("--task", required=True, help=f"one of {', '.join(TASKS)}")
+    o.add_argument("--val-batches", type=int, default=8, metavar="N",
+                   help="validation batches each cell is scored on (default 8)")
+    o.add_argument("--calib-batches", type=int, default=4, metavar="N",
+                   help="training batches that recalibrate BatchNorm per cell (default 4)")
+    o.add_argument("--batch-size", type=int, default=32, metavar="B", help="clips per batch")
+    o.add_argument("--bn", default="recalibrate", help="recalibrate | batch")
+    o.add_argument("--json", action="store_true", help="print JSON (every cell)")
+    _roots(o)
     r = sub.add_parser("report", help="pictures and top-10 of every tabled task")
     r.add_argument("--tasks", nargs="+", default=None, metavar="T",
                    help="tasks to report (default: every task with a table)")
@@ -209,6 +222,34 @@ def _query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score_supernet(args: argparse.Namespace) -> int:
+    from .oneshot import score_supernet
+
+    get_task(args.task)
+    for name in ("val_batches", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.calib_batches < 0:
+        raise ValueError("--calib-batches must be >= 0")
+    with Progress(TextColumn("one-shot estimates"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                  transient=True) as bar:
+        job = bar.add_task("cells", total=None)
+        res = score_supernet(args.checkpoint, args.task, args.root, args.data_root,
+                             args.val_batches, args.calib_batches, args.batch_size, args.bn,
+                             lambda done, total: bar.update(job, completed=done, total=total))
+    if args.json:
+        print(json.dumps(res.to_dict(), indent=2))
+        return 0
+    best = max(range(len(res.cells)), key=lambda i: -res.estimates[i].loss)
+    print(f"{args.task}: one-shot estimates of {len(res.cells)} tabled "
+          f"{res.settings['num_nodes']}-node cells vs the table: Kendall tau {res.tau:.2f}, "
+          f"Spearman rho {res.rho:.2f} (tau of one-shot accuracy {res.tau_acc:.2f}); the "
+          f"supernet's favourite {res.cells[best]} is at {res.table_means[best]:.1f} % in "
+          f"the table")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -230,10 +271,13 @@ def main(argv: list[str]) -> int:
     except SystemExit as e:
         return int(e.code or 0)
     if args.command is None:
-        print("attnas table: expected a subcommand: build, query or report", file=sys.stderr)
+        print("attnas table: expected a subcommand: build, query, score-supernet or report",
+              file=sys.stderr)
         return 2
     try:
-        return {"build": _build, "query": _query, "report": _report}[args.command](args)
+        commands = {"build": _build, "query": _query, "score-supernet": _score_supernet,
+                    "report": _report}
+        return commands[args.command](args)
     except (ValueError, TableError, GenotypeError, OSError) as err:
         print(f"attnas table {args.command}: {err}", file=sys.stderr)
         return 2

@@ -29,7 +29,8 @@ from supernet.factory import create_backbone
 from .cells import TableCell
 from .tasks import TaskData
 
-__all__ = ["Protocol", "RunRecord", "build_model", "train_cell", "PROTOCOL_VERSION"]
+__all__ = ["Protocol", "RunRecord", "build_model", "train_cell", "evaluate", "clips_to_tensor",
+           "PROTOCOL_VERSION"]
 
 #: bump when the training code changes what a protocol's numbers mean
 PROTOCOL_VERSION = 1
@@ -108,7 +109,8 @@ def build_model(cell: TableCell, num_classes: int, protocol: Protocol) -> nn.Mod
                            **cell.backbone_kwargs())
 
 
-def _batch(clips: np.ndarray, index: np.ndarray | Tensor, frame_step: int = 1) -> Tensor:
+def clips_to_tensor(clips: np.ndarray, index: np.ndarray | Tensor, frame_step: int = 1
+                    ) -> Tensor:
     """``uint8 (B, T, H, W, 3)`` rows of ``clips`` -> normalised ``float (B, 3, T', H, W)``
     with every ``frame_step``-th frame."""
     rows = clips[np.sort(np.asarray(index))]
@@ -128,7 +130,7 @@ def evaluate(model: nn.Module, clips: np.ndarray, labels: np.ndarray, batch: int
     correct = 0
     for start in range(0, len(labels), batch):
         idx = np.arange(start, min(start + batch, len(labels)))
-        logits = model(_batch(clips, idx, frame_step))
+        logits = model(clips_to_tensor(clips, idx, frame_step))
         correct += int((logits.argmax(1) == _labels(labels, idx)).sum())
     return correct / max(len(labels), 1)
 
@@ -168,7 +170,7 @@ def train_cell(cell: TableCell, data: TaskData, protocol: Protocol, seed: int) -
         cursor += protocol.batch_size
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, protocol)
-        clips = _batch(data.x_train, idx, protocol.frame_step)
+        clips = clips_to_tensor(data.x_train, idx, protocol.frame_step)
         loss = F.cross_entropy(model(clips), _labels(data.y_train, idx))
         opt.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):

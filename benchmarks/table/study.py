@@ -17,9 +17,11 @@ import math
 import sys
 from pathlib import Path
 
+from derive.oneshot import kendall_tau
+
 from .store import TABLE_DIR, Table
 
-__all__ = ["STUDY_CELLS", "REFERENCE_CELLS", "kendall_tau", "study_markdown", "STUDY_DIR"]
+__all__ = ["STUDY_CELLS", "REFERENCE_CELLS", "study_markdown", "STUDY_DIR"]
 
 STUDY_DIR = TABLE_DIR.parent / "table_study"
 REFERENCE_CELLS = ("none", "nonlocal", "nonlocal_sincos")
@@ -32,29 +34,6 @@ STUDY_CELLS = (
     "dot.temporal.relu~0+map.spatiotemporal.softmax~1+dot.spatiotemporal.softmax~1",
     "dot.spatiotemporal.softmax~0+dot.spatial.softmax~0+dot.spatiotemporal.softmax~0",
 )
-
-
-def kendall_tau(a: list[float], b: list[float]) -> float:
-    """Kendall's tau-b of two equally long score lists (ties handled); NaN below 2."""
-    n = len(a)
-    if n < 2:
-        return float("nan")
-    concordant = discordant = ties_a = ties_b = 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            da, db = a[i] - a[j], b[i] - b[j]
-            if da == 0 and db == 0:
-                continue
-            if da == 0:
-                ties_a += 1
-            elif db == 0:
-                ties_b += 1
-            elif (da > 0) == (db > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    denom = math.sqrt((concordant + discordant + ties_a) * (concordant + discordant + ties_b))
-    return (concordant - discordant) / denom if denom else float("nan")
 
 
 def study_markdown(task: str = "colour", root: Path = TABLE_DIR,
