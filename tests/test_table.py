@@ -12,6 +12,7 @@ import pytest
 
 from benchmarks.table.cells import cell_key, one_node_cells, parse_cell, sample_cells
 from benchmarks.table.cli import main
+from benchmarks.table.leaderboard import random_search
 from benchmarks.table.protocol import Protocol, train_cell
 from benchmarks.table.store import Table, TableError
 from benchmarks.table.tasks import TASKS, load_task_data
@@ -223,6 +224,36 @@ def test_score_supernet_refuses_what_it_cannot_score(built: tuple[Path, Path],
     assert main(["score-supernet", str(notckpt), "--task", "colour", *base]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "not a readable PyTorch checkpoint" in err
+
+
+def test_random_search_at_equal_cost_is_a_deterministic_lookup(built: tuple[Path, Path]
+                                                               ) -> None:
+    table = Table.load("colour", built[0])
+    rows = [dict(r) for r in table.rows]
+    for i, key in enumerate(["dot.spatial.softmax~0+map.temporal.relu~0+dot.temporal.relu~1",
+                             "map.spatial.softmax~0+dot.spatial.relu~1+map.temporal.relu~2",
+                             "dot.temporal.softmax~0+dot.temporal.softmax~1+map.spatial.relu~0"]):
+        for seed in (0, 1):  # a made-up table of three cells: the best by val is the best
+            rows.append({**rows[0], "key": key, "nodes": 3, "seed": seed,
+                         "val_acc": 0.3 + 0.2 * i, "test_acc": 0.3 + 0.2 * i})
+    made = Table("colour", table.protocol, rows, variant=table.variant)
+    a, b = random_search(made, 3, repeats=50, seed=1), random_search(made, 3, 50, seed=1)
+    assert a == b and a.test_mean == pytest.approx(70.0) and a.test_std == 0.0
+    assert a.percentile_mean == pytest.approx(100 * 2.5 / 3)
+    c = random_search(made, 1, repeats=300, seed=2)
+    assert 30.0 < c.test_mean < 70.0 and c.test_std > 0
+    with pytest.raises(ValueError, match="needs at least"):
+        random_search(made, 4)
+
+
+def test_leaderboard_through_the_cli(built: tuple[Path, Path],
+                                     capsys: pytest.CaptureFixture) -> None:
+    root, _ = built
+    assert main(["leaderboard", "--task", "colour", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "| method | test % | percentile | regret | search wall |" in out
+    assert "| optimal: `" in out and "uniform_perturb_sincos_5ep" in out
+    assert main(["leaderboard", "--task", "colour", "--root", str(root), "--repeats", "0"]) == 2
 
 
 def test_report_draws_every_task(built: tuple[Path, Path]) -> None:

@@ -51,8 +51,8 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="attnas table", description="The ground-truth table of the cell space "
                 "(attnas-bench): every cell trained with one protocol, queried by string.")
-    sub = p.add_subparsers(dest="command", metavar="{build,query,score-supernet,report}",
-                           parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", parser_class=_Parser,
+                           metavar="{build,query,score-supernet,leaderboard,report}")
     b = sub.add_parser("build", help="train the cells a task's table lacks (resumable)")
     b.add_argument("--task", required=True, help=f"one of {', '.join(TASKS)}")
     b.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S",
@@ -103,6 +103,15 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--bn", default="recalibrate", help="recalibrate | batch")
     o.add_argument("--json", action="store_true", help="print JSON (every cell)")
     _roots(o)
+    lb = sub.add_parser("leaderboard", help="search methods scored on the table, with random "
+                        "search at equal cost and the optimal cell")
+    lb.add_argument("--task", required=True, help=f"one of {', '.join(TASKS)}")
+    lb.add_argument("--search-wall", type=float, default=None, metavar="S",
+                    help="seconds of one search, for random search at equal cost (default: "
+                         "the median of the project's recorded searches)")
+    lb.add_argument("--repeats", type=int, default=1000, metavar="N",
+                    help="random-search repeats (default 1000)")
+    _roots(lb)
     r = sub.add_parser("report", help="pictures and top-10 of every tabled task")
     r.add_argument("--tasks", nargs="+", default=None, metavar="T",
                    help="tasks to report (default: every task with a table)")
@@ -250,6 +259,19 @@ def _score_supernet(args: argparse.Namespace) -> int:
     return 0
 
 
+def _leaderboard(args: argparse.Namespace) -> int:
+    from .leaderboard import leaderboard_markdown
+
+    get_task(args.task)
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.search_wall is not None and args.search_wall <= 0:
+        raise ValueError(f"--search-wall must be > 0, got {args.search_wall}")
+    table = Table.load(args.task, args.root)
+    print(leaderboard_markdown(table, args.search_wall, args.repeats), end="")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -271,12 +293,12 @@ def main(argv: list[str]) -> int:
     except SystemExit as e:
         return int(e.code or 0)
     if args.command is None:
-        print("attnas table: expected a subcommand: build, query, score-supernet or report",
-              file=sys.stderr)
+        print("attnas table: expected a subcommand: build, query, score-supernet, "
+              "leaderboard or report", file=sys.stderr)
         return 2
     try:
         commands = {"build": _build, "query": _query, "score-supernet": _score_supernet,
-                    "report": _report}
+                    "leaderboard": _leaderboard, "report": _report}
         return commands[args.command](args)
     except (ValueError, TableError, GenotypeError, OSError) as err:
         print(f"attnas table {args.command}: {err}", file=sys.stderr)

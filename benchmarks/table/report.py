@@ -21,6 +21,7 @@ from supernet.space import FACTORS, parse_op
 
 from .build import GENOTYPES_DIR
 from .cells import parse_cell
+from .leaderboard import leaderboard_markdown
 from .store import TABLE_DIR, CellStats, Table
 from .tasks import get_task
 
@@ -182,6 +183,10 @@ def _task_section(table: Table, root: Path) -> list[str]:
             pcts = ", ".join("—" if s is None else f"{s.percentile:.0f}" for _, s in members)
             mean = (f"{sum(s.percentile for s in got) / len(got):.0f}" if got else "—")
             lines.append(f"| {group} | {len(members)} | {accs} | {pcts} | {mean} |")
+    lines += ["", "Search methods on this table (their cells were searched on the embedded "
+              "benchmark, which is the `colour` task's data):" if table.task == "colour" else
+              "Search methods on this table (no search has run on this task yet: these cells "
+              "were searched on `colour`):", "", leaderboard_markdown(table)]
     return lines + [""]
 
 
