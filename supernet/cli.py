@@ -11,7 +11,7 @@ import sys
 
 #: subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "data": ("datamodules.cli", "datasets: `attnas data synth --out DIR` (synthetic benchmark)"),
+    "data": ("datamodules.cli", "datasets: `data synth --out DIR`, `data check ROOT -c CFG`"),
     "search": ("supernet.search_cli", "differentiable search (LightningCLI): `search fit -c CFG`"),
     "derive": ("derive.cli", "search checkpoint -> genotype JSON + picture"),
     "retrain": ("supernet.retrain_cli", "train/evaluate a video classifier (LightningCLI)"),

@@ -74,6 +74,7 @@ def read_format(name: str, root: str | Path, split: int = 1, path_prefix: str = 
     if not Path(root).is_dir():
         raise FormatError(f"dataset root {root} does not exist or is not a folder")
     data = reader.read()
+    data.format = reader.name
     if not data.splits.get("train"):
         raise FormatError(f"{data.files[0] if data.files else root}: no training video found "
                           f"under {reader.video_root()} ({data.listed.get('train', 0)} listed)")

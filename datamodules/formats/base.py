@@ -37,6 +37,7 @@ class FormatData:
         listed: per split, how many videos the annotation files list (found + missing).
         notes: one-line remarks for the user (a split made from another, files skipped).
         files: the annotation files that were read.
+        format: the registry name of the reader.
     """
 
     classes: list[str]
@@ -45,6 +46,7 @@ class FormatData:
     listed: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    format: str = ""
 
     def missing_line(self, split: str) -> str:
         """One line: how many of ``split``'s listed videos have no file, the first names."""
@@ -104,8 +106,9 @@ class FormatReader:
         self.path_prefix = path_prefix
         self.lists = {k: v for k, v in (lists or {}).items() if v}
         if self.split_numbers and self.split not in self.split_numbers:
-            raise FormatError(f"{self.title} has splits {', '.join(map(str, self.split_numbers))}"
-                              f"; --data.split {self.split} does not exist")
+            raise FormatError(f"{self.root}: --data.split {self.split} does not exist; "
+                              f"{self.title} has splits "
+                              f"{', '.join(map(str, self.split_numbers))}")
 
     @classmethod
     def detect(cls, root: Path) -> bool:
