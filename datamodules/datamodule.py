@@ -63,7 +63,9 @@ from .datasets import (
     stratified_order,
 )
 from .formats import FormatData, FormatError, detect_format, read_format, reader_of
+from .labels import warn_split_overlaps
 from .modality import FLOW_ALGORITHMS, FlowStore, check_modality, modality_channels
+from .paths import need_file, what_is
 from .synth import synthetic_clip_problems
 from .transforms import KINETICS_MEAN, KINETICS_STD, EvalTransform, TrainTransform
 
@@ -319,7 +321,7 @@ class VideoDataModule(pl.LightningDataModule):
             if not p.is_absolute() and not p.exists() and (root / p).exists():
                 p = root / p
             if not p.is_file():
-                raise FileNotFoundError(f"{split} list file {given} does not exist")
+                need_file(given, f"{split} list file")
             return p
         p = root / _LIST_NAMES[split]
         return p if p.is_file() else None
@@ -333,7 +335,8 @@ class VideoDataModule(pl.LightningDataModule):
         explicit = any((self.train_list, self.val_list, self.test_list))
         if not explicit and not root.is_dir():
             hint = " (set synthetic: true to generate it)" if not self.synthetic else ""
-            raise FileNotFoundError(f"dataset root {root} does not exist{hint}")
+            raise FileNotFoundError(f"dataset root {root} {what_is(root)}, expected a "
+                                    f"directory{hint if not root.exists() else ''}")
         sources: dict[str, list[VideoRecord]] = {}
         fmt = self.format if self.format != "auto" else \
             (None if explicit else detect_format(root))
@@ -348,7 +351,8 @@ class VideoDataModule(pl.LightningDataModule):
             if self._classes is None:
                 self._classes = classes_file(self.root)
             if self._classes is None:
-                self._classes = classes_from_lists([entries[s] for s in entries])
+                self._classes = classes_from_lists([entries[s] for s in entries],
+                                                   str(lists["train"]))
             for s, e in entries.items():
                 sources[s] = label_records(e, self._classes, str(lists[s]))
             if self.predict_list:
@@ -373,6 +377,7 @@ class VideoDataModule(pl.LightningDataModule):
                                           self.test_fraction))
         if not sources.get("train"):
             raise ValueError(f"the training set under {root} is empty")
+        warn_split_overlaps(sources, root)  # a video listed twice, or in train and val/test
         sources.setdefault("test", sources.get("val", []))
         self._sources = sources
         return sources

@@ -37,7 +37,9 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from .cache import ClipCache
 from .decode import DecodeError, open_video
+from .labels import LabelWarning, check_label_kinds, check_typos
 from .modality import FlowStore, check_modality, rgb_difference
+from .paths import need_dir, need_file
 from .sampling import SAMPLERS, clip_indices, clip_span, random_clip_start, uniform_clip_starts
 from .transforms import to_float
 
@@ -72,9 +74,7 @@ def scan_class_folders(root: str | Path, extensions: Sequence[str] = VIDEO_EXTEN
     """Records and class names of ``root/<class>/<video>`` (classes = sorted folder names,
     videos sorted within each). Raises ``FileNotFoundError`` / ``ValueError`` naming
     ``root`` if it is missing or holds no class folder with videos."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset root {root} does not exist or is not a folder")
+    root = need_dir(root, "dataset root")
     exts = tuple(e.lower() for e in extensions)
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     records: list[VideoRecord] = []
@@ -85,6 +85,11 @@ def scan_class_folders(root: str | Path, extensions: Sequence[str] = VIDEO_EXTEN
         if files:
             records += [VideoRecord(str(f), len(kept)) for f in files]
             kept.append(name)
+    empty = [c for c in classes if c not in kept]
+    if empty and records:
+        warnings.warn(f"{root}: class folder(s) {', '.join(empty[:5])} hold no videos "
+                      f"({', '.join(exts)}); they are not classes ({len(kept)} are)",
+                      LabelWarning, stacklevel=2)
     if not records:
         raise ValueError(f"no videos ({', '.join(exts)}) found in class folders under {root}")
     return records, kept
@@ -96,9 +101,7 @@ def read_video_list(list_file: str | Path, path_prefix: str = "") -> list[tuple[
     Raises ``FileNotFoundError`` naming the file if it is missing and ``ValueError`` naming
     file and line for a malformed line.
     """
-    list_file = Path(list_file)
-    if not list_file.is_file():
-        raise FileNotFoundError(f"list file {list_file} does not exist")
+    list_file = need_file(list_file, "list file")
     base = Path(path_prefix) if path_prefix else list_file.parent
     out: list[tuple[str, str, int]] = []
     text = list_file.read_text()
@@ -157,14 +160,24 @@ def label_records(entries: Sequence[tuple[str, str, int]], classes: Sequence[str
     return out
 
 
-def classes_from_lists(lists: Sequence[Sequence[tuple[str, str, int]]]) -> list[str]:
-    """Class names implied by list entries: all-integer labels give ``"0" .. str(max)``;
-    otherwise the sorted names of the *first* list (the training list), so a name that
-    appears only in val/test is an error later."""
+def classes_from_lists(lists: Sequence[Sequence[tuple[str, str, int]]],
+                       source: str = "the training list") -> list[str]:
+    """Class names implied by the *first* list (the training list, named ``source`` in
+    errors): integer labels give ``"0" .. str(max)``, names their sorted set; so a label of
+    val/test outside them is an error later (:func:`label_records`), never a new class.
+    ``ValueError`` for names among integers or a one-off typo of a class name
+    (:mod:`datamodules.labels`)."""
     first = lists[0] if lists else []
-    labels = [lab for lst in lists for _, lab, _ in lst]
-    if labels and all(_is_int(lab) for lab in labels):
-        return [str(i) for i in range(max(int(lab) for lab in labels) + 1)]
+    if check_label_kinds(first, source):  # ValueError: names among integers
+        present = {int(lab) for _, lab, _ in first}
+        absent = sorted(set(range(max(present) + 1)) - present)
+        if min(present) < 0:
+            raise ValueError(f"{source}: negative label {min(present)}")
+        if absent:
+            warnings.warn(f"{source}: class(es) {absent[:10]} have no training video (the "
+                          f"labels run 0..{max(present)})", LabelWarning, stacklevel=2)
+        return [str(i) for i in range(max(present) + 1)]
+    check_typos(first, source)  # ValueError: a one-off near copy of a class name
     return sorted({lab for _, lab, _ in first})
 
 

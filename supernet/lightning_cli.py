@@ -231,6 +231,18 @@ def _check_batches(kind: str, dm, world: int) -> None:
                 f"(drop_last); use --data.batch_size {max(1, per_rank)} or less")
 
 
+def _trains_nothing(trainer) -> str | None:
+    """The option that makes a fit train no step (``--trainer.max_epochs 0``,
+    ``--trainer.max_steps 0``, ``--trainer.limit_train_batches 0``), or None."""
+    if trainer.max_epochs == 0:
+        return "--trainer.max_epochs 0"
+    if trainer.max_steps == 0:
+        return "--trainer.max_steps 0"
+    if trainer.limit_train_batches == 0:
+        return "--trainer.limit_train_batches 0"
+    return None
+
+
 def _follow_default_root(cli, trainer_defaults: dict) -> None:
     """``--trainer.default_root_dir DIR`` moves every output under ``DIR`` (run folder,
     checkpoints): the logger's ``save_dir`` follows it unless it was set to something other
@@ -288,13 +300,24 @@ def _model_of_checkpoint(cli, model_class: type, argv: list[str], ckpt_path: str
 
 
 def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict) -> int:
-    """Run ``attnas <kind> [subcommand] ...``; returns the exit code."""
+    """Run ``attnas <kind> [subcommand] ...``; returns the exit code. Lightning's start-up
+    lines (``Seed set to 0``, ``GPU available``) are held back until the input is checked:
+    a refusal is the only line on stderr."""
+    from .quiet import HeldBack, quiet_lightning
+
+    quiet_lightning()
+    held = HeldBack().start()
+    try:
+        return _run(kind, model_class, argv, trainer_defaults, held)
+    finally:
+        held.drop()  # a refusal: its lines are not printed (released when a run starts)
+
+
+def _run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict,
+         held) -> int:
     from datamodules import TooManyBrokenVideosError, VideoDataModule
     from datamodules.synth import SynthError
 
-    from .quiet import quiet_lightning
-
-    quiet_lightning()
     argv = list(argv)
     sub = "fit"
     if argv and argv[0] in SUBCOMMANDS:
@@ -337,15 +360,15 @@ def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict) -
     try:  # the run folder's parent must be writable, or the run fails after it started
         logger = cli.trainer.logger
         check_writable(logger.root_dir if logger is not None and logger.root_dir
-                       else cli.trainer.default_root_dir)
+                       else cli.trainer.default_root_dir, create=False)
     except ValueError as e:
         return _error(kind, f"{e}; choose another --trainer.default_root_dir or "
                             "--trainer.logger.init_args.save_dir")
     fuse = list(cli.config.get("fuse_scores") or [])
     if fuse and not (kind == "retrain" and sub == "test"):
         return _error(kind, "--fuse_scores is an option of `attnas retrain test`")
-    if ckpt_path and sub == "fit" and isinstance(cli.trainer.logger, RunLogger):
-        cli.trainer.logger.continue_run(ckpt_path)  # a resumed run continues its folder
+    continued = (bool(ckpt_path) and sub == "fit" and isinstance(cli.trainer.logger, RunLogger)
+                 and cli.trainer.logger.continue_run(ckpt_path))  # a resumed run's folder
     try:
         if ckpt_path:
             check_checkpoint(ckpt_path, kind, cli.model.hparams.get("supernet", "darts")
@@ -377,6 +400,15 @@ def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict) -
         log_dir = cli.trainer.log_dir or cli.trainer.default_root_dir
         cli.model.scores_path = str(Path(log_dir) / SCORES_FILE)
         cli.model.fuse_scores = fuse
+    if sub == "fit":
+        nothing = _trains_nothing(cli.trainer)
+        if nothing:
+            return _error(kind, f"{nothing} trains nothing (no checkpoint"
+                                + (", no genotype" if kind == "search" else "")
+                                + "); give at least 1")
+    if continued:  # the killed run's rows after the checkpoint are logged again
+        cli.trainer.logger.trim_to(ckpt_path)
+    held.release()
     try:
         getattr(cli.trainer, sub)(cli.model, datamodule=dm, ckpt_path=ckpt_path)
     except FloatingPointError as e:

@@ -19,6 +19,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from .factory import create_backbone
+from .hparams import check_fraction, check_nonnegative, check_positive
 from .layout import LayoutHooks, apply_layout, check_memory_format
 from .rng import seed_epoch
 
@@ -106,6 +107,11 @@ class VideoClassifier(LayoutHooks, pl.LightningModule):
         if optimizer not in ("sgd", "adamw"):
             raise ValueError(f"unknown optimizer {optimizer!r}; accepted: sgd, adamw")
         check_runtime(memory_format, compile, compile_backend)
+        check_positive(lr=lr)
+        check_nonnegative(lr_min=lr_min, weight_decay=weight_decay, warmup_epochs=warmup_epochs)
+        check_fraction(momentum=momentum, label_smoothing=label_smoothing)
+        if lr_min > lr:
+            raise ValueError(f"lr_min {lr_min} is more than lr {lr}")
         self.save_hyperparameters()
         kwargs = dict(backbone_kwargs or {})
         if in_channels != 3:

@@ -8,15 +8,22 @@ the earlier epochs), and pointed at the old folder it deletes the existing
 * :meth:`RunLogger.continue_run` points it at the folder a checkpoint came from
   (``<save_dir>/<name>/version_N/checkpoints/*.ckpt`` -> ``version_N``);
 * its writer never deletes ``metrics.csv``: it appends, keeping the header's columns
-  (new columns rewrite the file with every old row kept).
+  (new columns rewrite the file with every old row kept);
+* :meth:`RunLogger.trim_to` drops the rows a killed or interrupted run logged after the
+  checkpoint a resume starts from (they are logged again), so a resumed run's
+  ``metrics.csv`` has one row per epoch and stage, as if it had never stopped.
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import os
 from pathlib import Path
 
+import torch
 from lightning_fabric.loggers.logger import rank_zero_experiment
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
@@ -52,6 +59,37 @@ class RunLogger(CSVLogger):
             return False
         self._version = folder.name
         return True
+
+    def trim_to(self, checkpoint: str | Path) -> int:
+        """Drop the rows of this run's ``metrics.csv`` logged after ``checkpoint`` was
+        saved: a row of a later epoch, or of a step at or after the checkpoint's
+        ``global_step``. Rank 0 rewrites the file atomically; returns the rows dropped."""
+        if rank_zero_only.rank != 0:
+            return 0
+        path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+        if not path.is_file():
+            return 0
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        epoch, step = int(ckpt.get("epoch", -1)), int(ckpt.get("global_step", 0))
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            header, rows = list(reader.fieldnames or []), list(reader)
+
+        def later(row: dict) -> bool:
+            e, s = row.get("epoch") or "", row.get("step") or ""
+            return (e != "" and int(float(e)) > epoch) or (s != "" and int(float(s)) >= step)
+
+        keep = [r for r in rows if not later(r)]
+        if len(keep) == len(rows):
+            return 0
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=header)  # Lightning's dialect
+        writer.writeheader()
+        writer.writerows(keep)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(buf.getvalue(), newline="")
+        os.replace(tmp, path)
+        return len(rows) - len(keep)
 
     @property
     @rank_zero_experiment

@@ -41,6 +41,7 @@ from .cells import recalibrate_batchnorm
 from .costmodel import CellBudget, SpaceCost, check_min_width, parse_cost_target
 from .darts import arch_gradient, beta_decay_penalty, entropy_penalty
 from .factory import create_backbone
+from .hparams import check_fraction, check_nonnegative, check_positive
 from .layout import LayoutHooks, apply_layout, check_memory_format
 from .rng import seed_epoch
 from .space import NUM_OPS
@@ -68,6 +69,9 @@ class SearchModule(LayoutHooks, pl.LightningModule):
         inner_ratio: cell inner width / channels (default 0.5).
         kv_pool: max-pool dot-product keys/values 1x2x2 (default True).
         position: positional signal for dot-product ops: none | coords | sincos.
+        candidate_norm: every mixed edge weighs each candidate by the inverse of its
+            output's scale on the batch, so the mixture (and the scores of the selection
+            rules) compare the candidates on one scale (default False).
         backbone_kwargs: extra keyword arguments for the backbone (e.g. proxy widths).
         optimizer: weight optimiser, ``sgd`` (momentum; DARTS) or ``adamw``.
         lr: weight learning rate (cosine-annealed to ``lr_min`` over ``max_epochs``).
@@ -161,6 +165,7 @@ class SearchModule(LayoutHooks, pl.LightningModule):
         cost_min_width: float = 0.0,
         in_channels: int = 3,
         memory_format: str = "auto",
+        candidate_norm: bool = False,
     ) -> None:
         super().__init__()
         check_memory_format(memory_format)
@@ -188,6 +193,11 @@ class SearchModule(LayoutHooks, pl.LightningModule):
         if not isinstance(cost_weight, (int, float)) or not cost_weight >= 0:
             raise ValueError(f"cost_weight must be a number >= 0, got {cost_weight!r}")
         check_min_width(cost_min_width)
+        check_positive(lr=lr, arch_lr=arch_lr)
+        check_nonnegative(lr_min=lr_min, weight_decay=weight_decay,
+                          arch_weight_decay=arch_weight_decay, warmup_epochs=warmup_epochs,
+                          grad_clip=grad_clip, remedy_weight=remedy_weight)
+        check_fraction(momentum=momentum)
         self.save_hyperparameters()
         self.automatic_optimization = False
         #: (T, H, W) of the training clips, seen at the first step (saved in checkpoints)
@@ -197,7 +207,8 @@ class SearchModule(LayoutHooks, pl.LightningModule):
         self.model = create_backbone(
             backbone, num_classes, block="search", positions=positions,
             block_kwargs={"num_nodes": num_nodes, "inner_ratio": inner_ratio,
-                          "kv_pool": kv_pool, "position": position},
+                          "kv_pool": kv_pool, "position": position,
+                          "candidate_norm": candidate_norm},
             **(backbone_kwargs or {}), **({"in_channels": in_channels} if in_channels != 3 else {}),
         )
         apply_layout(self.model, memory_format, "cpu")  # LayoutHooks: device

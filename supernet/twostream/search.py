@@ -27,6 +27,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..cells import recalibrate_batchnorm
 from ..costmodel import TwoStreamBudget, parse_twostream_target
+from ..hparams import check_fraction, check_nonnegative, check_positive
 from ..layout import LayoutHooks, apply_layout, check_memory_format
 from ..rng import seed_epoch
 from .elastic import ElasticTwoStream, StageChoices
@@ -141,6 +142,10 @@ class TwoStreamSearch(LayoutHooks, pl.LightningModule):
             raise ValueError(f"unknown select_bn {select_bn!r}; accepted: recalibrate, batch")
         if optimizer not in ("sgd", "adamw"):
             raise ValueError(f"unknown optimizer {optimizer!r}; accepted: sgd, adamw")
+        check_positive(lr=lr, arch_lr=arch_lr)
+        check_nonnegative(lr_min=lr_min, weight_decay=weight_decay, grad_clip=grad_clip,
+                          arch_weight_decay=arch_weight_decay)
+        check_fraction(momentum=momentum, dropout=dropout)
         free = variables_of(stage)
         prev = load_arch(previous) if previous else None
         fixed = stage_fixed_values(stage, prev, base_attention)
