@@ -98,6 +98,9 @@ def check_dataset(dm: VideoDataModule, clips: int = 24, console: Console | None 
         sources = dm.records()
     fd = dm.format_data
     classes = dm.classes
+    order = ("train", "val", "test", "predict")
+    sources = {k: sources[k] for k in sorted(sources, key=lambda k: (
+        order.index(k) if k in order else len(order), k))}
     counts = {}
     for split, recs in sources.items():
         per = Counter(r.label for r in recs)
