@@ -21,7 +21,7 @@ import torch
 
 from supernet.cells import ArchParameters
 from supernet.costmodel import check_min_width, parse_cost_target
-from supernet.paths import check_writable
+from supernet.paths import check_writable, need_file, output_file
 
 from .draw import draw_cell, plot_alpha, plot_selection
 from .genotype import Genotype, GenotypeError, save_genotype
@@ -41,8 +41,7 @@ def genotype_from_checkpoint(path: str | Path) -> tuple[Genotype, Path | None]:
         found = sorted(p.glob("checkpoints/last.ckpt")) or sorted(p.glob("**/last.ckpt"))
         hint = f", e.g. {found[0]}" if found else ""
         raise FileNotFoundError(f"{p} is a directory; derive needs a checkpoint file{hint}")
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    need_file(p, "checkpoint")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001
@@ -199,7 +198,8 @@ def main(argv: list[str]) -> int:
                          "keeps the most leading nodes that fit at >= RATIO (e.g. 0.25; "
                          "default: the search's --model.cost_min_width, 0 = all nodes)")
     ap.add_argument("-o", "--out", default=None,
-                    help="genotype JSON to write (default: <run>/derived.json)")
+                    help="genotype JSON to write (default: <run>/derived.json; a folder: "
+                         "derived.json in it)")
     ap.add_argument("--png", default=None, help="cell picture (default: next to the JSON)")
     ap.add_argument("--alpha-png", default=None,
                     help="alpha heat map / alpha over epochs (default: next to the JSON, "
@@ -225,14 +225,17 @@ def main(argv: list[str]) -> int:
         if args.cost_min_width is not None:
             options["cost_min_width"] = check_min_width(args.cost_min_width)
         genotype, csv = genotype_from_checkpoint(args.checkpoint)
-        out = Path(args.out) if args.out else Path(genotype.provenance["run"]) / "derived.json"
-        check_writable(out.parent)  # before the selection runs: nothing is written on failure
+        out = output_file(args.out, "derived.json") if args.out else \
+            Path(genotype.provenance["run"]) / "derived.json"
+        # before the selection runs: nothing is written on failure
+        check_writable(out.parent, create=False)
         genotype = select_from_checkpoint(args.checkpoint, args.select, overrides, options)
     except (ValueError, FileNotFoundError, GenotypeError, RuntimeError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
         print(f"attnas derive: error: {msg}", file=sys.stderr)
         return 2
     png = Path(args.png) if args.png else out.with_suffix(".png")
+    out.parent.mkdir(parents=True, exist_ok=True)
     save_genotype(genotype, out)
     selection = genotype.provenance["selection"]
     draw_cell(genotype, png, title=f"{out.stem} (epoch {genotype.provenance.get('epoch')}, "

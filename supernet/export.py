@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .paths import check_writable
+from .paths import check_writable, output_file
 
 __all__ = ["FORMATS", "export_checkpoint", "main"]
 
@@ -73,17 +73,19 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, fmt: str = "torchs
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; accepted: {', '.join(FORMATS)}")
+    for name, value in (("--frames", frames), ("--size", size), ("--batch", batch)):
+        if value is not None and value < 1:  # 0 is not "the default"
+            raise ValueError(f"{name} must be >= 1, got {value}")
     model, data = _load(ckpt_path)
-    frames = int(frames or data.get("num_frames") or 8)
-    size = int(size or data.get("crop_size") or 224)
-    if min(frames, size, batch) < 1:
-        raise ValueError("--frames, --size and --batch must be >= 1")
-    out = Path(out)
-    check_writable(out.parent)
+    frames = int(frames if frames is not None else data.get("num_frames") or 8)
+    size = int(size if size is not None else data.get("crop_size") or 224)
+    out = output_file(out, Path(ckpt_path).stem + (".onnx" if fmt == "onnx" else ".pt"))
+    check_writable(out.parent, create=False)
     g = torch.Generator().manual_seed(0)
     clip = torch.randn(batch, 3, frames, size, size, generator=g)
     with torch.no_grad():
         want = model(clip)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         _write(model, fmt, clip, tmp)
@@ -109,7 +111,8 @@ def main(argv: list[str]) -> int:
     p = _Parser(prog="attnas export", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="a retrain checkpoint (.ckpt)")
     p.add_argument("--format", default="torchscript", help=" | ".join(FORMATS))
-    p.add_argument("-o", "--out", required=True, help="file to write (.pt / .onnx)")
+    p.add_argument("-o", "--out", required=True, help="file to write (.pt / .onnx); a folder: "
+                   "<checkpoint name>.pt/.onnx in it")
     p.add_argument("--frames", type=int, default=None, help="clip length (default: trained)")
     p.add_argument("--size", type=int, default=None, help="crop size (default: trained)")
     p.add_argument("--batch", type=int, default=1, help="batch of the traced example")

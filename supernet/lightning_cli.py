@@ -24,7 +24,7 @@ from pytorch_lightning.callbacks import (
 )
 from pytorch_lightning.cli import LightningCLI
 
-from .paths import check_writable
+from .paths import check_writable, need_file
 from .run_logs import RunLogger
 
 SUBCOMMANDS = ("fit", "validate", "test")
@@ -168,9 +168,7 @@ def check_checkpoint(path: str, kind: str, supernet: str | None = None,
     """Raise ``ValueError`` unless ``path`` is a readable attnas checkpoint of ``kind``
     (and, for a search checkpoint with ``supernet`` given, of that supernet mode; with
     ``modality`` given, trained on that input modality)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    p = need_file(path, "checkpoint")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same input error

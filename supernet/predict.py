@@ -67,10 +67,12 @@ def predict_videos(ckpt_path: str, videos: list[str], clips: int | None = None,
     from datamodules.transforms import KINETICS_MEAN, KINETICS_STD, EvalTransform
 
     model, data, classes = _load(ckpt_path)
-    clips = int(clips or data.get("test_clips") or 1)
-    crops = int(crops or data.get("test_crops") or 1)
-    if clips < 1 or crops not in (1, 3):
-        raise ValueError("--clips must be >= 1 and --crops 1 or 3")
+    clips = int(clips if clips is not None else data.get("test_clips") or 1)  # 0 is not
+    crops = int(crops if crops is not None else data.get("test_crops") or 1)  # the default
+    if clips < 1:
+        raise ValueError(f"--clips must be >= 1, got {clips}")
+    if crops not in (1, 3):
+        raise ValueError(f"--crops must be 1 or 3, got {crops}")
     crop = int(data.get("crop_size") or 224)
     tf = EvalTransform(crop, data.get("test_short_side"), crops,
                        data.get("mean") or KINETICS_MEAN, data.get("std") or KINETICS_STD)

@@ -35,6 +35,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from datamodules.paths import what_is
+
 from .backbones import VideoResNet
 
 __all__ = ["FORMATS", "LoadReport", "detect_format", "to_attnas_keys", "load_pretrained"]
@@ -174,20 +176,27 @@ def to_attnas_keys(state: Mapping[str, Tensor], model: VideoResNet, fmt: str = "
     return fmt, _key_map(fmt, state, model)
 
 
+#: the fraction of the backbone's weight tensors a pretrained file must supply: less is a
+#: checkpoint of another network (BatchNorm's ``num_batches_tracked`` counters match any
+#: ResNet and are not counted)
+MIN_MATCH = 0.5
+
+
 def load_pretrained(model: VideoResNet, source: str | os.PathLike | Mapping[str, Tensor],
                     fmt: str = "auto", head: bool = False) -> LoadReport:
     """Load a pretrained 3-D ResNet into ``model`` in place (see the module docstring).
 
     Only keys of the backbone are "missing" (inserted attention blocks are new by design;
     the head too unless ``head``). Raises ``ValueError`` for an unreadable file or an
-    unknown layout, and when nothing at all could be loaded.
+    unknown layout, and when fewer than :data:`MIN_MATCH` of the backbone's weight tensors
+    (``num_batches_tracked`` counters are not weights) could be loaded, naming how many.
     """
     if isinstance(source, Mapping):
         state = _unwrap(source)
     else:
         path = os.fspath(source)
         if not os.path.isfile(path):
-            raise ValueError(f"pretrained: no such file {path!r}")
+            raise ValueError(f"pretrained: {path!r} {what_is(path)}, expected a checkpoint file")
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False)
             state = _unwrap(obj)
@@ -218,8 +227,16 @@ def load_pretrained(model: VideoResNet, source: str | os.PathLike | Mapping[str,
                         if not (k in mapping and (mapping[k] in misfit
                                                   or (mapping[k].startswith("head.")
                                                       and not head))))
-    if not load:
+    weights = [k for k in load if not k.endswith("num_batches_tracked")]  # counters are not
+    total = len([k for k in wanted if not k.endswith("num_batches_tracked")])  # weights
+    if not weights:
         raise ValueError(f"pretrained: nothing could be loaded from the {fmt} checkpoint "
-                         f"({len(state)} tensors; first keys: {', '.join(list(state)[:3])})")
+                         f"({len(state)} tensors, 0 of the backbone's {total} weights match; "
+                         f"first keys: {', '.join(list(state)[:3])})")
+    if len(weights) < MIN_MATCH * total:
+        raise ValueError(f"pretrained: only {len(weights)} of the backbone's {total} weight "
+                         f"tensors match the {fmt} checkpoint ({len(missing)} missing, "
+                         f"{len(mismatched)} of another shape; BatchNorm counters not counted): "
+                         f"a checkpoint of another backbone or depth?")
     model.load_state_dict(load, strict=False)
     return LoadReport(fmt, len(load), missing, unexpected, mismatched)

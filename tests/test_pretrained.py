@@ -72,7 +72,7 @@ def test_bad_pretrained_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     torch.save({"encoder.layer.0.weight": torch.zeros(3)}, bad)
     with pytest.raises(ValueError, match="unknown checkpoint layout"):
         load_pretrained(create_backbone("proxy", 2), bad)
-    with pytest.raises(ValueError, match="no such file"):
+    with pytest.raises(ValueError, match="does not exist, expected a checkpoint file"):
         load_pretrained(create_backbone("proxy", 2), tmp_path / "missing.pth")
     with pytest.raises(ValueError, match="unknown pretrained format"):
         load_pretrained(create_backbone("proxy", 2), bad, fmt="timm")
