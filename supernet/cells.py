@@ -223,16 +223,21 @@ class SearchCell(_CellBase):
         inner_ratio: Ci / C (default 0.5).
         kv_pool: max-pool dot-product keys/values 1x2x2 (default True).
         position: ``none`` | ``coords`` | ``sincos`` for dot-product candidates.
+        candidate_norm: mix the candidates on one scale (:class:`MixedEdge` ``normalize``;
+            default False). A pinned node runs its op as it is: the node's BatchNorm
+            follows, and a scalar does not change what it passes on.
     """
 
     def __init__(self, channels: int, arch: ArchParameters, inner_ratio: float = 0.5,
-                 kv_pool: bool = True, position: str = "none") -> None:
+                 kv_pool: bool = True, position: str = "none",
+                 candidate_norm: bool = False) -> None:
         if not isinstance(arch, ArchParameters):
             raise ValueError("SearchCell needs the network's ArchParameters as `arch`")
         super().__init__(channels, arch.num_nodes, inner_ratio, kv_pool, position)
         self.__dict__["arch"] = arch  # a reference, not a submodule
         self.edges = nn.ModuleList(
-            MixedEdge(self.inner, position, kv_pool) for _ in range(arch.num_nodes)
+            MixedEdge(self.inner, position, kv_pool, normalize=candidate_norm)
+            for _ in range(arch.num_nodes)
         )
 
     def forward(self, x: Tensor) -> Tensor:

@@ -43,12 +43,13 @@ def _nonlocal(channels: int, inner_ratio: float = 0.5, kv_pool: bool = True,
 
 
 def _search(channels: int, arch: ArchParameters | None = None, inner_ratio: float = 0.5,
-            kv_pool: bool = True, position: str = "none") -> nn.Module:
+            kv_pool: bool = True, position: str = "none", candidate_norm: bool = False
+            ) -> nn.Module:
     if not isinstance(arch, ArchParameters):
         raise ValueError("block 'search' needs arch=<ArchParameters> (create_backbone makes "
                          "one per network and shares it between cells)")
     return SearchCell(channels, arch, inner_ratio=inner_ratio, kv_pool=kv_pool,
-                      position=position)
+                      position=position, candidate_norm=candidate_norm)
 
 
 def _cell(channels: int, nodes: Any = None, genotype: Any = None, **cell_kwargs: Any

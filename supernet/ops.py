@@ -374,20 +374,58 @@ class AttentionOp(nn.Module):
         return self.spec.name
 
 
+#: query rows per sequence used to estimate a dot candidate's output scale
+_SCALE_ROWS = 16
+_SCALE_EPS = 1e-6
+
+
 class MixedEdge(nn.Module):
     """All 24 candidates on one edge, mixed by softmax(alpha) weights ``w`` ``(24,)``.
 
     Fast path: one affinity and one ``A v`` product per dimension with the four
     activations mixed on the affinity, and one map multiply for all 12 map candidates.
     Args are those of :class:`EdgeWeights`; ``explicit=True`` switches to the slow
-    reference (:func:`reference_mixed_edge`), for benchmarks.
+    reference (:func:`reference_mixed_edge`), for benchmarks. ``normalize=True`` divides
+    each candidate's weight by the root mean square of its output on this batch
+    (:meth:`candidate_scales`, no gradient through it), so that the mixture compares the
+    candidates on one scale -- what a non-affine normalisation of every candidate does,
+    kept on the fast path because a scalar per candidate folds into its weight.
     """
 
     def __init__(self, channels: int, position: str = "none", kv_pool: bool = True,
-                 explicit: bool = False) -> None:
+                 explicit: bool = False, normalize: bool = False) -> None:
         super().__init__()
         self.weights = EdgeWeights(channels, position, kv_pool)
         self.explicit = explicit
+        self.normalize = bool(normalize)
+
+    @torch.no_grad()
+    def candidate_scales(self, z: Tensor) -> Tensor:
+        """``(24,)`` root mean square of each candidate's output on ``z`` (space order).
+
+        Map candidates exactly (the map is per position: ``E[m^2 v^2] = E[m^2 E_c v^2]``);
+        dot candidates on every ``L // 16``-th query row of each sequence (a fixed
+        stride: deterministic, and a small share of the attention's cost).
+        """
+        ew = self.weights
+        q, k, v = ew.qkv(z)
+        wd = torch.promote_types(z.dtype, torch.float32)  # bf16 / fp16 -> float32
+        q, k, v = q.to(wd), k.to(wd), v.to(wd)
+        out = torch.empty(2, len(DIMENSIONS), len(ACTIVATIONS), dtype=wd, device=z.device)
+        v2 = v.pow(2).mean(1, keepdim=True)
+        for di, d in enumerate(DIMENSIONS):
+            logits = ew.map_logits(z, d).to(wd)
+            for ai, a in enumerate(ACTIVATIONS):
+                m = map_activation(logits, a)
+                out[0, di, ai] = (m.pow(2) * v2).mean()
+            qg = group(q, d)
+            kg = group(ew.pool_kv(k, d), d)
+            vg = group(ew.pool_kv(v, d), d)
+            step = max(1, qg.shape[1] // _SCALE_ROWS)
+            sc = qg[:, ::step] @ kg.transpose(1, 2) * (qg.shape[-1] ** -0.5)
+            for ai, a in enumerate(ACTIVATIONS):
+                out[1, di, ai] = (dot_activation(sc, a) @ vg).pow(2).mean()
+        return out.flatten().sqrt().add_(_SCALE_EPS)
 
     def single(self, z: Tensor, index: int) -> Tensor:
         """Candidate ``index`` (a column of alpha) alone, with this edge's shared weights:
@@ -395,6 +433,8 @@ class MixedEdge(nn.Module):
         return single_op(self.weights, OPS[index], z)
 
     def forward(self, z: Tensor, w: Tensor) -> Tensor:
+        if self.normalize:
+            w = w / self.candidate_scales(z)
         if self.explicit:
             return reference_mixed_edge(self, z, w)
         ew = self.weights
@@ -417,7 +457,8 @@ class MixedEdge(nn.Module):
 
 
 def reference_mixed_edge(edge: MixedEdge, z: Tensor, w: Tensor, use_sdpa: bool = False) -> Tensor:
-    """Explicit ``sum_i w_i * op_i(z)`` over the 24 candidates (slow; for tests/benchmarks)."""
+    """Explicit ``sum_i w_i * op_i(z)`` over the 24 candidates (slow; for tests/benchmarks).
+    ``w`` is used as given (a normalised edge divides it by its scales before calling)."""
     out = 0
     for i, spec in enumerate(OPS):
         out = out + w[i] * single_op(edge.weights, spec, z, use_sdpa=use_sdpa)
