@@ -196,6 +196,12 @@ def test_labels_outside_the_class_list_are_refused(roots: dict[str, Path],
     with pytest.raises(FormatError, match=r"catch_test_split1\.txt:1: expected '<video>\.avi "
                                           r"<0\|1\|2>'"):
         read_format("hmdb51", hm)
+    raw = _copy(roots, "rawframes", tmp_path)
+    val = raw / "mini_val_split_1_rawframes.txt"
+    val.write_text(val.read_text() + "val_run_0 8 7\n")
+    with pytest.raises(FormatError, match=r"mini_val_split_1_rawframes\.txt:7: unknown label "
+                                          r"'7'"):
+        read_format("rawframes", raw)
     assert sorted(FORMATS) == ["hmdb51", "kinetics", "rawframes", "ssv2", "ucf101"]
     assert HMDB_CLASSES == sorted(HMDB_CLASSES)
 

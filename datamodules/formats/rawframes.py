@@ -98,13 +98,14 @@ class RawFrames(FormatReader):
             raise self.missing_files("training list (*train*rawframes*.txt or train.txt of "
                                      "'<folder> <total_frames> <label>' lines)")
         entries = {s: self._read_list(f) for s, f in lists.items()}
-        classes = classes_file(self.root) or classes_from_lists([entries[s] for s in entries])
+        try:
+            classes = classes_file(self.root) or classes_from_lists(
+                [entries["train"]], str(lists["train"]))
+            recs_of = {s: label_records(e, classes, str(lists[s])) for s, e in entries.items()}
+        except ValueError as err:
+            raise FormatError(str(err)) from None
         data = FormatData(classes, {}, files=[str(f) for f in lists.values()])
-        for split, e in entries.items():
-            try:
-                recs = label_records(e, classes, str(lists[split]))
-            except ValueError as err:
-                raise FormatError(str(err)) from None
+        for split, recs in recs_of.items():
             present = [r for r in recs if Path(r.path).is_dir()]
             data.splits[split] = present
             data.missing[split] = [r.path for r in recs if not Path(r.path).is_dir()]
