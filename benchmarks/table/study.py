@@ -8,7 +8,8 @@ cells, single dot products, unnormalised dot chains, searched and random three-n
   may drop by more than its standard error;
 * a protocol three times as long: Kendall tau between the two rankings.
 
-``python -m benchmarks.table.study`` prints the study's tables from whatever runs exist.
+``python -m benchmarks.table.study [TASK] [--write]`` prints the study's tables from whatever
+runs exist (``--write``: into ``benchmarks/results/table/protocol.md``).
 """
 
 from __future__ import annotations
@@ -39,17 +40,27 @@ STUDY_CELLS = (
 def study_markdown(task: str = "colour", root: Path = TABLE_DIR,
                    study_root: Path = STUDY_DIR) -> str:
     """The study's findings as markdown, from the runs stored so far."""
-    base = Table.load(task, root).stats()
-    lines = [f"### Seed spread on `{task}` (table protocol)", "",
+    table = Table.load(task, root)
+    base = table.stats()
+    walls = sorted(r["wall_s"] for r in table.rows)
+    lines = [f"### Seed spread on `{task}` (table protocol `{table.protocol.fingerprint()}`)",
+             "",
              "| cell | test % (mean ± std) | n | std ≤ 2 |", "|---|---:|---:|:-:|"]
     rows = [base[c] for c in STUDY_CELLS if c in base]
     for s in rows:
-        lines.append(f"| `{s.key}` | {s.test_mean:.1f} ± {s.test_std:.1f} | {s.n} | "
-                     f"{'yes' if s.test_std <= 2 else 'no'} |")
-    if rows:
-        tight = sum(s.test_std <= 2 for s in rows)
-        lines += ["", f"{tight} of {len(rows)} cells ({100 * tight / len(rows):.0f} %) have a "
-                  "seed std ≤ 2 points (target ≥ 90 %)."]
+        verdict = "—" if s.n < 2 else "yes" if s.test_std <= 2 else "no"
+        lines.append(f"| `{s.key}` | {s.test_mean:.1f} ± {s.test_std:.1f} | {s.n} | {verdict} |")
+    judged = [s for s in rows if s.n >= 2]
+    if judged:
+        tight = sum(s.test_std <= 2 for s in judged)
+        lines += ["", f"{tight} of {len(judged)} cells with ≥ 2 seeds "
+                  f"({100 * tight / len(judged):.0f} %) have a seed std ≤ 2 points (target: "
+                  f"≥ 90 % with 5 seeds each; seeds so far: {min(s.n for s in rows)}–"
+                  f"{max(s.n for s in rows)})."]
+    if walls:
+        lines += ["", f"Wall time of one run (one torch thread, two runs at a time, all "
+                  f"{len(walls)} runs of the `{task}` table): median {walls[len(walls) // 2]:.0f}"
+                  f" s, range {walls[0]:.0f}–{walls[-1]:.0f} s."]
     for factor in (2, 3):
         folder = study_root / f"longer{factor}"
         if not (folder / f"{task}.csv").is_file():
@@ -74,5 +85,21 @@ def study_markdown(task: str = "colour", root: Path = TABLE_DIR,
     return "\n".join(lines) + "\n"
 
 
+def main(argv: list[str]) -> int:
+    """Print (or with ``--write`` also write) the study of a task (default ``colour``)."""
+    args = [a for a in argv if a != "--write"]
+    text = study_markdown(args[0] if args else "colour")
+    print(text)
+    if "--write" in argv:
+        path = TABLE_DIR / "protocol.md"
+        head = ("# The table protocol study\n\nWritten by `python -m benchmarks.table.study "
+                "--write` from the runs stored so far; what the protocol is and why: "
+                "[docs/table.md](../../../docs/table.md).\n\n")
+        tmp = path.with_name(".protocol.md.tmp")
+        tmp.write_text(head + text)
+        tmp.replace(path)
+    return 0
+
+
 if __name__ == "__main__":  # pragma: no cover
-    print(study_markdown(sys.argv[1] if len(sys.argv) > 1 else "colour"))
+    sys.exit(main(sys.argv[1:]))
