@@ -31,7 +31,7 @@ from datamodules.synth import check_params
 from supernet.genotype import GenotypeError, load_genotype
 
 from .build import EXECUTORS, build_table, plan_cells
-from .cells import TableCell, parse_cell
+from .cells import TableCell, parse_cell, sample_cells
 from .protocol import Protocol
 from .store import TABLE_DIR, Table, TableError, protocol_of_record, task_of_record
 from .study import STUDY_CELLS
@@ -39,7 +39,7 @@ from .tasks import DATA_ROOT, TASKS, TableTask, get_task
 
 __all__ = ["main"]
 
-CELL_SETS = ("plan", "one-node", "study")
+CELL_SETS = ("plan", "one-node", "sample", "study")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,8 +63,8 @@ def _parser() -> argparse.ArgumentParser:
                         "--sample three-node cells, the project's genotypes)")
     b.add_argument("--set", choices=CELL_SETS, default="plan", dest="cell_set",
                    help="which cells when --cells is not given: plan (everything, default), "
-                        "one-node (the baselines and the 24 one-node cells), study (the "
-                        "protocol study's cells)")
+                        "one-node (the baselines and the 24 one-node cells), sample (the "
+                        "--sample three-node cells only), study (the protocol study's cells)")
     b.add_argument("--sample", type=int, default=100, metavar="N",
                    help="uniformly drawn three-node cells in the plan (default 100)")
     b.add_argument("--no-project", action="store_true",
@@ -180,6 +180,8 @@ def _build(args: argparse.Namespace) -> int:
         cells = [parse_cell(c) for c in STUDY_CELLS]
     elif args.cell_set == "one-node":
         cells = plan_cells(0, project=False)
+    elif args.cell_set == "sample":
+        cells = sample_cells(args.sample, 3)
     else:
         cells = plan_cells(args.sample, project=not args.no_project)
     protocol = _protocol(args)
