@@ -231,8 +231,9 @@ def load_pretrained(model: VideoResNet, source: str | os.PathLike | Mapping[str,
     total = len([k for k in wanted if not k.endswith("num_batches_tracked")])  # weights
     if not weights:
         raise ValueError(f"pretrained: nothing could be loaded from the {fmt} checkpoint "
-                         f"({len(state)} tensors, 0 of the backbone's {total} weights match; "
-                         f"first keys: {', '.join(list(state)[:3])})")
+                         f"({len(state)} tensors; 0 of the backbone's {total} weight tensors "
+                         f"match, BatchNorm counters not counted; first keys: "
+                         f"{', '.join(list(state)[:3])})")
     if len(weights) < MIN_MATCH * total:
         raise ValueError(f"pretrained: only {len(weights)} of the backbone's {total} weight "
                          f"tensors match the {fmt} checkpoint ({len(missing)} missing, "
