@@ -252,7 +252,7 @@ def test_leaderboard_through_the_cli(built: tuple[Path, Path],
     assert main(["leaderboard", "--task", "colour", "--root", str(root)]) == 0
     out = capsys.readouterr().out
     assert "| method | test % | percentile | regret | search wall |" in out
-    assert "| optimal: `" in out and "uniform_perturb_sincos_5ep" in out
+    assert "| optimal: `" in out and "uniform_perturb_sincos_5ep (round 2)" in out
     assert main(["leaderboard", "--task", "colour", "--root", str(root), "--repeats", "0"]) == 2
 
 

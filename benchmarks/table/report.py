@@ -183,10 +183,10 @@ def _task_section(table: Table, root: Path) -> list[str]:
             pcts = ", ".join("—" if s is None else f"{s.percentile:.0f}" for _, s in members)
             mean = (f"{sum(s.percentile for s in got) / len(got):.0f}" if got else "—")
             lines.append(f"| {group} | {len(members)} | {accs} | {pcts} | {mean} |")
-    lines += ["", "Search methods on this table (their cells were searched on the embedded "
-              "benchmark, which is the `colour` task's data):" if table.task == "colour" else
-              "Search methods on this table (no search has run on this task yet: these cells "
-              "were searched on `colour`):", "", leaderboard_markdown(table)]
+    lines += ["", "Search methods on this table (`(round 2)`: the accuracy benchmark's "
+              "searches, run on the embedded benchmark, which is this task's data):"
+              if table.task == "colour" else "Search methods on this table:", "",
+              leaderboard_markdown(table)]
     return lines + [""]
 
 
