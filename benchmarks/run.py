@@ -54,6 +54,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.executor import make_executor
 from benchmarks.plan import BenchError, Plan, _search_default, build_plan
 from benchmarks.report import _fmt_s, escape, plot, summarise, write_markdown
 from benchmarks.runner import Ledger, Runner, _random_genotypes, _schedule
@@ -269,6 +270,14 @@ def _main(plan: Plan) -> int:
         md = _report(plan, runner)
         console.print(f"tables of the finished runs: {md}")
         return 0
+    kind = ("ray" if plan.args.address else plan.args.executor
+            or ("local" if plan.quick else "ray"))
+    try:  # an unreachable Ray cluster is refused before anything is written
+        runner.executor = make_executor(kind, plan.args.address,
+                                        max(plan.threads * plan.args.jobs, plan.threads))
+    except ValueError as err:
+        print(f"attnas bench: error: {err}", file=sys.stderr)
+        return 2
     plan.out.mkdir(parents=True, exist_ok=True)
     plan.work.mkdir(parents=True, exist_ok=True)
     import fcntl
@@ -277,6 +286,7 @@ def _main(plan: Plan) -> int:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
+        runner.executor.close()
         print(f"attnas bench: error: another attnas bench is writing to {plan.out}",
               file=sys.stderr)
         return 2
@@ -306,16 +316,6 @@ def _run(plan: Plan, runner: Runner, console: Any) -> int:
                   f"{plan.out}")
     for note in plan.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
-    from benchmarks.executor import make_executor
-
-    kind = ("ray" if plan.args.address else plan.args.executor
-            or ("local" if plan.quick else "ray"))
-    try:
-        runner.executor = make_executor(kind, plan.args.address,
-                                        max(plan.threads * plan.args.jobs, plan.threads))
-    except ValueError as err:
-        print(f"attnas bench: error: {err}", file=sys.stderr)
-        return 2
     console.print(f"runs execute on: {runner.executor.name}"
                   + (f" ({plan.args.address})" if plan.args.address else ""))
     from datamodules.synth import SynthError, ensure_synthetic

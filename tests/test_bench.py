@@ -446,14 +446,22 @@ def test_ray_runs_the_quick_chain_records_a_crash_and_resumes(
     assert code == 0 and "ran 1 runs" in text, text[-1500:]
 
 
-def test_an_unreachable_ray_cluster_is_one_line(tmp_path: Path) -> None:
+def test_an_unreachable_ray_cluster_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from benchmarks.executor import make_executor
 
     with pytest.raises(ValueError, match="unknown executor"):
         make_executor("dask", None, 1)
     # (``--address auto`` with no cluster: "cannot start or reach Ray (auto): Could not find
     # any running Ray instance", exit 2, measured by hand; not run here, since a machine
-    # that runs another bench has a cluster to find)
+    # that runs another bench has a cluster to find). A closed port: refused, nothing written
+    worker = pytest.importorskip("ray.util.client.worker")
+    monkeypatch.setattr(worker, "INITIAL_TIMEOUT_SEC", 1)  # a closed port: fail in seconds
+    out = tmp_path / "bench"
+    assert bench(["--quick", "--out", str(out), "--address", "ray://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot start or reach Ray" in err and "\n" not in err
+    assert not out.exists()
 
 
 def test_budget_groups_get_matched_cost_random_cells(tmp_path: Path) -> None:

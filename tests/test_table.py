@@ -138,8 +138,10 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, argv: list[str
 
 
 def test_an_unreachable_ray_address_writes_nothing(tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture) -> None:
-    pytest.importorskip("ray")
+                                                   capsys: pytest.CaptureFixture,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    worker = pytest.importorskip("ray.util.client.worker")
+    monkeypatch.setattr(worker, "INITIAL_TIMEOUT_SEC", 1)  # a closed port: fail in seconds
     root, data = tmp_path / "t", tmp_path / "d"
     argv = _build(root, data, "colour", "--cells", "none", "--address", "ray://127.0.0.1:1")
     assert main(argv) == 2
