@@ -128,3 +128,43 @@ def test_a_search_resumed_after_a_kill_between_its_checkpoints_reads_as_one_run(
     _one_row_per_epoch(run)
     assert len(_rows(run)) == len(before)
     assert torch.load(ckpts / "last.ckpt", weights_only=False)["epoch"] == 1
+
+
+def _twostream_process(root: Path, out: Path) -> subprocess.Popen:
+    """A real ``attnas search twostream --stage streams`` with a loader worker, 3 epochs; run
+    again with the same arguments, it resumes from the stage's ``last.ckpt``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "supernet.cli", "search", "twostream", "-c",
+           "configs/search/twostream.yaml", f"--out={out}", "--stage=streams",
+           f"--data.root={root}", "--data.synthetic=false", "--data.num_frames=8",
+           "--data.crop_size=16", "--data.batch_size=4", "--data.num_workers=1",
+           "--data.cache=memory", "--trainer.max_epochs=3", "--trainer.limit_train_batches=3",
+           "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+           "--model.select_val_batches=2"]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+
+
+def test_a_killed_twostream_stage_resumed_equals_the_uninterrupted_one(
+        synth: Path, tmp_path: Path) -> None:
+    full = _twostream_process(synth, tmp_path / "full")
+    killed = _twostream_process(synth, tmp_path / "cut")
+    last = tmp_path / "cut" / "streams" / "version_0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not last.is_file() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    killed.kill()
+    killed.communicate()
+    assert last.is_file(), "the stage wrote no checkpoint"
+    assert full.wait(timeout=300) == 0, full.stderr.read()[-2000:] if full.stderr else ""
+    assert torch.load(last, weights_only=False)["epoch"] < 2  # killed before the end
+    resumed = _twostream_process(synth, tmp_path / "cut")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-2000:]
+    runs = [sorted((tmp_path / n / "streams").glob("version_*"))[-1] for n in ("full", "cut")]
+    a, b = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=False) for r in runs)
+    assert a["epoch"] == b["epoch"] == 2
+    for key in a["state_dict"]:
+        torch.testing.assert_close(b["state_dict"][key], a["state_dict"][key], rtol=0, atol=0)
+    assert (tmp_path / "full" / "streams.json").read_text().split('"provenance"')[0] == \
+        (tmp_path / "cut" / "streams.json").read_text().split('"provenance"')[0]
