@@ -1,8 +1,9 @@
 """``attnas demo`` (what ``make demo`` runs): synthetic data -> search -> derive.
 
 1. generates the embedded synthetic benchmark into ``data/synth`` if it is missing;
-2. runs the default search (``configs/search/synthetic.yaml``: proxy backbone, supernet
-   cells at its default positions) to completion with a progress bar;
+2. runs the default search (``configs/search/synthetic.yaml``, shipped in the package as
+   ``supernet/configs/``: proxy backbone, supernet cells at its default positions) to
+   completion with a progress bar;
 3. the search's selection rule (``perturb`` by default) picks the cell at the end of
    ``fit`` and prints every decision with its margin; the demo then says where the
    genotype, its picture and the selection picture are (the cell is not derived a second
@@ -18,8 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "search" / "synthetic.yaml"
+from .configs import display
+from .configs import path as config_path
+
+CONFIG = config_path("search/synthetic.yaml")
+RETRAIN_CONFIG = config_path("retrain/synthetic.yaml")
 
 
 def _latest_version(root: Path) -> Path | None:
@@ -45,7 +49,7 @@ def main(argv: list[str]) -> int:
 
         torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
     t0 = time.time()
-    print(f"[attnas demo] search with {CONFIG.relative_to(REPO)} (data generated on first use)")
+    print(f"[attnas demo] search with {display(CONFIG)} (data generated on first use)")
     code = search_main(["fit", "-c", str(CONFIG), "--trainer.logger.init_args.name", "demo",
                         *argv])
     if code != 0:
@@ -59,6 +63,6 @@ def main(argv: list[str]) -> int:
                 if (run / n).is_file()]
     print(f"[attnas demo] done in {time.time() - t0:.0f} s; cell: {cell}; pictures: "
           f"{', '.join(pictures)}")
-    print(f"[attnas demo] retrain it: attnas retrain fit -c configs/retrain/synthetic.yaml "
+    print(f"[attnas demo] retrain it: attnas retrain fit -c {display(RETRAIN_CONFIG)} "
           f"--model.block {cell}")
     return 0
