@@ -1,8 +1,10 @@
-"""Refresh README's accuracy-benchmark section from ``benchmarks/results/accuracy.md``.
+"""Refresh the benchmark page's round-2 section from ``benchmarks/results/accuracy.md``.
 
-    python -m benchmarks.readme [--readme README.md] [--accuracy benchmarks/results/accuracy.md]
+    python -m benchmarks.readme [--readme docs/benchmarks.md]
+                                [--accuracy benchmarks/results/accuracy.md]
 
-README keeps a hand-written section between ``<!-- round2-results:start -->`` and
+``docs/benchmarks.md`` (README's benchmark section until the README was cut to a newcomer's
+page) keeps a hand-written section between ``<!-- round2-results:start -->`` and
 ``<!-- round2-results:end -->`` with prose around the benchmark's tables. This replaces, in
 that section only, every table row whose first cell names a row of ``accuracy.md`` (rows
 ``accuracy.md`` marks "not run" are left alone, as are header and separator rows), and the
@@ -71,10 +73,11 @@ def refresh(readme: str, accuracy_md: str) -> tuple[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Refresh the README in place; bad input: one line, exit 2."""
+    """Refresh the page in place; bad input: one line, exit 2."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.readme",
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("--readme", default=str(REPO / "README.md"))
+    p.add_argument("--readme", default=str(REPO / "docs" / "benchmarks.md"),
+                   help="the page with the marked section (default: docs/benchmarks.md)")
     p.add_argument("--accuracy", default=str(REPO / "benchmarks" / "results" / "accuracy.md"))
     args = p.parse_args(argv)
     try:
