@@ -5,7 +5,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.attnas-installed
 
-.PHONY: demo test install install-compare lint clean
+.PHONY: demo test docs install install-compare lint clean
 
 # (Re)install when the venv is missing, pyproject changed, or TORCH differs from last time.
 install:
@@ -26,9 +26,15 @@ demo: install
 lint: install
 	$(BIN)/ruff check .
 
+# the docs site (README + docs/ + benchmarks/results/, mkdocs.yml); --strict: a broken link
+# or anchor fails. Output in .site/ (ignored)
+docs: install
+	$(BIN)/mkdocs build --strict -q -d .site
+
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/mkdocs build --strict -q -d .site
 	$(BIN)/python -m pytest -q -n 2
 
 clean:
-	rm -rf $(VENV) runs data/synth
+	rm -rf $(VENV) runs data/synth .site
