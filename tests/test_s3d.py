@@ -22,7 +22,7 @@ def test_parameters_match_torchvision_s3d() -> None:
 
 
 def test_macs_at_the_reference_clips() -> None:
-    """Counted on meta, attention-free backbone: the figures README reports."""
+    """Counted on meta, attention-free backbone: the figures docs/backbones.md reports."""
     with torch.device("meta"):
         model = s3d(400)
     assert count_flops(model, (1, 3, 16, 224, 224))["macs"] == 17_978_771_456
