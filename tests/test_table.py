@@ -12,12 +12,12 @@ import pytest
 
 from benchmarks.table.cells import cell_key, one_node_cells, parse_cell, sample_cells
 from benchmarks.table.cli import main
-from benchmarks.table.leaderboard import random_search
+from benchmarks.table.leaderboard import method_rows, random_search
 from benchmarks.table.protocol import Protocol, train_cell
 from benchmarks.table.store import Table, TableError
 from benchmarks.table.tasks import TASKS, load_task_data
 from supernet.cli import main as attnas
-from supernet.genotype import random_genotype
+from supernet.genotype import load_genotype, random_genotype
 
 TINY = ["--videos-per-class", "6", "--frames", "8", "--size", "16", "--steps", "3"]
 CELLS = ["none", "nonlocal_sincos", "dot.temporal.softmax~0+map.spatial.sigmoid~1",
@@ -256,6 +256,24 @@ def test_leaderboard_through_the_cli(built: tuple[Path, Path],
     assert "| method | test % | percentile | regret | search wall |" in out
     assert "| optimal: `" in out and "uniform_perturb_sincos_5ep (round 2)" in out
     assert main(["leaderboard", "--task", "colour", "--root", str(root), "--repeats", "0"]) == 2
+
+
+def test_a_filed_search_joins_the_leaderboard(built: tuple[Path, Path], supernet_ckpt: Path,
+                                              tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    root, _ = built
+    genotype = supernet_ckpt.parents[1] / "genotype.json"
+    folder = tmp_path / "searches"
+    argv = ["add-search", str(genotype), "--task", "colour", "--method", "tiny_search",
+            "--seed", "0", "--wall-s", "12.5", "--searches", str(folder)]
+    assert main(argv) == 0
+    filed = folder / "colour" / "tiny_search__s0.json"
+    assert load_genotype(filed).provenance["wall_s"] == 12.5
+    rows = {r.method: r for r in method_rows(Table.load("colour", root), searches=folder)}
+    assert rows["tiny_search"].wall_s == 12.5
+    assert rows["tiny_search"].cells == [parse_cell(load_genotype(genotype)).key]
+    assert main([*argv[:5], "bad name", *argv[6:]]) == 2
+    assert "plain name" in capsys.readouterr().err
 
 
 def test_report_draws_every_task(built: tuple[Path, Path]) -> None:

@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="attnas table", description="The ground-truth table of the cell space "
                 "(attnas-bench): every cell trained with one protocol, queried by string.")
     sub = p.add_subparsers(dest="command", parser_class=_Parser,
-                           metavar="{build,query,score-supernet,leaderboard,report}")
+                           metavar="{build,query,score-supernet,leaderboard,add-search,report}")
     b = sub.add_parser("build", help="train the cells a task's table lacks (resumable)")
     b.add_argument("--task", required=True, help=f"one of {', '.join(TASKS)}")
     b.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S",
@@ -112,6 +112,14 @@ def _parser() -> argparse.ArgumentParser:
     lb.add_argument("--repeats", type=int, default=1000, metavar="N",
                     help="random-search repeats (default 1000)")
     _roots(lb)
+    a = sub.add_parser("add-search", help="file a search's genotype for the leaderboard")
+    a.add_argument("genotype", help="the search's genotype.json")
+    a.add_argument("--task", required=True, help=f"the task it searched on: {', '.join(TASKS)}")
+    a.add_argument("--method", required=True, help="the method's name (a plain word)")
+    a.add_argument("--seed", type=int, required=True, help="the search seed")
+    a.add_argument("--wall-s", type=float, default=None, help="the search's wall time (s)")
+    a.add_argument("--searches", type=Path, default=None,
+                   help="folder of filed searches (default benchmarks/results/table/searches)")
     r = sub.add_parser("report", help="pictures and top-10 of every tabled task")
     r.add_argument("--tasks", nargs="+", default=None, metavar="T",
                    help="tasks to report (default: every task with a table)")
@@ -274,6 +282,16 @@ def _leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_search(args: argparse.Namespace) -> int:
+    from .leaderboard import SEARCHES_DIR, record_search
+
+    get_task(args.task)
+    path = record_search(args.genotype, args.task, args.method, args.seed, args.wall_s,
+                         args.searches or SEARCHES_DIR)
+    print(f"filed {path}")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -300,7 +318,8 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         commands = {"build": _build, "query": _query, "score-supernet": _score_supernet,
-                    "leaderboard": _leaderboard, "report": _report}
+                    "leaderboard": _leaderboard, "add-search": _add_search,
+                    "report": _report}
         return commands[args.command](args)
     except (ValueError, TableError, GenotypeError, OSError) as err:
         print(f"attnas table {args.command}: {err}", file=sys.stderr)

@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple
 
-from supernet.genotype import load_genotype
+from supernet.genotype import load_genotype, save_genotype
 
 from .build import GENOTYPES_DIR
 from .cells import parse_cell
@@ -28,7 +28,7 @@ from .store import Table
 DEFAULT_METHOD = "uniform_perturb_sincos"
 
 __all__ = ["RandomSearch", "MethodRow", "random_search", "method_rows", "leaderboard_markdown",
-           "SEARCH_CSV"]
+           "record_search", "SEARCH_CSV", "SEARCHES_DIR"]
 
 SEARCH_CSV = GENOTYPES_DIR.parent / "search.csv"
 #: genotypes of searches run on a table task: ``<dir>/<task>/<method>__s<seed>.json`` (their
@@ -87,6 +87,30 @@ def random_search(table: Table, cells_per_search: int, repeats: int = 1000, seed
     sd = statistics.stdev if repeats > 1 else (lambda _: 0.0)
     return RandomSearch(cells_per_search, repeats, statistics.fmean(tests), sd(tests),
                         statistics.fmean(pcts), sd(pcts))
+
+
+def record_search(genotype_path: str | Path, task: str, method: str, seed: int,
+                  wall_s: float | None = None, folder: str | Path = SEARCHES_DIR) -> Path:
+    """File a search's genotype as ``folder/<task>/<method>__s<seed>.json`` (its provenance
+    gains ``wall_s``, ``method``, ``search_seed``); the leaderboard reads these files.
+
+    Raises:
+        ValueError: a method name that is not a plain word (``[A-Za-z0-9_.+-]``), a
+            negative seed or wall time; GenotypeError / FileNotFoundError for the file.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_.+-]+", method) or "__s" in method:
+        raise ValueError(f"method must be a plain name like 'uniform_perturb_sincos', got "
+                         f"{method!r}")
+    if seed < 0 or (wall_s is not None and wall_s < 0):
+        raise ValueError(f"seed and wall time must be >= 0, got {seed}, {wall_s}")
+    g = load_genotype(genotype_path)
+    g.provenance.update({"method": method, "search_seed": seed, "task": task,
+                         "source": str(genotype_path)})
+    if wall_s is not None:
+        g.provenance["wall_s"] = round(float(wall_s), 1)
+    out = Path(folder) / task / f"{method}__s{seed}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return save_genotype(g, out)
 
 
 def _search_walls(path: Path = SEARCH_CSV) -> dict[str, float]:

@@ -16,6 +16,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from datamodules.atomic import atomic_write_text
 from supernet.genotype import load_genotype
 from supernet.space import FACTORS, parse_op
 
@@ -208,8 +209,4 @@ def write_report(tasks: Sequence[str], root: str | Path = TABLE_DIR) -> Path:
              f"{_processor()} with two runs at a time.", ""]
     for table in tables:
         lines += _task_section(table, root)
-    path = root / "README.md"
-    tmp = path.with_name(".README.md.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
-    return path
+    return atomic_write_text(root / "README.md", "\n".join(lines))

@@ -14,13 +14,13 @@ import csv
 import io
 import json
 import math
-import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import NamedTuple
 
+from datamodules.atomic import atomic_write_text
 from supernet.genotype import Genotype
 
 from .cells import TableCell, parse_cell
@@ -127,15 +127,8 @@ def write_setup(protocol: Protocol, task: TableTask, root: str | Path = TABLE_DI
     doc = {"protocol": protocol.to_dict(),
            "tasks": {n: {**asdict(t), "fingerprint": t.fingerprint()}
                      for n, t in sorted(tasks.items())}}
-    _atomic_write(path, json.dumps(doc, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
     return path
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class Table:
@@ -217,7 +210,7 @@ class Table:
         writer.writeheader()
         for row in sorted(self.rows, key=lambda r: (r["nodes"], r["key"], r["seed"])):
             writer.writerow(row)
-        _atomic_write(self.path, buf.getvalue())
+        atomic_write_text(self.path, buf.getvalue())
         return self.path
 
     def add(self, record: RunRecord, nodes: int) -> None:

@@ -18,6 +18,7 @@ import math
 import sys
 from pathlib import Path
 
+from datamodules.atomic import atomic_write_text
 from derive.oneshot import kendall_tau
 
 from .store import TABLE_DIR, Table
@@ -95,9 +96,7 @@ def main(argv: list[str]) -> int:
         head = ("# The table protocol study\n\nWritten by `python -m benchmarks.table.study "
                 "--write` from the runs stored so far; what the protocol is and why: "
                 "[docs/table.md](../../../docs/table.md).\n\n")
-        tmp = path.with_name(".protocol.md.tmp")
-        tmp.write_text(head + text)
-        tmp.replace(path)
+        atomic_write_text(path, head + text)
     return 0
 
 

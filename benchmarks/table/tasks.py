@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from datamodules.atomic import atomic_save_npy, atomic_write_text
 from datamodules.decode import decode_all
 from datamodules.synth import ensure_synthetic
 
@@ -98,12 +98,6 @@ class TaskData:
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
 
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
-
-
 def _decode_split(folder: Path, split: str, classes: list[str],
                   progress: Callable[[str, int, int], None] | None) -> None:
     lines = [ln.split() for ln in (folder / f"{split}.txt").read_text().splitlines() if ln]
@@ -114,8 +108,8 @@ def _decode_split(folder: Path, split: str, classes: list[str],
         labels.append(index[label])
         if progress is not None:
             progress(split, i + 1, len(lines))
-    _save_atomic(folder / f"labels_{split}.npy", np.asarray(labels, dtype=np.int64))
-    _save_atomic(folder / f"clips_{split}.npy", np.stack(clips))
+    atomic_save_npy(folder / f"labels_{split}.npy", np.asarray(labels, dtype=np.int64))
+    atomic_save_npy(folder / f"clips_{split}.npy", np.stack(clips))
 
 
 def load_task_data(task: TableTask | str, root: str | Path = DATA_ROOT,
@@ -143,9 +137,7 @@ def load_task_data(task: TableTask | str, root: str | Path = DATA_ROOT,
         stamp.unlink(missing_ok=True)
         for split in SPLITS:
             _decode_split(folder, split, classes, progress)
-        tmp = stamp.with_name(".decoded.json.tmp")
-        tmp.write_text(json.dumps(want))
-        os.replace(tmp, stamp)
+        atomic_write_text(stamp, json.dumps(want))
     arrays = {}
     for split in SPLITS:
         arrays[f"x_{split}"] = np.load(folder / f"clips_{split}.npy", mmap_mode="r")
