@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .ops import PointwiseConv3d, check_video, positional_encoding
+from .ops import PointwiseConv3d, check_video, pool_kv, positional_encoding
 from .space import POSITIONS, check_choice
 
 __all__ = ["NonLocalBlock", "DoubleAttention", "CinST", "STinC", "pool_kv",
@@ -39,17 +39,6 @@ def _positive_int(value: int, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{what} must be a positive integer, got {value!r}")
     return value
-
-
-def pool_kv(x: Tensor) -> Tensor:
-    """Max-pool ``(N, C, T, H, W)`` by 1x2x2 over space (ceil mode, so odd sizes keep their
-    last row/column; an axis of size 1 is left alone). Equals the usual floor-mode pool on
-    even sizes."""
-    kh = 2 if x.shape[-2] >= 2 else 1
-    kw = 2 if x.shape[-1] >= 2 else 1
-    if kh == kw == 1:
-        return x
-    return F.max_pool3d(x, (1, kh, kw), (1, kh, kw), ceil_mode=True)
 
 
 class _ChannelMajorAttention(torch.autograd.Function):

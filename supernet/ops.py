@@ -42,9 +42,21 @@ __all__ = [
     "positional_encoding",
     "check_video",
     "PointwiseConv3d",
+    "pool_kv",
 ]
 
 _MAP_KERNELS = {"spatial": (1, 7, 7), "temporal": (3, 1, 1), "spatiotemporal": (3, 3, 3)}
+
+
+def pool_kv(x: Tensor) -> Tensor:
+    """Max-pool ``(N, C, T, H, W)`` by 1x2x2 over space (ceil mode, so odd sizes keep their
+    last row/column; an axis of size 1 is left alone). Equals the usual floor-mode pool on
+    even sizes."""
+    kh = 2 if x.shape[-2] >= 2 else 1
+    kw = 2 if x.shape[-1] >= 2 else 1
+    if kh == kw == 1:
+        return x
+    return F.max_pool3d(x, (1, kh, kw), (1, kh, kw), ceil_mode=True)
 
 
 def check_video(x: Tensor, channels: int | None = None, what: str = "input") -> None:
@@ -172,14 +184,10 @@ class EdgeWeights(nn.Module):
         return self.q(qin), self.k(qin), self.v(z)
 
     def pool_kv(self, x: Tensor, dim: str) -> Tensor:
-        """Max-pool 1x2x2 (ceil mode; an axis of size 1 is left alone) for spatial dims."""
+        """:func:`pool_kv` for spatial dims when ``kv_pool`` is on (else ``x``)."""
         if not self.kv_pool or dim == "temporal":
             return x
-        kh = 2 if x.shape[-2] >= 2 else 1
-        kw = 2 if x.shape[-1] >= 2 else 1
-        if kh == kw == 1:
-            return x
-        return F.max_pool3d(x, (1, kh, kw), (1, kh, kw), ceil_mode=True)
+        return pool_kv(x)
 
     # -- map pieces --------------------------------------------------------------------
     def map_logits(self, z: Tensor, dim: str) -> Tensor:
