@@ -20,6 +20,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from supernet.rng import run_seed
+
 from .draw import draw_cell, plot_alpha, write_arch_csv_row
 from .genotype import Genotype, save_genotype
 from .select import Selection, check_rule, select_cell, selection_data
@@ -46,12 +48,11 @@ def _dataset_name(trainer: pl.Trainer) -> str | None:
 def genotype_from_module(module: pl.LightningModule, epoch: int, run: str | None = None,
                          dataset: str | None = None) -> Genotype:
     """Discretise a :class:`supernet.search.SearchModule`'s alpha/beta into a genotype."""
-    seed = os.environ.get("PL_GLOBAL_SEED")
     provenance = {
         "run": run,
         "epoch": epoch,
         "dataset": dataset,
-        "seed": int(seed) if seed is not None else None,
+        "seed": run_seed(None),
         "backbone": module.hparams.get("backbone"),
         "supernet": module.hparams.get("supernet", "darts"),
         "arch_order": module.hparams.get("arch_order"),
@@ -99,11 +100,10 @@ def select_from_module(module: pl.LightningModule, datamodule: Any = None,
     if rule != "argmax":
         if datamodule is None:
             raise ValueError(f"selection rule {rule!r} needs validation data: no datamodule")
-        seed = os.environ.get("PL_GLOBAL_SEED")
         steps = int(hp.get("select_finetune_steps", 0))
         data = selection_data(datamodule, int(hp.get("select_val_batches", 8)),
                               int(hp.get("select_calib_batches", 4)),
-                              seed=int(seed) if seed and seed.lstrip("-").isdigit() else 0,
+                              seed=run_seed(),
                               finetune=_finetune(module, datamodule) if steps else None,
                               finetune_steps=steps, bn=str(hp.get("select_bn", "recalibrate")))
         dev = next(module.parameters()).device

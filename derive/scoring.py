@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from supernet.cells import recalibrate_batchnorm
+from supernet.cells import BN_MODES, check_bn_mode, recalibrate_batchnorm
 
 __all__ = ["SelectionData", "BN_MODES", "check_bn_mode", "clip_losses", "clip_outputs",
            "paired",
@@ -58,17 +58,6 @@ class SelectionData:
     prefix: list[Tensor] | None = field(default=None, repr=False)
     prefix_of: int | None = field(default=None, repr=False)
 
-
-#: how BatchNorm normalises while a rule scores (see :class:`SelectionData`)
-BN_MODES: tuple[str, ...] = ("recalibrate", "batch")
-
-
-def check_bn_mode(mode: str) -> str:
-    """Return ``mode`` if it is one of :data:`BN_MODES`, else ``ValueError`` listing them."""
-    if mode not in BN_MODES:
-        raise ValueError(f"unknown BatchNorm mode {mode!r} for selection; accepted: "
-                         f"{', '.join(BN_MODES)}")
-    return mode
 
 
 #: the most memory the cached block inputs of the validation batches may take

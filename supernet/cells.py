@@ -28,7 +28,7 @@ from .ops import AttentionOp, MixedEdge, check_video
 from .space import MAX_NODES, NUM_OPS, OP_NAMES, POSITIONS, check_choice, parse_op
 
 __all__ = ["NodeSpec", "ArchParameters", "SearchCell", "FixedCell", "fixed_from_search",
-           "inner_width", "recalibrate_batchnorm"]
+           "inner_width", "recalibrate_batchnorm", "BN_MODES", "check_bn_mode"]
 
 
 class NodeSpec(NamedTuple):
@@ -300,6 +300,20 @@ def fixed_from_search(cell: SearchCell, nodes: Sequence | None = None) -> FixedC
         dst.weights.load_state_dict({k: have[k] for k in want})
     return fixed
 
+
+#: how BatchNorm normalises while a selection rule scores (``select_bn``): ``recalibrate``
+#: recomputes the running statistics for each scored network, ``batch`` normalises every
+#: validation batch by its own statistics
+BN_MODES: tuple[str, ...] = ("recalibrate", "batch")
+
+
+def check_bn_mode(mode: str, name: str | None = None) -> str:
+    """Return ``mode`` if it is one of :data:`BN_MODES`, else ``ValueError`` listing them
+    (naming the option ``name`` where given, e.g. ``select_bn``)."""
+    if mode not in BN_MODES:
+        what = f"{name} {mode!r}" if name else f"BatchNorm mode {mode!r} for selection"
+        raise ValueError(f"unknown {what}; accepted: {', '.join(BN_MODES)}")
+    return mode
 
 
 @torch.no_grad()

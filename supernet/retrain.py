@@ -21,6 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from .factory import create_backbone
 from .hparams import check_fraction, check_nonnegative, check_positive
 from .layout import LayoutHooks, apply_layout, check_memory_format
+from .optim import check_optimizer, weight_optimizer
 from .rng import seed_epoch
 
 __all__ = ["VideoClassifier", "check_runtime"]
@@ -104,8 +105,7 @@ class VideoClassifier(LayoutHooks, pl.LightningModule):
         compile_backend: str = "inductor",
     ) -> None:
         super().__init__()
-        if optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"unknown optimizer {optimizer!r}; accepted: sgd, adamw")
+        check_optimizer(optimizer)
         check_runtime(memory_format, compile, compile_backend)
         check_positive(lr=lr)
         check_nonnegative(lr_min=lr_min, weight_decay=weight_decay, warmup_epochs=warmup_epochs)
@@ -289,11 +289,8 @@ class VideoClassifier(LayoutHooks, pl.LightningModule):
             (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
         groups = [{"params": decay, "weight_decay": hp.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
-        if hp.get("optimizer", "sgd") == "adamw":
-            opt = torch.optim.AdamW(groups, lr=hp.lr)
-        else:
-            opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum,
-                                  nesterov=hp.momentum > 0)
+        opt = weight_optimizer(groups, hp.optimizer, hp.lr, hp.momentum,
+                               nesterov=hp.momentum > 0)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = max(1, self.trainer.max_epochs or 1)
         warm = int(round(hp.warmup_epochs * total / epochs))

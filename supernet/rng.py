@@ -19,7 +19,14 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["seed_epoch"]
+__all__ = ["run_seed", "seed_epoch"]
+
+
+def run_seed(default: int | None = 0) -> int | None:
+    """The run's seed: ``PL_GLOBAL_SEED`` (set by ``seed_everything``) as an integer, else
+    ``default`` (unset, empty or not an integer)."""
+    text = os.environ.get("PL_GLOBAL_SEED", "")
+    return int(text) if text.lstrip("-").isdigit() else default
 
 
 def seed_epoch(epoch: int, seed: int | None = None) -> int:
@@ -27,8 +34,7 @@ def seed_epoch(epoch: int, seed: int | None = None) -> int:
     the run's seed (``seed_everything``'s ``PL_GLOBAL_SEED``, else 0). Returns the seed
     used."""
     if seed is None:
-        text = os.environ.get("PL_GLOBAL_SEED", "0")
-        seed = int(text) if text.lstrip("-").isdigit() else 0
+        seed = run_seed()
     # ints only: the hash of a str changes with every process (PYTHONHASHSEED)
     derived = hash((int(seed), int(epoch), 0x5EED)) & 0xFFFF_FFFF
     torch.manual_seed(derived)

@@ -26,7 +26,6 @@ end of ``fit`` by the search CLI; this module only stores the rule's name and op
 from __future__ import annotations
 
 import collections
-import os
 import random
 from typing import Literal
 
@@ -37,13 +36,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
-from .cells import recalibrate_batchnorm
+from .cells import check_bn_mode, recalibrate_batchnorm
 from .costmodel import CellBudget, SpaceCost, check_min_width, parse_cost_target
 from .darts import arch_gradient, beta_decay_penalty, entropy_penalty
 from .factory import create_backbone
 from .hparams import check_fraction, check_nonnegative, check_positive
 from .layout import LayoutHooks, apply_layout, check_memory_format
-from .rng import seed_epoch
+from .optim import check_optimizer, search_optimizers
+from .rng import run_seed, seed_epoch
 from .space import NUM_OPS
 
 __all__ = ["SearchModule", "SUPERNET_MODES"]
@@ -174,8 +174,7 @@ class SearchModule(LayoutHooks, pl.LightningModule):
                              f"{', '.join(SUPERNET_MODES)}")
         if not isinstance(select, str) or not select:
             raise ValueError(f"select must be a selection rule name, got {select!r}")
-        if select_bn not in ("recalibrate", "batch"):
-            raise ValueError(f"unknown select_bn {select_bn!r}; accepted: recalibrate, batch")
+        check_bn_mode(select_bn, "select_bn")
         for name, value, low in (("select_val_batches", select_val_batches, 1),
                                  ("select_calib_batches", select_calib_batches, 0),
                                  ("select_finetune_steps", select_finetune_steps, 0),
@@ -184,8 +183,7 @@ class SearchModule(LayoutHooks, pl.LightningModule):
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if arch_order not in (1, 2):
             raise ValueError(f"arch_order must be 1 or 2, got {arch_order!r}")
-        if optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"unknown optimizer {optimizer!r}; accepted: sgd, adamw")
+        check_optimizer(optimizer)
         if remedy not in ("none", "beta_decay", "entropy"):
             raise ValueError(f"unknown remedy {remedy!r}; accepted: none, beta_decay, entropy")
         if cost_target is not None:
@@ -325,7 +323,7 @@ class SearchModule(LayoutHooks, pl.LightningModule):
             loss_a = self._arch_step(a_opt, bw, ba, batch_idx)
             self.log("train_a/loss", loss_a, prog_bar=True, batch_size=n, sync_dist=True)
 
-        if hp.get("val_recalibrate", 0):
+        if hp.val_recalibrate:
             self._recent.append(bw["video"].detach())
         if hp.get("supernet", "darts") == "single_path":
             self.arch.set_restrictions(self.sample_path(self.global_step))
@@ -381,8 +379,7 @@ class SearchModule(LayoutHooks, pl.LightningModule):
 
     def path_seed(self) -> int:
         """The base seed of single-path sampling (the run's seed, else 0)."""
-        seed = os.environ.get("PL_GLOBAL_SEED")
-        return int(seed) if seed and seed.lstrip("-").isdigit() else 0
+        return run_seed()
 
     def sample_path(self, step: int) -> tuple[Tensor, Tensor]:
         """The single path of training step ``step``: one op and one input per node, drawn
@@ -455,7 +452,7 @@ class SearchModule(LayoutHooks, pl.LightningModule):
 
     # -- validation --------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
-        if self.hparams.get("val_recalibrate", 0) and self._recent:
+        if self.hparams.val_recalibrate and self._recent:
             recalibrate_batchnorm(self.model, list(self._recent))
 
     def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
@@ -471,18 +468,8 @@ class SearchModule(LayoutHooks, pl.LightningModule):
 
     # -- optimisers --------------------------------------------------------------------
     def configure_optimizers(self):
-        hp = self.hparams
-        if hp.get("optimizer", "sgd") == "adamw":
-            w_opt = torch.optim.AdamW(self.model.weight_parameters(), lr=hp.lr,
-                                      weight_decay=hp.weight_decay)
-        else:
-            w_opt = torch.optim.SGD(self.model.weight_parameters(), lr=hp.lr,
-                                    momentum=hp.momentum, weight_decay=hp.weight_decay)
-        a_opt = torch.optim.Adam(self.model.arch_parameters(), lr=hp.arch_lr,
-                                 betas=tuple(hp.arch_betas), weight_decay=hp.arch_weight_decay)
-        epochs = max(1, self.trainer.max_epochs or 1)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=epochs, eta_min=hp.lr_min)
-        return [w_opt, a_opt], [{"scheduler": sched, "interval": "epoch"}]
+        return search_optimizers(self.hparams, self.model.weight_parameters(),
+                                 self.model.arch_parameters(), self.trainer.max_epochs)
 
     # -- exact resume: the RNG streams travel with the checkpoint -------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

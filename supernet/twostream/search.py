@@ -15,7 +15,6 @@ which writes the stage's architecture file. Batches as in
 from __future__ import annotations
 
 import collections
-import os
 import time
 from typing import Any, Literal
 
@@ -25,11 +24,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..cells import recalibrate_batchnorm
+from ..cells import check_bn_mode, recalibrate_batchnorm
 from ..costmodel import TwoStreamBudget, parse_twostream_target
 from ..hparams import check_fraction, check_nonnegative, check_positive
 from ..layout import LayoutHooks, apply_layout, check_memory_format
-from ..rng import seed_epoch
+from ..optim import check_optimizer, search_optimizers
+from ..rng import run_seed, seed_epoch
 from .elastic import ElasticTwoStream, StageChoices
 from .space import STAGES, VARIABLES, TwoStreamArch, load_arch, variables_of
 
@@ -138,10 +138,8 @@ class TwoStreamSearch(LayoutHooks, pl.LightningModule):
                              f"{', '.join(_MODES)}")
         if not isinstance(select, str) or not select:  # the rule is checked by the CLI
             raise ValueError(f"select must be a selection rule name, got {select!r}")
-        if select_bn not in ("recalibrate", "batch"):
-            raise ValueError(f"unknown select_bn {select_bn!r}; accepted: recalibrate, batch")
-        if optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"unknown optimizer {optimizer!r}; accepted: sgd, adamw")
+        check_bn_mode(select_bn, "select_bn")
+        check_optimizer(optimizer)
         check_positive(lr=lr, arch_lr=arch_lr)
         check_nonnegative(lr_min=lr_min, weight_decay=weight_decay, grad_clip=grad_clip,
                           arch_weight_decay=arch_weight_decay)
@@ -224,9 +222,7 @@ class TwoStreamSearch(LayoutHooks, pl.LightningModule):
 
     def _generator(self, step: int, stream: int = 0) -> torch.Generator:
         """A generator seeded by ``(seed, step, stream)``: resumes and DDP ranks agree."""
-        seed = os.environ.get("PL_GLOBAL_SEED", "0")
-        seed = int(seed) if seed.lstrip("-").isdigit() else 0
-        return torch.Generator().manual_seed((seed * 1_000_003 + int(step)) * 2 + stream)
+        return torch.Generator().manual_seed((run_seed() * 1_000_003 + int(step)) * 2 + stream)
 
     def sample_path(self, step: int) -> dict[str, list[int]]:
         """The single path of step ``step``: one value per searched variable, drawn
@@ -330,18 +326,8 @@ class TwoStreamSearch(LayoutHooks, pl.LightningModule):
         self.acc["val"].reset()
 
     def configure_optimizers(self):
-        hp = self.hparams
-        weights = self.model.weight_parameters()
-        if hp.optimizer == "adamw":
-            w_opt = torch.optim.AdamW(weights, lr=hp.lr, weight_decay=hp.weight_decay)
-        else:
-            w_opt = torch.optim.SGD(weights, lr=hp.lr, momentum=hp.momentum,
-                                    weight_decay=hp.weight_decay)
-        a_opt = torch.optim.Adam(self.model.arch_parameters(), lr=hp.arch_lr,
-                                 betas=tuple(hp.arch_betas), weight_decay=hp.arch_weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-            w_opt, T_max=max(1, self.trainer.max_epochs or 1), eta_min=hp.lr_min)
-        return [w_opt, a_opt], [{"scheduler": sched, "interval": "epoch"}]
+        return search_optimizers(self.hparams, self.model.weight_parameters(),
+                                 self.model.arch_parameters(), self.trainer.max_epochs)
 
     def check_clip(self, frames: int) -> None:
         """Before training: every allowed alpha must divide the clip's frames."""
