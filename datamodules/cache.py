@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import atomic_save_npy
 
 __all__ = ["ClipCache", "CACHE_MODES"]
 
@@ -114,14 +115,7 @@ class ClipCache:
             final = self.directory / f"{k}.npy"
             if final.exists():
                 return
-            fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.save(fh, np.ascontiguousarray(clip), allow_pickle=False)
-                os.replace(tmp, final)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_save_npy(final, np.ascontiguousarray(clip))
 
     def __getstate__(self) -> dict:
         # DataLoader workers start with an empty memory cache (no copy of the parent's)

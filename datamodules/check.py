@@ -16,6 +16,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from .atomic import atomic_write_text
 from .decode import DecodeError, probe
 
 __all__ = ["probe_files", "PROBE_CACHE_NAME"]
@@ -67,10 +68,8 @@ def probe_files(paths: Sequence[str], cache_file: str | Path | None = None) -> d
         if reason:
             broken[path] = reason
     if changed and cache_path is not None:
-        tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
         try:
-            tmp.write_text(json.dumps(cache))
-            tmp.replace(cache_path)
+            atomic_write_text(cache_path, json.dumps(cache))
         except OSError:
-            tmp.unlink(missing_ok=True)
+            pass  # a read-only folder: probe again next time
     return broken

@@ -46,6 +46,7 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, DistributedSampler
 
+from .atomic import atomic_write_text
 from .cache import CACHE_MODES, ClipCache
 from .check import PROBE_CACHE_NAME, probe_files
 from .datasets import (
@@ -53,25 +54,18 @@ from .datasets import (
     EpochSampler,
     VideoClipDataset,
     VideoRecord,
-    classes_file,
-    classes_from_lists,
-    label_records,
-    read_video_list,
-    scan_class_folders,
-    split_by_class,
     split_in_two,
     stratified_order,
 )
-from .formats import FormatData, FormatError, detect_format, read_format, reader_of
-from .labels import warn_split_overlaps
+from .decode import read_all_frames
+from .formats import FormatData, reader_of
 from .modality import FLOW_ALGORITHMS, FlowStore, check_modality, modality_channels
-from .paths import need_file, what_is
+from .sources import VideoSources
 from .synth import synthetic_clip_problems
 from .transforms import KINETICS_MEAN, KINETICS_STD, EvalTransform, TrainTransform
 
 __all__ = ["VideoDataModule"]
 
-_LIST_NAMES = {"train": "train.txt", "val": "val.txt", "test": "test.txt"}
 #: plausible clip bounds: beyond them a typo would only show as an allocator traceback
 MAX_CROP = 1024
 MAX_FRAMES = 1024
@@ -79,17 +73,7 @@ MAX_FRAMES = 1024
 _STREAMS = {"weights": 0, "arch": 1}
 
 
-def _decode_all(path: str) -> Any:
-    """Every frame of a video, ``uint8 (F, H, W, 3)`` (what optical flow is computed on)."""
-    import numpy as np
-
-    from .decode import open_video
-
-    with open_video(path) as reader:
-        return reader.get_frames(np.arange(reader.num_frames))
-
-
-class VideoDataModule(pl.LightningDataModule):
+class VideoDataModule(VideoSources, pl.LightningDataModule):
     """Video clips for search, training and multi-view testing.
 
     The defaults (``num_frames=32``, ``crop_size=24``, ``sampling_rate=1``) read the whole
@@ -303,107 +287,10 @@ class VideoDataModule(pl.LightningDataModule):
     def save_classes(self, path: str | Path) -> Path:
         """Write ``{"classes": [...], "class_to_idx": {...}, "root": ...}`` to ``path``
         (JSON, atomically) and return it."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         doc = {"classes": self.classes,
                "class_to_idx": {c: i for i, c in enumerate(self.classes)},
                "root": str(self.root)}
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        tmp.replace(path)
-        return path
-
-    # ------------------------------------------------------------------ sources
-    def _list_path(self, given: str | None, split: str) -> Path | None:
-        root = Path(self.root)
-        if given:
-            p = Path(given)
-            if not p.is_absolute() and not p.exists() and (root / p).exists():
-                p = root / p
-            if not p.is_file():
-                need_file(given, f"{split} list file")
-            return p
-        p = root / _LIST_NAMES[split]
-        return p if p.is_file() else None
-
-    def _resolve_sources(self) -> dict[str, list[VideoRecord]]:
-        """Find the videos of every split; raises ``FileNotFoundError`` / ``ValueError``
-        naming the missing root / list file / unknown label."""
-        if self._sources is not None:
-            return self._sources
-        root = Path(self.root)
-        explicit = any((self.train_list, self.val_list, self.test_list))
-        if not explicit and not root.is_dir():
-            hint = " (set synthetic: true to generate it)" if not self.synthetic else ""
-            raise FileNotFoundError(f"dataset root {root} {what_is(root)}, expected a "
-                                    f"directory{hint if not root.exists() else ''}")
-        sources: dict[str, list[VideoRecord]] = {}
-        fmt = self.format if self.format != "auto" else \
-            (None if explicit else detect_format(root))
-        if fmt is not None:
-            sources.update(self._read_format(fmt))
-        elif explicit or (root / "train.txt").is_file():
-            lists = {s: self._list_path(getattr(self, f"{s}_list"), s) for s in _LIST_NAMES}
-            if lists["train"] is None:
-                raise FileNotFoundError(f"no training list: {root / 'train.txt'} does not "
-                                        "exist and train_list is not set")
-            entries = {s: read_video_list(p, self.path_prefix) for s, p in lists.items() if p}
-            if self._classes is None:
-                self._classes = classes_file(self.root)
-            if self._classes is None:
-                self._classes = classes_from_lists([entries[s] for s in entries],
-                                                   str(lists["train"]))
-            for s, e in entries.items():
-                sources[s] = label_records(e, self._classes, str(lists[s]))
-            if self.predict_list:
-                p = self._list_path(self.predict_list, "test")
-                sources["predict"] = label_records(read_video_list(p, self.path_prefix),
-                                                   self._classes, str(p))
-        elif (root / "train").is_dir() and (root / "val").is_dir():
-            train, names = scan_class_folders(root / "train")
-            if self._classes is None:
-                self._classes = names
-            sources["train"] = self._relabel(train, names, root / "train")
-            for s in ("val", "test"):
-                if (root / s).is_dir():
-                    recs, found = scan_class_folders(root / s)
-                    sources[s] = self._relabel(recs, found, root / s)
-        else:
-            recs, names = scan_class_folders(root)
-            if self._classes is None:
-                self._classes = names
-            recs = self._relabel(recs, names, root)
-            sources.update(split_by_class(recs, self.seed, self.val_fraction,
-                                          self.test_fraction))
-        if not sources.get("train"):
-            raise ValueError(f"the training set under {root} is empty")
-        warn_split_overlaps(sources, root)  # a video listed twice, or in train and val/test
-        sources.setdefault("test", sources.get("val", []))
-        self._sources = sources
-        return sources
-
-    def _read_format(self, fmt: str) -> dict[str, list[VideoRecord]]:
-        """The splits of a released annotation format (:func:`~datamodules.formats.read_format`;
-        listed videos with no file: one warning line, refused beyond ``max_fail_fraction``)."""
-        lists = {"train": self.train_list, "val": self.val_list, "test": self.test_list}
-        data = read_format(fmt, self.root, self.split, self.path_prefix, lists, self.seed,
-                           self.val_fraction, self.max_fail_fraction)
-        if self._classes is None:
-            self._classes = data.classes
-        elif list(self._classes) != data.classes:
-            raise FormatError(f"{data.files[0]}: its {len(data.classes)} classes differ from "
-                              f"--data.classes ({len(self._classes)} given)")
-        for line in data.missing_lines():
-            warnings.warn(line, BrokenVideoWarning, stacklevel=2)
-        for note in data.notes:
-            print(f"note: {note}", file=sys.stderr)
-        self.format_data = data
-        return dict(data.splits)
-
-    def records(self) -> dict[str, list[VideoRecord]]:
-        """The videos of every split (``train``, ``val``, ``test``, ...), found without
-        decoding. Raises ``FileNotFoundError`` / ``ValueError`` for a bad root."""
-        return dict(self._resolve_sources())
+        return atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
 
     def prepare_flow(self, progress: bool = True) -> dict[str, int]:
         """Compute the optical flow of every video of every split now (``modality: flow``),
@@ -412,7 +299,7 @@ class VideoDataModule(pl.LightningDataModule):
         if self._flow_store is None:
             return {"computed": 0, "cached": 0, "failed": 0}
         videos = {r.path: None for recs in self._resolve_sources().values() for r in recs}
-        return self._flow_store.prepare(list(videos), _decode_all, progress=progress)
+        return self._flow_store.prepare(list(videos), read_all_frames, progress=progress)
 
     def _check_synthetic_clip(self) -> None:
         """Warn when clips cannot show the whole video of the synthetic benchmark (once)."""
@@ -422,16 +309,6 @@ class VideoDataModule(pl.LightningDataModule):
         for msg in synthetic_clip_problems(self.root, self.num_frames, self.sampling_rate,
                                            self.crop_size):
             warnings.warn(msg, stacklevel=3)
-
-    def _relabel(self, recs: list[VideoRecord], found: list[str], where: Path
-                 ) -> list[VideoRecord]:
-        assert self._classes is not None
-        index = {c: i for i, c in enumerate(self._classes)}
-        unknown = [c for c in found if c not in index]
-        if unknown:
-            raise ValueError(f"{where}: class folder(s) {unknown} not among the classes "
-                             f"{self._classes[:10]}")
-        return [VideoRecord(r.path, index[found[r.label]]) for r in recs]
 
     # ------------------------------------------------------------------ Lightning hooks
     def prepare_data(self) -> None:
@@ -521,7 +398,7 @@ class VideoDataModule(pl.LightningDataModule):
                       seed=self.seed + _STREAMS.get(name, 0), modality=self.modality,
                       flow_store=self._flow_store)
         if self._flow_store is not None:  # once per video, with a progress bar
-            self._flow_store.prepare([r.path for r in records], _decode_all,
+            self._flow_store.prepare([r.path for r in records], read_all_frames,
                                      progress=len(records) > 8)
         if kind == "train":
             return VideoClipDataset(records, sampler="random", transform=self._train_tf,

@@ -27,6 +27,7 @@ import csv
 import io
 import warnings
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -36,7 +37,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler
 
 from .cache import ClipCache
-from .decode import DecodeError, open_video
+from .decode import DecodeError, open_video, read_all_frames
 from .labels import LabelWarning, check_label_kinds, check_typos
 from .modality import FlowStore, check_modality, rgb_difference
 from .paths import need_dir, need_file
@@ -383,12 +384,7 @@ class VideoClipDataset(Dataset):
 
     def _flow_clip(self, v: int, clip: int) -> np.ndarray:
         path = self.records[v].path
-
-        def decode_all() -> np.ndarray:
-            with open_video(path, threads=self.decode_threads) as reader:
-                return reader.get_frames(np.arange(reader.num_frames))
-
-        flow = self.flow_store.load(path, decode_all)
+        flow = self.flow_store.load(path, partial(read_all_frames, path, self.decode_threads))
         idx = self._indices(int(flow.shape[0]), clip)
         return np.ascontiguousarray(flow[idx])
 

@@ -35,7 +35,8 @@ import cv2
 import numpy as np
 
 __all__ = ["DecodeError", "VideoInfo", "VideoReader", "FrameFolderReader", "open_video",
-           "probe", "read_frames", "decode_all", "frame_to_rgb", "IMAGE_EXTENSIONS"]
+           "probe", "read_frames", "read_all_frames", "decode_all", "frame_to_rgb",
+           "IMAGE_EXTENSIONS"]
 
 #: the frame images a frame folder may hold
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -368,6 +369,14 @@ def read_frames(path: str | Path, indices: Sequence[int], threads: int = 1) -> n
     ``uint8`` ``(T, H, W, 3)``."""
     with open_video(path, threads=threads) as r:
         return r.get_frames(indices)
+
+
+def read_all_frames(path: str | Path, threads: int = 1) -> np.ndarray:
+    """Every frame of a video or a frame folder, read by :meth:`VideoReader.get_frames`:
+    ``uint8`` ``(F, H, W, 3)`` (what optical flow is computed on). Raises
+    :class:`DecodeError`."""
+    with open_video(path, threads=threads) as reader:
+        return reader.get_frames(np.arange(reader.num_frames))
 
 
 def decode_all(path: str | Path, threads: int = 1) -> np.ndarray:

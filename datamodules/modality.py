@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .atomic import atomic_save_npy, atomic_write_text
 
 __all__ = ["MODALITIES", "FLOW_ALGORITHMS", "FLOW_BOUND", "modality_channels",
            "check_modality", "compute_flow", "rgb_difference", "FlowStore"]
@@ -134,9 +135,7 @@ class FlowStore:
                 shutil.rmtree(self.folder, ignore_errors=True)
         if not self.folder.is_dir():
             self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = meta.with_name(f".settings.{os.getpid()}.json")
-            tmp.write_text(json.dumps(self.settings, sort_keys=True))
-            tmp.replace(meta)
+            atomic_write_text(meta, json.dumps(self.settings, sort_keys=True))
         self._checked = True
 
     def path_for(self, video: str | Path) -> Path:
@@ -157,9 +156,7 @@ class FlowStore:
             except (OSError, ValueError):
                 path.unlink(missing_ok=True)  # a truncated file: compute it again
         flow = compute_flow(decode(), self.algorithm, self.bound)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, flow)
-        tmp.replace(path)
+        atomic_save_npy(path, flow)
         return flow
 
     def prepare(self, videos: Sequence[str], decode: Callable[[str], np.ndarray],

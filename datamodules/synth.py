@@ -55,6 +55,8 @@ from typing import Any
 import av
 import numpy as np
 
+from .atomic import atomic_path, atomic_write_text
+
 __all__ = ["DEFAULTS", "GENERATOR_VERSION", "COLOURS", "DIRECTIONS", "TASKS", "SynthError",
            "class_names", "class_colours", "class_directions", "render_video", "write_video",
            "ensure_synthetic", "classes_markdown", "synthetic_clip_problems", "check_params"]
@@ -277,24 +279,18 @@ def write_video(path: str | Path, video: np.ndarray, fps: int = FPS, crf: int = 
     t, h, w, _ = video.shape
     if h % 2 or w % 2:
         raise ValueError(f"H.264 yuv420p needs even sizes, got {h}x{w}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with av.open(str(tmp), "w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=fps)
-            stream.width, stream.height = w, h
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(crf), "preset": "ultrafast", "g": str(max(t, 1)),
-                              "threads": "1"}
-            for frame in video:
-                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-                for packet in stream.encode(vf):
-                    container.mux(packet)
-            for packet in stream.encode():
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = w, h
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "ultrafast", "g": str(max(t, 1)),
+                          "threads": "1"}
+        for frame in video:
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            for packet in stream.encode(vf):
                 container.mux(packet)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        for packet in stream.encode():
+            container.mux(packet)
     return path
 
 
@@ -322,12 +318,6 @@ def _split_of(i: int, n: int) -> str:
     n_train = int(round(n * SPLITS[0][1]))
     n_val = int(round(n * SPLITS[1][1]))
     return "train" if i < n_train else "val" if i < n_train + n_val else "test"
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -402,7 +392,7 @@ def ensure_synthetic(out: str | Path, classes: int = DEFAULTS["classes"],
                  "--data.root names another)")
     out.mkdir(parents=True, exist_ok=True)
     meta_path.unlink(missing_ok=True)
-    _atomic_text(partial_path, json.dumps(wanted, indent=2) + "\n")
+    atomic_write_text(partial_path, json.dumps(wanted, indent=2) + "\n")
     names = class_names(params["classes"], task)
     for name in names:
         (out / name).mkdir(exist_ok=True)
@@ -415,12 +405,12 @@ def ensure_synthetic(out: str | Path, classes: int = DEFAULTS["classes"],
         rel = Path(path).relative_to(out).as_posix()
         lines[_split_of(i, n)].append(f"{rel} {names[c]}")
     for s, _ in SPLITS:
-        _atomic_text(out / f"{s}.txt", "\n".join(lines[s]) + "\n")
+        atomic_write_text(out / f"{s}.txt", "\n".join(lines[s]) + "\n")
     meta = {**wanted, "format": "attnas-synthetic", "classes": names,
             "counts": {s: len(v) for s, v in lines.items()}, "fps": FPS,
             "codec": f"h264 (libx264, yuv420p, crf {CRF})",
             "description": classes_markdown(params["classes"], task)}
-    _atomic_text(meta_path, json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
     partial_path.unlink(missing_ok=True)
     return out
 
