@@ -32,9 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from datamodules.atomic import atomic_write_text
 from supernet.space import FACTORS, NUM_OPS, OP_NAMES, factor_marginals
-
-from .genotype import atomic_write_text
 
 __all__ = ["arch_csv_header", "write_arch_csv_row", "read_arch_csv", "arch_history",
            "marginals"]

@@ -8,13 +8,12 @@ replaces the target with :func:`os.replace`, so a reader never sees half a pictu
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .genotype import FILE_MODE
+from datamodules.atomic import atomic_path
 
 __all__ = ["FAMILY_COLOURS", "FAMILY_LABELS", "DPI", "save_figure"]
 
@@ -43,18 +42,7 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
             f"{path}: cannot write a .{suffix} picture (supported: {', '.join(sorted(supported))})"
         )
     fmt = suffix or "png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, FILE_MODE)
+    with atomic_path(path) as tmp:
         # The temp name has no picture suffix, so the format must be given explicitly.
         fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     return path

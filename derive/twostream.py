@@ -12,7 +12,6 @@ channels, temporal kernel), the fusions between them and the attention blocks.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,9 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from datamodules.atomic import atomic_path
 from supernet.costmodel import twostream_cost
+from supernet.rng import run_seed
 from supernet.twostream.space import VARIABLES, TwoStreamArch, inactive, variable
 
 from .callbacks import _all_cores, _printer, run_dir
@@ -212,10 +213,8 @@ def select_stage(module: pl.LightningModule, datamodule: Any = None, progress: A
     if rule != "argmax":
         if datamodule is None:
             raise ValueError(f"selection rule {rule!r} needs validation data: no datamodule")
-        seed = os.environ.get("PL_GLOBAL_SEED")
         data = selection_data(datamodule, int(hp.select_val_batches),
-                              int(hp.select_calib_batches),
-                              seed=int(seed) if seed and seed.lstrip("-").isdigit() else 0,
+                              int(hp.select_calib_batches), seed=run_seed(),
                               finetune=None, bn=str(hp.select_bn))
         dev = next(module.parameters()).device
         data.val = [(v.to(dev), y.to(dev)) for v, y in data.val]
@@ -249,8 +248,7 @@ class TwoStreamWriter(pl.Callback):
         values.update(sel.values)
         decided = [*(prev.decided if prev is not None else ()), *sel.values]
         provenance = dict(prev.provenance) if prev is not None else {}
-        seed = os.environ.get("PL_GLOBAL_SEED")
-        record = {"supernet": hp.supernet, "seed": int(seed) if seed else None,
+        record = {"supernet": hp.supernet, "seed": run_seed(None),
                   "epochs": trainer.current_epoch,
                   # supernet training (all epochs, across resumes) + selection
                   "search_seconds": round(train_s + select_s, 1),
@@ -351,9 +349,7 @@ def draw_twostream(arch: TwoStreamArch, path: str | Path, title: str | None = No
     ax.set_ylim(-0.6, 3.4)
     ax.axis("off")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    with atomic_path(path, suffix=".tmp.png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
-    tmp.replace(path)
     return path

@@ -24,8 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import NonLocalBlock, pool_kv
-from .ops import AttentionOp, dot_activation, group, map_activation, ungroup
+from datamodules.atomic import atomic_path
+
+from .blocks import NonLocalBlock
+from .ops import AttentionOp, dot_activation, group, map_activation, pool_kv, ungroup
 
 __all__ = ["attention_maps", "save_attention"]
 
@@ -116,10 +118,9 @@ def save_attention(frames: np.ndarray, maps: dict[str, Tensor], out_stem: str | 
     out_stem = Path(out_stem)
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     png, gif = out_stem.with_suffix(".png"), out_stem.with_suffix(".gif")
-    tmp_png = png.with_name(f".{png.name}.tmp.png")
-    fig.savefig(tmp_png, dpi=120)
+    with atomic_path(png, suffix=".tmp.png") as tmp_png:
+        fig.savefig(tmp_png, dpi=120)
     plt.close(fig)
-    tmp_png.replace(png)
     jet = colormaps["jet"]
     scale = max(1, 96 // max(h, w))
     strips = []
@@ -129,7 +130,6 @@ def save_attention(frames: np.ndarray, maps: dict[str, Tensor], out_stem: str | 
         strip = np.concatenate(panels, 1)
         img = Image.fromarray((np.clip(strip, 0, 1) * 255).astype(np.uint8))
         strips.append(img.resize((img.width * scale, img.height * scale), Image.NEAREST))
-    tmp_gif = gif.with_name(f".{gif.name}.tmp.gif")
-    strips[0].save(tmp_gif, save_all=True, append_images=strips[1:], duration=120, loop=0)
-    tmp_gif.replace(gif)
+    with atomic_path(gif, suffix=".tmp.gif") as tmp_gif:
+        strips[0].save(tmp_gif, save_all=True, append_images=strips[1:], duration=120, loop=0)
     return [png, gif]

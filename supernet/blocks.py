@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .ops import PointwiseConv3d, check_video, pool_kv, positional_encoding
+from .ops import PointwiseConv3d, check_video, pool_kv, with_position
 from .space import POSITIONS, check_choice
 
 __all__ = ["NonLocalBlock", "DoubleAttention", "CinST", "STinC", "pool_kv",
@@ -171,13 +171,7 @@ class NonLocalBlock(nn.Module):
         nn.init.zeros_(self.bn.weight)
 
     def _qk_input(self, x: Tensor) -> Tensor:
-        n, c, t, h, w = x.shape
-        pos = positional_encoding(self.position, c, t, h, w, x.device, x.dtype)
-        if pos is None:
-            return x
-        if self.position == "coords":
-            return torch.cat([x, pos.unsqueeze(0).expand(n, -1, -1, -1, -1)], 1)
-        return x + pos.unsqueeze(0)
+        return with_position(x, self.position)
 
     def attend(self, x: Tensor) -> Tensor:
         """The non-local response ``y`` ``(N, d, T, H, W)`` (before ``W_z``)."""

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from datamodules.atomic import atomic_path
+
 from .paths import check_writable, output_file
 
 __all__ = ["FORMATS", "export_checkpoint", "main"]
@@ -85,18 +87,13 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, fmt: str = "torchs
     clip = torch.randn(batch, 3, frames, size, size, generator=g)
     with torch.no_grad():
         want = model(clip)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(out) as tmp:
         _write(model, fmt, clip, tmp)
         got = _run_export(fmt, tmp, clip)
         diff = float((got - want).abs().max())
         if not diff <= atol:
             raise ValueError(f"the {fmt} export differs from the PyTorch model by {diff:.3g} "
                              f"(> --atol {atol:g}); nothing written")
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return {"path": str(out), "format": fmt, "input": [batch, 3, frames, size, size],
             "max_abs_diff": diff}
 

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from datamodules.atomic import atomic_path
+
 __all__ = ["save_scores", "load_scores", "fuse", "SCORES_FILE"]
 
 SCORES_FILE = "test_scores.pt"
@@ -35,10 +37,8 @@ def save_scores(path: str | Path, video_index: Tensor, scores: Tensor, labels: T
            "scores": probs.cpu(), "labels": labels[order].cpu(), "modality": modality,
            "num_classes": int(scores.shape[1])}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(doc, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(doc, tmp)
     return path
 
 

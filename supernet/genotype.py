@@ -32,12 +32,13 @@ import json
 import math
 import os
 import random
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from datamodules.atomic import FILE_MODE, atomic_write_text
 
 from .cells import ArchParameters, FixedCell, NodeSpec
 from .space import ACTIVATIONS, DIMENSIONS, FAMILIES, MAX_NODES, OP_NAMES, POSITIONS
@@ -50,6 +51,8 @@ __all__ = [
     "load_genotype",
     "save_genotype",
     "random_genotype",
+    "atomic_write_text",  # re-exported from datamodules.atomic (old home)
+    "FILE_MODE",
 ]
 
 #: Value of the ``format`` field of every genotype document.
@@ -492,40 +495,6 @@ def save_genotype(genotype: Genotype, path: str | os.PathLike) -> Path:
         raise GenotypeError(f"save_genotype needs a Genotype, got {type(genotype).__name__}")
     path = Path(path)
     return atomic_write_text(path, genotype.to_json())
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-#: Permissions for files we create: what ``open()`` would give under the umask (read once
-#: at import, since ``os.umask`` can only be read by setting it).
-FILE_MODE = 0o666 & ~_umask()
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically: a temp file in the same folder, fsync,
-    ``os.replace``. Creates the parent folder. Readers see the old or the new file, never
-    half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, FILE_MODE)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
 
 
 def load_genotype(path: str | os.PathLike) -> Genotype:

@@ -36,9 +36,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from datamodules.atomic import atomic_write_text
+
 from .cells import inner_width
 from .counting import measure_latency
-from .genotype import atomic_write_text
 from .ops import AttentionOp
 from .space import OP_NAMES
 

@@ -43,9 +43,23 @@ __all__ = [
     "check_video",
     "PointwiseConv3d",
     "pool_kv",
+    "with_position",
 ]
 
 _MAP_KERNELS = {"spatial": (1, 7, 7), "temporal": (3, 1, 1), "spatiotemporal": (3, 3, 3)}
+
+
+def with_position(x: Tensor, position: str) -> Tensor:
+    """The query/key input of ``x`` ``(N, C, T, H, W)``: ``x`` with its
+    :func:`positional_encoding` concatenated (``coords``: C + 3 channels) or added
+    (``sincos``), or ``x`` itself (``none``)."""
+    n, c, t, h, w = x.shape
+    pos = positional_encoding(position, c, t, h, w, x.device, x.dtype)
+    if pos is None:
+        return x
+    if position == "coords":
+        return torch.cat([x, pos.unsqueeze(0).expand(n, -1, -1, -1, -1)], 1)
+    return x + pos.unsqueeze(0)
 
 
 def pool_kv(x: Tensor) -> Tensor:
@@ -171,13 +185,7 @@ class EdgeWeights(nn.Module):
 
     # -- dot-product pieces ------------------------------------------------------------
     def qk_input(self, z: Tensor) -> Tensor:
-        n, c, t, h, w = z.shape
-        pos = positional_encoding(self.position, c, t, h, w, z.device, z.dtype)
-        if pos is None:
-            return z
-        if self.position == "coords":
-            return torch.cat([z, pos.unsqueeze(0).expand(n, -1, -1, -1, -1)], 1)
-        return z + pos.unsqueeze(0)
+        return with_position(z, self.position)
 
     def qkv(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         qin = self.qk_input(z)

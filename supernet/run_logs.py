@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
 import torch
@@ -26,6 +25,8 @@ from lightning_fabric.loggers.logger import rank_zero_experiment
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+
+from datamodules.atomic import atomic_write_text
 
 __all__ = ["RunLogger", "run_folder_of"]
 
@@ -86,9 +87,7 @@ class RunLogger(CSVLogger):
         writer = csv.DictWriter(buf, fieldnames=header)  # Lightning's dialect
         writer.writeheader()
         writer.writerows(keep)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(buf.getvalue(), newline="")
-        os.replace(tmp, path)
+        atomic_write_text(path, buf.getvalue(), newline="")
         return len(rows) - len(keep)
 
     @property

@@ -45,6 +45,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from datamodules.atomic import atomic_write_text
+
 __all__ = ["Variable", "VARIABLES", "VARIABLE_NAMES", "STAGES", "SLOWFAST_DEFAULT",
            "TwoStreamArch", "load_arch", "variables_of", "attention_positions", "ARCH_FORMAT",
            "inactive"]
@@ -189,12 +191,7 @@ class TwoStreamArch(NamedTuple):
 
     def save(self, path: str | Path) -> Path:
         """Write the JSON document atomically (temp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        tmp.replace(path)
-        return path
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
 
 def load_arch(source: str | Path | Mapping[str, Any]) -> TwoStreamArch:
