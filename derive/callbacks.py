@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,14 @@ import pytorch_lightning as pl
 import torch
 
 from supernet.rng import run_seed
+from supernet.search import SearchModule
 
 from .draw import draw_cell, plot_alpha, write_arch_csv_row
 from .genotype import Genotype, save_genotype
 from .select import Selection, check_rule, select_cell, selection_data
 
 __all__ = ["GenotypeWriter", "run_dir", "genotype_from_module", "final_genotype",
-           "select_from_module"]
+           "select_from_module", "reselect"]
 
 
 def run_dir(trainer: pl.Trainer) -> Path:
@@ -155,6 +157,35 @@ def final_genotype(module: pl.LightningModule, datamodule: Any, epoch: int,
     return Genotype(nodes=genotype.nodes, inner_ratio=genotype.inner_ratio,
                     kv_pool=genotype.kv_pool, position=genotype.position,
                     provenance=genotype.provenance)
+
+
+def reselect(checkpoint: str | Path, rule: str, epoch: int, options: dict | None = None,
+             datamodule: Callable[[SearchModule], Any] | None = None, seed: int | None = None,
+             run: str | None = None, dataset: str | None = None) -> Genotype:
+    """Run selection rule ``rule`` on the supernet of a search checkpoint (the one
+    re-selection path of ``attnas derive --rule`` and the benchmarks' re-select jobs).
+
+    Args:
+        checkpoint: the search's checkpoint (e.g. ``last.ckpt``), at training epoch ``epoch``.
+        rule: the selection rule (checked by the caller).
+        epoch: the checkpoint's epoch, recorded in the provenance.
+        options: hyper-parameters to override on load (``select_*``, ``cost_target``, ...).
+        datamodule: called with the loaded module (it may set its clip or check its budget);
+            returns the validation data of a data-driven rule, or None.
+        seed: seeds everything just before selecting, where given.
+        run, dataset: the provenance's run folder and dataset.
+
+    Returns:
+        The genotype, with ``provenance["checkpoint"]``.
+    """
+    module = SearchModule.load_from_checkpoint(checkpoint, map_location="cpu", select=rule,
+                                               **(options or {}))
+    dm = datamodule(module) if datamodule is not None else None
+    if seed is not None:
+        pl.seed_everything(seed, verbose=False)
+    genotype = final_genotype(module, dm, epoch, run, dataset)
+    genotype.provenance["checkpoint"] = str(checkpoint)
+    return genotype
 
 
 class GenotypeWriter(pl.Callback):

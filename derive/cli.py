@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -126,29 +127,26 @@ def select_from_checkpoint(path: str | Path, rule: str | None = None,
     Raises:
         ValueError / FileNotFoundError: bad checkpoint, rule or data (one-line messages).
     """
-    from pytorch_lightning import seed_everything
-
     from datamodules import VideoDataModule
-    from supernet.search import SearchModule
 
-    from .callbacks import final_genotype
+    from .callbacks import reselect
 
     base, _ = genotype_from_checkpoint(path)  # validates the checkpoint, finds the run
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     hp = dict(ckpt.get("hyper_parameters", {}))
     rule = check_rule(rule or hp.get("select", "argmax"))
-    module = SearchModule.load_from_checkpoint(path, map_location="cpu", select=rule,
-                                               **(options or {}))
-    dm = None
     data = {k: v for k, v in dict(ckpt.get("datamodule_hyper_parameters") or {}).items()
             if not k.startswith("_")}
     data.update(data_overrides or {})
-    if module.clip is None and data.get("num_frames") and data.get("crop_size"):
-        crop = int(data["crop_size"])  # the clip the search trained on (for its cost)
-        module.clip = (int(data["num_frames"]), crop, crop)
-    if module.hparams.get("cost_target") is not None:
-        module.cost_budget()  # a budget below the cheapest cell: refused before selecting
-    if rule != "argmax":
+
+    def validation_data(module: Any) -> VideoDataModule | None:
+        if module.clip is None and data.get("num_frames") and data.get("crop_size"):
+            crop = int(data["crop_size"])  # the clip the search trained on (for its cost)
+            module.clip = (int(data["num_frames"]), crop, crop)
+        if module.hparams.get("cost_target") is not None:
+            module.cost_budget()  # a budget below the cheapest cell: refused before selecting
+        if rule == "argmax":
+            return None
         if not data:
             raise ValueError(f"{path} records no data settings; give --data.root DIR")
         data.update({"search": True, "synthetic": False})
@@ -157,12 +155,12 @@ def select_from_checkpoint(path: str | Path, rule: str | None = None,
         except TypeError as e:
             raise ValueError(f"bad data settings: {e}") from None
         dm.setup("fit")
+        return dm
+
     seed = base.provenance.get("seed")
-    seed_everything(int(seed) if isinstance(seed, int) else 0, verbose=False)
-    genotype = final_genotype(module, dm, int(ckpt.get("epoch") or 0),
-                              base.provenance.get("run"), base.provenance.get("dataset"))
-    genotype.provenance["checkpoint"] = str(path)
-    return genotype
+    return reselect(path, rule, int(ckpt.get("epoch") or 0), options, validation_data,
+                    seed=int(seed) if isinstance(seed, int) else 0,
+                    run=base.provenance.get("run"), dataset=base.provenance.get("dataset"))
 
 
 class _Parser(argparse.ArgumentParser):
