@@ -25,6 +25,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from datamodules.atomic import atomic_path, atomic_write_text
+
 __all__ = ["run_job", "main"]
 
 
@@ -131,9 +133,8 @@ def run_reselect(spec: dict[str, Any]) -> dict[str, Any]:
     would have used at the end of its ``fit``."""
     from pytorch_lightning import seed_everything
 
-    from derive.callbacks import final_genotype
+    from derive.callbacks import reselect
     from derive.select import check_rule
-    from supernet.search import SearchModule
 
     seed_everything(spec["seed"], workers=True)
     model = spec["model"]
@@ -145,13 +146,10 @@ def run_reselect(spec: dict[str, Any]) -> dict[str, Any]:
     options["cost_target"] = model.get("cost_target")
     options["cost_min_width"] = float(model.get("cost_min_width", 0.0))
     rule = check_rule(str(model.get("select", "argmax")))
-    module = SearchModule.load_from_checkpoint(spec["checkpoint"], map_location="cpu",
-                                               select=rule, **options)
-    dm = _datamodule(spec, search=True) if rule != "argmax" else None
-    ckpt = torch_load(spec["checkpoint"])
-    genotype = final_genotype(module, dm, int(ckpt.get("epoch") or 0),
-                              run=str(spec["run_dir"]))
-    genotype.provenance["checkpoint"] = spec["checkpoint"]
+    epoch = int(torch_load(spec["checkpoint"]).get("epoch") or 0)
+    genotype = reselect(spec["checkpoint"], rule, epoch, options,
+                        lambda _: _datamodule(spec, search=True) if rule != "argmax" else None,
+                        run=str(spec["run_dir"]))
     return _written(genotype, spec)
 
 
@@ -186,10 +184,8 @@ def _epoch_saver(path: Path, prior_s: float) -> Any:
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
             if trainer.current_epoch + 1 >= (trainer.max_epochs or 0):
                 return  # the run is about to finish: nothing left to resume
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            trainer.save_checkpoint(str(tmp))
-            tmp.replace(path)
+            with atomic_path(path) as tmp:
+                trainer.save_checkpoint(str(tmp))
             if os.environ.get(KILL_ENV) == str(trainer.current_epoch):  # tests: a session ends
                 os.kill(os.getpid(), signal.SIGKILL)
 
@@ -407,9 +403,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
 
 
 def one_line(err: BaseException) -> str:

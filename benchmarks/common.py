@@ -7,6 +7,11 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from datamodules.atomic import atomic_path, atomic_write_text
+
+#: the repository's root folder (benchmarks/ lies in it)
+REPO = Path(__file__).resolve().parents[1]
+
 
 def finite_float(value: Any) -> float | None:
     """``float(value)`` if that is a finite number (CSV cells are strings), else None."""
@@ -17,39 +22,30 @@ def finite_float(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (falls back to the architecture name)."""
+def cpu_name(fallback: str | None = None) -> str:
+    """The CPU model from /proc/cpuinfo (else ``platform.processor()``, else ``fallback``,
+    else the architecture name)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return platform.processor() or fallback or platform.machine()
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temp file + rename (parents created)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
-    return out
+#: the old name of :func:`datamodules.atomic.atomic_write_text`
+write_text_atomic = atomic_write_text
 
 
 def save_figure_atomic(fig: Any, path: str | Path, dpi: int) -> Path:
     """Save a matplotlib figure to ``path`` via a temp file + rename, then close it."""
-    import os
-
     import matplotlib.pyplot as plt
 
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")
-    fig.savefig(tmp, dpi=dpi)
+    with atomic_path(out, suffix=f".tmp{out.suffix}") as tmp:
+        fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
-    tmp.replace(out)
     return out
 
 

@@ -32,7 +32,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.common import write_text_atomic
 
-REPO = Path(__file__).resolve().parents[1]
 #: dense peak TFLOPS (bf16, fp32 without TF32) by a substring of the device name
 PEAK_TFLOPS: dict[str, dict[str, float]] = {
     "H200": {"bf16": 989.0, "fp32": 67.0},

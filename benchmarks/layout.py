@@ -22,9 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import cpu_name, write_text_atomic
+from benchmarks.common import REPO, cpu_name, write_text_atomic
 
-REPO = Path(__file__).resolve().parents[1]
 CELL = (REPO / "benchmarks" / "results" / "genotypes"
         / "searched_uniform_perturb_sincos_5ep__s0.json")
 

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from benchmarks.common import cpu_name, save_figure_atomic
 from datamodules import VideoDataModule
+from datamodules.atomic import atomic_write_text
 
 __all__ = ["main", "train_one"]
 
@@ -164,11 +165,6 @@ def train_one(block: str, dm: VideoDataModule, args: argparse.Namespace, seed: i
             "test_acc": test_acc,
             "train_clips": len(dm.datasets["train"]), "val_clips": len(dm.datasets["val"])}
 
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _machine() -> str:
@@ -308,11 +304,11 @@ def main(argv: list[str] | None = None) -> int:
             results.append(train_one(block, dm, args, seed))
             doc = {"command": cmd.strip(), "machine": _machine(), "config": config,
                    "args": vars(args), "results": list(done.values()) + results}
-            _atomic(json_path, json.dumps(doc, indent=2) + "\n")  # after every run
+            atomic_write_text(json_path, json.dumps(doc, indent=2) + "\n")  # after every run
     doc = {"command": cmd.strip(), "machine": _machine(), "config": config,
            "args": vars(args), "results": results}
-    _atomic(json_path, json.dumps(doc, indent=2) + "\n")
-    _atomic(md_path, _markdown(results, args, cmd.strip(), meta))
+    atomic_write_text(json_path, json.dumps(doc, indent=2) + "\n")
+    atomic_write_text(md_path, _markdown(results, args, cmd.strip(), meta))
     _plot(results, png_path, 1.0 / dm.num_classes)
     print(f"wrote {json_path}, {md_path}, {png_path}")
     for r in results:

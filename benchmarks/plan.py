@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import REPO
 from benchmarks.groups import DEFAULT_GROUPS, group_name, parse_group
 
 __all__ = ["BenchError", "Plan", "Row", "SearchJob", "build_plan"]
 
 
-REPO = Path(__file__).resolve().parents[1]
 SEARCH_CONFIG = REPO / "configs" / "search" / "synthetic.yaml"
 RETRAIN_CONFIG = REPO / "configs" / "retrain" / "synthetic.yaml"
 DEFAULT_OUT = REPO / "benchmarks" / "results"

@@ -19,9 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.common import write_text_atomic
+from benchmarks.common import REPO, write_text_atomic
 
-REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- round2-results:start -->", "<!-- round2-results:end -->"
 #: first cells of header rows (never replaced)
 HEADERS = ("block", "search group", "retrain budget", "budget", "cell", "row")

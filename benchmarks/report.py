@@ -23,6 +23,7 @@ from benchmarks.common import finite_float as _float
 from benchmarks.groups import budget_lines, group_table_lines, target_lines
 from benchmarks.pareto import cost_lines, pareto_plot
 from benchmarks.plan import QUICK_PROXY, QUICK_TRAINER, Plan
+from datamodules.atomic import atomic_write_text
 
 if TYPE_CHECKING:  # runner imports this module's helpers
     from benchmarks.runner import Ledger, Runner
@@ -393,8 +394,4 @@ def write_markdown(plan: Plan, runner: Runner, table: list[dict[str, Any]],
             lines.append(f"| {x.get('row') or x.get('search')} | {x.get('seed', '')} | "
                          f"{(x.get('error') or '').replace('|', '/')} | {x.get('log', '')} |")
         lines.append("")
-    path = plan.out / "accuracy.md"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
-    return path
+    return atomic_write_text(plan.out / "accuracy.md", "\n".join(lines))

@@ -24,6 +24,7 @@ from typing import Any
 from benchmarks.executor import LocalExecutor
 from benchmarks.plan import REPO, Plan, Row, SearchJob, _search_default, _slug
 from benchmarks.report import _float, _fmt_s, _source, escape
+from datamodules.atomic import atomic_path
 
 __all__ = ["Ledger", "Runner"]
 
@@ -78,13 +79,10 @@ class Ledger:
         clean = {f: "" if row.get(f) is None else str(row.get(f)) for f in self.fields}
         with self._lock:
             self.rows[self._key(clean)] = clean
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            with tmp.open("w", newline="") as fh:
+            with atomic_path(self.path) as tmp, tmp.open("w", newline="") as fh:
                 writer = csv.DictWriter(fh, fieldnames=self.fields)
                 writer.writeheader()
                 writer.writerows(list(self.rows.values()))
-            tmp.replace(self.path)
 
     def settings(self) -> set[str]:
         """The settings fingerprints of the rows recorded."""

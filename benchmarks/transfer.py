@@ -46,9 +46,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import append_run, read_runs, write_text_atomic
+from benchmarks.common import REPO, append_run, read_runs, write_text_atomic
 
-REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results"
 DEFAULT_CELL = OUT / "genotypes" / "searched_uniform_perturb_sincos_5ep__s0.json"
 BLOCKS = ("none", "nonlocal", "cell")

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
+    REPO,
     append_run,
     finite_float,
     read_runs,
@@ -47,7 +48,6 @@ from benchmarks.common import (
 )
 from datamodules.synth import DEFAULTS as SYNTH_DEFAULTS
 
-REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results"
 CONFIG = "configs/search/twostream.yaml"
 STAGES = ("streams", "fusion", "attention")

@@ -9,10 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from repo import REPO
+
 from benchmarks._jobs import KILL_ENV
 from datamodules.synth import ensure_synthetic
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _launch(spec_path: Path, result: Path, env_extra: dict[str, str]) -> int:

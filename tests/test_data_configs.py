@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 from layouts import MAKERS, make_kinetics, make_ucf101
+from repo import REPO
 
 from supernet.cli import main as attnas
 
-REPO = Path(__file__).resolve().parents[1]
 PROXY = '{"widths": [16, 32, 64], "depths": [1, 1, 1], "stem_width": 8}'
 TINY = ["--data.num_frames=8", "--data.sampling_rate=1", "--data.num_workers=0",
         "--data.batch_size=2", "--data.eval_batch_size=2", "--data.val_fraction=0.25",

@@ -15,8 +15,8 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from repo import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("supernet", "datamodules", "derive", "benchmarks")
 
 

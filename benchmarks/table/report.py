@@ -10,12 +10,12 @@ project's benchmarks produced, by search group.
 from __future__ import annotations
 
 import math
-import platform
 import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks.common import cpu_name
 from datamodules.atomic import atomic_write_text
 from supernet.genotype import load_genotype
 from supernet.space import FACTORS, parse_op
@@ -29,16 +29,6 @@ from .tasks import get_task
 __all__ = ["write_report", "plot_task", "group_percentiles", "factor_shares"]
 
 MARKED = ("none", "nonlocal", "nonlocal_sincos")
-
-
-def _processor() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown processor"
 
 
 def plot_task(table: Table, path: str | Path) -> Path:
@@ -206,7 +196,7 @@ def write_report(tasks: Sequence[str], root: str | Path = TABLE_DIR) -> Path:
                  if k not in ("fingerprint", "eval_batch")) + ".", "",
              f"Runs: {len(walls)}; one run (one cell, one task, one seed, one torch thread) "
              f"took {walls[len(walls) // 2] if walls else float('nan'):.0f} s median on "
-             f"{_processor()} with two runs at a time.", ""]
+             f"{cpu_name('unknown processor')} with two runs at a time.", ""]
     for table in tables:
         lines += _task_section(table, root)
     return atomic_write_text(root / "README.md", "\n".join(lines))
