@@ -19,24 +19,16 @@ With gamma = 0 a new cell is the identity, so inserting it cannot hurt a pretrai
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from .nodes import NodeSpec, validate_nodes
 from .ops import AttentionOp, MixedEdge, check_video
-from .space import MAX_NODES, NUM_OPS, OP_NAMES, POSITIONS, check_choice, parse_op
+from .space import MAX_NODES, NUM_OPS, OP_NAMES, POSITIONS, check_choice
 
 __all__ = ["NodeSpec", "ArchParameters", "SearchCell", "FixedCell", "fixed_from_search",
            "inner_width", "recalibrate_batchnorm", "BN_MODES", "check_bn_mode"]
-
-
-class NodeSpec(NamedTuple):
-    """One node of a fixed cell: an op name and the index of its input
-    (0 = the projected cell input, j >= 1 = the output of node j-1)."""
-
-    op: str
-    input: int
 
 
 def inner_width(channels: int, inner_ratio: float) -> int:
@@ -46,27 +38,6 @@ def inner_width(channels: int, inner_ratio: float) -> int:
     if not 0.0 < float(inner_ratio) <= 4.0:
         raise ValueError(f"inner_ratio must be in (0, 4], got {inner_ratio!r}")
     return max(1, round(channels * inner_ratio))
-
-
-def _check_nodes(nodes: Sequence) -> list[NodeSpec]:
-    if len(nodes) == 0:
-        raise ValueError("a cell needs at least one node")
-    out = []
-    for k, node in enumerate(nodes):
-        if isinstance(node, dict):
-            node = (node.get("op"), node.get("input"))
-        if not isinstance(node, (tuple, list)) or len(node) != 2:
-            raise ValueError(f"node {k}: expected (op, input), got {node!r}")
-        op, inp = node
-        parse_op(op)
-        if not isinstance(inp, int) or isinstance(inp, bool) or not 0 <= inp <= k:
-            raise ValueError(
-                f"node {k}: input {inp!r} out of range; node {k} may read 0 (cell input) "
-                f"to {k} (output of node {k - 1})" if k else
-                f"node 0: input {inp!r} out of range; node 0 can only read 0 (cell input)"
-            )
-        out.append(NodeSpec(str(op), int(inp)))
-    return out
 
 
 class ArchParameters(nn.Module):
@@ -148,7 +119,7 @@ class ArchParameters(nn.Module):
 
     def pin(self, nodes: Sequence) -> None:
         """Restrict every node to one op and one input (a node list, as a genotype's)."""
-        nodes = _check_nodes(nodes)
+        nodes = validate_nodes(nodes, "cell")
         if len(nodes) != self.num_nodes:
             raise ValueError(f"expected {self.num_nodes} nodes, got {len(nodes)}")
         for k, nd in enumerate(nodes):
@@ -180,7 +151,7 @@ class ArchParameters(nn.Module):
 
     def set_one_hot(self, nodes: Sequence, scale: float = 1e4) -> None:
         """Make alpha/beta (numerically) one-hot on a node list (for tests and probes)."""
-        nodes = _check_nodes(nodes)
+        nodes = validate_nodes(nodes, "cell")
         if len(nodes) != self.num_nodes:
             raise ValueError(f"expected {self.num_nodes} nodes, got {len(nodes)}")
         with torch.no_grad():
@@ -266,7 +237,7 @@ class FixedCell(_CellBase):
 
     def __init__(self, channels: int, nodes: Sequence, inner_ratio: float = 0.5,
                  kv_pool: bool = True, position: str = "none") -> None:
-        nodes = _check_nodes(nodes)
+        nodes = validate_nodes(nodes, "cell")
         super().__init__(channels, len(nodes), inner_ratio, kv_pool, position)
         self.nodes = nodes
         self.edges = nn.ModuleList(AttentionOp(self.inner, nd.op, position, kv_pool)
@@ -286,7 +257,7 @@ class FixedCell(_CellBase):
 def fixed_from_search(cell: SearchCell, nodes: Sequence | None = None) -> FixedCell:
     """A :class:`FixedCell` for ``nodes`` (default: the cell's argmax) that inherits the
     search cell's weights (projection, sink, BN, and each chosen op's share of its edge)."""
-    nodes = _check_nodes(nodes if nodes is not None else cell.arch.derive())
+    nodes = validate_nodes(nodes if nodes is not None else cell.arch.derive(), "cell")
     fixed = FixedCell(cell.channels, nodes, cell.inner_ratio, cell.kv_pool, cell.position)
     ref = next(cell.parameters())
     fixed = fixed.to(device=ref.device, dtype=ref.dtype)

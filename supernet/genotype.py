@@ -27,7 +27,6 @@ it. Everything read from a file is validated against the search space; any probl
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
@@ -40,8 +39,17 @@ from typing import Any
 
 from datamodules.atomic import FILE_MODE, atomic_write_text
 
-from .cells import ArchParameters, FixedCell, NodeSpec
-from .space import ACTIVATIONS, DIMENSIONS, FAMILIES, MAX_NODES, OP_NAMES, POSITIONS
+from .cells import ArchParameters, FixedCell
+from .nodes import (
+    GenotypeError,
+    NodeSpec,
+    _check_keys,
+    _is_int,
+    _require,
+    _type_name,
+    validate_nodes,
+)
+from .space import OP_NAMES, POSITIONS
 
 __all__ = [
     "FORMAT",
@@ -62,117 +70,10 @@ VERSION = 1
 
 _TOP_KEYS = ("format", "version", "nodes", "cell", "provenance")
 _CELL_KEYS = ("inner_ratio", "kv_pool", "position", "num_nodes")
-_NODE_KEYS = ("op", "input")
 _MAX_INNER_RATIO = 4.0  # as supernet.cells.inner_width
 
 
-class GenotypeError(ValueError):
-    """A genotype (file, dict or arguments) is malformed; the message says what and where."""
-
-
 # --------------------------------------------------------------------------- validation
-
-
-def _type_name(value: Any) -> str:
-    """JSON-ish name of a value's type, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, Mapping):
-        return "object"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    return type(value).__name__
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _op_hint(name: str) -> str:
-    """``did you mean ...?`` for a misspelt op name (empty if nothing is close)."""
-    normalised = name.strip().lower()
-    for sep in ("/", "_", "-", " ", ":", ","):
-        normalised = normalised.replace(sep, ".")
-    if normalised in OP_NAMES:
-        return f"; did you mean {normalised!r}?"
-    close = difflib.get_close_matches(normalised, OP_NAMES, n=1, cutoff=0.75)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def _unknown_op_message(where: str, value: Any) -> str:
-    accepted = (
-        f"expected 'family.dimension.activation' with family in {'|'.join(FAMILIES)}, "
-        f"dimension in {'|'.join(DIMENSIONS)}, activation in {'|'.join(ACTIVATIONS)}, "
-        f"e.g. 'dot.spatiotemporal.softmax'"
-    )
-    if not isinstance(value, str):
-        return f"{where} = {value!r} must be a string ({accepted})"
-    hint = _op_hint(value)
-    return f"{where} = {value!r} is not an operation of the search space{hint} ({accepted})"
-
-
-def _field(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _check_keys(obj: Mapping, accepted: Sequence[str], source: str, path: str = "") -> None:
-    """Reject fields not in ``accepted`` (a typo must not silently fall back to a default)."""
-    unknown = [k for k in obj if k not in accepted]
-    if unknown:
-        raise GenotypeError(
-            f"{source}: unknown field '{_field(path, str(unknown[0]))}' "
-            f"(accepted{' in ' + path if path else ''}: {', '.join(accepted)})"
-        )
-
-
-def _require(obj: Mapping, key: str, source: str, path: str = "") -> Any:
-    if key not in obj:
-        raise GenotypeError(f"{source}: missing field '{_field(path, key)}'")
-    return obj[key]
-
-
-def _validate_nodes(raw: Any, source: str) -> list[NodeSpec]:
-    """Check a node list against the search space; return it as :class:`NodeSpec` s."""
-    if not isinstance(raw, (list, tuple)):
-        raise GenotypeError(f"{source}: nodes must be an array, got {_type_name(raw)}")
-    if len(raw) == 0:
-        raise GenotypeError(f"{source}: nodes is empty (a cell needs at least one node)")
-    if len(raw) > MAX_NODES:
-        raise GenotypeError(f"{source}: {len(raw)} nodes, more than the {MAX_NODES} a cell may "
-                            "have (its cost grows with its nodes; supernet.space.MAX_NODES)")
-    nodes = []
-    for k, node in enumerate(raw):
-        where = f"{source}: nodes[{k}]"
-        if isinstance(node, Mapping):
-            _check_keys(node, _NODE_KEYS, source, f"nodes[{k}]")
-            op = _require(node, "op", source, f"nodes[{k}]")
-            inp = _require(node, "input", source, f"nodes[{k}]")
-        elif isinstance(node, (list, tuple)) and len(node) == 2:  # NodeSpec / (op, input)
-            op, inp = node
-        else:
-            raise GenotypeError(
-                f"{where} must be an object {{\"op\": ..., \"input\": ...}}, "
-                f"got {_type_name(node)} {node!r}"
-            )
-        if not isinstance(op, str) or op not in OP_NAMES:
-            raise GenotypeError(_unknown_op_message(f"{where}.op", op))
-        if not _is_int(inp):
-            raise GenotypeError(
-                f"{where}.input = {inp!r} must be an integer (0 = cell input, j = node j-1), "
-                f"got {_type_name(inp)}"
-            )
-        if not 0 <= inp <= k:
-            raise GenotypeError(
-                f"{where}.input = {inp} is out of range (node {k} may read 0..{k})"
-            )
-        nodes.append(NodeSpec(op, int(inp)))
-    return nodes
 
 
 def _validate_cell(inner_ratio: Any, kv_pool: Any, position: Any, where: str) -> None:
@@ -261,7 +162,7 @@ class Genotype:
     provenance: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.nodes = _validate_nodes(self.nodes, "Genotype")
+        self.nodes = validate_nodes(self.nodes, "Genotype")
         _validate_cell(self.inner_ratio, self.kv_pool, self.position, "Genotype")
         self.inner_ratio = float(self.inner_ratio)
         if self.provenance is None:
@@ -355,7 +256,7 @@ class Genotype:
                 f"this attnas reads version {VERSION}"
             )
         _check_keys(d, _TOP_KEYS, source)
-        nodes = _validate_nodes(_require(d, "nodes", source), source)
+        nodes = validate_nodes(_require(d, "nodes", source), source)
         cell = _require(d, "cell", source)
         if not isinstance(cell, Mapping):
             raise GenotypeError(f"{source}: cell must be an object, got {_type_name(cell)}")

@@ -146,7 +146,7 @@ def test_bad_input_messages() -> None:
         FixedCell(8, [("dot.spatial.softmax", 0)])(torch.randn(2, 8, 6, 6))
     with pytest.raises(ValueError, match="has 4 channels but this block was built for 8"):
         SearchCell(8, ArchParameters())(torch.randn(1, 4, 2, 3, 3))
-    with pytest.raises(ValueError, match="input 2 out of range"):
+    with pytest.raises(ValueError, match=r"nodes\[1\]\.input = 2 is out of range"):
         FixedCell(8, [("dot.spatial.softmax", 0), ("map.spatial.relu", 2)])
     with pytest.raises(ValueError, match="unknown position 'xyz'; accepted: none, coords, sincos"):
         FixedCell(8, [("dot.spatial.softmax", 0)], position="xyz")
