@@ -56,9 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=DEFAULTS["seed"], metavar="S",
                    help=f"generator seed (default {DEFAULTS['seed']})")
     s.add_argument("--task", choices=TASKS, default="colour",
-                   help="what decides the class: the first flash's colour (default) or the "
+                   help="what decides the class: the first flash's colour (default), the "
                         "first mover's direction (motion: for flow and other colour-blind "
-                        "inputs)")
+                        "inputs) or the first colour of a lamp blinking at one place (blink)")
     s.add_argument("--workers", type=int, default=None, metavar="W",
                    help="encoder processes (default: number of CPU cores, at most 8)")
     s.add_argument("--force", action="store_true",

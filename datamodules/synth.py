@@ -17,6 +17,10 @@ Ingredients of a video (``frames`` x ``size`` x ``size``, default 32 x 24 x 24):
 **Class** = the colour of the *first* flash (``red_first``, ``green_first``, ...). Chance
 is ``1 / N`` (25 % by default).
 
+**Which colour does the lamp show first?** (``task="blink"``) The colour task with every
+flash at one place (a lamp that blinks the class colours in turn): the order of events at one
+position, a temporal relation that needs no spatial one.
+
 **Which way does the first mover go?** (``task="motion"``) The same video with motion in
 place of colour, for motion-only inputs such as optical flow, which cannot see colour: the
 events are grey squares of one shade, each moving for 4 frames in its own direction (right,
@@ -155,6 +159,17 @@ def classes_markdown(classes: int = DEFAULTS["classes"], task: str = "colour") -
                          "before the others move |")
         return "\n".join(lines) + "\n"
     colours = [name for name, _ in COLOURS[:classes]]
+    if task == "blink":
+        lines = ["**Which colour does the lamp show first?** Every video holds the same "
+                 f"ingredients: one lamp at a random place that blinks {classes} colours "
+                 f"({', '.join(colours)}), each for 2 frames, in distinct random time slots; "
+                 "two dull drifting squares (distractors); a noisy textured background. The "
+                 "class is the lamp's **first** colour.", "",
+                 "| index | class | meaning |", "|---:|---|---|"]
+        for i, colour in enumerate(class_colours(classes)):
+            lines.append(f"| {i} | `{colour}_first` | the lamp shows {colour} before the "
+                         "other colours |")
+        return "\n".join(lines) + "\n"
     lines = [
         "**Which colour flashes first?** Every video holds the same ingredients: "
         f"{classes} brief flashes (a square shown for 2 frames), one of each colour "

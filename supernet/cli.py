@@ -20,7 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("supernet.predict", "class probabilities of video files (retrained network)"),
     "demo": ("supernet.demo", "the quick start: synthetic data -> search -> derive"),
     "bench": ("benchmarks.run", "the benchmark suite (accuracy, cost, search cost)"),
-    "table": ("benchmarks.table.cli", "the ground-truth table of the space: build, query, report"),
+    "table": ("benchmarks.table.cli",
+              "the ground-truth table: build, query, leaderboard, score-supernet, report"),
 }
 
 

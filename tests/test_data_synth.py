@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -223,3 +224,34 @@ def test_bad_motion_settings_exit_2(tmp_path, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "invalid choice: 'spin'" in err[0]
     assert "--frames must be >= 16 for the motion task" in err[1]
+
+
+def _flash_place(video: np.ndarray, rgb: tuple[int, int, int]) -> tuple[int, int]:
+    d = np.abs(video.astype(int) - np.array(rgb)).max(-1)
+    t, y, x = np.nonzero(d < 40)
+    return int(y.min()), int(x.min())
+
+
+def test_the_blink_lamp_shows_the_class_colour_first_at_one_place() -> None:
+    rng = np.random.default_rng(5)
+    palette = dict(COLOURS)
+    used = [name for name, _ in COLOURS[:4]]
+    places = set()
+    for c, first in enumerate(class_colours(4)):
+        for _ in range(3):
+            v = render_video(c, 4, 32, 24, rng, task="blink")
+            times = {name: _flash_times(v, palette[name]) for name in used}
+            assert all(len(ts) == 2 and ts[1] == ts[0] + 1 for ts in times.values()), times
+            assert min((ts[0], name) for name, ts in times.items())[1] == first
+            where = {_flash_place(v, palette[name]) for name in used}
+            assert len(where) == 1  # every flash of a video at the lamp's one place
+            places |= where
+    assert len(places) > 1  # the lamp's place changes from video to video
+    assert "lamp" in classes_markdown(4, "blink")
+
+
+def test_the_colour_videos_are_those_of_generator_version_2() -> None:
+    # the blink task draws its lamp only for itself: a colour video is unchanged (checksum
+    # of generator version 2's video (class 1, index 3, seed 0) at the default size)
+    v = render_video(1, 4, 32, 24, np.random.default_rng([0, 1, 3]))
+    assert hashlib.sha256(v.tobytes()).hexdigest()[:16] == "5c257f038de3f237"
