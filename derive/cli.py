@@ -16,79 +16,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
-import torch
-
-from supernet.cells import ArchParameters
 from supernet.costmodel import check_min_width, parse_cost_target
-from supernet.paths import check_writable, need_file, output_file
+from supernet.paths import check_writable, output_file
 
+from .checkpoint import genotype_from_checkpoint, select_from_checkpoint
 from .draw import draw_cell, plot_alpha, plot_selection
-from .genotype import Genotype, GenotypeError, save_genotype
+from .genotype import GenotypeError, save_genotype
 from .select import SELECTION_RULES, check_bn_mode, check_rule, report_from_dict
 
 __all__ = ["genotype_from_checkpoint", "select_from_checkpoint", "main"]
-
-
-def _fail(msg: str) -> ValueError:
-    return ValueError(msg)
-
-
-def genotype_from_checkpoint(path: str | Path) -> tuple[Genotype, Path | None]:
-    """Genotype of a search checkpoint and the run's ``arch.csv`` (or None if not found)."""
-    p = Path(path)
-    if p.is_dir():
-        found = sorted(p.glob("checkpoints/last.ckpt")) or sorted(p.glob("**/last.ckpt"))
-        hint = f", e.g. {found[0]}" if found else ""
-        raise FileNotFoundError(f"{p} is a directory; derive needs a checkpoint file{hint}")
-    need_file(p, "checkpoint")
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001
-        raise _fail(f"{p} is not a readable PyTorch checkpoint ({e.__class__.__name__})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise _fail(f"{p} is not a Lightning checkpoint (no state_dict)")
-    sd = ckpt["state_dict"]
-    if ckpt.get("attnas_stage"):  # a two-stream stage: its result is the stage's JSON
-        stage = ckpt["attnas_stage"]
-        raise _fail(f"{p} is a checkpoint of the two-stream stage {stage!r}; its result is "
-                    f"twostream_{stage}.json in the run folder (re-select with `attnas search "
-                    f"twostream --stage {stage} --force --ckpt_path CKPT`, same max_epochs)")
-    if "model.arch.alpha" not in sd or "model.arch.beta" not in sd:
-        kind = ckpt.get("attnas_kind", "foreign")
-        raise _fail(f"{p} is a {kind} checkpoint without architecture parameters; "
-                    f"derive needs a search checkpoint (runs/search/version_N/checkpoints/*.ckpt)")
-    hp = dict(ckpt.get("hyper_parameters", {}))
-    alpha, beta = sd["model.arch.alpha"], sd["model.arch.beta"]
-    arch = ArchParameters(num_nodes=alpha.shape[0])
-    arch.load_state_dict({"alpha": alpha, "beta": beta,
-                          "temperature": sd.get("model.arch.temperature", torch.tensor(1.0))})
-    run = p.parent.parent if p.parent.name == "checkpoints" else p.parent
-    dm = ckpt.get("datamodule_hyper_parameters", {}) or {}
-    provenance = {
-        "run": str(run),
-        "checkpoint": str(p),
-        "epoch": ckpt.get("epoch"),
-        "global_step": ckpt.get("global_step"),
-        "dataset": dm.get("root") or dm.get("train_list"),
-        "seed": hp.get("seed"),
-        "backbone": hp.get("backbone"),
-        "arch_order": hp.get("arch_order"),
-        "remedy": hp.get("remedy"),
-    }
-    seed_file = run / "config.yaml"
-    if provenance["seed"] is None and seed_file.is_file():
-        for line in seed_file.read_text().splitlines():
-            if line.startswith("seed_everything:"):
-                value = line.split(":", 1)[1].strip()
-                provenance["seed"] = int(value) if value.lstrip("-").isdigit() else None
-    genotype = Genotype.from_arch(
-        arch, inner_ratio=hp.get("inner_ratio", 0.5), kv_pool=hp.get("kv_pool", True),
-        position=hp.get("position", "none"), provenance=provenance,
-    )
-    csv = run / "arch.csv"
-    return genotype, (csv if csv.is_file() else None)
 
 
 def _data_overrides(items: list[str]) -> dict:
@@ -112,55 +49,6 @@ def _data_overrides(items: list[str]) -> dict:
         i += 1
     return out
 
-
-def select_from_checkpoint(path: str | Path, rule: str | None = None,
-                           data_overrides: dict | None = None, options: dict | None = None
-                           ) -> Genotype:
-    """Rebuild a search checkpoint's supernet and derive its cell with ``rule`` (default:
-    the run's own ``select``); data-driven rules read the validation data named in the
-    checkpoint's data settings, updated by ``data_overrides``. ``options`` may set
-    ``select_val_batches``, ``select_calib_batches``, ``select_finetune_steps``,
-    ``select_bn``, ``cost_target`` (a budget, see :mod:`supernet.costmodel`; None
-    removes the run's own) and ``cost_min_width`` (the narrowest inner ratio worth a node
-    under that budget).
-
-    Raises:
-        ValueError / FileNotFoundError: bad checkpoint, rule or data (one-line messages).
-    """
-    from datamodules import VideoDataModule
-
-    from .callbacks import reselect
-
-    base, _ = genotype_from_checkpoint(path)  # validates the checkpoint, finds the run
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    hp = dict(ckpt.get("hyper_parameters", {}))
-    rule = check_rule(rule or hp.get("select", "argmax"))
-    data = {k: v for k, v in dict(ckpt.get("datamodule_hyper_parameters") or {}).items()
-            if not k.startswith("_")}
-    data.update(data_overrides or {})
-
-    def validation_data(module: Any) -> VideoDataModule | None:
-        if module.clip is None and data.get("num_frames") and data.get("crop_size"):
-            crop = int(data["crop_size"])  # the clip the search trained on (for its cost)
-            module.clip = (int(data["num_frames"]), crop, crop)
-        if module.hparams.get("cost_target") is not None:
-            module.cost_budget()  # a budget below the cheapest cell: refused before selecting
-        if rule == "argmax":
-            return None
-        if not data:
-            raise ValueError(f"{path} records no data settings; give --data.root DIR")
-        data.update({"search": True, "synthetic": False})
-        try:
-            dm = VideoDataModule(**data)
-        except TypeError as e:
-            raise ValueError(f"bad data settings: {e}") from None
-        dm.setup("fit")
-        return dm
-
-    seed = base.provenance.get("seed")
-    return reselect(path, rule, int(ckpt.get("epoch") or 0), options, validation_data,
-                    seed=int(seed) if isinstance(seed, int) else 0,
-                    run=base.provenance.get("run"), dataset=base.provenance.get("dataset"))
 
 
 class _Parser(argparse.ArgumentParser):

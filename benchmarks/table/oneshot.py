@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from derive.cli import genotype_from_checkpoint
+from derive.checkpoint import genotype_from_checkpoint
 from derive.oneshot import OneShot, kendall_tau, oneshot_estimates, spearman_rho
 from derive.scoring import SelectionData, check_bn_mode
 from supernet.search import SearchModule
