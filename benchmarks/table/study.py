@@ -69,15 +69,25 @@ def study_markdown(task: str = "colour", root: Path = TABLE_DIR,
         longer = Table.load(task, folder).stats()
         common = [c for c in STUDY_CELLS if c in base and c in longer]
         lines += ["", f"### {factor}× the steps on `{task}`", "",
-                  "| cell | table protocol | ×" + str(factor) + " | shift | SE | dropped "
-                  "more than its SE |", "|---|---:|---:|---:|---:|:-:|"]
+                  "| cell | table protocol | ×" + str(factor) + " | shift | SE of the shift | "
+                  "dropped by more than its SE |", "|---|---:|---:|---:|---:|:-:|"]
         for c in common:
             a, b = base[c], longer[c]
-            se = b.test_std / math.sqrt(b.n) if b.n > 1 else float("nan")
+            shift = b.test_mean - a.test_mean
+            if a.n > 1 and b.n > 1:  # the standard error of the difference of the means
+                se = math.sqrt(a.test_std ** 2 / a.n + b.test_std ** 2 / b.n)
+                se_text, dropped = f"{se:.1f}", ("yes" if -shift > se else "no")
+            else:
+                se_text, dropped = "—", "—"
             lines.append(f"| `{c}` | {a.test_mean:.1f} ± {a.test_std:.1f} (n={a.n}) | "
-                         f"{b.test_mean:.1f} ± {b.test_std:.1f} (n={b.n}) | "
-                         f"{b.test_mean - a.test_mean:+.1f} | {se:.1f} | "
-                         f"{'yes' if a.test_mean - b.test_mean > se else 'no'} |")
+                         f"{b.test_mean:.1f} ± {b.test_std:.1f} (n={b.n}) | {shift:+.1f} | "
+                         f"{se_text} | {dropped} |")
+        judged = [longer[c] for c in common if longer[c].n >= 2]
+        if judged:
+            tight = sum(s.test_std <= 2 for s in judged)
+            lines += ["", f"Seed spread at ×{factor}: {tight} of {len(judged)} cells with ≥ 2 "
+                      f"seeds have a std ≤ 2 points (the same cells at ×1: "
+                      f"{sum(base[s.key].test_std <= 2 for s in judged)})."]
         if len(common) >= 2:
             tau = kendall_tau([base[c].test_mean for c in common],
                               [longer[c].test_mean for c in common])
