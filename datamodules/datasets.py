@@ -479,18 +479,44 @@ def classes_file(root: str | Path) -> list[str] | None:
 
 
 def split_by_class(recs: Sequence[VideoRecord], seed: int, val_fraction: float,
-                   test_fraction: float) -> dict[str, list[VideoRecord]]:
+                   test_fraction: float, group: Callable[[str], str] | None = None
+                   ) -> dict[str, list[VideoRecord]]:
     """A folder-per-class dataset's videos split into ``train`` / ``val`` / ``test``,
     per class (stratified), in an order drawn from ``seed``: each class gives
-    ``round(n * val_fraction)`` videos to val and ``round(n * test_fraction)`` to test."""
+    ``round(n * val_fraction)`` videos to val and ``round(n * test_fraction)`` to test.
+
+    ``group`` (a video path -> its group, e.g. UCF101's ``gXX``: clips cut from one longer
+    video) keeps a group in one split: whole groups are drawn, in a seeded order, until a
+    split has at least its share of the class's videos (never all of its groups).
+    """
     g = torch.Generator().manual_seed(seed)
     out: dict[str, list[VideoRecord]] = {"train": [], "val": [], "test": []}
     for c in sorted({r.label for r in recs}):
         mine = [r for r in recs if r.label == c]
-        order = torch.randperm(len(mine), generator=g).tolist()
         n_val = int(round(len(mine) * val_fraction))
         n_test = int(round(len(mine) * test_fraction))
-        out["val"] += [mine[i] for i in order[:n_val]]
-        out["test"] += [mine[i] for i in order[n_val:n_val + n_test]]
-        out["train"] += [mine[i] for i in order[n_val + n_test:]]
+        if group is None:
+            order = torch.randperm(len(mine), generator=g).tolist()
+            out["val"] += [mine[i] for i in order[:n_val]]
+            out["test"] += [mine[i] for i in order[n_val:n_val + n_test]]
+            out["train"] += [mine[i] for i in order[n_val + n_test:]]
+            continue
+        groups: dict[str, list[VideoRecord]] = {}
+        for r in mine:
+            groups.setdefault(group(r.path), []).append(r)
+        keys = list(groups)
+        order = torch.randperm(len(keys), generator=g).tolist()
+        taken = {"val": 0, "test": 0}
+        for rank, i in enumerate(order):
+            members = groups[keys[i]]
+            left = len(order) - rank  # keep at least one group for train
+            if taken["val"] < n_val and left > 1:
+                split = "val"
+            elif taken["test"] < n_test and left > 1:
+                split = "test"
+            else:
+                split = "train"
+            if split != "train":
+                taken[split] += len(members)
+            out[split] += members
     return out

@@ -25,8 +25,10 @@ from videos import frame_index
 
 from datamodules import BrokenVideoWarning, VideoDataModule
 from datamodules.cli import main as data_main
+from datamodules.datasets import VideoRecord, split_by_class
 from datamodules.decode import FrameFolderReader, open_video
 from datamodules.formats import FORMATS, FormatError, detect_format, read_format
+from datamodules.formats.ucf101 import UCF101
 from supernet.cli import main as attnas
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -232,3 +234,22 @@ def test_data_check_refuses_bad_input_in_one_line(roots: dict[str, Path],
     assert data_main(["check", str(roots["hmdb51"]), "--split", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no *_test_split2.txt files" in err[0]
+
+
+def test_a_validation_split_made_from_ucf101_train_takes_whole_groups() -> None:
+    assert UCF101.group_of("/d/UCF-101/ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi") == \
+        "applyeyemakeup_g08"
+    assert UCF101.group_of("/d/x/v_HandStandPushups_g08_c03.avi") == "handstandpushups_g08"
+    recs = [VideoRecord(f"/d/C{c}/v_C{c}_g{g:02d}_c{k:02d}.avi", c)
+            for c in range(3) for g in range(1, 9) for k in range(1, 5)]
+    parts = split_by_class(recs, seed=3, val_fraction=0.2, test_fraction=0.0,
+                           group=UCF101.group_of)
+    val = {UCF101.group_of(r.path) for r in parts["val"]}
+    train = {UCF101.group_of(r.path) for r in parts["train"]}
+    assert val and not val & train  # no group on both sides
+    for c in range(3):  # each class: whole groups, at least its share (round(32 * 0.2) = 6)
+        n = sum(r.label == c for r in parts["val"])
+        assert n % 4 == 0 and 6 <= n < 32
+    assert len(parts["val"]) + len(parts["train"]) == len(recs)
+    plain = split_by_class(recs, seed=3, val_fraction=0.2, test_fraction=0.0)
+    assert [len(plain[s]) for s in ("train", "val")] == [3 * 26, 3 * 6]

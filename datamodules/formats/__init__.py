@@ -83,7 +83,8 @@ def read_format(name: str, root: str | Path, split: int = 1, path_prefix: str = 
             raise FormatError(f"{data.missing_line(split)} (more than max_fail_fraction="
                               f"{max_fail_fraction})")
     if "val" not in data.splits:
-        parts = split_by_class(data.splits["train"], seed, val_fraction, 0.0)
+        parts = split_by_class(data.splits["train"], seed, val_fraction, 0.0,
+                               group=reader.group_of)
         data.splits["train"], data.splits["val"] = parts["train"], parts["val"]
         data.notes.append(f"{reader.title} has no validation split: made from train "
                           f"({val_fraction:.0%} of each class, seed {seed}; "

@@ -10,7 +10,7 @@ files and lists folders; it never decodes a video and never writes a file.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -98,6 +98,9 @@ class FormatReader:
     title: ClassVar[str] = ""
     #: the official split numbers (empty: the format has one split)
     split_numbers: ClassVar[tuple[int, ...]] = ()
+    #: a video path -> its group (videos of one group are cut from one recording and must
+    #: not be split between train and a validation split made from it); None: no groups
+    group_of: ClassVar[Callable[[str], str] | None] = None
 
     def __init__(self, root: str | Path, split: int = 1, path_prefix: str = "",
                  lists: dict[str, str | None] | None = None) -> None:

@@ -5,11 +5,13 @@
 ``<Class>/<video>.avi <1-based index>`` and ``testlist0N.txt`` ``<Class>/<video>.avi`` (the
 class is the folder). The files have CRLF line ends, and a few names differ in case between
 the lists and the files (``HandstandPushups`` / ``v_HandStandPushups_...``), so videos are
-found by their file name, case-insensitively. No validation split: it is made from train.
+found by their file name, case-insensitively. No validation split: it is made from train,
+taking whole groups (``gXX``) so that no source video is in both.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..datasets import VideoRecord
@@ -45,6 +47,14 @@ class UCF101(FormatReader):
     name = "ucf101"
     title = "UCF101"
     split_numbers = (1, 2, 3)
+
+    @staticmethod
+    def group_of(path: str) -> str:
+        """``.../v_<Class>_gXX_cYY.avi`` -> ``<class>_gXX``: the clips of group XX are cut
+        from the same few source videos, so a validation split made from train takes whole
+        groups (as the official splits do) or its accuracy is inflated."""
+        m = re.search(r"v_([^/\\]+?)_g(\d+)_c\d+", Path(path).name, re.IGNORECASE)
+        return f"{m.group(1).lower()}_g{m.group(2)}" if m else path
 
     @classmethod
     def detect(cls, root: Path) -> bool:  # noqa: D102
