@@ -23,6 +23,7 @@ from pytorch_lightning.callbacks import (
     RichProgressBar,
 )
 from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from .paths import check_writable, need_file
 from .run_logs import RunLogger
@@ -413,4 +414,19 @@ def _run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict,
         return _error(kind, str(e), code=1)
     except (ValueError, FileNotFoundError) as e:
         return _error(kind, str(e).strip().splitlines()[0])
+    except (SIGTERMException, RuntimeError) as e:
+        # SIGTERM (a scheduler's stop, `timeout`, `kill`): Lightning stops at the next
+        # step, or PyTorch reports the loader workers the same signal ended first
+        if not getattr(cli.trainer, "received_sigterm", False):
+            raise
+        return _error(kind, f"stopped by SIGTERM ({type(e).__name__}); " + _resume_hint(cli),
+                      code=143)
     return 0
+
+
+def _resume_hint(cli: LightningCLI) -> str:
+    """Where the last finished epoch is and how to resume from it."""
+    last = getattr(cli.trainer.checkpoint_callback, "last_model_path", "") or ""
+    if last and Path(last).is_file():
+        return f"the last finished epoch is in {last}: rerun with --ckpt_path {last} to resume"
+    return "no epoch had finished, so there is no checkpoint to resume from"

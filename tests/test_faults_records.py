@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -67,7 +68,8 @@ def test_last_ckpt_holds_the_final_weights_when_the_last_epochs_do_not_improve(
     assert sorted(p.name for p in ckpts.iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
-def _retrain_process(root: Path, out: Path, *extra: str) -> subprocess.Popen:
+def _retrain_process(root: Path, out: Path, *extra: str, new_session: bool = False
+                     ) -> subprocess.Popen:
     """A real ``attnas retrain fit`` with the shipped loader (a persistent worker, the
     memory cache) and AdamW, 4 epochs."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
@@ -76,7 +78,7 @@ def _retrain_process(root: Path, out: Path, *extra: str) -> subprocess.Popen:
                   "--data.persistent_workers=true", "--data.cache=memory",
                   "--model.optimizer=adamw", "--model.lr=0.05", *extra)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT)
+                            text=True, cwd=ROOT, start_new_session=new_session)
 
 
 def test_a_killed_retrain_resumed_equals_the_uninterrupted_one(synth: Path,
@@ -168,3 +170,23 @@ def test_a_killed_twostream_stage_resumed_equals_the_uninterrupted_one(
         torch.testing.assert_close(b["state_dict"][key], a["state_dict"][key], rtol=0, atol=0)
     assert (tmp_path / "full" / "streams.json").read_text().split('"provenance"')[0] == \
         (tmp_path / "cut" / "streams.json").read_text().split('"provenance"')[0]
+
+
+def test_sigterm_stops_a_run_with_one_line_and_its_last_epoch_on_disk(synth: Path,
+                                                                       tmp_path: Path) -> None:
+    """A scheduler's SIGTERM reaches the whole process group (the loader workers too): the
+    run ends with one line that names the checkpoint to resume from, exit 143, no
+    traceback."""
+    proc = _retrain_process(synth, tmp_path, "--trainer.max_epochs=50", new_session=True)
+    last = tmp_path / "retrain" / "version_0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert last.is_file(), "the retrain wrote no checkpoint"
+    os.killpg(os.getpgid(proc.pid), signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err
+    line = [ln for ln in err.splitlines() if ln.startswith("attnas retrain: error:")]
+    assert len(line) == 1 and "stopped by SIGTERM" in line[0] and "--ckpt_path" in line[0]
+    assert torch.load(last, weights_only=False)["epoch"] >= 0
