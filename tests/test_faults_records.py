@@ -81,14 +81,19 @@ def _retrain_process(root: Path, out: Path, *extra: str, new_session: bool = Fal
                             text=True, cwd=ROOT, start_new_session=new_session)
 
 
+def _wait_for(proc: subprocess.Popen, path: Path, limit: float = 240) -> None:
+    """Wait until ``path`` exists (the run's first checkpoint) or ``proc`` ends."""
+    deadline = time.monotonic() + limit
+    while not path.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def test_a_killed_retrain_resumed_equals_the_uninterrupted_one(synth: Path,
                                                               tmp_path: Path) -> None:
     full = _retrain_process(synth, tmp_path / "full")
     killed = _retrain_process(synth, tmp_path / "cut")
     last = tmp_path / "cut" / "retrain" / "version_0" / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 240
-    while not last.is_file() and killed.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    _wait_for(killed, last)
     killed.kill()  # SIGKILL: no hook runs
     killed.communicate()
     assert last.is_file(), "the retrain wrote no checkpoint"
@@ -152,9 +157,7 @@ def test_a_killed_twostream_stage_resumed_equals_the_uninterrupted_one(
     full = _twostream_process(synth, tmp_path / "full")
     killed = _twostream_process(synth, tmp_path / "cut")
     last = tmp_path / "cut" / "streams" / "version_0" / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 240
-    while not last.is_file() and killed.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    _wait_for(killed, last)
     killed.kill()
     killed.communicate()
     assert last.is_file(), "the stage wrote no checkpoint"
@@ -179,9 +182,7 @@ def test_sigterm_stops_a_run_with_one_line_and_its_last_epoch_on_disk(synth: Pat
     traceback."""
     proc = _retrain_process(synth, tmp_path, "--trainer.max_epochs=50", new_session=True)
     last = tmp_path / "retrain" / "version_0" / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 240
-    while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait_for(proc, last)
     assert last.is_file(), "the retrain wrote no checkpoint"
     os.killpg(os.getpgid(proc.pid), signal.SIGTERM)
     _, err = proc.communicate(timeout=120)

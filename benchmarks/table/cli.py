@@ -134,6 +134,12 @@ def _roots(p: argparse.ArgumentParser) -> None:
                    help="folder of the tasks' videos (default data/table)")
 
 
+def _progress(label: str, transient: bool = False) -> Progress:
+    """A bar with done / total, elapsed time and ETA."""
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), transient=transient)
+
+
 def _cell(spec: str) -> TableCell:
     if spec.endswith(".json"):
         return parse_cell(load_genotype(spec))
@@ -195,8 +201,7 @@ def _build(args: argparse.Namespace) -> int:
     protocol = _protocol(args)
     variant = _variant(args)
     check_params(**variant.generator_params())  # parameters in range, before anything is written
-    bar = Progress(TextColumn(f"[bold]{args.task}[/]"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    bar = _progress(f"[bold]{args.task}[/]")
     job = bar.add_task(args.task, total=None)
     failed = []
 
@@ -250,9 +255,7 @@ def _score_supernet(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if args.calib_batches < 0:
         raise ValueError("--calib-batches must be >= 0")
-    with Progress(TextColumn("one-shot estimates"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                  transient=True) as bar:
+    with _progress("one-shot estimates", transient=True) as bar:
         job = bar.add_task("cells", total=None)
         res = score_supernet(args.checkpoint, args.task, args.root, args.data_root,
                              args.val_batches, args.calib_batches, args.batch_size, args.bn,
