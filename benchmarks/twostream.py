@@ -143,7 +143,7 @@ def _plan(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str
     for k in range(1 if q else args.search_seeds):
         searches.append({"row": f"search/s{k}", "block": "search", "seed": k,
                          "settings": settings, "dir": str(work / f"search_s{k}"),
-                         "argv": [sys.executable, "-m", "supernet.cli", "search", "twostream",
+                         "argv": [sys.executable, "-m", "supernet.app.cli", "search", "twostream",
                                   "-c", CONFIG, f"--out={work / f'search_s{k}'}",
                                   f"--seed_everything={k}", *overrides]})
     trainer = {"max_epochs": 1 if q else args.epochs, "accelerator": "cpu", "devices": 1,

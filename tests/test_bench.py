@@ -191,7 +191,7 @@ def test_bad_input_fails_at_once(argv: list[str], message: str, tmp_path: Path,
 
 def test_bad_genotype_file_and_the_attnas_command(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture) -> None:
-    from supernet.cli import main as attnas
+    from supernet.app.cli import main as attnas
 
     bad = tmp_path / "cell.json"
     bad.write_text(json.dumps({"format": "attnas-genotype", "version": 1, "nodes": []}))

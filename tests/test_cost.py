@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from supernet import create_backbone, create_block
-from supernet.cost import count_flops, main, model_cost, parse_positions
+from supernet.app.cost_cli import main, parse_positions
+from supernet.cost import count_flops, model_cost
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -63,7 +64,7 @@ def test_cli_json_parses(capsys) -> None:
 
 
 def test_cli_human_output_through_attnas(capsys) -> None:
-    from supernet.cli import main as attnas
+    from supernet.app.cli import main as attnas
 
     assert attnas(["cost", "--backbone", "i3d_r50", "--block", "nonlocal", "--no-latency"]) == 0
     out = capsys.readouterr().out

@@ -14,9 +14,9 @@ from cliargs import search_argv
 from datamodules.synth import ensure_synthetic
 from derive.select import select_cell
 from supernet import create_backbone
+from supernet.app.cli import main as attnas
+from supernet.app.cost_cli import main as cost_main
 from supernet.cells import FixedCell
-from supernet.cli import main as attnas
-from supernet.cost import main as cost_main
 from supernet.costmodel import CellBudget, SpaceCost, fixed_cell_macs, parse_cost_target
 from supernet.counting import count_flops, count_params
 from supernet.search import SearchModule

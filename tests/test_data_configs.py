@@ -15,7 +15,7 @@ import torch
 from layouts import MAKERS, make_kinetics, make_ucf101
 from repo import REPO
 
-from supernet.cli import main as attnas
+from supernet.app.cli import main as attnas
 
 PROXY = '{"widths": [16, 32, 64], "depths": [1, 1, 1], "stem_width": 8}'
 TINY = ["--data.num_frames=8", "--data.sampling_rate=1", "--data.num_workers=0",
@@ -83,7 +83,7 @@ def test_ddp_overlay_dry_run_two_cpu_processes(tmp_path: Path) -> None:
             "--data.pin_memory=false", "--trainer.fast_dev_run=1",
             f"--trainer.default_root_dir={tmp_path / 'runs'}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen([sys.executable, "-m", "supernet.cli", *args], env=env, cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "supernet.app.cli", *args], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:

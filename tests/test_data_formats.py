@@ -24,12 +24,12 @@ from layouts import (
 from videos import frame_index
 
 from datamodules import BrokenVideoWarning, VideoDataModule
-from datamodules.cli import main as data_main
 from datamodules.datasets import VideoRecord, split_by_class
 from datamodules.decode import FrameFolderReader, open_video
 from datamodules.formats import FORMATS, FormatError, detect_format, read_format
 from datamodules.formats.ucf101 import UCF101
-from supernet.cli import main as attnas
+from supernet.app.cli import main as attnas
+from supernet.app.data_cli import main as data_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,7 +9,6 @@ import os
 import numpy as np
 import pytest
 
-from datamodules.cli import main as data_main
 from datamodules.decode import decode_all, probe
 from datamodules.synth import (
     COLOURS,
@@ -23,6 +22,7 @@ from datamodules.synth import (
     ensure_synthetic,
     render_video,
 )
+from supernet.app.data_cli import main as data_main
 
 SMALL = {"classes": 4, "videos_per_class": 6, "frames": 16, "size": 24, "seed": 1}
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from datamodules.synth import ensure_synthetic
-from supernet.cli import main as attnas
+from supernet.app.cli import main as attnas
 from supernet.genotype import Genotype, save_genotype
 
 PROXY = '{"widths": [16, 32, 64], "depths": [1, 1, 1], "stem_width": 8}'
@@ -113,7 +113,7 @@ def test_predict_prints_labels_and_skips_a_broken_video(trained: tuple[Path, Pat
 
 
 def test_attention_maps_of_every_op_kind(tmp_path: Path) -> None:
-    from supernet.attention_maps import attention_maps
+    from supernet.app.attention_maps import attention_maps
     from supernet.factory import create_backbone
 
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from datamodules.synth import ensure_synthetic
-from supernet.cli import main as attnas
+from supernet.app.cli import main as attnas
 
 PROXY = '{"widths": [16, 32, 64], "depths": [1, 1, 1], "stem_width": 8}'
 

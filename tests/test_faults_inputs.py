@@ -14,7 +14,7 @@ from videos import write_pattern_video
 from datamodules import VideoDataModule
 from datamodules.labels import LabelWarning
 from datamodules.synth import ensure_synthetic
-from supernet.cli import main as attnas
+from supernet.app.cli import main as attnas
 
 PROXY = '{"widths": [16, 32, 64], "depths": [1, 1, 1], "stem_width": 8}'
 

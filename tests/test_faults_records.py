@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from datamodules.synth import ensure_synthetic
-from supernet.cli import main as attnas
+from supernet.app.cli import main as attnas
 
 PROXY = '{"widths": [16, 32, 64], "depths": [1, 1, 1], "stem_width": 8}'
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def _retrain_process(root: Path, out: Path, *extra: str, new_session: bool = Fal
     """A real ``attnas retrain fit`` with the shipped loader (a persistent worker, the
     memory cache) and AdamW, 4 epochs."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "supernet.cli",
+    cmd = [sys.executable, "-m", "supernet.app.cli",
            *_args(root, out, "retrain", 4, "--data.num_workers=1",
                   "--data.persistent_workers=true", "--data.cache=memory",
                   "--model.optimizer=adamw", "--model.lr=0.05", *extra)]
@@ -141,7 +141,7 @@ def _twostream_process(root: Path, out: Path) -> subprocess.Popen:
     """A real ``attnas search twostream --stage streams`` with a loader worker, 3 epochs; run
     again with the same arguments, it resumes from the stage's ``last.ckpt``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "supernet.cli", "search", "twostream", "-c",
+    cmd = [sys.executable, "-m", "supernet.app.cli", "search", "twostream", "-c",
            "configs/search/twostream.yaml", f"--out={out}", "--stage=streams",
            f"--data.root={root}", "--data.synthetic=false", "--data.num_frames=8",
            "--data.crop_size=16", "--data.batch_size=4", "--data.num_workers=1",

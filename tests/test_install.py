@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from repo import REPO
 
-PACKAGES = ("supernet", "datamodules", "derive", "benchmarks")
+PACKAGES = ("supernet", "supernet.app", "datamodules", "derive", "benchmarks")
 
 
 def _clone_files() -> list[str]:
@@ -79,7 +79,7 @@ def test_a_wheel_install_runs_attnas_and_finds_the_shipped_configs(tmp_path: Pat
     assert "demo" in out.stdout and "search" in out.stdout
 
     # the demo's config and every shipped config are in the install
-    out = _run([str(python), "-c", "from supernet import configs, demo\n"
+    out = _run([str(python), "-c", "from supernet import configs\nfrom supernet.app import demo\n"
                 "print(demo.CONFIG)\nprint(configs.display(demo.CONFIG))\n"
                 "print(*sorted(p.relative_to(configs.ROOT).as_posix() "
                 "for p in configs.ROOT.rglob('*.yaml')))"], work)

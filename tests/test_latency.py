@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from supernet.cli import main as attnas
+from supernet.app.cli import main as attnas
 from supernet.costmodel import SpaceCost
 from supernet.latency import space_latency
 from supernet.space import OP_NAMES

@@ -17,7 +17,7 @@ from datamodules.datasets import VideoClipDataset, VideoRecord
 from datamodules.modality import FlowStore, compute_flow, rgb_difference
 from datamodules.synth import ensure_synthetic
 from datamodules.transforms import TrainTransform
-from supernet.cli import main as attnas
+from supernet.app.cli import main as attnas
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -16,7 +16,7 @@ import torch
 
 from datamodules.synth import ensure_synthetic
 from derive import load_genotype
-from supernet.cli import main as attnas
+from supernet.app.cli import main as attnas
 
 # tiny everything: 2 classes, 16 px, 8 frames, a 1-stage-per-width proxy
 PROXY = '{"widths": [16, 32, 64], "depths": [1, 1, 1], "stem_width": 8}'
@@ -116,7 +116,7 @@ SHIPPED_LOADER = ("--data.num_workers=1", "--data.persistent_workers=true")
 def _search_process(root: Path, out: Path, *extra: str) -> subprocess.Popen:
     """A real ``attnas search fit`` process (3 epochs, the shipped loader settings)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "supernet.cli", "search", "fit", *_data_args(root, True),
+    cmd = [sys.executable, "-m", "supernet.app.cli", "search", "fit", *_data_args(root, True),
            *SHIPPED_LOADER, f"--model.backbone_kwargs={PROXY}", "--model.num_nodes=2",
            "--trainer.max_epochs=3", "--trainer.limit_train_batches=2",
            "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
@@ -255,12 +255,12 @@ _DDP = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=
 
 
 def _ddp(args: list[str], warnings: bool = False) -> subprocess.CompletedProcess:
-    """``python -m supernet.cli ARGS`` as 2 gloo processes, with the default callbacks --
+    """``python -m supernet.app.cli ARGS`` as 2 gloo processes, with the default callbacks --
     the rich progress bar included (it once deadlocked the first epoch end under DDP)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if not warnings:
         env["PYTHONWARNINGS"] = "ignore"
-    cmd = [sys.executable, "-m", "supernet.cli", *args]
+    cmd = [sys.executable, "-m", "supernet.app.cli", *args]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=Path(__file__).resolve().parents[1],
                             start_new_session=True)  # a hang is killed with both ranks

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from datamodules.synth import ensure_synthetic
-from supernet.cli import main as attnas
+from supernet.app.cli import main as attnas
 from supernet.ops import MixedEdge
 from supernet.space import NUM_OPS
 

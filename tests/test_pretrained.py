@@ -66,7 +66,7 @@ def test_the_head_is_left_out_by_default_and_mismatches_are_reported(source) -> 
 
 
 def test_bad_pretrained_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from supernet.cli import main as attnas
+    from supernet.app.cli import main as attnas
 
     bad = tmp_path / "other.pth"
     torch.save({"encoder.layer.0.weight": torch.zeros(3)}, bad)

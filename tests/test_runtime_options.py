@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from datamodules.synth import ensure_synthetic
-from supernet.cli import main as attnas
+from supernet.app.cli import main as attnas
 from supernet.factory import BLOCK_NAMES
 from supernet.retrain import VideoClassifier
 

@@ -16,7 +16,7 @@ from datamodules import VideoDataModule
 from datamodules.synth import ensure_synthetic
 from derive import load_genotype
 from derive.callbacks import GenotypeWriter
-from supernet.cli import main as attnas
+from supernet.app.cli import main as attnas
 from supernet.search import SearchModule
 from supernet.space import NUM_OPS
 

@@ -11,8 +11,8 @@ import torch
 
 from datamodules.synth import ensure_synthetic
 from supernet import create_backbone
+from supernet.app.cli import main as attnas
 from supernet.backbones import count_parameters, slowfast_r50
-from supernet.cli import main as attnas
 from supernet.counting import count_flops
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -16,7 +16,7 @@ from benchmarks.table.leaderboard import method_rows, random_search
 from benchmarks.table.protocol import Protocol, train_cell
 from benchmarks.table.store import Table, TableError
 from benchmarks.table.tasks import TASKS, load_task_data
-from supernet.cli import main as attnas
+from supernet.app.cli import main as attnas
 from supernet.genotype import load_genotype, random_genotype
 
 TINY = ["--videos-per-class", "6", "--frames", "8", "--size", "16", "--steps", "3"]

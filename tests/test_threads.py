@@ -12,7 +12,7 @@ import torch
 
 from datamodules import VideoDataModule
 from datamodules.synth import ensure_synthetic
-from supernet.threads import AllCoresOnceCached
+from supernet.app.threads import AllCoresOnceCached
 
 
 class _Probe(pl.LightningModule):

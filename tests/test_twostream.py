@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 from datamodules.synth import ensure_synthetic
 from supernet import create_backbone
+from supernet.app.cli import main as attnas
 from supernet.backbones import FUSION_SITES
-from supernet.cli import main as attnas
 from supernet.costmodel import TwoStreamBudget, parse_twostream_target, twostream_costs
 from supernet.counting import count_flops
 from supernet.twostream import VARIABLES, TwoStreamArch, load_arch

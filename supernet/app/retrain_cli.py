@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from pytorch_lightning.callbacks import LearningRateMonitor
+
+from datamodules import BrokenVideoMonitor
+from supernet.retrain import VideoClassifier
+
+from .checkpointing import RunCheckpoint
+from .lightning_cli import run
+
 
 def trainer_defaults(root: str = "runs") -> dict:
     """Retrain defaults: CSV logs and checkpoints under ``runs/retrain/version_N``."""
-    from pytorch_lightning.callbacks import LearningRateMonitor
-
-    from datamodules import BrokenVideoMonitor
-
-    from .checkpointing import RunCheckpoint
-
     return {
-        "logger": {"class_path": "supernet.run_logs.RunLogger",
+        "logger": {"class_path": "supernet.app.run_logs.RunLogger",
                    "init_args": {"save_dir": root, "name": "retrain"}},
         "callbacks": [
             BrokenVideoMonitor(),
@@ -28,7 +30,4 @@ def trainer_defaults(root: str = "runs") -> dict:
 
 def main(argv: list[str]) -> int:
     """Entry point of ``attnas retrain``."""
-    from .lightning_cli import run
-    from .retrain import VideoClassifier
-
     return run("retrain", VideoClassifier, argv, trainer_defaults())

@@ -25,8 +25,10 @@ from typing import Any
 import torch
 
 from datamodules.atomic import atomic_path
+from supernet.paths import check_writable, output_file
+from supernet.retrain import VideoClassifier
 
-from .paths import check_writable, output_file
+from .lightning_cli import check_checkpoint
 
 __all__ = ["FORMATS", "export_checkpoint", "main"]
 
@@ -34,9 +36,6 @@ FORMATS = ("torchscript", "onnx")
 
 
 def _load(ckpt_path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    from .lightning_cli import check_checkpoint
-    from .retrain import VideoClassifier
-
     check_checkpoint(str(ckpt_path), "retrain")
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     module = VideoClassifier.load_from_checkpoint(str(ckpt_path), map_location="cpu")
@@ -57,7 +56,7 @@ def _write(model: torch.nn.Module, fmt: str, clip: torch.Tensor, path: Path) -> 
 def _run_export(fmt: str, path: Path, clip: torch.Tensor) -> torch.Tensor:
     if fmt == "torchscript":
         return torch.jit.load(str(path)).eval()(clip).detach()
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional (the [export] extra): only for an ONNX check
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return torch.from_numpy(session.run(None, {"video": clip.numpy()})[0])

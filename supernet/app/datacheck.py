@@ -23,9 +23,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .datamodule import VideoDataModule
-from .decode import DecodeError, probe
-from .sampling import clip_span
+from datamodules.datamodule import VideoDataModule
+from datamodules.decode import DecodeError, probe
+from datamodules.sampling import clip_span
 
 __all__ = ["DataCheck", "check_dataset", "render", "workers_needed"]
 

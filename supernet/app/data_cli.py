@@ -8,7 +8,7 @@
 --sampling-rate R --crop-size S --batch-size B --step-seconds S --clips N]`` reports what a
 dataset root holds (counts per split and class, missing and broken files, clip lengths) and
 the measured decode throughput per loader worker at the config's clip shape, with the
-workers a GPU step needs (:mod:`datamodules.datacheck`); it writes nothing.
+workers a GPU step needs (:mod:`supernet.app.datacheck`); it writes nothing.
 
 Bad input: one line on stderr, exit code 2.
 """
@@ -22,9 +22,11 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
+from datamodules.datamodule import VideoDataModule
+from datamodules.formats import FORMAT_NAMES
+from datamodules.synth import DEFAULTS, TASKS, SynthError, ensure_synthetic
+
 from .datacheck import check_dataset, render
-from .datamodule import VideoDataModule
-from .formats import FORMAT_NAMES
 
 __all__ = ["main"]
 
@@ -36,8 +38,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .synth import DEFAULTS, TASKS
-
     p = _Parser(prog="attnas data", description="Dataset commands.")
     sub = p.add_subparsers(dest="command", metavar="{synth,check}", parser_class=_Parser)
     s = sub.add_parser("synth", help="write the synthetic benchmark (H.264 MP4 + lists)",
@@ -118,8 +118,6 @@ def _check(args: argparse.Namespace) -> int:
 
 def main(argv: list[str]) -> int:
     """Run ``attnas data <argv>``; returns the exit code."""
-    from .synth import SynthError, ensure_synthetic
-
     parser = _parser()
     try:
         args = parser.parse_args(argv)

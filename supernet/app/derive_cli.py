@@ -17,21 +17,20 @@ import argparse
 import sys
 from pathlib import Path
 
+import yaml
+
+from derive.checkpoint import genotype_from_checkpoint, select_from_checkpoint
+from derive.draw import draw_cell, plot_alpha, plot_selection
+from derive.genotype import GenotypeError, save_genotype
+from derive.select import SELECTION_RULES, check_bn_mode, check_rule, report_from_dict
 from supernet.costmodel import check_min_width, parse_cost_target
 from supernet.paths import check_writable, output_file
 
-from .checkpoint import genotype_from_checkpoint, select_from_checkpoint
-from .draw import draw_cell, plot_alpha, plot_selection
-from .genotype import GenotypeError, save_genotype
-from .select import SELECTION_RULES, check_bn_mode, check_rule, report_from_dict
-
-__all__ = ["genotype_from_checkpoint", "select_from_checkpoint", "main"]
+__all__ = ["main"]
 
 
 def _data_overrides(items: list[str]) -> dict:
     """``--data.KEY VALUE`` / ``--data.KEY=VALUE`` pairs -> ``{KEY: value}`` (YAML values)."""
-    import yaml
-
     out: dict = {}
     i = 0
     while i < len(items):

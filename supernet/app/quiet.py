@@ -2,7 +2,7 @@
 place for the ``attnas`` commands (each filter names exactly one message):
 
 * Lightning's "Tip: ... litlogger" banner, and its note that our model summary replaces
-  its own (:class:`supernet.lightning_cli.RunSummary`, which drops the FLOPs column that
+  its own (:class:`supernet.app.lightning_cli.RunSummary`, which drops the FLOPs column that
   reads 0);
 * ``isinstance(treespec, LeafSpec) is deprecated`` (Lightning's pytree shim on this torch;
   printed twice under DDP);
@@ -23,6 +23,9 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+
+from datamodules.datasets import BrokenVideoWarning
+from datamodules.labels import LabelWarning
 
 __all__ = ["HeldBack", "quiet_lightning"]
 
@@ -96,9 +99,6 @@ def quiet_lightning() -> None:
         logging.getLogger(name).addFilter(_DropNoise())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from .*")
-    from datamodules.datasets import BrokenVideoWarning
-    from datamodules.labels import LabelWarning
-
     previous = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001

@@ -3,18 +3,21 @@
 
 from __future__ import annotations
 
+from datamodules import BrokenVideoMonitor
+from derive.callbacks import GenotypeWriter
+from supernet.search import SearchModule
+
+from .checkpointing import RunCheckpoint
+from .lightning_cli import run
+from .threads import AllCoresOnceCached
+from .twostream_cli import main as twostream_main
+
 
 def trainer_defaults(root: str = "runs") -> dict:
     """Search defaults: CSV logs, checkpoints and the per-epoch genotype under
     ``runs/search/version_N``."""
-    from datamodules import BrokenVideoMonitor
-    from derive.callbacks import GenotypeWriter
-
-    from .checkpointing import RunCheckpoint
-    from .threads import AllCoresOnceCached
-
     return {
-        "logger": {"class_path": "supernet.run_logs.RunLogger",
+        "logger": {"class_path": "supernet.app.run_logs.RunLogger",
                    "init_args": {"save_dir": root, "name": "search"}},
         "callbacks": [
             BrokenVideoMonitor(),
@@ -31,12 +34,7 @@ def trainer_defaults(root: str = "runs") -> dict:
 
 def main(argv: list[str]) -> int:
     """Entry point of ``attnas search`` (``attnas search twostream ...``: the progressive
-    two-stream search, :mod:`supernet.twostream.cli`)."""
+    two-stream search, :mod:`supernet.app.twostream_cli`)."""
     if argv and argv[0] == "twostream":
-        from .twostream.cli import main as twostream_main
-
         return twostream_main(argv[1:])
-    from .lightning_cli import run
-    from .search import SearchModule
-
     return run("search", SearchModule, argv, trainer_defaults())

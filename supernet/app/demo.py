@@ -19,8 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-from .configs import display
-from .configs import path as config_path
+import torch
+
+from supernet.configs import display
+from supernet.configs import path as config_path
+
+from .search_cli import main as search_main
 
 CONFIG = config_path("search/synthetic.yaml")
 RETRAIN_CONFIG = config_path("retrain/synthetic.yaml")
@@ -37,16 +41,12 @@ def main(argv: list[str]) -> int:
         print("usage: attnas demo [search options, e.g. --trainer.max_epochs 2]\n")
         print(__doc__)
         return 0
-    from .search_cli import main as search_main
-
     if not CONFIG.is_file():
         print(f"attnas demo: error: default config {CONFIG} is missing", file=sys.stderr)
         return 2
     if "OMP_NUM_THREADS" not in os.environ:
         # leave cores to the two decoding workers: on a 2-core machine, 2 compute threads
         # plus 2 workers oversubscribe the CPU and torch's spinning threads slow down 5-10x
-        import torch
-
         torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
     t0 = time.time()
     print(f"[attnas demo] search with {display(CONFIG)} (data generated on first use)")

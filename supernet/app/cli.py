@@ -1,7 +1,8 @@
 """The ``attnas`` command: one console script, one subcommand per stage.
 
-Each subcommand lives in the module that owns its idea and exposes ``main(argv) -> int``;
-this file only dispatches (imports are lazy so ``attnas --help`` is instant).
+Each subcommand is a module of this package (``attnas bench`` and ``attnas table``: of
+``benchmarks``) that exposes ``main(argv) -> int``; this file only dispatches, naming the
+modules by string so that ``attnas --help`` imports none of them.
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ import sys
 
 #: subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "data": ("datamodules.cli", "datasets: `data synth --out DIR`, `data check ROOT -c CFG`"),
-    "search": ("supernet.search_cli", "differentiable search (LightningCLI): `search fit -c CFG`"),
-    "derive": ("derive.cli", "search checkpoint -> genotype JSON + picture"),
-    "retrain": ("supernet.retrain_cli", "train/evaluate a video classifier (LightningCLI)"),
-    "cost": ("supernet.cost", "params, MACs/FLOPs and CPU latency of a backbone + block"),
-    "export": ("supernet.export", "retrained network -> TorchScript / ONNX file, checked"),
-    "predict": ("supernet.predict", "class probabilities of video files (retrained network)"),
-    "demo": ("supernet.demo", "the quick start: synthetic data -> search -> derive"),
+    "data": ("supernet.app.data_cli",
+             "datasets: `data synth --out DIR`, `data check ROOT -c CFG`"),
+    "search": ("supernet.app.search_cli",
+               "differentiable search (LightningCLI): `search fit -c CFG`"),
+    "derive": ("supernet.app.derive_cli", "search checkpoint -> genotype JSON + picture"),
+    "retrain": ("supernet.app.retrain_cli", "train/evaluate a video classifier (LightningCLI)"),
+    "cost": ("supernet.app.cost_cli",
+             "params, MACs/FLOPs and CPU latency of a backbone + block"),
+    "export": ("supernet.app.export", "retrained network -> TorchScript / ONNX file, checked"),
+    "predict": ("supernet.app.predict",
+                "class probabilities of video files (retrained network)"),
+    "demo": ("supernet.app.demo", "the quick start: synthetic data -> search -> derive"),
     "bench": ("benchmarks.run", "the benchmark suite (accuracy, cost, search cost)"),
     "table": ("benchmarks.table.cli",
               "the ground-truth table: build, query, leaderboard, score-supernet, report"),

@@ -24,8 +24,17 @@ from pytorch_lightning.callbacks import (
 )
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from rich import get_console
+from rich.table import Table
 
-from .paths import check_writable, need_file
+from datamodules import TooManyBrokenVideosError, VideoDataModule
+from datamodules.synth import SynthError
+from derive.select import check_rule
+from supernet.counting import count_flops
+from supernet.fusion import SCORES_FILE, load_scores
+from supernet.paths import check_writable, need_file
+
+from .quiet import HeldBack, quiet_lightning
 from .run_logs import RunLogger
 
 SUBCOMMANDS = ("fit", "validate", "test")
@@ -57,7 +66,7 @@ class RankSafeRichProgressBar(RichProgressBar):
 class RunSummary(RichModelSummary):
     """The model summary at the start of a run: each top-level module's type, parameters
     and mode, the totals, and the network's MACs per clip (one inference forward at the
-    data's clip, attention counted: :func:`supernet.cost.count_flops`). Lightning's own
+    data's clip, attention counted: :func:`supernet.counting.count_flops`). Lightning's own
     prints a FLOPs column that reads 0 unless the module sets an ``example_input_array``."""
 
     _macs: tuple[int, tuple[int, ...]] | None = None
@@ -68,8 +77,6 @@ class RunSummary(RichModelSummary):
         if trainer.is_global_zero and dm is not None and hasattr(dm, "crop_size"):
             shape = (1, 3, int(dm.num_frames), int(dm.crop_size), int(dm.crop_size))
             try:
-                from .cost import count_flops
-
                 net = getattr(pl_module, "model", pl_module)
                 self._macs = (count_flops(net, shape)["macs"], shape)
             except Exception:  # noqa: BLE001 - the summary must never stop a run
@@ -79,9 +86,6 @@ class RunSummary(RichModelSummary):
     def summarize(self, summary_data, total_parameters: int,  # noqa: D102
                   trainable_parameters: int, model_size: float, total_training_modes: dict,
                   total_flops: int, **kwargs) -> None:
-        from rich import get_console
-        from rich.table import Table
-
         columns = [(name, values) for name, values in summary_data
                    if name != "FLOPs" or total_flops]
         table = Table(header_style="bold")
@@ -195,9 +199,7 @@ def check_checkpoint(path: str, kind: str, supernet: str | None = None,
 
 def _check_search(model, dm) -> None:
     """Before a search trains: its selection rule exists and, if it scores on validation
-    data, the datamodule has some (the CLI layer may import derive)."""
-    from derive.select import check_rule
-
+    data, the datamodule has some."""
     rule = check_rule(model.hparams.get("select", "argmax"))
     if rule != "argmax" and not len(dm.datasets.get("val") or []):
         raise ValueError(f"selection rule {rule!r} scores on validation data, and the "
@@ -302,8 +304,6 @@ def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict) -
     """Run ``attnas <kind> [subcommand] ...``; returns the exit code. Lightning's start-up
     lines (``Seed set to 0``, ``GPU available``) are held back until the input is checked:
     a refusal is the only line on stderr."""
-    from .quiet import HeldBack, quiet_lightning
-
     quiet_lightning()
     held = HeldBack().start()
     try:
@@ -314,9 +314,6 @@ def run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict) -
 
 def _run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict,
          held) -> int:
-    from datamodules import TooManyBrokenVideosError, VideoDataModule
-    from datamodules.synth import SynthError
-
     argv = list(argv)
     sub = "fit"
     if argv and argv[0] in SUBCOMMANDS:
@@ -389,8 +386,6 @@ def _run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict,
     except (ValueError, FileNotFoundError, KeyError, TooManyBrokenVideosError, SynthError) as e:
         return _error(kind, str(e).strip().splitlines()[0])
     if kind == "retrain" and sub == "test":
-        from .fusion import SCORES_FILE, load_scores
-
         try:
             for path in fuse:  # readable before the test runs
                 load_scores(path)

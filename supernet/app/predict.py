@@ -9,7 +9,7 @@ checkpoint (saved with the run's data). A video that cannot be read gets one lin
 stderr and the others are still predicted (exit code 1 then; 2 for bad arguments).
 
 ``--attention DIR`` also draws, per video, where the inserted blocks attend
-(:mod:`supernet.attention_maps`: map ops' maps, the mean attention dot-product ops and
+(:mod:`supernet.app.attention_maps`: map ops' maps, the mean attention dot-product ops and
 non-local blocks give each key) as a PNG grid and an animated GIF.
 
 Output, one line per video::
@@ -30,15 +30,19 @@ from typing import Any
 
 import torch
 
-from .paths import check_writable
+from datamodules.datasets import VideoClipDataset, VideoRecord
+from datamodules.decode import DecodeError
+from datamodules.transforms import KINETICS_MEAN, KINETICS_STD, EvalTransform
+from supernet.paths import check_writable
+from supernet.retrain import VideoClassifier
+
+from .attention_maps import attention_maps, save_attention
+from .lightning_cli import check_checkpoint
 
 __all__ = ["predict_videos", "main"]
 
 
 def _load(ckpt_path: str) -> tuple[torch.nn.Module, dict[str, Any], list[str]]:
-    from .lightning_cli import check_checkpoint
-    from .retrain import VideoClassifier
-
     check_checkpoint(ckpt_path, "retrain")
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     model = VideoClassifier.load_from_checkpoint(ckpt_path, map_location="cpu").model.eval()
@@ -57,15 +61,11 @@ def predict_videos(ckpt_path: str, videos: list[str], clips: int | None = None,
     """``(class names, [(video, probabilities (num_classes,) or the reason it failed)])``.
     With ``attention`` (a folder), also writes ``<video stem>_attention.png`` / ``.gif``
     there: where the inserted blocks attend on the first view
-    (:mod:`supernet.attention_maps`).
+    (:mod:`supernet.app.attention_maps`).
 
     Raises:
         ValueError / FileNotFoundError: a bad checkpoint or view count.
     """
-    from datamodules.datasets import VideoClipDataset, VideoRecord
-    from datamodules.decode import DecodeError
-    from datamodules.transforms import KINETICS_MEAN, KINETICS_STD, EvalTransform
-
     model, data, classes = _load(ckpt_path)
     clips = int(clips if clips is not None else data.get("test_clips") or 1)  # 0 is not
     crops = int(crops if crops is not None else data.get("test_crops") or 1)  # the default
@@ -103,10 +103,6 @@ def predict_videos(ckpt_path: str, videos: list[str], clips: int | None = None,
 
 def _draw_attention(model: torch.nn.Module, view: torch.Tensor, data: dict[str, Any],
                     stem: Path) -> None:
-    from datamodules.transforms import KINETICS_MEAN, KINETICS_STD
-
-    from .attention_maps import attention_maps, save_attention
-
     maps = attention_maps(model, view[None])
     if not maps:
         raise ValueError("--attention: this network has no attention op or non-local block "

@@ -19,7 +19,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .space import STAGES, load_arch, variables_of
+from datamodules import BrokenVideoMonitor
+from derive.twostream import TwoStreamWriter
+from supernet.twostream.search import TwoStreamSearch
+from supernet.twostream.space import STAGES, load_arch, variables_of
+
+from .checkpointing import RunCheckpoint
+from .lightning_cli import run
+from .threads import AllCoresOnceCached
 
 __all__ = ["main", "trainer_defaults"]
 
@@ -29,14 +36,8 @@ _USAGE = ("usage: attnas search twostream -c CONFIG [--out DIR] [--stage "
 
 def trainer_defaults(root: str, stage: str) -> dict:
     """CSV logs, checkpoints and the stage's writer under ``root/<stage>/version_N``."""
-    from datamodules import BrokenVideoMonitor
-    from derive.twostream import TwoStreamWriter
-
-    from ..checkpointing import RunCheckpoint
-    from ..threads import AllCoresOnceCached
-
     return {
-        "logger": {"class_path": "supernet.run_logs.RunLogger",
+        "logger": {"class_path": "supernet.app.run_logs.RunLogger",
                    "init_args": {"save_dir": root, "name": stage}},
         "callbacks": [BrokenVideoMonitor(),
                       RunCheckpoint(save_last=True, save_top_k=-1, every_n_epochs=1,
@@ -74,9 +75,6 @@ def _last_checkpoint(root: Path, stage: str) -> Path | None:
 
 def main(argv: list[str]) -> int:
     """Entry point of ``attnas search twostream``; returns the exit code."""
-    from ..lightning_cli import run
-    from .search import TwoStreamSearch
-
     argv = list(argv)
     if argv and argv[0] == "fit":
         argv.pop(0)
