@@ -61,7 +61,7 @@ from .decode import read_all_frames
 from .formats import FormatData, reader_of
 from .modality import FLOW_ALGORITHMS, FlowStore, check_modality, modality_channels
 from .sources import VideoSources
-from .synth import synthetic_clip_problems
+from .synth import class_names, ensure_synthetic, synthetic_clip_problems
 from .transforms import KINETICS_MEAN, KINETICS_STD, EvalTransform, TrainTransform
 
 __all__ = ["VideoDataModule"]
@@ -272,8 +272,6 @@ class VideoDataModule(VideoSources, pl.LightningDataModule):
                                  "meta.json); data.synthetic would generate into it: choose "
                                  "another --data.root")
             if self.synthetic and not Path(self.root).exists():
-                from .synth import class_names  # lazy: the generator is only needed here
-
                 self._classes = class_names(**self.synthetic_params)
             else:
                 self._resolve_sources()
@@ -314,8 +312,6 @@ class VideoDataModule(VideoSources, pl.LightningDataModule):
     def prepare_data(self) -> None:
         """Generate the synthetic benchmark if ``synthetic`` and it is missing (rank 0)."""
         if self.synthetic:
-            from .synth import ensure_synthetic
-
             ensure_synthetic(self.root, **self.synthetic_params,
                              announce=lambda line: print(line, file=sys.stderr, flush=True))
 

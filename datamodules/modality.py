@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_save_npy, atomic_write_text
+from .decode import DecodeError
 
 __all__ = ["MODALITIES", "FLOW_ALGORITHMS", "FLOW_BOUND", "modality_channels",
            "check_modality", "compute_flow", "rgb_difference", "FlowStore"]
@@ -164,8 +165,6 @@ class FlowStore:
         """Compute the flow of every video not cached yet (a rich progress bar when
         ``progress``); a video that fails to decode is left for the dataset to skip.
         Returns ``{"computed", "cached", "failed"}`` counts."""
-        from .decode import DecodeError
-
         self._check_folder()
         todo = [v for v in videos if not self.path_for(v).is_file()]
         counts = {"computed": 0, "cached": len(videos) - len(todo), "failed": 0}

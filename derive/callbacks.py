@@ -26,7 +26,8 @@ from supernet.search import SearchModule
 
 from .draw import draw_cell, plot_alpha, write_arch_csv_row
 from .genotype import Genotype, save_genotype
-from .select import Selection, check_rule, select_cell, selection_data
+from .select import Selection, check_rule, report_from_dict, select_cell, selection_data
+from .selection_plot import plot_selection
 
 __all__ = ["GenotypeWriter", "run_dir", "genotype_from_module", "final_genotype",
            "select_from_module", "reselect"]
@@ -262,14 +263,10 @@ def _all_cores() -> Any:
 
 
 def _plot_selection(selection: dict, path: Path) -> None:
-    from .selection_plot import plot_selection
-
     plot_selection(selection, path)
 
 
 def _report(genotype: Genotype) -> str:
-    from .select import report_from_dict
-
     return genotype.summary() + "\n" + report_from_dict(genotype.provenance["selection"])
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from datamodules.atomic import atomic_path
+from supernet.backbones.slowfast import FUSION_SITES
 from supernet.costmodel import twostream_cost
 from supernet.rng import run_seed
 from supernet.twostream.space import VARIABLES, TwoStreamArch, inactive, variable
@@ -293,8 +294,6 @@ def draw_twostream(arch: TwoStreamArch, path: str | Path, title: str | None = No
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from supernet.backbones.slowfast import FUSION_SITES
 
     v = arch.values
     fig, ax = plt.subplots(figsize=(9.5, 4.2))

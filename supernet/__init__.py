@@ -3,8 +3,7 @@ Lightning modules."""
 
 from .cells import ArchParameters, FixedCell, NodeSpec, SearchCell
 from .space import ACTIVATIONS, DIMENSIONS, FAMILIES, OP_NAMES, OPS, POSITIONS, OpSpec, parse_op
-
-__version__ = "0.1.0"
+from .version import __version__ as __version__
 
 __all__ = [
     "ACTIVATIONS", "DIMENSIONS", "FAMILIES", "OPS", "OP_NAMES", "POSITIONS", "OpSpec",

@@ -35,6 +35,8 @@ from .counting import count_flops, count_params
 from .factory import create_backbone, create_block
 from .ops import AttentionOp
 from .space import NUM_OPS, OP_NAMES
+from .twostream.build import twostream
+from .twostream.space import SLOWFAST_DEFAULT, VARIABLE_NAMES, VARIABLES, TwoStreamArch
 
 __all__ = ["CellCosts", "SpaceCost", "CellBudget", "insertion_shapes", "cell_costs",
            "twostream_costs", "describe_twostream", "TwoStreamBudget", "parse_twostream_target",
@@ -419,8 +421,6 @@ def twostream_costs(clip: tuple[int, int, int] = (32, 24, 24), width_div: int = 
     point with that one variable changed (``attention_at`` with a non-local block, the
     pathway being meaningless without one; ``cell`` is skipped: a genotype's cost is its
     own). Rows ``{"variable", "value", "macs", "params", "default"}``; cached."""
-    from .twostream.space import SLOWFAST_DEFAULT, VARIABLES, TwoStreamArch
-
     rows = []
     for var in VARIABLES:
         for value in var.values:
@@ -460,8 +460,6 @@ def twostream_cost(arch: Any, num_classes: int, clip: tuple[int, int, int],
     """``{"clip", "params", "macs"}`` per clip ``(T, H, W)`` of the network a two-stream
     architecture (a :class:`~supernet.twostream.TwoStreamArch`) describes, at its
     ``network`` size, attention counted."""
-    from .twostream.build import twostream
-
     with torch.no_grad():
         net = twostream(num_classes, arch, in_channels=in_channels).eval()
         macs = count_flops(net, (1, in_channels, *clip))["macs"]
@@ -514,8 +512,6 @@ class TwoStreamBudget:
     def __init__(self, target: str | float, network: Mapping[str, Any],
                  clip: tuple[int, int, int], num_classes: int, in_channels: int = 3,
                  cell: Mapping[str, Any] | None = None) -> None:
-        from .twostream.space import SLOWFAST_DEFAULT
-
         kind, value = parse_twostream_target(target)
         self.spec = target
         self.network = {"width_div": int(network.get("width_div", 8)),
@@ -529,8 +525,6 @@ class TwoStreamBudget:
 
     def macs(self, values: Mapping[str, Any]) -> int:
         """MACs per clip of the network at the point ``values`` (all eight variables)."""
-        from .twostream.space import VARIABLE_NAMES, TwoStreamArch
-
         key = tuple(values[n] for n in VARIABLE_NAMES)
         if key not in self._cache:
             cell = self.cell if values["attention"] == "cell" else None

@@ -50,6 +50,7 @@ from .nodes import (
     validate_nodes,
 )
 from .space import OP_NAMES, POSITIONS
+from .version import __version__
 
 __all__ = [
     "FORMAT",
@@ -120,12 +121,7 @@ def _jsonable(value: Any, where: str) -> Any:
 
 
 def _package_version() -> str:
-    try:
-        import supernet
-
-        return str(supernet.__version__)
-    except (ImportError, AttributeError):  # pragma: no cover - always there in practice
-        return "unknown"
+    return str(__version__)
 
 
 def _now() -> str:

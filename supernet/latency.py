@@ -38,6 +38,7 @@ from torch import nn
 
 from datamodules.atomic import atomic_write_text
 
+from .block_factory import create_block
 from .cells import inner_width
 from .counting import measure_latency
 from .ops import AttentionOp
@@ -173,8 +174,6 @@ def space_latency(shapes: Sequence[Sequence[int]], inner_ratio: float = 0.5,
                             tuple(float(v) for v in hit["op_ms"]),
                             {k: float(v) for k, v in dict(hit.get("block_ms") or {}).items()},
                             key, True)
-
-    from .factory import create_block  # noqa: PLC0415 - only when measuring
 
     fixed, ops = 0.0, [0.0] * len(OP_NAMES)
     block_ms = dict.fromkeys(sorted(set(blocks)), 0.0)

@@ -19,6 +19,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from .factory import create_backbone
+from .fusion import fuse, load_scores, save_scores
 from .hparams import check_fraction, check_nonnegative, check_positive
 from .layout import LayoutHooks, apply_layout, check_memory_format
 from .optim import check_optimizer, weight_optimizer
@@ -262,8 +263,6 @@ class VideoClassifier(LayoutHooks, pl.LightningModule):
         log ``test/fused_video_top{k}`` (two-stream late fusion)."""
         if not self.scores_path and not self.fuse_scores:
             return
-        from .fusion import fuse, load_scores, save_scores
-
         modality = str(getattr(self.trainer.datamodule, "modality", "rgb"))
         if self.scores_path and self.trainer.is_global_zero:
             save_scores(self.scores_path, idx.cpu(), scores.cpu(), labels.cpu(), modality)

@@ -1,4 +1,5 @@
-"""The network a two-stream architecture file describes, built through the one factory."""
+"""The network a two-stream architecture file describes, its blocks built through
+:func:`supernet.block_factory.create_block`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..backbones import VideoBackbone
+from ..backbones import VideoBackbone, slowfast_r50
+from ..block_factory import create_block
+from ..genotype import Genotype
 from .space import TwoStreamArch, attention_positions, load_arch
 
 __all__ = ["twostream"]
@@ -39,15 +42,10 @@ def twostream(num_classes: int, arch: str | Path | Mapping[str, Any] | TwoStream
     Raises:
         ValueError: an unreadable or invalid architecture (one line).
     """
-    from ..factory import create_block  # noqa: PLC0415 - the factory imports this module
-    from ..genotype import Genotype
-
     if arch is None:
         arch = TwoStreamArch.create()
     elif not isinstance(arch, TwoStreamArch):
         arch = load_arch(arch)
-    from ..backbones import slowfast_r50
-
     net_cfg = arch.network
     width_div = int(net_cfg.get("width_div", 8)) if width_div is None else width_div
     depths = tuple(net_cfg.get("depths", (1, 1, 1, 1))) if depths is None else tuple(depths)

@@ -37,8 +37,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..backbones.slowfast import _WIDTHS, FUSION_SITES, SlowFast, _Lateral
+from ..block_factory import create_block
 from ..ops import check_video
-from .space import SLOWFAST_DEFAULT, Variable, attention_positions, variable
+from .space import SLOWFAST_DEFAULT, VARIABLE_NAMES, Variable, attention_positions, variable
 
 __all__ = ["StageChoices", "ElasticTwoStream"]
 
@@ -159,8 +160,6 @@ class StageChoices(nn.Module):
 
 def variable_names() -> tuple[str, ...]:
     """Names of every variable of the space, in order."""
-    from .space import VARIABLE_NAMES
-
     return VARIABLE_NAMES
 
 
@@ -216,8 +215,6 @@ class ElasticTwoStream(nn.Module):
                  depths: tuple[int, ...] = (1, 1, 1, 1), in_channels: int = 3,
                  dropout: float = 0.5, cell: Any = None, stem_pool: bool = True) -> None:
         super().__init__()
-        from ..factory import create_block  # the factory builds two-stream nets too
-
         self.choices = choices
         c = choices
         beta = min(c.candidates("beta_inv"))

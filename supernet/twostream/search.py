@@ -26,6 +26,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..cells import check_bn_mode, recalibrate_batchnorm
 from ..costmodel import TwoStreamBudget, parse_twostream_target
+from ..genotype import load_genotype
 from ..hparams import check_fraction, check_nonnegative, check_positive
 from ..layout import LayoutHooks, apply_layout, check_memory_format
 from ..optim import check_optimizer, search_optimizers
@@ -149,8 +150,6 @@ class TwoStreamSearch(LayoutHooks, pl.LightningModule):
         fixed = stage_fixed_values(stage, prev, base_attention)
         cell_doc, cell = None, None
         if stage == "attention" and attention_cell:
-            from ..genotype import load_genotype
-
             cell = load_genotype(attention_cell)
             cell_doc = cell.to_dict() if hasattr(cell, "to_dict") else None
         exclude = {"attention": ("cell",)} if cell is None else {}
