@@ -25,7 +25,15 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import one_line
+from datamodules import VideoDataModule
 from datamodules.atomic import atomic_path, atomic_write_text
+from derive.callbacks import GenotypeWriter, reselect
+from derive.draw import draw_cell
+from derive.genotype import load_genotype, save_genotype
+from derive.select import check_rule
+from supernet.retrain import VideoClassifier
+from supernet.search import SearchModule
 
 __all__ = ["run_job", "main"]
 
@@ -48,8 +56,6 @@ def _trainer(spec: dict[str, Any], log_dir: Path, callbacks: list | None = None)
 
 
 def _datamodule(spec: dict[str, Any], search: bool):
-    from datamodules import VideoDataModule
-
     dm = VideoDataModule(**{**spec["data"], "search": search})
     dm.prepare_data()
     dm.setup("fit")
@@ -68,10 +74,6 @@ def run_search(spec: dict[str, Any]) -> dict[str, Any]:
     With ``spec['resume_dir']`` a search killed part-way resumes from its last finished
     epoch (see :func:`run_retrain`); its ``wall_s`` counts every attempt's training."""
     from pytorch_lightning import seed_everything
-
-    from derive.callbacks import GenotypeWriter
-    from derive.genotype import load_genotype
-    from supernet.search import SearchModule
 
     seed_everything(spec["seed"], workers=True)
     run_dir = Path(spec["run_dir"])
@@ -104,9 +106,6 @@ def _written(genotype: Any, spec: dict[str, Any]) -> dict[str, Any]:
     """Copy the derived ``genotype`` (with the spec's provenance) and its picture to
     ``spec['genotype']``; returns the result fields that describe the cell and its
     selection."""
-    from derive.draw import draw_cell
-    from derive.genotype import save_genotype
-
     genotype.provenance.update(spec.get("provenance", {}))
     out = Path(spec["genotype"])
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -132,9 +131,6 @@ def run_reselect(spec: dict[str, Any]) -> dict[str, Any]:
     rule and options (``model.select*``) on it, with the same data and seed as the search
     would have used at the end of its ``fit``."""
     from pytorch_lightning import seed_everything
-
-    from derive.callbacks import reselect
-    from derive.select import check_rule
 
     seed_everything(spec["seed"], workers=True)
     model = spec["model"]
@@ -217,8 +213,6 @@ def run_retrain(spec: dict[str, Any]) -> dict[str, Any]:
     ``resumed_at_epoch`` in the result say so."""
     from pytorch_lightning import seed_everything
 
-    from supernet.retrain import VideoClassifier
-
     seed_everything(spec["seed"], workers=True)
     dm = _datamodule(spec, search=False)
     module = VideoClassifier(num_classes=dm.num_classes, **spec["model"])
@@ -283,8 +277,6 @@ def time_supernet(search_model: dict[str, Any], classes: int, shape: list[int], 
     import torch
     import torch.nn.functional as F
 
-    from supernet.search import SearchModule
-
     torch.manual_seed(0)
     x, y = _batch(shape, classes)
     module = SearchModule(num_classes=classes, **search_model)
@@ -330,8 +322,6 @@ def time_network(retrain_model: dict[str, Any], block: str, classes: int, shape:
     retrain network with ``block``."""
     import torch
     import torch.nn.functional as F
-
-    from supernet.retrain import VideoClassifier
 
     torch.manual_seed(0)
     x, y = _batch(shape, classes)
@@ -404,12 +394,6 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _write(path: Path, doc: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
-
-
-def one_line(err: BaseException) -> str:
-    """``Type: first line of the message`` (what a failed row records)."""
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text}"[:300] if text else type(err).__name__
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,9 @@ import time
 from pathlib import Path
 
 from benchmarks.common import write_text_atomic
+from supernet import create_backbone
+from supernet.blocks import NonLocalBlock
+from supernet.cost import model_cost
 
 BLOCKS = ["none", "nonlocal", "nonlocal_dot", "a2", "cinst", "stinc"]
 NL_SHAPES = {"res3": (2, 512, 4, 28, 28), "res3-T8": (2, 512, 8, 28, 28)}
@@ -111,8 +114,6 @@ def child_backbone(kind: str, block: str, repeats: int, threads: int | None,
     ``backbone`` (I3D-R50 or S3D) + block on one 1x3x``frames``x224x224 clip."""
     import torch
 
-    from supernet import create_backbone
-
     _set_threads(threads)
     torch.manual_seed(0)
     model = create_backbone(backbone, 400, block=block).eval()
@@ -135,8 +136,6 @@ def child_backbone(kind: str, block: str, repeats: int, threads: int | None,
 
 def _nl_setup(shape: tuple[int, ...]):
     import torch
-
-    from supernet.blocks import NonLocalBlock
 
     torch.manual_seed(0)
     fast = NonLocalBlock(shape[1])
@@ -258,8 +257,6 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(path).is_file():
             print(f"block_cost: no such genotype file {path!r}", file=sys.stderr)
             return 2
-
-    from supernet.cost import model_cost
 
     threads = str(args.threads or 0)
     load_before = os.getloadavg()

@@ -7,6 +7,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape as _rich_escape
+
 from datamodules.atomic import atomic_path, atomic_write_text
 
 #: the repository's root folder (benchmarks/ lies in it)
@@ -20,6 +22,36 @@ def finite_float(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return out if math.isfinite(out) else None
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    """A duration as the progress lines and reports write it (``42 s``, ``3 min 05 s``,
+    ``2 h 07 min``; ``?`` when unknown)."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def escape(text: str) -> str:
+    """``text`` with rich markup escaped (labels, paths and errors hold brackets)."""
+    return _rich_escape(str(text))
+
+
+def node_source(index: int) -> str:
+    """A node's input as written in the tables: ``in`` (the projected cell input) or
+    ``nK`` (node K)."""
+    return "in" if index == 0 else f"n{index - 1}"
+
+
+def one_line(err: BaseException) -> str:
+    """``Type: first line of the message`` (what a failed row records)."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}"[:300] if text else type(err).__name__
 
 
 def cpu_name(fallback: str | None = None) -> str:

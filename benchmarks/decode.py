@@ -39,7 +39,9 @@ from datamodules.cache import ClipCache
 from datamodules.datasets import VideoClipDataset, VideoRecord
 from datamodules.decode import VideoReader, decode_all, frame_to_rgb
 from datamodules.sampling import clip_indices, clip_span
+from datamodules.synth import DEFAULTS, ensure_synthetic
 from datamodules.transforms import TrainTransform
+from supernet import create_backbone
 
 __all__ = ["main", "make_video"]
 
@@ -130,20 +132,14 @@ def _loader_rate(ds: VideoClipDataset, workers: int, batch: int, batches: int,
     return rate
 
 
-def _search_step_rate(batch: int, repeats: int) -> float | None:
+def _search_step_rate(batch: int, repeats: int) -> float:
     """Clips/s consumed by a first-order search step (weights batch + arch batch) of the
-    proxy supernet on default synthetic clips; ``None`` if ``supernet`` is not importable."""
-    try:
-        from supernet import create_backbone
-    except ImportError:  # pragma: no cover
-        return None
+    proxy supernet on default synthetic clips."""
     model = create_backbone("proxy", 4, block="search")
     arch = list(model.arch_parameters())
     weights = list(model.weight_parameters())
     w_opt = torch.optim.SGD(weights, lr=0.01, momentum=0.9)
     a_opt = torch.optim.Adam(arch, lr=3e-4)
-    from datamodules.synth import DEFAULTS
-
     x = torch.randn(batch, 3, DEFAULTS["frames"], DEFAULTS["size"], DEFAULTS["size"])
     y = torch.randint(0, 4, (batch,))
 
@@ -235,8 +231,6 @@ def main(argv: list[str] | None = None) -> int:
         for w in (0, 1, 2):
             row(f"loader, 224p clips -> 16x112x112, {w} worker(s), batch 8",
                 _loader_rate(ds, w, 8, 8))
-
-        from datamodules.synth import DEFAULTS, ensure_synthetic
 
         root = ensure_synthetic(args.synth)
         rates: dict[str, float] = {}

@@ -31,6 +31,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.common import write_text_atomic
+from supernet import create_backbone
 
 #: dense peak TFLOPS (bf16, fp32 without TF32) by a substring of the device name
 PEAK_TFLOPS: dict[str, dict[str, float]] = {
@@ -59,8 +60,6 @@ def _rss_kib() -> int:
 
 
 def _model(args: argparse.Namespace, block: str, classes: int) -> torch.nn.Module:
-    from supernet import create_backbone
-
     if args.tiny:
         return create_backbone("proxy", classes, block=block, widths=[16, 32, 64],
                                depths=[1, 1, 1], stem_width=8)
@@ -137,8 +136,6 @@ def measure(args: argparse.Namespace, block: str, precision: str, compiled: bool
 def supernet_vs_derived(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """Median step of the search supernet (uniform: one weight step) vs the derived
     network (the same proxy with a fixed cell), same batch, fp32 eager."""
-    from supernet import create_backbone
-
     kw = ({"widths": [16, 32, 64], "depths": [1, 1, 1], "stem_width": 8} if args.tiny else {})
     shape = (args.batch, 3, args.frames if args.tiny else 16, args.size if args.tiny else 64,
              args.size if args.tiny else 64)

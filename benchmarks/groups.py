@@ -42,6 +42,10 @@ from collections import Counter
 from typing import Any
 
 from benchmarks.common import finite_float as _float
+from derive.select import SELECTION_RULES
+from supernet.costmodel import check_min_width, parse_cost_target
+from supernet.search import SUPERNET_MODES
+from supernet.space import POSITIONS
 
 __all__ = ["group_name", "parse_group", "group_rows", "group_table_lines", "target_lines",
            "budget_lines", "agreement"]
@@ -75,10 +79,6 @@ DEFAULT_GROUPS = ("uniform+perturb+5ep", "uniform+perturb", "darts+argmax",
 
 
 def _vocab() -> dict[str, tuple[str, ...]]:
-    from derive.select import SELECTION_RULES
-    from supernet.search import SUPERNET_MODES
-    from supernet.space import POSITIONS
-
     return {"supernet": SUPERNET_MODES, "select": SELECTION_RULES, "position": POSITIONS}
 
 
@@ -119,8 +119,6 @@ def parse_group(spec: str) -> dict[str, Any]:
             over["search_epochs"] = int(token[:-2])
             continue
         if token.startswith("cost") and len(token) > 4:
-            from supernet.costmodel import parse_cost_target
-
             parse_cost_target(token[4:])  # ValueError names the accepted forms
             if "cost_target" in over and over["cost_target"] != token[4:]:
                 raise ValueError(f"group {spec!r} gives two cost targets")
@@ -139,8 +137,6 @@ def parse_group(spec: str) -> dict[str, Any]:
             over["cost_weight"] = weight
             continue
         if token.startswith("minw") and len(token) > 4:
-            from supernet.costmodel import check_min_width
-
             try:
                 width = check_min_width(float(token[4:]))
             except ValueError:

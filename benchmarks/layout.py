@@ -23,14 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import REPO, cpu_name, write_text_atomic
+from supernet.factory import create_backbone
 
 CELL = (REPO / "benchmarks" / "results" / "genotypes"
         / "searched_uniform_perturb_sincos_5ep__s0.json")
 
 #: name -> (builder of the network, input shape (N, C, T, H, W), what it stands for)
 def _cases() -> dict[str, tuple[Callable[[], torch.nn.Module], tuple[int, ...], str]]:
-    from supernet.factory import create_backbone
-
     return {
         "search supernet (uniform, sincos)": (
             lambda: create_backbone("proxy", 4, "search", block_kwargs={"position": "sincos"}),

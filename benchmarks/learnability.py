@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from benchmarks.common import cpu_name, save_figure_atomic
 from datamodules import VideoDataModule
 from datamodules.atomic import atomic_write_text
+from datamodules.synth import DEFAULTS
+from supernet import create_backbone
 
 __all__ = ["main", "train_one"]
 
@@ -109,8 +111,6 @@ def train_one(block: str, dm: VideoDataModule, args: argparse.Namespace, seed: i
               ) -> dict[str, Any]:
     """Train ``proxy`` + ``block`` for ``args.epochs`` from ``seed``; returns the per-epoch
     curves."""
-    from supernet import create_backbone  # the model side (benchmarks may import it)
-
     torch.manual_seed(seed)
     name, kwargs = parse_block(block)
     model = create_backbone("proxy", dm.num_classes, block=name, block_kwargs=kwargs)
@@ -266,8 +266,6 @@ def main(argv: list[str] | None = None) -> int:
     params = {k: v for k, v in (("videos_per_class", args.videos_per_class),
                                 ("classes", args.classes), ("frames", args.frames),
                                 ("size", args.size)) if v is not None}
-    from datamodules.synth import DEFAULTS
-
     full = {**DEFAULTS, **params}
     dm = VideoDataModule(root=args.root, synthetic=True, synthetic_params=params,
                          num_frames=full["frames"], sampling_rate=1, crop_size=full["size"],

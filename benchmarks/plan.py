@@ -22,6 +22,12 @@ from typing import Any
 
 from benchmarks.common import REPO
 from benchmarks.groups import DEFAULT_GROUPS, group_name, parse_group
+from datamodules import VideoDataModule
+from datamodules.synth import DEFAULTS
+from derive.genotype import load_genotype
+from supernet.factory import BLOCK_NAMES
+from supernet.search import SearchModule
+from supernet.space import POSITIONS
 
 __all__ = ["BenchError", "Plan", "Row", "SearchJob", "build_plan"]
 
@@ -186,8 +192,6 @@ def _remedies() -> tuple[str, ...]:
     """The remedies :class:`supernet.search.SearchModule` accepts (read from its signature)."""
     import typing
 
-    from supernet.search import SearchModule
-
     try:
         hint = typing.get_type_hints(SearchModule.__init__)["remedy"]
         values = tuple(str(v) for v in typing.get_args(hint))
@@ -199,8 +203,6 @@ def _remedies() -> tuple[str, ...]:
 def _search_default(name: str) -> Any:
     """The default of a :class:`supernet.search.SearchModule` argument."""
     import inspect
-
-    from supernet.search import SearchModule
 
     return inspect.signature(SearchModule.__init__).parameters[name].default
 
@@ -309,8 +311,6 @@ def _slug(text: str) -> str:
 
 
 def _block_names() -> tuple[str, ...]:
-    from supernet.factory import BLOCK_NAMES
-
     return tuple(b for b in BLOCK_NAMES if b not in ("search", "cell"))
 
 
@@ -359,8 +359,6 @@ def build_plan(argv: list[str]) -> Plan:
              for b in blocks}
     for b in blocks:
         if b.endswith(".json"):
-            from derive.genotype import load_genotype
-
             try:
                 load_genotype(where[b])
             except (ValueError, OSError) as err:
@@ -370,8 +368,6 @@ def build_plan(argv: list[str]) -> Plan:
                              f"genotype .json file")
     if len(set(blocks)) != len(blocks):
         raise BenchError(f"--blocks lists a block twice: {args.blocks}")
-
-    from supernet.space import POSITIONS
 
     remedies = _remedies()
     scfg, rcfg = _load_yaml(args.search_config), _load_yaml(args.retrain_config)
@@ -397,8 +393,6 @@ def build_plan(argv: list[str]) -> Plan:
 
     # -- data: the synthetic benchmark read whole (its class needs every frame), or a
     #    dataset of the user's (--data-root, or configs that read one) as the configs say
-    from datamodules.synth import DEFAULTS
-
     notes: list[str] = []
     sdata, rdata = dict(scfg["data"]), dict(rcfg["data"])
     synth: dict[str, int] | None
@@ -442,8 +436,6 @@ def build_plan(argv: list[str]) -> Plan:
         num_classes = int(synth["classes"])
     else:
         clip = (int(rdata.get("num_frames", 8)), int(rdata.get("crop_size", 224)))
-        from datamodules import VideoDataModule
-
         try:
             probe = {k: v for k, v in rdata.items() if k != "search"}
             num_classes = VideoDataModule(**{**probe, "root": str(root)}).num_classes

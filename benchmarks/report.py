@@ -1,9 +1,8 @@
 """The benchmark's report: the tables, the plot and ``accuracy.md``.
 
 Owns the summary of the accuracy ledger (:func:`summarise`), the markdown tables (accuracy,
-search cost, step time, reproducibility), the top-1 vs MACs plot, :func:`write_markdown`,
-and the small formatting helpers the progress lines share (durations, numbers, rich
-markup escaping).
+search cost, step time, reproducibility), the top-1 vs MACs plot and :func:`write_markdown`
+(the formatting helpers it shares with the progress lines are in :mod:`benchmarks.common`).
 """
 
 from __future__ import annotations
@@ -16,39 +15,20 @@ import statistics
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from benchmarks.common import cpu_name, save_figure_atomic
 from benchmarks.common import finite_float as _float
+from benchmarks.common import fmt_seconds as _fmt_s
+from benchmarks.common import node_source as _source
 from benchmarks.groups import budget_lines, group_table_lines, target_lines
 from benchmarks.pareto import cost_lines, pareto_plot
 from benchmarks.plan import QUICK_PROXY, QUICK_TRAINER, Plan
+from benchmarks.runner import Ledger, Runner
 from datamodules.atomic import atomic_write_text
 
-if TYPE_CHECKING:  # runner imports this module's helpers
-    from benchmarks.runner import Ledger, Runner
-
 __all__ = ["summarise", "accuracy_table", "plot", "search_lines", "step_lines",
-           "repro_lines", "write_markdown", "escape"]
-
-
-# ------------------------------------------------------------------------------ formatting
-def _fmt_s(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "?"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
-def escape(text: str) -> str:
-    """``text`` with rich markup escaped (labels, paths and errors hold brackets)."""
-    from rich.markup import escape as _escape
-
-    return _escape(str(text))
+           "repro_lines", "write_markdown"]
 
 
 # ------------------------------------------------------------------------------ reports
@@ -114,12 +94,6 @@ def _delta(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
         se = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
         return f"{d:+.1f} ± {se:.1f}"
     return f"{d:+.1f}"
-
-
-def _source(index: int) -> str:
-    """A node's input as written in the tables: ``in`` (the projected cell input) or
-    ``nK`` (node K)."""
-    return "in" if index == 0 else f"n{index - 1}"
 
 
 def _num(value: float | None, scale: float, digits: int) -> str:

@@ -54,10 +54,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import escape
+from benchmarks.common import fmt_seconds as _fmt_s
 from benchmarks.executor import make_executor
 from benchmarks.plan import BenchError, Plan, _search_default, build_plan
-from benchmarks.report import _fmt_s, escape, plot, summarise, write_markdown
+from benchmarks.report import plot, summarise, write_markdown
 from benchmarks.runner import Ledger, Runner, _random_genotypes, _schedule
+from datamodules import VideoDataModule
+from datamodules.synth import SynthError, ensure_synthetic
+from derive.genotype import random_genotype, save_genotype
 
 __all__ = ["main", "BenchError", "Ledger", "build_plan"]
 
@@ -74,8 +79,6 @@ def _split_counts(plan: Plan) -> dict[str, int]:
         except ValueError:
             pass
     if plan.synth is None:  # a dataset: the sizes of its splits
-        from datamodules import VideoDataModule
-
         try:
             dm = VideoDataModule(**{k: v for k, v in plan.retrain_data.items()
                                     if k not in ("cache", "cache_dir")})
@@ -104,8 +107,6 @@ def upfront_estimate(plan: Plan, runner: Runner, console: Any) -> dict[str, floa
     """Estimate each run's duration from a few timed steps (before any run finished):
     steps per epoch x step time, evaluation forwards at a third of a step, plus start-up.
     Returns ``{row key or 'search': seconds}``, or None if the calibration failed."""
-    from derive.genotype import random_genotype, save_genotype
-
     m = plan.search_model
     cell = plan.work / "calibrate_cell.json"
     cell.parent.mkdir(parents=True, exist_ok=True)
@@ -318,8 +319,6 @@ def _run(plan: Plan, runner: Runner, console: Any) -> int:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
     console.print(f"runs execute on: {runner.executor.name}"
                   + (f" ({plan.args.address})" if plan.args.address else ""))
-    from datamodules.synth import SynthError, ensure_synthetic
-
     if plan.synth is not None:
         console.print(f"data: {escape(plan.retrain_data['root'])} (generated if missing)")
         try:

@@ -21,10 +21,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import escape, one_line
+from benchmarks.common import finite_float as _float
+from benchmarks.common import fmt_seconds as _fmt_s
+from benchmarks.common import node_source as _source
 from benchmarks.executor import LocalExecutor
 from benchmarks.plan import REPO, Plan, Row, SearchJob, _search_default, _slug
-from benchmarks.report import _float, _fmt_s, _source, escape
 from datamodules.atomic import atomic_path
+from derive.draw import draw_cell
+from derive.genotype import Genotype, load_genotype, random_genotype, save_genotype
+from supernet.cost import model_cost
+from supernet.costmodel import CellBudget, SpaceCost
 
 __all__ = ["Ledger", "Runner"]
 
@@ -378,8 +385,6 @@ class Runner:
     def _cost(self, row: Row) -> dict[str, Any]:
         if row.key in self.cost_cache:
             return self.cost_cache[row.key]
-        from supernet.cost import model_cost
-
         m = self.plan.retrain_model
         try:
             res = model_cost(m.get("backbone", "proxy"), row.block, m.get("positions"),
@@ -389,8 +394,6 @@ class Runner:
                              backbone_kwargs=m.get("backbone_kwargs"))
             out = {"params": res["params"], "macs": res["macs"]}
         except Exception as err:  # noqa: BLE001 - a row whose cost fails still trains
-            from benchmarks._jobs import one_line
-
             out = {"params": None, "macs": None, "error": one_line(err)}
         self.cost_cache[row.key] = out
         return out
@@ -435,9 +438,6 @@ class Runner:
 
 def _random_genotypes(plan: Plan) -> None:
     """Write the random cells' genotype JSON + PNG (deterministic from their seeds)."""
-    from derive.draw import draw_cell
-    from derive.genotype import Genotype, load_genotype, random_genotype, save_genotype
-
     m = plan.search_model
     space = None
     for row in plan.rows:
@@ -451,8 +451,6 @@ def _random_genotypes(plan: Plan) -> None:
         provenance: dict[str, Any] = {"benchmark": row.key}
         nodes = random_genotype(int(m.get("num_nodes", 3)), seed, **cell).nodes
         if row.kind == "random_cost":  # the same random cell, fitted to the group's budget
-            from supernet.costmodel import CellBudget, SpaceCost
-
             space = space or SpaceCost(
                 str(m.get("backbone", "proxy")), m.get("positions"),
                 (plan.clip[0], plan.clip[1], plan.clip[1]), int(m.get("num_nodes", 3)),

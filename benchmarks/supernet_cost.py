@@ -21,6 +21,7 @@ import sys
 import time
 
 from benchmarks.common import write_text_atomic
+from supernet.cells import ArchParameters, FixedCell, SearchCell
 
 SHAPES = {"proxy": (2, 64, 8, 28, 28), "res4": (2, 1024, 4, 14, 14)}
 ROWS = {
@@ -47,8 +48,6 @@ def _peak_kib() -> int:
 def run_row(row: str, shape: tuple[int, ...], repeats: int, threads: int) -> dict:
     """Measure one row in this process (called in a fresh subprocess)."""
     import torch
-
-    from supernet.cells import ArchParameters, FixedCell, SearchCell
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

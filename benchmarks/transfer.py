@@ -47,6 +47,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import REPO, append_run, read_runs, write_text_atomic
+from benchmarks.plan import BenchError, build_plan
+from datamodules.datamodule import VideoDataModule
+from datamodules.modality import check_modality, modality_channels
+from datamodules.synth import SynthError, ensure_synthetic
+from supernet.cost import model_cost
+from supernet.factory import BACKBONE_NAMES
 
 OUT = REPO / "benchmarks" / "results"
 DEFAULT_CELL = OUT / "genotypes" / "searched_uniform_perturb_sincos_5ep__s0.json"
@@ -100,8 +106,6 @@ def _parser() -> argparse.ArgumentParser:
 def _bench_plan(args: argparse.Namespace) -> Any:
     """The accuracy benchmark's plan this protocol takes its retrain settings (and its
     reference rows) from; raises ValueError on a bad setting."""
-    from benchmarks.plan import BenchError, build_plan
-
     argv = ["--out", args.out, "--train-seeds", str(args.seeds)]
     if args.quick:
         argv.append("--quick")
@@ -153,9 +157,6 @@ def _plan(args: argparse.Namespace) -> list[dict[str, Any]]:
         raise ValueError(f"--cell: no such genotype {args.cell!r}")
     if args.seeds < 1 or args.epochs < 1 or args.jobs < 1 or args.threads < 1:
         raise ValueError("--seeds, --epochs, --jobs and --threads must be >= 1")
-    from datamodules.modality import check_modality, modality_channels
-    from supernet.factory import BACKBONE_NAMES
-
     parsed = []
     for row in rows:
         parts = row.split("/")
@@ -218,8 +219,6 @@ def _plan(args: argparse.Namespace) -> list[dict[str, Any]]:
 def _prepare_flow(data: dict[str, Any], progress: bool) -> None:
     """Compute the optical flow of a flow row's dataset once, before the runs (runs at a
     time would each compute it), where its runs will look for it."""
-    from datamodules.datamodule import VideoDataModule
-
     VideoDataModule(**data).prepare_flow(progress=progress)
 
 
@@ -255,8 +254,6 @@ def _append(path: Path, rec: dict[str, Any]) -> None:
 
 
 def _cost(spec: dict[str, Any]) -> dict[str, Any]:
-    from supernet.cost import model_cost
-
     m, d = spec["model"], spec["data"]
     try:
         res = model_cost(m["backbone"], m["block"], m.get("positions"),
@@ -392,8 +389,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"transfer: {len(runs)} runs, {len(runs) - len(todo)} done ({len(imported)} just "
           f"taken from accuracy.csv), {len(todo)} to run ({args.jobs} at a time) -> "
           f"{csv_path}", flush=True)
-    from datamodules.synth import SynthError, ensure_synthetic
-
     for params in {json.dumps(r["spec"]["data"]["synthetic_params"], sort_keys=True):
                    r["spec"]["data"]["root"] for r in todo}.items():
         try:  # once, before the runs (two runs must not generate one folder at once)

@@ -47,6 +47,9 @@ from benchmarks.common import (
     write_text_atomic,
 )
 from datamodules.synth import DEFAULTS as SYNTH_DEFAULTS
+from supernet.cost import model_cost
+from supernet.costmodel import TwoStreamBudget
+from supernet.twostream.space import VARIABLE_NAMES, VARIABLES, TwoStreamArch, load_arch
 
 OUT = REPO / "benchmarks" / "results"
 CONFIG = "configs/search/twostream.yaml"
@@ -86,8 +89,6 @@ def random_values(seed: int, budget: Any = None) -> dict[str, Any]:
     excluded) with ``random.Random(seed)``; with a
     :class:`~supernet.costmodel.TwoStreamBudget`, the first draw within it (the searched
     networks' budget: random points of matched cost)."""
-    from supernet.twostream.space import VARIABLES
-
     rng = random.Random(seed)
     for _ in range(10_000):
         values = {v.name: rng.choice([x for x in v.values if x != "cell"]) for v in VARIABLES}
@@ -100,8 +101,6 @@ def _budget(data: dict[str, Any]) -> Any:
     """The searches' budget (the config's ``model.cost_target``) at the bench's network and
     clip, or None without one."""
     import yaml
-
-    from supernet.costmodel import TwoStreamBudget
 
     target = (yaml.safe_load((REPO / CONFIG).read_text()).get("model") or {}).get("cost_target")
     if target is None:
@@ -195,8 +194,6 @@ def _append(path: Path, rec: dict[str, Any]) -> None:
 def _cost(spec: dict[str, Any]) -> dict[str, Any]:
     """Params and MACs of the network ``spec`` trains, at its clip (``model_cost``: a
     two-stream network is built from its architecture file and network size)."""
-    from supernet.cost import model_cost
-
     m, d = spec["model"], spec["data"]
     try:
         res = model_cost(m["backbone"], m["block"], None, frames=d["num_frames"],
@@ -223,8 +220,6 @@ def _search(s: dict[str, Any], threads: int) -> dict[str, Any]:
     folder of other settings is cleared and searched again; one of the same settings
     resumes (the CLI skips finished stages and continues an interrupted one) and is done
     when ``attention.json`` is there."""
-    from supernet.twostream.space import load_arch
-
     out = Path(s["dir"])
     marker, result = out / "settings.txt", out / "attention.json"
     old = marker.read_text().strip() if marker.is_file() else None
@@ -351,8 +346,6 @@ def report(searches: list[dict[str, Any]], runs: list[dict[str, Any]],
             else [float(r["wall_s"]) for r in found if float(r["wall_s"] or 0) > 0]
         lines.append(f"| {st} | {_mean_std(secs)} |")
     if found:
-        from supernet.twostream.space import VARIABLE_NAMES
-
         lines += ["", "Searched architectures:", "",
                   "| search | " + " | ".join(VARIABLE_NAMES) + " |",
                   "|---|" + "---|" * len(VARIABLE_NAMES)]
@@ -402,8 +395,6 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     csv_path, work = out / "twostream.csv", out / "_work" / "twostream"
     if not args.report:
-        from supernet.twostream.space import VARIABLE_NAMES, TwoStreamArch
-
         for run in runs:
             if run["row"].startswith("random/") and run["seed"] == 0:
                 values = run["spec"]["random_values"]

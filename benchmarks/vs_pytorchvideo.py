@@ -47,7 +47,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from benchmarks.block_cost import _machine, _peak_mib
 from benchmarks.common import write_text_atomic
+from supernet import create_backbone, create_block
+from supernet.blocks import NonLocalBlock
 
 CLIP = (2, 3, 8, 112, 112)
 NL_TIME = (2, 512, 4, 28, 28)
@@ -158,8 +161,6 @@ def import_pytorchvideo() -> tuple[Callable[..., Any], Callable[..., Any]] | Non
 def build_i3d(which: str, num_classes: int = 400):
     from torch import nn
 
-    from supernet import create_backbone
-
     if which == "ours":
         return create_backbone("i3d_r50", num_classes)
     i3d_r50, _ = import_pytorchvideo()
@@ -170,8 +171,6 @@ def build_i3d(which: str, num_classes: int = 400):
 def build_nonlocal_pair(channels: int, seed: int = 0):
     """``(ours, theirs)`` with the same weights and BN gamma 1."""
     import torch
-
-    from supernet import create_block
 
     _, create_nonlocal = import_pytorchvideo()
     torch.manual_seed(seed)
@@ -241,8 +240,6 @@ def time_nonlocal(shape: tuple[int, ...], warmup: int, repeats: int
     and the largest |difference| of ours and theirs' outputs."""
     import torch
 
-    from supernet.blocks import NonLocalBlock
-
     ours, theirs = build_nonlocal_pair(shape[1])
     sdpa = NonLocalBlock(shape[1], impl="sdpa")
     sdpa.load_state_dict(ours.state_dict())
@@ -259,8 +256,6 @@ def time_nonlocal(shape: tuple[int, ...], warmup: int, repeats: int
 def child_mem(which: str, shape: tuple[int, ...], threads: int) -> dict:
     """Peak RSS increase (MiB) of one non-local forward+backward (after a warm-up)."""
     import torch
-
-    from benchmarks.block_cost import _peak_mib
 
     torch.set_num_threads(threads)
     block = build_nonlocal_pair(shape[1])[0 if which == "ours" else 1]
@@ -340,8 +335,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     import torch
-
-    from benchmarks.block_cost import _machine
 
     torch.set_num_threads(args.threads)
     clip, nl_time, nl_mem = ((TINY["clip"], TINY["nl_time"], TINY["nl_mem"]) if args.tiny

@@ -32,7 +32,10 @@ from supernet.genotype import GenotypeError, load_genotype
 
 from .build import EXECUTORS, build_table, plan_cells
 from .cells import TableCell, parse_cell, sample_cells
+from .leaderboard import SEARCHES_DIR, leaderboard_markdown, record_search
+from .oneshot import score_supernet
 from .protocol import Protocol
+from .report import write_report
 from .store import TABLE_DIR, Table, TableError, protocol_of_record, task_of_record
 from .study import STUDY_CELLS
 from .tasks import DATA_ROOT, TASKS, TableTask, get_task
@@ -247,8 +250,6 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _score_supernet(args: argparse.Namespace) -> int:
-    from .oneshot import score_supernet
-
     get_task(args.task)
     for name in ("val_batches", "batch_size"):
         if getattr(args, name) < 1:
@@ -273,8 +274,6 @@ def _score_supernet(args: argparse.Namespace) -> int:
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
-    from .leaderboard import leaderboard_markdown
-
     get_task(args.task)
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
@@ -286,8 +285,6 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
 
 def _add_search(args: argparse.Namespace) -> int:
-    from .leaderboard import SEARCHES_DIR, record_search
-
     get_task(args.task)
     path = record_search(args.genotype, args.task, args.method, args.seed, args.wall_s,
                          args.searches or SEARCHES_DIR)
@@ -296,8 +293,6 @@ def _add_search(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import write_report
-
     tasks = args.tasks or [t for t in TASKS if (Path(args.root) / f"{t}.csv").is_file()]
     for t in tasks:
         get_task(t)
