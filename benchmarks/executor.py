@@ -63,7 +63,7 @@ class RayExecutor:
     def __init__(self, address: str | None, cpus: int) -> None:
         import os
 
-        import ray
+        import ray  # optional (the [sweep] extra): only this executor needs it
 
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, in-process cluster
         os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
