@@ -61,9 +61,10 @@ import numpy as np
 
 from .atomic import atomic_path, atomic_write_text
 
-__all__ = ["DEFAULTS", "GENERATOR_VERSION", "COLOURS", "DIRECTIONS", "TASKS", "SynthError",
-           "class_names", "class_colours", "class_directions", "render_video", "write_video",
-           "ensure_synthetic", "classes_markdown", "synthetic_clip_problems", "check_params"]
+__all__ = ["DEFAULTS", "GENERATOR_VERSION", "COLOURS", "DIRECTIONS", "TASKS", "EVENTS",
+           "SynthError", "class_names", "class_colours", "class_directions", "render_video",
+           "write_video", "ensure_synthetic", "classes_markdown", "synthetic_clip_problems",
+           "check_params"]
 
 GENERATOR_VERSION = 2
 DEFAULTS: dict[str, int] = {"classes": 4, "videos_per_class": 1500, "frames": 32, "size": 24,
@@ -83,6 +84,8 @@ NUM_DISTRACTORS = 2
 MAX_CLASSES = len(COLOURS)
 #: what decides the class: the first flash's colour (the default) or the first mover's direction
 TASKS = ("colour", "motion", "blink")
+#: how many events a video shows: one per class (``all``) or 1 to ``classes`` (``graded``)
+EVENTS = ("all", "graded")
 #: the motion task's directions (dy, dx), in the order classes use them
 DIRECTIONS: tuple[tuple[str, tuple[int, int]], ...] = (
     ("right", (0, 1)), ("left", (0, -1)), ("down", (1, 0)), ("up", (-1, 0)),
@@ -98,9 +101,11 @@ class SynthError(RuntimeError):
 
 # ---------------------------------------------------------------------------- classes
 def _check(classes: int, videos_per_class: int, frames: int, size: int, seed: int,
-           task: str = "colour") -> None:
+           task: str = "colour", events: str = "all") -> None:
     if task not in TASKS:
         raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
+    if events not in EVENTS:
+        raise ValueError(f"--events must be one of {', '.join(EVENTS)}, got {events!r}")
     if task == "motion" and frames < MOVE_FRAMES * classes:
         raise ValueError(f"--frames must be >= {MOVE_FRAMES * classes} for the motion task "
                          f"with {classes} classes ({classes} movers of {MOVE_FRAMES} frames "
@@ -120,10 +125,10 @@ def _check(classes: int, videos_per_class: int, frames: int, size: int, seed: in
 
 
 def check_params(classes: int, videos_per_class: int, frames: int, size: int, seed: int,
-                 task: str = "colour") -> None:
+                 task: str = "colour", events: str = "all") -> None:
     """Raise ``ValueError`` (naming the parameter and its range) unless every generator
     parameter is valid."""
-    _check(classes, videos_per_class, frames, size, seed, task)
+    _check(classes, videos_per_class, frames, size, seed, task, events)
 
 
 def class_colours(classes: int = DEFAULTS["classes"]) -> list[str]:
@@ -222,23 +227,28 @@ def _scene(t: int, s: int, rng: np.random.Generator) -> np.ndarray:
 
 def render_video(class_index: int, classes: int = DEFAULTS["classes"],
                  frames: int = DEFAULTS["frames"], size: int = DEFAULTS["size"],
-                 rng: np.random.Generator | None = None, task: str = "colour") -> np.ndarray:
+                 rng: np.random.Generator | None = None, task: str = "colour",
+                 events: str = "all") -> np.ndarray:
     """Render one video of class ``class_index``: ``uint8 (frames, size, size, 3)`` RGB
     (``task``: ``colour``, the first flash's colour decides; ``motion``, the first mover's
-    direction)."""
+    direction; ``events``: ``all``, one event per class in every video, or ``graded``,
+    1 to ``classes`` events, uniformly)."""
     rng = rng if rng is not None else np.random.default_rng()
     t, s = frames, size
     obj = max(2, 2 * round(s / 12))  # flash / mover side, even (4 px at 24)
     video = _scene(t, s, rng)
+    # graded: the number of events is drawn only then, so videos of ``all`` are unchanged
+    count = classes if events == "all" else int(rng.integers(1, classes + 1))
     if task == "motion":
-        return _add_movers(video, class_index, classes, obj, rng)
+        return _add_movers(video, class_index, classes, obj, rng, count)
     names = [name for name, _ in COLOURS[:classes]]
     palette = dict(COLOURS)
     first = class_colours(classes)[class_index]
     # flashes: distinct 2-frame slots; the class colour takes the earliest one
-    slots = np.sort(rng.choice(np.arange(0, t - 1, 2), classes, replace=False))
+    slots = np.sort(rng.choice(np.arange(0, t - 1, 2), count, replace=False))
     others = [c for c in names if c != first]
     rng.shuffle(others)
+    others = others[:count - 1]
     placed: list[np.ndarray] = []
     min_dist = s / 4
     # blink: every flash at one place (the lamp); drawn only then, so colour videos are unchanged
@@ -258,7 +268,7 @@ def render_video(class_index: int, classes: int = DEFAULTS["classes"],
 
 
 def _add_movers(video: np.ndarray, class_index: int, classes: int, obj: int,
-                rng: np.random.Generator) -> np.ndarray:
+                rng: np.random.Generator, count: int) -> np.ndarray:
     """The motion task's events on ``video`` (float (t, s, s, 3)), returned as uint8: one grey
     square per direction, each shown for ``MOVE_FRAMES`` frames moving ``speed`` px a frame,
     in distinct slots; the class's direction takes the earliest slot."""
@@ -267,7 +277,8 @@ def _add_movers(video: np.ndarray, class_index: int, classes: int, obj: int,
     first = class_directions(classes)[class_index]
     others = [d for d, _ in DIRECTIONS[:classes] if d != first]
     rng.shuffle(others)
-    slots = np.sort(rng.choice(np.arange(0, t - MOVE_FRAMES + 1, MOVE_FRAMES), classes,
+    others = others[:count - 1]
+    slots = np.sort(rng.choice(np.arange(0, t - MOVE_FRAMES + 1, MOVE_FRAMES), count,
                                replace=False))
     speed = max(1, round(2 * s / 24))  # 2 px a frame at 24
     travel = speed * (MOVE_FRAMES - 1)
@@ -310,22 +321,22 @@ def write_video(path: str | Path, video: np.ndarray, fps: int = FPS, crf: int = 
 
 
 # ---------------------------------------------------------------------------- the folder
-Job = tuple[str, int, int, int, int, int, int, str]
+Job = tuple[str, int, int, int, int, int, int, str, str]
 
 
 def _jobs(out: Path, p: dict[str, Any]) -> list[Job]:
     task = p.get("task", "colour")
     names = class_names(p["classes"], task)
     return [(str(out / name / f"{name}_{i:05d}.mp4"), c, i, p["classes"], p["frames"],
-             p["size"], p["seed"], task)
+             p["size"], p["seed"], task, p.get("events", "all"))
             for c, name in enumerate(names) for i in range(p["videos_per_class"])]
 
 
 def _make_one(job: Job) -> str:
-    path, c, i, classes, frames, size, seed, task = job
+    path, c, i, classes, frames, size, seed, task, events = job
     if not os.path.exists(path):
         rng = np.random.default_rng([seed, c, i])
-        write_video(path, render_video(c, classes, frames, size, rng, task))
+        write_video(path, render_video(c, classes, frames, size, rng, task, events))
     return path
 
 
@@ -346,7 +357,8 @@ def ensure_synthetic(out: str | Path, classes: int = DEFAULTS["classes"],
                      videos_per_class: int = DEFAULTS["videos_per_class"],
                      frames: int = DEFAULTS["frames"], size: int = DEFAULTS["size"],
                      seed: int = DEFAULTS["seed"], task: str = "colour",
-                     workers: int | None = None, force: bool = False, progress: bool = False,
+                     events: str = "all", workers: int | None = None, force: bool = False,
+                     progress: bool = False,
                      announce: Callable[[str], None] | None = None) -> Path:
     """Generate the synthetic benchmark in ``out`` unless it is already there.
 
@@ -357,6 +369,9 @@ def ensure_synthetic(out: str | Path, classes: int = DEFAULTS["classes"],
         task: ``colour`` (default: the first flash's colour is the class) or ``motion``
             (the first mover's direction; recorded in ``meta.json`` only when not
             ``colour``, so colour folders made before the option are reused).
+        events: ``all`` (every video shows one event per class) or ``graded`` (each video
+            shows 1 to ``classes`` events, uniformly: the first is still the class, and a
+            video with fewer events is easier; recorded only when not ``all``).
         workers: encoder processes (default: CPU count, at most 8).
         force: replace a previous synthetic benchmark with other parameters.
         progress: show a progress bar (rich).
@@ -373,9 +388,11 @@ def ensure_synthetic(out: str | Path, classes: int = DEFAULTS["classes"],
     """
     params: dict[str, Any] = {"classes": int(classes), "videos_per_class": int(videos_per_class),
                               "frames": int(frames), "size": int(size), "seed": int(seed)}
-    _check(**params, task=task)
+    _check(**params, task=task, events=events)
     if task != "colour":
         params["task"] = task
+    if events != "all":
+        params["events"] = events
     out = Path(out)
     meta_path, partial_path = out / "meta.json", out / ".synth-params.json"
     wanted = {"generator_version": GENERATOR_VERSION, "params": params}

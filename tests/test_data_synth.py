@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -255,3 +256,33 @@ def test_the_colour_videos_are_those_of_generator_version_2() -> None:
     # of generator version 2's video (class 1, index 3, seed 0) at the default size)
     v = render_video(1, 4, 32, 24, np.random.default_rng([0, 1, 3]))
     assert hashlib.sha256(v.tobytes()).hexdigest()[:16] == "5c257f038de3f237"
+
+
+def test_graded_videos_show_one_to_four_events_and_the_class_first() -> None:
+    rng = np.random.default_rng(11)
+    palette = dict(COLOURS)
+    used = [name for name, _ in COLOURS[:4]]
+    counts = []
+    for c, first in enumerate(class_colours(4)):
+        for _ in range(12):
+            v = render_video(c, 4, 32, 24, rng, events="graded")
+            times = {name: ts for name in used if (ts := _flash_times(v, palette[name]))}
+            assert first in times  # the class colour always flashes, and first
+            assert min((ts[0], name) for name, ts in times.items())[1] == first
+            counts.append(len(times))
+    assert set(counts) == {1, 2, 3, 4}
+    # motion videos: graded too, the class's mover still first
+    m = render_video(0, 4, 32, 24, np.random.default_rng(3), task="motion", events="graded")
+    assert m.shape == (32, 24, 24, 3)
+
+
+def test_graded_folders_are_recorded_and_not_mixed_with_all(tmp_path: Path) -> None:
+    out = ensure_synthetic(tmp_path / "g", classes=2, videos_per_class=3, frames=8, size=16,
+                           events="graded", workers=1)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["params"]["events"] == "graded"
+    with pytest.raises(SynthError):
+        ensure_synthetic(out, classes=2, videos_per_class=3, frames=8, size=16, workers=1)
+    with pytest.raises(ValueError, match="--events must be one of all, graded"):
+        ensure_synthetic(tmp_path / "h", events="some")
+    assert not (tmp_path / "h").exists()

@@ -8,14 +8,22 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from benchmarks.table.cells import cell_key, one_node_cells, parse_cell, sample_cells
 from benchmarks.table.cli import main
 from benchmarks.table.leaderboard import method_rows, random_search
-from benchmarks.table.protocol import Protocol, train_cell
+from benchmarks.table.protocol import (
+    Protocol,
+    _fixed_prefix,
+    clips_to_tensor,
+    prefix_features,
+    train_cell,
+)
 from benchmarks.table.store import Table, TableError
-from benchmarks.table.tasks import TASKS, load_task_data
+from benchmarks.table.tasks import TASKS, load_task_data, task_folder
 from supernet.app.cli import main as attnas
 from supernet.genotype import load_genotype, random_genotype
 
@@ -183,8 +191,9 @@ def test_percentile_counts_the_three_node_cells() -> None:
 @pytest.fixture(scope="module")
 def supernet_ckpt(built: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("search")
-    _, data = built
-    assert attnas(["search", "fit", f"--data.root={data / 'colour'}", "--data.num_frames=8",
+    root, data = built
+    folder = task_folder(Table.load("colour", root).variant, data)
+    assert attnas(["search", "fit", f"--data.root={folder}", "--data.num_frames=8",
                    "--data.crop_size=16", "--data.batch_size=4", "--data.num_workers=0",
                    "--data.search=true", f"--model.backbone_kwargs={PROXY}",
                    "--model.num_nodes=2", "--model.position=sincos", "--trainer.max_epochs=1",
@@ -282,3 +291,32 @@ def test_report_draws_every_task(built: tuple[Path, Path]) -> None:
     text = (root / "README.md").read_text()
     assert "## Task `colour`" in text and "## Task `blink`" in text
     assert (root / "colour.png").stat().st_size > 10_000
+
+
+def test_the_fixed_prefix_is_computed_once_and_shared_by_every_run(
+        built: tuple[Path, Path]) -> None:
+    root, data = built
+    d = load_task_data(Table.load("colour", root).variant, data)
+    p = replace(Protocol(), steps=3, warmup_steps=1, calib_clips=16)
+    feats = prefix_features(d, p)
+    files = sorted(Path(d.folder).glob(f"prefix_{p.prefix_fingerprint()}_*.npy"))
+    stamps = [f.stat().st_mtime_ns for f in files]
+    assert len(files) == 3 and feats["train"].dtype == np.float16
+    assert feats["test"].shape[0] == len(d.y_test)
+    # what is stored is the prefix network's output on the clips
+    with torch.no_grad():
+        want = _fixed_prefix(p, d.x_train).features_before(
+            clips_to_tensor(d.x_val, np.arange(4), p.frame_step), p.train_from)
+    assert torch.allclose(torch.from_numpy(feats["val"][:4].astype(np.float32)), want,
+                          atol=2e-2, rtol=1e-2)
+    prefix_features(d, p)  # a second use reads the files
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+    assert replace(p, prefix_seed=1).prefix_fingerprint() != p.prefix_fingerprint()
+    assert replace(p, steps=9).prefix_fingerprint() == p.prefix_fingerprint()
+    # training the whole network (no prefix) is still a protocol
+    whole = replace(p, train_from="stem")
+    assert not whole.frozen and whole.fingerprint() != p.fingerprint()
+    record = train_cell(parse_cell("none"), d, whole, seed=0)
+    assert 0.0 <= record.test_acc <= 1.0
+    with pytest.raises(ValueError, match="no stage 'res9'"):
+        train_cell(parse_cell("none"), d, replace(p, train_from="res9"), seed=0)

@@ -21,7 +21,7 @@ from typing import Any
 from supernet.genotype import load_genotype
 
 from .cells import BASELINES, TableCell, one_node_cells, parse_cell, sample_cells
-from .protocol import Protocol, RunRecord, train_cell
+from .protocol import Protocol, RunRecord, prefix_features, train_cell
 from .store import TABLE_DIR, Table, write_setup
 from .tasks import DATA_ROOT, TableTask, TaskData, load_task_data
 
@@ -169,7 +169,9 @@ def build_table(task: TableTask, cells: Sequence[TableCell], seeds: Iterable[int
     pool = _pool(executor, workers, address)  # an unreachable Ray fails before any write
     spec, task_spec = asdict(protocol), asdict(task)
     try:
-        load_task_data(task, data_root)  # generate and decode once, before the workers
+        data = load_task_data(task, data_root)  # generate and decode once, before the workers
+        if protocol.frozen:
+            prefix_features(data, protocol)  # and the fixed prefix's features
     except BaseException:
         pool.close()
         raise

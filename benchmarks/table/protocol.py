@@ -2,11 +2,14 @@
 
 The network is the proxy backbone (the search's own family) at the width the protocol
 names, with the cell inserted at the proxy's default positions (after the last block of
-res3 and of res4). Training reads the task's decoded clips from memory: AdamW, linear
-warm-up then cosine decay to 0, gradient-norm clipping, a fixed number of steps over
-shuffled epochs; a step whose loss or gradient is not finite is skipped and counted. The
-final weights are scored on the validation split (what a search may choose by) and on the
-test split (what the table reports), every clip whole.
+res3 and of res4). The stem and the stages before ``train_from`` are a **fixed prefix**:
+drawn once from ``prefix_seed``, their BatchNorm statistics calibrated on training clips,
+the same for every cell and seed; their features are computed once per task and kept next
+to the task's clips (:func:`prefix_features`), so a run trains only the cell and the stages
+around it. Training: AdamW, linear warm-up then cosine decay to 0, gradient-norm clipping,
+a fixed number of steps over shuffled epochs; a step whose loss or gradient is not finite is
+skipped and counted. The final weights are scored on the validation split (what a search
+may choose by) and on the test split (what the table reports), every clip whole.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -23,17 +28,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from datamodules.atomic import atomic_save_npy
 from supernet.counting import count_flops, count_params
 from supernet.factory import create_backbone
 
-from .cells import TableCell
-from .tasks import TaskData
+from .cells import TableCell, parse_cell
+from .tasks import SPLITS, TaskData
 
 __all__ = ["Protocol", "RunRecord", "build_model", "train_cell", "evaluate", "clips_to_tensor",
-           "PROTOCOL_VERSION"]
+           "prefix_features", "PROTOCOL_VERSION"]
 
 #: bump when the training code changes what a protocol's numbers mean
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 _MEAN, _STD = 0.45, 0.225
 
 
@@ -51,6 +57,10 @@ class Protocol:
         grad_clip: gradient-norm clipping (0 = off).
         widths, depths, stem_width, stem_kernel, dropout: the proxy backbone's.
         positions: insertion preset of the proxy (``default``: after res3 and res4).
+        train_from: the first trained stage; the stem and the stages before it are the
+            fixed prefix (``stem``: train everything).
+        prefix_seed: the seed that draws the fixed prefix's weights and calibration clips.
+        calib_clips: training clips that calibrate the prefix's BatchNorm statistics.
         eval_batch: clips per evaluation batch (no effect on the numbers).
     """
 
@@ -67,6 +77,9 @@ class Protocol:
     stem_kernel: tuple[int, ...] = (3, 3, 3)
     dropout: float = 0.0
     positions: str = "default"
+    train_from: str = "res3"
+    prefix_seed: int = 0
+    calib_clips: int = 1024
     eval_batch: int = 150
 
     def fingerprint(self) -> str:
@@ -75,6 +88,19 @@ class Protocol:
         fields.pop("eval_batch")
         text = json.dumps({"version": PROTOCOL_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def prefix_fingerprint(self) -> str:
+        """12 hex digits that change with any field that changes the fixed prefix."""
+        keys = ("frame_step", "widths", "depths", "stem_width", "stem_kernel", "train_from",
+                "prefix_seed", "calib_clips")
+        fields = {k: getattr(self, k) for k in keys}
+        text = json.dumps({"version": PROTOCOL_VERSION, **fields}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @property
+    def frozen(self) -> bool:
+        """Whether the protocol has a fixed prefix (``train_from`` is not ``stem``)."""
+        return self.train_from != "stem"
 
     def longer(self, factor: float) -> Protocol:
         """The same recipe trained ``factor`` times as many steps (warm-up scaled too)."""
@@ -122,10 +148,98 @@ def _labels(labels: np.ndarray, index: np.ndarray | Tensor) -> Tensor:
     return torch.from_numpy(labels[np.sort(np.asarray(index))])
 
 
+def _prefix_modules(model: nn.Module, protocol: Protocol) -> list[str]:
+    """Names of the top-level parameter prefixes that the fixed prefix owns."""
+    stages = list(model.stages)
+    if protocol.train_from not in stages:
+        raise ValueError(f"train_from: no stage {protocol.train_from!r} ({', '.join(stages)}, "
+                         "or 'stem' to train everything)")
+    before = stages[:stages.index(protocol.train_from)]
+    for name in before:
+        if len(getattr(model.stages[name], "inserted", {})):
+            raise ValueError(f"train_from {protocol.train_from!r}: a block is inserted in "
+                             f"{name}, which would be frozen")
+    return ["stem.", *(f"stages.{n}." for n in before)]
+
+
+def _fixed_prefix(protocol: Protocol, clips: np.ndarray) -> nn.Module:
+    """The fixed prefix's network (the proxy without a cell, weights from ``prefix_seed``),
+    its BatchNorm statistics calibrated on ``calib_clips`` of ``clips``, in eval mode."""
+    with torch.random.fork_rng():
+        torch.manual_seed(protocol.prefix_seed)
+        model = build_model(parse_cell("none"), 2, protocol)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = None  # a cumulative average over the calibration batches
+            module.reset_running_stats()
+    rng = np.random.default_rng(protocol.prefix_seed)
+    pick = rng.choice(len(clips), min(protocol.calib_clips, len(clips)), replace=False)
+    model.train()
+    with torch.no_grad():
+        for start in range(0, len(pick), 64):
+            model.features_before(clips_to_tensor(clips, pick[start:start + 64],
+                                                  protocol.frame_step), protocol.train_from)
+    return model.eval()
+
+
+def prefix_features(data: TaskData, protocol: Protocol,
+                    announce: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
+    """The fixed prefix's features of every clip of every split, ``float16 (N, C, T', H',
+    W')``, computed on first use and kept in the task's folder
+    (``prefix_<fingerprint>_<split>.npy``, atomic writes); memory-mapped read-only."""
+    folder = Path(data.folder)
+    paths = {split: folder / f"prefix_{protocol.prefix_fingerprint()}_{split}.npy"
+             for split in SPLITS}
+    if not all(p.is_file() for p in paths.values()):
+        if announce is not None:
+            announce(f"computing the fixed prefix's features of {data.task.name} "
+                     f"({protocol.prefix_fingerprint()}), once")
+        model = _fixed_prefix(protocol, data.x_train)
+        with torch.no_grad():
+            for split, path in paths.items():
+                clips = data.split(split)[0]
+                out = [model.features_before(
+                    clips_to_tensor(clips, np.arange(a, min(a + 200, len(clips))),
+                                    protocol.frame_step), protocol.train_from).half().numpy()
+                       for a in range(0, len(clips), 200)]
+                atomic_save_npy(path, np.concatenate(out))
+    return {split: np.load(path, mmap_mode="r") for split, path in paths.items()}
+
+
+class _Inputs:
+    """A split's network inputs by row: clips (trained from the stem) or prefix features."""
+
+    def __init__(self, data: TaskData, protocol: Protocol,
+                 features: dict[str, np.ndarray] | None) -> None:
+        self.data, self.protocol, self.features = data, protocol, features
+
+    def __call__(self, split: str, index: np.ndarray) -> Tensor:
+        index = np.sort(np.asarray(index))
+        if self.features is None:
+            return clips_to_tensor(self.data.split(split)[0], index, self.protocol.frame_step)
+        return torch.from_numpy(np.ascontiguousarray(self.features[split][index])).float()
+
+
+def _forward(model: nn.Module, x: Tensor, protocol: Protocol) -> Tensor:
+    return model.forward_from(x, protocol.train_from) if protocol.frozen else model(x)
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, inputs: _Inputs, split: str) -> float:
+    model.eval()
+    labels = inputs.data.split(split)[1]
+    correct, batch = 0, inputs.protocol.eval_batch
+    for start in range(0, len(labels), batch):
+        idx = np.arange(start, min(start + batch, len(labels)))
+        logits = _forward(model, inputs(split, idx), inputs.protocol)
+        correct += int((logits.argmax(1) == _labels(labels, idx)).sum())
+    return correct / max(len(labels), 1)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, clips: np.ndarray, labels: np.ndarray, batch: int,
              frame_step: int = 1) -> float:
-    """Top-1 accuracy of ``model`` (eval mode) on every clip."""
+    """Top-1 accuracy of ``model`` (eval mode, whole network) on every clip."""
     model.eval()
     correct = 0
     for start in range(0, len(labels), batch):
@@ -146,20 +260,26 @@ def _lr_at(step: int, protocol: Protocol) -> float:
 def train_cell(cell: TableCell, data: TaskData, protocol: Protocol, seed: int) -> RunRecord:
     """Train ``cell`` on ``data`` with ``protocol`` from ``seed``; score the final weights.
 
-    The seed fixes the initial weights and the order of the training clips. Threads are the
-    caller's (``torch.set_num_threads``).
+    The seed fixes the trained weights' initial values and the order of the training
+    clips; the fixed prefix (if any) is the protocol's. Threads are the caller's
+    (``torch.set_num_threads``).
     """
     start = time.perf_counter()
+    features = prefix_features(data, protocol) if protocol.frozen else None
+    inputs = _Inputs(data, protocol, features)
     torch.manual_seed(seed)
     model = build_model(cell, len(data.classes), protocol)
     t, h, w = data.x_train.shape[1:4]
     shape = (1, 3, len(range(0, t, protocol.frame_step)), h, w)
     macs = int(count_flops(model, shape)["macs"])
     params = count_params(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=protocol.lr,
-                            weight_decay=protocol.weight_decay)
+    frozen = _prefix_modules(model, protocol) if protocol.frozen else []
+    trained = [p for name, p in model.named_parameters()
+               if not any(name.startswith(f) for f in frozen)]
+    opt = torch.optim.AdamW(trained, lr=protocol.lr, weight_decay=protocol.weight_decay)
     order = torch.Generator().manual_seed(seed)
-    n = len(data.y_train)
+    labels = data.y_train
+    n = len(labels)
     perm, cursor = torch.randperm(n, generator=order), 0
     skipped, loss_ema = 0, float("nan")
     model.train()
@@ -170,14 +290,14 @@ def train_cell(cell: TableCell, data: TaskData, protocol: Protocol, seed: int) -
         cursor += protocol.batch_size
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, protocol)
-        clips = clips_to_tensor(data.x_train, idx, protocol.frame_step)
-        loss = F.cross_entropy(model(clips), _labels(data.y_train, idx))
+        loss = F.cross_entropy(_forward(model, inputs("train", idx), protocol),
+                               _labels(labels, idx))
         opt.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             skipped += 1
             continue
         loss.backward()
-        norm = (nn.utils.clip_grad_norm_(model.parameters(), protocol.grad_clip)
+        norm = (nn.utils.clip_grad_norm_(trained, protocol.grad_clip)
                 if protocol.grad_clip > 0 else torch.tensor(0.0))
         if not torch.isfinite(norm):
             skipped += 1
@@ -185,7 +305,7 @@ def train_cell(cell: TableCell, data: TaskData, protocol: Protocol, seed: int) -
         opt.step()
         value = float(loss.detach())
         loss_ema = value if math.isnan(loss_ema) else 0.95 * loss_ema + 0.05 * value
-    val = evaluate(model, data.x_val, data.y_val, protocol.eval_batch, protocol.frame_step)
-    test = evaluate(model, data.x_test, data.y_test, protocol.eval_batch, protocol.frame_step)
+    val = _accuracy(model, inputs, "val")
+    test = _accuracy(model, inputs, "test")
     return RunRecord(cell.key, seed, val, test, params, macs,
                      round(time.perf_counter() - start, 2), skipped, round(loss_ema, 4))

@@ -21,7 +21,8 @@ from datamodules.atomic import atomic_save_npy, atomic_write_text
 from datamodules.decode import decode_all
 from datamodules.synth import ensure_synthetic
 
-__all__ = ["TableTask", "TASKS", "TaskData", "get_task", "load_task_data", "DATA_ROOT"]
+__all__ = ["TableTask", "TASKS", "TaskData", "get_task", "load_task_data", "task_folder",
+           "DATA_ROOT"]
 
 #: where the tasks' videos and decoded caches live (ignored by git)
 DATA_ROOT = Path("data/table")
@@ -36,12 +37,16 @@ class TableTask:
         name: the table's name for it (``--task``).
         synth_task: the generator's task (``colour`` | ``motion`` | ``blink``).
         summary: one line: what decides the class.
+        events: ``graded`` (each video shows 1 to ``classes`` events, so the task has
+            easy and hard videos and a cell's accuracy grows with how much of the
+            relation it captures) or ``all`` (every video shows every event).
         classes, videos_per_class, frames, size, seed: generator parameters.
     """
 
     name: str
     synth_task: str
     summary: str
+    events: str = "graded"
     classes: int = 4
     videos_per_class: int = 1500
     frames: int = 32
@@ -52,7 +57,7 @@ class TableTask:
         """Keyword arguments of :func:`ensure_synthetic` (without the folder)."""
         return {"classes": self.classes, "videos_per_class": self.videos_per_class,
                 "frames": self.frames, "size": self.size, "seed": self.seed,
-                "task": self.synth_task}
+                "task": self.synth_task, "events": self.events}
 
     def fingerprint(self) -> str:
         """12 hex digits that change with any generator parameter."""
@@ -62,12 +67,12 @@ class TableTask:
 
 TASKS: dict[str, TableTask] = {
     t.name: t for t in (
-        TableTask("colour", "colour", "the colour of the first of four flashes at four "
+        TableTask("colour", "colour", "the colour of the first of one to four flashes at "
                   "places far apart"),
-        TableTask("motion", "motion", "the direction of the first of four grey movers "
+        TableTask("motion", "motion", "the direction of the first of one to four grey movers "
                   "(no colour cue)"),
-        TableTask("blink", "blink", "the first colour of a lamp that blinks four colours "
-                  "at one place"),
+        TableTask("blink", "blink", "the first colour of a lamp that blinks one to four "
+                  "colours at one place"),
     )
 }
 
@@ -79,12 +84,18 @@ def get_task(name: str) -> TableTask:
     return TASKS[name]
 
 
+def task_folder(task: TableTask, root: str | Path = DATA_ROOT) -> Path:
+    """Where a task variant's videos and caches live: ``<root>/<name>_<fingerprint>``."""
+    return Path(root) / f"{task.name}_{task.fingerprint()}"
+
+
 @dataclass
 class TaskData:
     """A task's decoded splits: ``x_<split>`` ``uint8 (N, T, H, W, 3)``, ``y_<split>``
-    ``int64 (N,)``, and the class names."""
+    ``int64 (N,)``, the class names, and the folder that holds them."""
 
     task: TableTask
+    folder: Path
     classes: list[str]
     x_train: np.ndarray
     y_train: np.ndarray
@@ -127,7 +138,7 @@ def load_task_data(task: TableTask | str, root: str | Path = DATA_ROOT,
         :class:`TaskData` whose arrays are memory-mapped read-only.
     """
     task = get_task(task) if isinstance(task, str) else task
-    folder = Path(root) / task.name
+    folder = task_folder(task, root)
     ensure_synthetic(folder, **task.generator_params(), announce=announce)
     meta = json.loads((folder / "meta.json").read_text())
     classes = list(meta["classes"])
@@ -142,4 +153,4 @@ def load_task_data(task: TableTask | str, root: str | Path = DATA_ROOT,
     for split in SPLITS:
         arrays[f"x_{split}"] = np.load(folder / f"clips_{split}.npy", mmap_mode="r")
         arrays[f"y_{split}"] = np.load(folder / f"labels_{split}.npy")
-    return TaskData(task=task, classes=classes, **arrays)
+    return TaskData(task=task, folder=folder, classes=classes, **arrays)

@@ -232,6 +232,28 @@ class VideoResNet(VideoBackbone):
         """``(N, 3, T, H, W)`` -> logits ``(N, num_classes)``."""
         return self.head(self.dropout(self.forward_features(x)))
 
+    def _split(self, stage: str) -> int:
+        names = list(self.stages)
+        if stage not in names:
+            raise ValueError(f"{self.name}: no stage {stage!r} ({', '.join(names)})")
+        return names.index(stage)
+
+    def features_before(self, x: Tensor, stage: str) -> Tensor:
+        """``(N, 3, T, H, W)`` -> the features that enter ``stage`` (stem and the stages
+        before it, with their inserted blocks and temporal pooling): ``(N, C', T', H', W')``."""
+        check_video(x, self.in_channels, "clip")
+        x = self.stem(x)
+        for name in list(self.stages)[:self._split(stage)]:
+            x = self._after_stage(name, self.stages[name](x))
+        return x
+
+    def forward_from(self, x: Tensor, stage: str) -> Tensor:
+        """The features entering ``stage`` (as :meth:`features_before` gives them) ->
+        logits ``(N, num_classes)``: ``stage`` and every stage after it, pooling, head."""
+        for name in list(self.stages)[self._split(stage):]:
+            x = self._after_stage(name, self.stages[name](x))
+        return self.head(self.dropout(self.pool(x).flatten(1)))
+
 
 # -- the two backbones -------------------------------------------------------------------
 
