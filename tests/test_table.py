@@ -17,11 +17,13 @@ from benchmarks.table.cli import main
 from benchmarks.table.leaderboard import method_rows, random_search
 from benchmarks.table.protocol import (
     Protocol,
+    RunRecord,
     _fixed_prefix,
     clips_to_tensor,
     prefix_features,
     train_cell,
 )
+from benchmarks.table.report import _across_tasks, best_one_node, discrimination_lines
 from benchmarks.table.store import Table, TableError
 from benchmarks.table.tasks import TASKS, load_task_data, task_folder
 from supernet.app.cli import main as attnas
@@ -320,3 +322,28 @@ def test_the_fixed_prefix_is_computed_once_and_shared_by_every_run(
     assert 0.0 <= record.test_acc <= 1.0
     with pytest.raises(ValueError, match="no stage 'res9'"):
         train_cell(parse_cell("none"), d, replace(p, train_from="res9"), seed=0)
+
+
+def _fake_table(task: str, accs: dict[str, list[float]]) -> Table:
+    table = Table(task, Protocol())
+    for key, values in accs.items():
+        for seed, acc in enumerate(values):
+            table.add(RunRecord(key, seed, acc, acc, 1000, 1000, 1.0, 0, 0.1),
+                      parse_cell(key).num_nodes)
+    return table
+
+
+def test_the_report_says_whether_tasks_discriminate_and_differ() -> None:
+    colour = _fake_table("colour", {"none": [0.40, 0.42], "dot.temporal.softmax~0": [0.9, 0.92],
+                                    "map.spatial.sigmoid~0": [0.5, 0.5]})
+    blink = _fake_table("blink", {"none": [0.80, 0.80], "map.spatial.sigmoid~0": [0.99, 0.99],
+                                  "dot.temporal.softmax~0": [0.85, 0.85]})
+    text = "\n".join(discrimination_lines(colour))
+    assert "50.0 points below the best cell" in text and "target ≥ 20: met" in text
+    assert "is ≤ 97 %" in text
+    text = "\n".join(discrimination_lines(blink))
+    assert "not met" in text and "is not ≤ 97 %" in text
+    assert best_one_node(blink).key == "map.spatial.sigmoid~0"
+    assert "differ in family or dimension" in "\n".join(_across_tasks([colour, blink]))
+    same = _fake_table("motion", {"dot.temporal.relu~0": [0.7, 0.7]})
+    assert "share a family and dimension" in "\n".join(_across_tasks([colour, same]))

@@ -26,7 +26,8 @@ from .leaderboard import leaderboard_markdown
 from .store import TABLE_DIR, CellStats, Table
 from .tasks import get_task
 
-__all__ = ["write_report", "plot_task", "group_percentiles", "factor_shares"]
+__all__ = ["write_report", "plot_task", "group_percentiles", "factor_shares",
+           "discrimination_lines", "best_one_node"]
 
 MARKED = ("none", "nonlocal", "nonlocal_sincos")
 
@@ -119,6 +120,46 @@ def _fmt(s: CellStats) -> str:
     return f"{s.test_mean:.1f} ± {s.test_std:.1f}"
 
 
+def discrimination_lines(table: Table) -> list[str]:
+    """Whether the task can rank cells: conv alone (``none``) >= 20 points below the best
+    cell, and the best cell <= 97 % (a task at its ceiling cannot rank the top)."""
+    stats = table.stats()
+    if "none" not in stats or len(stats) < 2:
+        return []
+    best = max(stats.values(), key=lambda s: s.test_mean)
+    gap = best.test_mean - stats["none"].test_mean
+    return ["", f"Does the task discriminate? `none` {_fmt(stats['none'])}, {gap:.1f} points "
+            f"below the best cell (`{best.key}` {_fmt(best)}; target ≥ 20: "
+            f"{'met' if gap >= 20 else 'not met'}); the best cell "
+            f"{'is' if best.test_mean <= 97 else 'is not'} ≤ 97 %."]
+
+
+def best_one_node(table: Table) -> CellStats | None:
+    """The one-node cell with the highest mean test accuracy (``None`` if none is tabled)."""
+    one = [s for s in table.stats().values() if s.nodes == 1]
+    return max(one, key=lambda s: s.test_mean) if one else None
+
+
+def _across_tasks(tables: Sequence[Table]) -> list[str]:
+    rows = [(t.task, best_one_node(t)) for t in tables]
+    rows = [(task, s) for task, s in rows if s is not None]
+    if len(rows) < 2:
+        return []
+    lines = ["## The best one-node cell of each task", "",
+             "| task | best one-node cell | test % | family | dimension |",
+             "|---|---|---:|---|---|"]
+    kinds = set()
+    for task, s in rows:
+        family, dimension, _ = parse_op(s.key.split(";")[0].split("~")[0])
+        kinds.add((family, dimension))
+        lines.append(f"| {task} | `{s.key}` | {_fmt(s)} | {family} | {dimension} |")
+    verdict = ("differ in family or dimension between tasks, so a search that always picks "
+               "one kind of cell is caught" if len(kinds) == len(rows) else
+               "share a family and dimension on some tasks: a search that always picks that "
+               "kind is not caught there")
+    return lines + ["", f"The winners {verdict}.", ""]
+
+
 def _task_section(table: Table, root: Path) -> list[str]:
     stats = table.stats()
     task = get_task(table.task)
@@ -151,6 +192,7 @@ def _task_section(table: Table, root: Path) -> list[str]:
     if one:
         lines += ["", f"Best one-node cell: `{one[0].key}` {_fmt(one[0])}; worst: "
                   f"`{one[-1].key}` {_fmt(one[-1])}."]
+    lines += discrimination_lines(table)
     cells3 = sorted((s for s in stats.values() if s.nodes == 3), key=lambda s: -s.test_mean)
     if len(cells3) >= 10:
         k = max(1, math.ceil(len(cells3) / 10))
@@ -175,8 +217,8 @@ def _task_section(table: Table, root: Path) -> list[str]:
             mean = (f"{sum(s.percentile for s in got) / len(got):.0f}" if got else "—")
             lines.append(f"| {group} | {len(members)} | {accs} | {pcts} | {mean} |")
     lines += ["", "Search methods on this table (`(round 2)`: the accuracy benchmark's "
-              "searches, run on the embedded benchmark, which is this task's data):"
-              if table.task == "colour" else "Search methods on this table:", "",
+              "searches, run on the embedded benchmark, this task with every event in every "
+              "video):" if table.task == "colour" else "Search methods on this table:", "",
               leaderboard_markdown(table)]
     return lines + [""]
 
@@ -197,6 +239,7 @@ def write_report(tasks: Sequence[str], root: str | Path = TABLE_DIR) -> Path:
              f"Runs: {len(walls)}; one run (one cell, one task, one seed, one torch thread) "
              f"took {walls[len(walls) // 2] if walls else float('nan'):.0f} s median on "
              f"{cpu_name('unknown processor')} with two runs at a time.", ""]
+    lines += _across_tasks(tables)
     for table in tables:
         lines += _task_section(table, root)
     return atomic_write_text(root / "README.md", "\n".join(lines))

@@ -68,6 +68,7 @@ def study_markdown(task: str = "colour", root: Path = TABLE_DIR,
             continue
         longer = Table.load(task, folder).stats()
         common = [c for c in STUDY_CELLS if c in base and c in longer]
+        common += [c for c in longer if c in base and c not in common]
         lines += ["", f"### {factor}× the steps on `{task}`", "",
                   "| cell | table protocol | ×" + str(factor) + " | shift | SE of the shift | "
                   "dropped by more than its SE |", "|---|---:|---:|---:|---:|:-:|"]
