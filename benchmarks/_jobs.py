@@ -26,14 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import one_line
+from benchmarks.groups import search_default
 from datamodules import VideoDataModule
 from datamodules.atomic import atomic_path, atomic_write_text
 from derive.callbacks import GenotypeWriter, reselect
 from derive.draw import draw_cell
 from derive.genotype import load_genotype, save_genotype
-from derive.select import check_rule
+from derive.rules import check_rule, get_rule
 from supernet.retrain import VideoClassifier
 from supernet.search import SearchModule
+from supernet.strategies.single_path import SinglePath
 
 __all__ = ["run_job", "main"]
 
@@ -129,7 +131,8 @@ def run_reselect(spec: dict[str, Any]) -> dict[str, Any]:
     """Derive the cell of a search whose supernet another search already trained: load
     ``spec['checkpoint']`` (that search's ``last.ckpt``) and run this search's selection
     rule and options (``model.select*``) on it, with the same data and seed as the search
-    would have used at the end of its ``fit``."""
+    would have used at the end of its ``fit`` (:func:`derive.callbacks.reselect`, the path
+    ``attnas derive`` takes too). Settings the spec leaves out are SearchModule's defaults."""
     from pytorch_lightning import seed_everything
 
     seed_everything(spec["seed"], workers=True)
@@ -139,12 +142,12 @@ def run_reselect(spec: dict[str, Any]) -> dict[str, Any]:
                if k in model}
     # this search's budget, or none: never the budget of the search that trained the
     # supernet (a group may re-select from a budgeted sibling's checkpoint)
-    options["cost_target"] = model.get("cost_target")
-    options["cost_min_width"] = float(model.get("cost_min_width", 0.0))
-    rule = check_rule(str(model.get("select", "argmax")))
-    epoch = int(torch_load(spec["checkpoint"]).get("epoch") or 0)
-    genotype = reselect(spec["checkpoint"], rule, epoch, options,
-                        lambda _: _datamodule(spec, search=True) if rule != "argmax" else None,
+    for key in ("cost_target", "cost_min_width"):
+        options[key] = model[key] if key in model else search_default(key)
+    rule = check_rule(str(model["select"] if "select" in model else search_default("select")))
+    needs_data = get_rule(rule).needs_data
+    genotype = reselect(spec["checkpoint"], rule, None, options,
+                        lambda _: _datamodule(spec, search=True) if needs_data else None,
                         run=str(spec["run_dir"]))
     return _written(genotype, spec)
 
@@ -306,7 +309,7 @@ def time_supernet(search_model: dict[str, Any], classes: int, shape: list[int], 
 
     def single_path_step() -> None:
         step[0] += 1
-        sup.arch.set_restrictions(module.sample_path(step[0]))
+        sup.arch.set_restrictions(SinglePath.sample_path(sup.arch.num_nodes, step[0]))
         try:
             weight_step()
         finally:

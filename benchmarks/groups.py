@@ -4,10 +4,10 @@ the search seeds, search cost, the selection's coin tosses, the targets).
 
 A *group spec* names a way to search with ``+``-joined tokens, in any order:
 
-* a supernet mode of :data:`supernet.search.SUPERNET_MODES` (``darts``, ``uniform``,
-  ``single_path``),
-* a selection rule of :data:`derive.select.SELECTION_RULES` (``argmax``, ``perturb``,
-  ``perturb_factors``, ``alone``),
+* a supernet mode of :data:`supernet.search.SUPERNET_MODES` (a training strategy of
+  :mod:`supernet.strategies`: ``darts``, ``single_path``, ``uniform``),
+* a selection rule of :data:`derive.select.SELECTION_RULES` (a rule of :mod:`derive.rules`:
+  ``alone``, ``argmax``, ``perturb``, ``perturb_factors``),
 * optionally a cell position option of :data:`supernet.space.POSITIONS` (``none``,
   ``coords``, ``sincos``),
 * optionally a search length ``<N>ep`` (e.g. ``6ep``: this group searches for 6 epochs
@@ -26,7 +26,8 @@ A *group spec* names a way to search with ``+``-joined tokens, in any order:
   budget also sets the number of nodes, keeping the most leading nodes that fit at an
   inner ratio >= that (a selection setting: such a group re-selects).
 
-Tokens left out keep the search config's value. ``darts+argmax`` is round 1's search;
+Tokens left out keep the search config's value (or :class:`~supernet.search.SearchModule`'s
+default, where the config sets none). ``darts+argmax`` is round 1's search;
 ``uniform+perturb+sincos`` trains every candidate equally with sinusoidal positions and
 selects by perturbation. A group's *name* is written from its resolved settings (the
 position and remedy only when they are not ``none``), so a group keeps its name (and its
@@ -35,6 +36,7 @@ finished runs) when the config's defaults change.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import statistics
@@ -44,11 +46,11 @@ from typing import Any
 from benchmarks.common import finite_float as _float
 from derive.select import SELECTION_RULES
 from supernet.costmodel import check_min_width, parse_cost_target
-from supernet.search import SUPERNET_MODES
+from supernet.search import SUPERNET_MODES, SearchModule
 from supernet.space import POSITIONS
 
-__all__ = ["group_name", "parse_group", "group_rows", "group_table_lines", "target_lines",
-           "budget_lines", "agreement"]
+__all__ = ["group_name", "search_default", "parse_group", "group_rows", "group_table_lines",
+           "target_lines", "budget_lines", "agreement"]
 
 #: the benchmark's groups when --groups is not given; the first is the default group (the
 #: search config's settings with the search length the benchmark measured for it), then the
@@ -82,20 +84,30 @@ def _vocab() -> dict[str, tuple[str, ...]]:
     return {"supernet": SUPERNET_MODES, "select": SELECTION_RULES, "position": POSITIONS}
 
 
+def search_default(name: str) -> Any:
+    """The default of a :class:`supernet.search.SearchModule` argument (what a search
+    config that leaves ``name`` out runs with)."""
+    return inspect.signature(SearchModule.__init__).parameters[name].default
+
+
 def group_name(model: dict[str, Any]) -> str:
-    """The name of the group a resolved search ``model`` dict belongs to, e.g.
-    ``uniform+perturb`` or ``darts+argmax+sincos``."""
-    parts = [str(model.get("supernet", "darts")), str(model.get("select", "argmax"))]
-    if str(model.get("position", "none")) != "none":
-        parts.append(str(model["position"]))
-    if str(model.get("remedy", "none")) != "none":
-        parts.append(f"remedy={model['remedy']}")
-    if model.get("cost_target") is not None:
-        parts.append(f"cost{model['cost_target']}")
-        if float(model.get("cost_weight", 1.0)) != 1.0:
-            parts.append(f"cw{float(model['cost_weight']):g}")
-        if float(model.get("cost_min_width", 0.0)) > 0:
-            parts.append(f"minw{float(model['cost_min_width']):g}")
+    """The name of the group a search ``model`` dict belongs to (settings it leaves out
+    are :class:`~supernet.search.SearchModule`'s defaults), e.g. ``uniform+perturb+sincos``
+    or ``darts+argmax``."""
+    def get(key: str) -> Any:
+        return model[key] if key in model else search_default(key)
+
+    parts = [str(get("supernet")), str(get("select"))]
+    if str(get("position")) != "none":
+        parts.append(str(get("position")))
+    if str(get("remedy")) != "none":
+        parts.append(f"remedy={get('remedy')}")
+    if get("cost_target") is not None:
+        parts.append(f"cost{get('cost_target')}")
+        if float(get("cost_weight")) != 1.0:
+            parts.append(f"cw{float(get('cost_weight')):g}")
+        if float(get("cost_min_width")) > 0:
+            parts.append(f"minw{float(get('cost_min_width')):g}")
     return "+".join(parts)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import REPO
-from benchmarks.groups import DEFAULT_GROUPS, group_name, parse_group
+from benchmarks.groups import DEFAULT_GROUPS, group_name, parse_group, search_default
 from datamodules import VideoDataModule
 from datamodules.synth import DEFAULTS
 from derive.genotype import load_genotype
@@ -62,6 +62,14 @@ _SPEED_ONLY = {"num_workers", "cache", "cache_dir", "cache_memory_mb", "persiste
 #: the cell settings round 1's random cells were drawn with (their rows' fingerprint is the
 #: retrain settings alone; other cell settings add themselves to it)
 ROUND1_CELL = {"num_nodes": 3, "inner_ratio": 0.5, "kv_pool": True, "position": "none"}
+#: the search settings a plan's search model always holds (the config's value, else
+#: SearchModule's default): those the shipped search config wrote out before the defaults
+#: moved into the signature, so a run's fingerprint (which covers its model dict) stayed
+#: the same and no finished run is redone
+PLAN_MODEL_KEYS = ("backbone", "num_nodes", "inner_ratio", "kv_pool", "position", "optimizer",
+                   "lr", "lr_min", "momentum", "weight_decay", "arch_lr", "arch_betas",
+                   "arch_weight_decay", "arch_order", "warmup_epochs", "grad_clip", "remedy",
+                   "remedy_weight", "supernet", "select", "select_bn")
 #: version of the validation data a selection rule scores on, part of every search's
 #: fingerprint: 2 = class-interleaved validation batches (1 read a list sorted by class, so
 #: the first batches -- all a rule scores on -- were one class)
@@ -200,11 +208,8 @@ def _remedies() -> tuple[str, ...]:
     return values or ("none", "beta_decay", "entropy")
 
 
-def _search_default(name: str) -> Any:
-    """The default of a :class:`supernet.search.SearchModule` argument."""
-    import inspect
-
-    return inspect.signature(SearchModule.__init__).parameters[name].default
+#: the default of a :class:`supernet.search.SearchModule` argument
+_search_default = search_default
 
 
 def _load_yaml(path: str) -> dict[str, Any]:
@@ -218,9 +223,11 @@ def _load_yaml(path: str) -> dict[str, Any]:
     except yaml.YAMLError as err:
         raise BenchError(f"config {path} is not valid YAML ({' '.join(str(err).split())})"
                          ) from None
+    if isinstance(doc, dict) and doc.get("model") is None:
+        doc["model"] = {}  # the module's defaults (the shipped search configs set none)
     if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict) \
             or not isinstance(doc.get("data"), dict):
-        raise BenchError(f"config {path} needs 'model:' and 'data:' sections")
+        raise BenchError(f"config {path} needs a 'data:' section (and 'model:' a mapping)")
     return doc
 
 
@@ -471,7 +478,7 @@ def build_plan(argv: list[str]) -> Plan:
     # -- searches: one group per way of searching ------------------------------------------
     remedy_weight = (args.remedy_weight if args.remedy_weight is not None
                      else float(smodel.get("remedy_weight", 0.0)) or DEFAULT_REMEDY_WEIGHT)
-    for key in ("supernet", "select", "position", "remedy"):
+    for key in PLAN_MODEL_KEYS:  # the signature's defaults, where the config sets none
         smodel.setdefault(key, _search_default(key))
     # the first group is the default one (its targets are checked); '' = the config's group
     specs = args.groups if args.groups is not None else "" if quick else ",".join(DEFAULT_GROUPS)

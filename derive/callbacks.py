@@ -2,12 +2,12 @@
 
 At the end of each training epoch (rank 0 only) it appends softmax(alpha) and the input
 weights to ``<run>/arch.csv`` and draws ``<run>/alpha.png`` (heat map + alpha over
-epochs); with the ``argmax`` rule it also writes ``<run>/genotype.json`` and
-``<run>/genotype.png`` (the cell) every epoch, so an interrupted search still leaves its
-latest discrete cell behind. At the end of ``fit`` it runs the module's selection rule
-(``derive.select``; ``perturb`` / ``alone`` score on validation batches) and writes the
-final genotype, its picture and ``<run>/selection.png`` (every decision with its margin).
-All files are written atomically.
+epochs); with a rule that reads only alpha/beta (``argmax``) it also writes
+``<run>/genotype.json`` and ``<run>/genotype.png`` (the cell) every epoch, so an
+interrupted search still leaves its latest discrete cell behind. At the end of ``fit`` it
+runs the module's selection rule (:mod:`derive.rules`; ``perturb`` / ``alone`` score on
+validation batches) and writes the final genotype, its picture and ``<run>/selection.png``
+(every decision with its margin). All files are written atomically.
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ import pytorch_lightning as pl
 import torch
 
 from supernet.rng import run_seed
-from supernet.search import SearchModule
+from supernet.search import SELECTION_OPTIONS, SearchModule, check_selection_options
 
 from .draw import draw_cell, plot_alpha, write_arch_csv_row
 from .genotype import Genotype, save_genotype
-from .select import Selection, check_rule, report_from_dict, select_cell, selection_data
+from .rules import check_rule, get_rule
+from .select import Selection, report_from_dict, select_cell, selection_data
 from .selection_plot import plot_selection
 
 __all__ = ["GenotypeWriter", "run_dir", "genotype_from_module", "final_genotype",
@@ -51,15 +52,16 @@ def _dataset_name(trainer: pl.Trainer) -> str | None:
 def genotype_from_module(module: pl.LightningModule, epoch: int, run: str | None = None,
                          dataset: str | None = None) -> Genotype:
     """Discretise a :class:`supernet.search.SearchModule`'s alpha/beta into a genotype."""
+    hp = module.hparams
     provenance = {
         "run": run,
         "epoch": epoch,
         "dataset": dataset,
         "seed": run_seed(None),
-        "backbone": module.hparams.get("backbone"),
-        "supernet": module.hparams.get("supernet", "darts"),
-        "arch_order": module.hparams.get("arch_order"),
-        "remedy": module.hparams.get("remedy"),
+        "backbone": hp.backbone,
+        "supernet": hp.supernet,
+        "arch_order": hp.arch_order,
+        "remedy": hp.remedy,
     }
     return Genotype.from_arch(module.arch, **module.cell_config(), provenance=provenance)
 
@@ -72,7 +74,7 @@ def _finetune(module: pl.LightningModule, datamodule: Any) -> Any:
     def run(steps: int) -> None:
         model = module.model
         if "opt" not in state:
-            lr = max(float(module.hparams.get("lr_min") or 0.0), 1e-4)
+            lr = max(float(module.hparams.lr_min), 1e-4)
             state["opt"] = torch.optim.AdamW(model.weight_parameters(), lr=lr)
             train = datamodule.train_dataloader()
             state["loader"] = train["weights"] if isinstance(train, dict) else train
@@ -98,24 +100,23 @@ def select_from_module(module: pl.LightningModule, datamodule: Any = None,
     """Run a :class:`supernet.search.SearchModule`'s selection rule (``hparams.select``)
     on its supernet; data-driven rules take their batches from ``datamodule``."""
     hp = module.hparams
-    rule = check_rule(hp.get("select", "argmax"))
+    rule = hp.select
     data = None
-    if rule != "argmax":
+    if get_rule(rule).needs_data:
         if datamodule is None:
             raise ValueError(f"selection rule {rule!r} needs validation data: no datamodule")
-        steps = int(hp.get("select_finetune_steps", 0))
-        data = selection_data(datamodule, int(hp.get("select_val_batches", 8)),
-                              int(hp.get("select_calib_batches", 4)),
-                              seed=run_seed(),
+        steps = int(hp.select_finetune_steps)
+        data = selection_data(datamodule, int(hp.select_val_batches),
+                              int(hp.select_calib_batches), seed=run_seed(),
                               finetune=_finetune(module, datamodule) if steps else None,
-                              finetune_steps=steps, bn=str(hp.get("select_bn", "recalibrate")))
+                              finetune_steps=steps, bn=str(hp.select_bn))
         dev = next(module.parameters()).device
         data.val = [(v.to(dev), y.to(dev)) for v, y in data.val]
         data.calib = [v.to(dev) for v in data.calib]
     clip = tuple(data.val[0][0].shape[2:]) if data is not None and data.val else None
     if module.clip is None and clip is not None:
         module.clip = tuple(int(v) for v in clip)
-    budget = module.cost_budget(clip) if hp.get("cost_target") is not None else None
+    budget = module.cost_budget(clip) if hp.cost_target is not None else None
     return select_cell(module.model, rule, data, progress=progress, budget=budget)
 
 
@@ -151,7 +152,7 @@ def final_genotype(module: pl.LightningModule, datamodule: Any, epoch: int,
     genotype.provenance["selection"] = selection.to_dict()
     if selection.budget is not None:  # the budget sets the cell's width
         genotype.inner_ratio = float(selection.budget["inner_ratio"])
-        genotype.provenance["search_inner_ratio"] = module.hparams.get("inner_ratio")
+        genotype.provenance["search_inner_ratio"] = module.hparams.inner_ratio
     cost = cell_cost_record(module, genotype.nodes, genotype.inner_ratio)
     if cost is not None:
         genotype.provenance["cost"] = cost
@@ -160,30 +161,51 @@ def final_genotype(module: pl.LightningModule, datamodule: Any, epoch: int,
                     provenance=genotype.provenance)
 
 
-def reselect(checkpoint: str | Path, rule: str, epoch: int, options: dict | None = None,
+def reselect(checkpoint: str | Path, rule: str | None = None, epoch: int | None = None,
+             options: dict | None = None,
              datamodule: Callable[[SearchModule], Any] | None = None, seed: int | None = None,
              run: str | None = None, dataset: str | None = None) -> Genotype:
-    """Run selection rule ``rule`` on the supernet of a search checkpoint (the one
-    re-selection path of ``attnas derive --rule`` and the benchmarks' re-select jobs).
+    """Run a selection rule on the supernet of a search checkpoint: the one re-selection
+    path of ``attnas derive`` (:func:`derive.checkpoint.select_from_checkpoint`) and the
+    benchmarks' re-select jobs.
 
     Args:
-        checkpoint: the search's checkpoint (e.g. ``last.ckpt``), at training epoch ``epoch``.
-        rule: the selection rule (checked by the caller).
-        epoch: the checkpoint's epoch, recorded in the provenance.
-        options: hyper-parameters to override on load (``select_*``, ``cost_target``, ...).
-        datamodule: called with the loaded module (it may set its clip or check its budget);
-            returns the validation data of a data-driven rule, or None.
+        checkpoint: the search's checkpoint (e.g. ``last.ckpt``); an old one is migrated
+            when loaded (:meth:`supernet.search.SearchModule.on_load_checkpoint`).
+        rule: the selection rule (a name of :mod:`derive.rules`; default: the run's own).
+        epoch: the checkpoint's training epoch, for the provenance (default: read from it).
+        options: selection settings to use instead of the run's (``select_val_batches``,
+            ``select_calib_batches``, ``select_finetune_steps``, ``select_bn``,
+            ``cost_target``, ``cost_min_width``); they do not change the supernet.
+        datamodule: called with the loaded module (it may set its clip or check its
+            budget); returns the validation data of a rule that needs data, or None.
         seed: seeds everything just before selecting, where given.
         run, dataset: the provenance's run folder and dataset.
 
     Returns:
         The genotype, with ``provenance["checkpoint"]``.
+
+    Raises:
+        ValueError: an unknown rule or option, in one line listing what is accepted.
     """
-    module = SearchModule.load_from_checkpoint(checkpoint, map_location="cpu", select=rule,
-                                               **(options or {}))
+    settings = dict(options or {})
+    unknown = sorted(set(settings) - set(SELECTION_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown selection option(s) {', '.join(unknown)}; accepted: "
+                         f"{', '.join(SELECTION_OPTIONS)}")
+    if rule is not None:
+        settings["select"] = check_rule(rule)
+    module = SearchModule.load_from_checkpoint(checkpoint, map_location="cpu")
+    merged = {k: module.hparams[k] for k in SELECTION_OPTIONS} | settings
+    check_selection_options(**merged)
+    check_rule(merged["select"])
+    module.hparams.update(merged)
     dm = datamodule(module) if datamodule is not None else None
     if seed is not None:
         pl.seed_everything(seed, verbose=False)
+    if epoch is None:
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        epoch = int(ckpt.get("epoch") or 0)
     genotype = final_genotype(module, dm, epoch, run, dataset)
     genotype.provenance["checkpoint"] = str(checkpoint)
     return genotype
@@ -199,8 +221,6 @@ class GenotypeWriter(pl.Callback):
     def __init__(self, draw: bool = True) -> None:
         self.draw = draw
 
-    def _rule(self, pl_module: pl.LightningModule) -> str:
-        return str(pl_module.hparams.get("select", "argmax"))
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -215,7 +235,7 @@ class GenotypeWriter(pl.Callback):
                            arch.input_weights().detach().cpu())
         if self.draw:
             plot_alpha(out / "arch.csv", out / "alpha.png")
-        if self._rule(pl_module) != "argmax":
+        if get_rule(pl_module.hparams.select).needs_data:
             return  # the genotype comes from the data-driven selection at the end of fit
         genotype = genotype_from_module(pl_module, epoch, str(out), _dataset_name(trainer))
         save_genotype(genotype, out / "genotype.json")

@@ -1,20 +1,24 @@
 """Search checkpoints, read: the genotype a checkpoint's architecture weights give, and a
-re-selection of its cell with any rule (``attnas derive`` and the benchmarks use these)."""
+re-selection of its cell with any rule: :func:`select_from_checkpoint` finds the data in
+the checkpoint and calls :func:`derive.callbacks.reselect`, the one re-selection path
+(``attnas derive`` and the benchmarks' re-select jobs). A checkpoint saved before the
+measured defaults moved into :class:`~supernet.search.SearchModule` is read with the
+settings it was trained with (:func:`supernet.search.migrate_hparams`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from datamodules import VideoDataModule
 from supernet.cells import ArchParameters
 from supernet.paths import need_file
+from supernet.search import SearchModule, migrate_hparams
 
 from .callbacks import reselect
 from .genotype import Genotype
-from .select import check_rule
+from .rules import check_rule, get_rule
 
 __all__ = ["genotype_from_checkpoint", "select_from_checkpoint"]
 
@@ -47,7 +51,7 @@ def genotype_from_checkpoint(path: str | Path) -> tuple[Genotype, Path | None]:
         kind = ckpt.get("attnas_kind", "foreign")
         raise _fail(f"{p} is a {kind} checkpoint without architecture parameters; "
                     f"derive needs a search checkpoint (runs/search/version_N/checkpoints/*.ckpt)")
-    hp = dict(ckpt.get("hyper_parameters", {}))
+    hp = migrate_hparams(ckpt.get("hyper_parameters") or {}, ckpt.get("attnas_hparams_version"))
     alpha, beta = sd["model.arch.alpha"], sd["model.arch.beta"]
     arch = ArchParameters(num_nodes=alpha.shape[0])
     arch.load_state_dict({"alpha": alpha, "beta": beta,
@@ -61,9 +65,9 @@ def genotype_from_checkpoint(path: str | Path) -> tuple[Genotype, Path | None]:
         "global_step": ckpt.get("global_step"),
         "dataset": dm.get("root") or dm.get("train_list"),
         "seed": hp.get("seed"),
-        "backbone": hp.get("backbone"),
-        "arch_order": hp.get("arch_order"),
-        "remedy": hp.get("remedy"),
+        "backbone": hp["backbone"],
+        "arch_order": hp["arch_order"],
+        "remedy": hp["remedy"],
     }
     seed_file = run / "config.yaml"
     if provenance["seed"] is None and seed_file.is_file():
@@ -72,44 +76,39 @@ def genotype_from_checkpoint(path: str | Path) -> tuple[Genotype, Path | None]:
                 value = line.split(":", 1)[1].strip()
                 provenance["seed"] = int(value) if value.lstrip("-").isdigit() else None
     genotype = Genotype.from_arch(
-        arch, inner_ratio=hp.get("inner_ratio", 0.5), kv_pool=hp.get("kv_pool", True),
-        position=hp.get("position", "none"), provenance=provenance,
+        arch, inner_ratio=hp["inner_ratio"], kv_pool=hp["kv_pool"], position=hp["position"],
+        provenance=provenance,
     )
     csv = run / "arch.csv"
     return genotype, (csv if csv.is_file() else None)
 
 
-
-
 def select_from_checkpoint(path: str | Path, rule: str | None = None,
                            data_overrides: dict | None = None, options: dict | None = None
                            ) -> Genotype:
-    """Rebuild a search checkpoint's supernet and derive its cell with ``rule`` (default:
-    the run's own ``select``); data-driven rules read the validation data named in the
-    checkpoint's data settings, updated by ``data_overrides``. ``options`` may set
-    ``select_val_batches``, ``select_calib_batches``, ``select_finetune_steps``,
-    ``select_bn``, ``cost_target`` (a budget, see :mod:`supernet.costmodel`; None
-    removes the run's own) and ``cost_min_width`` (the narrowest inner ratio worth a node
-    under that budget).
+    """:func:`reselect` with the data of the search: a rule that needs data reads the
+    validation data named in the checkpoint's data settings, updated by
+    ``data_overrides``; ``rule`` defaults to the run's own ``select`` and ``options`` are
+    :func:`reselect`'s.
 
     Raises:
         ValueError / FileNotFoundError: bad checkpoint, rule or data (one-line messages).
     """
     base, _ = genotype_from_checkpoint(path)  # validates the checkpoint, finds the run
+    if rule is not None:
+        check_rule(rule)
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    hp = dict(ckpt.get("hyper_parameters", {}))
-    rule = check_rule(rule or hp.get("select", "argmax"))
     data = {k: v for k, v in dict(ckpt.get("datamodule_hyper_parameters") or {}).items()
             if not k.startswith("_")}
     data.update(data_overrides or {})
 
-    def validation_data(module: Any) -> VideoDataModule | None:
+    def validation_data(module: SearchModule) -> VideoDataModule | None:
         if module.clip is None and data.get("num_frames") and data.get("crop_size"):
             crop = int(data["crop_size"])  # the clip the search trained on (for its cost)
             module.clip = (int(data["num_frames"]), crop, crop)
-        if module.hparams.get("cost_target") is not None:
+        if module.hparams.cost_target is not None:
             module.cost_budget()  # a budget below the cheapest cell: refused before selecting
-        if rule == "argmax":
+        if not get_rule(module.hparams.select).needs_data:
             return None
         if not data:
             raise ValueError(f"{path} records no data settings; give --data.root DIR")
@@ -122,8 +121,6 @@ def select_from_checkpoint(path: str | Path, rule: str | None = None,
         return dm
 
     seed = base.provenance.get("seed")
-    return reselect(path, rule, int(ckpt.get("epoch") or 0), options, validation_data,
+    return reselect(path, rule, None, options, validation_data,
                     seed=int(seed) if isinstance(seed, int) else 0,
                     run=base.provenance.get("run"), dataset=base.provenance.get("dataset"))
-
-

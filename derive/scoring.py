@@ -23,7 +23,7 @@ from supernet.cells import BN_MODES, check_bn_mode, recalibrate_batchnorm
 
 __all__ = ["SelectionData", "BN_MODES", "check_bn_mode", "clip_losses", "clip_outputs",
            "paired",
-           "measure", "prefix_inputs", "take_batches", "selection_data", "Batch"]
+           "measure", "prefix_inputs", "take_batches", "selection_data", "Batch", "restored"]
 
 #: per-clip losses are clipped here (a diverging candidate must not produce inf/NaN stats)
 _LOSS_CAP = 50.0
@@ -206,3 +206,21 @@ def selection_data(datamodule: Any, val_batches: int, calib_batches: int, seed: 
         calib = [v for v, _ in take_batches(train, calib_batches, key="weights")]
     return SelectionData(val=val, calib=calib if bn == "recalibrate" else [],
                          finetune=finetune, finetune_steps=finetune_steps, bn=check_bn_mode(bn))
+
+
+@contextlib.contextmanager
+def restored(model: nn.Module, save: Callable[[], Any], restore: Callable[[Any], None]
+             ) -> Any:
+    """Run a selection on ``model`` and put back what it changes: the restrictions
+    (``save()`` / ``restore(saved)``), the BatchNorm statistics and train/eval mode."""
+    saved = save()
+    saved_bn = {k: v.clone() for k, v in model.state_dict().items()
+                if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    was_training = model.training
+    try:
+        yield
+    finally:
+        restore(saved)
+        with contextlib.suppress(RuntimeError):
+            model.load_state_dict(saved_bn, strict=False)
+        model.train(was_training)

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .picture import FAMILY_COLOURS, save_figure
+from .select import score_unit
 
 __all__ = ["plot_selection"]
 
@@ -32,7 +33,7 @@ def _colours(name: str, what: str) -> tuple[str, str]:
     return _INPUT_COLOURS
 
 
-def _panel(ax: Any, decision: dict[str, Any], unit: str, rule: str) -> None:
+def _panel(ax: Any, decision: dict[str, Any], unit: str) -> None:
     """One decision as a bar chart of its candidates' scores (best on top)."""
     if decision.get("runner_up") is None:  # nothing was decided (node 0 reads the input)
         ax.axis("off")
@@ -56,7 +57,7 @@ def _panel(ax: Any, decision: dict[str, Any], unit: str, rule: str) -> None:
     ax.set_yticks(range(len(names)), names, fontsize=6.5 if len(names) > 6 else 7.5)
     ax.set_ylim(len(names) - 0.5, -0.5)
     ax.axvline(0.0, color="#999999", lw=0.6)
-    if rule == "argmax" and names:
+    if unit == "weight" and names:  # the uniform weight
         ax.axvline(1.0 / len(names), color="#666666", lw=0.8, ls=":")
     ax.tick_params(axis="x", labelsize=6.5)
     ax.xaxis.set_major_locator(MaxNLocator(4))
@@ -90,7 +91,7 @@ def plot_selection(selection: dict[str, Any], path: str | os.PathLike,
     if not decisions:
         raise ValueError("a selection record without decisions cannot be drawn")
     rule = str(selection.get("rule", "?"))
-    unit = "weight" if rule == "argmax" else "loss"
+    unit = score_unit(rule)
     nodes = sorted({int(d.get("node", 0)) for d in decisions})
     by = {(int(d.get("node", 0)), d.get("what", "op")): d for d in decisions}
     rows_h = [max(2.2, 0.16 * max(len(d.get("scores") or {}) for d in decisions
@@ -112,7 +113,7 @@ def plot_selection(selection: dict[str, Any], path: str | os.PathLike,
             if d is None:
                 ax.axis("off")
                 continue
-            _panel(ax, d, unit, rule)
+            _panel(ax, d, unit)
     flagged = sum(1 for d in decisions if d.get("significant") is False and d.get("runner_up"))
     decided = sum(1 for d in decisions if d.get("runner_up"))
     clips = selection.get("clips") or 0

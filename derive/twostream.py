@@ -28,8 +28,10 @@ from supernet.rng import run_seed
 from supernet.twostream.space import VARIABLES, TwoStreamArch, inactive, variable
 
 from .callbacks import _all_cores, _printer, run_dir
-from .scoring import SelectionData, check_bn_mode, measure, paired, selection_data
-from .select import _SCORE_LABEL, ARGMAX_FLAT, Decision, _restored, check_rule, selection_record
+from .rules import Decision, check_rule, get_rule
+from .rules.argmax import ARGMAX_FLAT
+from .scoring import SelectionData, check_bn_mode, measure, paired, restored, selection_data
+from .select import score_label, selection_record
 
 __all__ = ["TwoStreamWriter", "ChoiceSelection", "select_choices", "select_stage",
            "draw_twostream"]
@@ -63,8 +65,8 @@ class ChoiceSelection(NamedTuple):
 
     def report(self) -> str:
         """Lines for the terminal: each variable's decision and its margin."""
-        unit = "weight" if self.rule == "argmax" else "loss"
-        lines = [f"selection: {self.rule} ({_SCORE_LABEL[self.rule]}"
+        unit = get_rule(self.rule).unit
+        lines = [f"selection: {self.rule} ({score_label(self.rule)}"
                  + (f", {self.clips} validation clips" if self.clips else "")
                  + f", {self.seconds:.0f} s)"]
         for d in self.decisions:
@@ -116,7 +118,7 @@ def select_choices(model: nn.Module, rule: str, data: SelectionData | None = Non
         a :class:`ChoiceSelection`; the model's restrictions, BatchNorm statistics and
         mode are restored.
     """
-    check_rule(rule)
+    chosen_rule = get_rule(rule)
     choices = getattr(model, "choices", None)
     if choices is None or not hasattr(choices, "free"):
         raise ValueError("select_choices needs a two-stream supernet (model.choices)")
@@ -146,7 +148,7 @@ def select_choices(model: nn.Module, rule: str, data: SelectionData | None = Non
         return ChoiceSelection(rule, values, decisions, time.perf_counter() - t0, clips, bn,
                                record)
 
-    if rule == "argmax":
+    if not chosen_rule.needs_data:  # argmax: the largest weight of each variable
         for k, name in enumerate(names):
             ok = admissible(name)
             w = choices.weights(name).detach().cpu()
@@ -167,7 +169,7 @@ def select_choices(model: nn.Module, rule: str, data: SelectionData | None = Non
     check_bn_mode(data.bn)
     total = sum(len(choices.candidates(n)) for n in names)
     done = 0
-    with _restored(model, choices.restrictions, choices.set_restrictions):
+    with restored(model, choices.restrictions, choices.set_restrictions):
         choices.clear_restrictions()
         for k, name in enumerate(names):
             cands = admissible(name)
@@ -178,7 +180,7 @@ def select_choices(model: nn.Module, rule: str, data: SelectionData | None = Non
                 values[name] = keep
                 choices.restrict(name, [keep])
                 continue
-            alone = rule == "alone" or not variable(name).mixable
+            alone = not chosen_rule.removes or not variable(name).mixable
             choices.restrict(name, cands)
             base = None if alone else measure(model, data)
             losses: dict[int, Tensor] = {}
@@ -211,7 +213,7 @@ def select_stage(module: pl.LightningModule, datamodule: Any = None, progress: A
     hp = module.hparams
     rule = check_rule(hp.select)
     data = None
-    if rule != "argmax":
+    if get_rule(rule).needs_data:
         if datamodule is None:
             raise ValueError(f"selection rule {rule!r} needs validation data: no datamodule")
         data = selection_data(datamodule, int(hp.select_val_batches),

@@ -367,7 +367,7 @@ def test_random_cells_follow_the_search_configs_cell_settings(tmp_path: Path) ->
     from benchmarks.run import build_plan
 
     doc = yaml.safe_load(SEARCH_CONFIG.read_text())
-    doc["model"]["position"] = "none"  # round 1's cells
+    doc.setdefault("model", {})["position"] = "none"  # round 1's cells
     cfg = tmp_path / "none.yaml"
     cfg.write_text(yaml.safe_dump(doc))
     argv = ["--blocks", "nonlocal", "--random-cells", "1", "--groups", "", "--out",

@@ -94,7 +94,7 @@ def test_expected_cost_is_differentiable_and_moves_alpha_to_cheaper_ops() -> Non
     opt = torch.optim.Adam([arch.alpha], lr=0.05)
     for _ in range(100):
         opt.zero_grad()
-        term = module._cost_term()
+        term = module.supernet_strategy.cost_term(module)
         assert term.requires_grad
         term.backward()
         opt.step()
@@ -103,7 +103,7 @@ def test_expected_cost_is_differentiable_and_moves_alpha_to_cheaper_ops() -> Non
     w = arch.op_weights().detach()
     dot = torch.tensor([op.family == "dot" for op in OPS])
     assert (w[:, dot].sum(-1) < 0.5).all()  # mass moved from dot products to maps
-    assert float(module._cost_term().detach()) < 0.05
+    assert float(module.supernet_strategy.cost_term(module).detach()) < 0.05
 
 
 def test_argmax_respects_the_budget_and_fits_the_width(space: SpaceCost) -> None:

@@ -34,10 +34,15 @@ def _data_args(root: Path, search: bool) -> list[str]:
             "--data.cache=memory"]
 
 
+#: round 1's search (bi-level DARTS, argmax): alpha moves, so these tests see the
+#: architecture step, its resume and its DDP averaging (the default search freezes alpha)
+DARTS = ("--model.supernet=darts", "--model.select=argmax")
+
+
 def _search(root: Path, out: Path, *extra: str, epochs: int = 2) -> int:
     torch.set_num_threads(1)
     return attnas([
-        "search", "fit", *_data_args(root, True),
+        "search", "fit", *_data_args(root, True), *DARTS,
         f"--model.backbone_kwargs={PROXY}", "--model.num_nodes=2",
         f"--trainer.max_epochs={epochs}", "--trainer.limit_train_batches=2",
         "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
@@ -117,7 +122,7 @@ def _search_process(root: Path, out: Path, *extra: str) -> subprocess.Popen:
     """A real ``attnas search fit`` process (3 epochs, the shipped loader settings)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "supernet.app.cli", "search", "fit", *_data_args(root, True),
-           *SHIPPED_LOADER, f"--model.backbone_kwargs={PROXY}", "--model.num_nodes=2",
+           *SHIPPED_LOADER, *DARTS, f"--model.backbone_kwargs={PROXY}", "--model.num_nodes=2",
            "--trainer.max_epochs=3", "--trainer.limit_train_batches=2",
            "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
            f"--trainer.default_root_dir={out}", f"--trainer.logger.init_args.save_dir={out}",
@@ -278,7 +283,7 @@ def test_ddp_two_cpu_processes_keep_alpha_identical(synth: Path, tmp_path: Path)
     halves, the arch gradients are averaged, and the module checks every epoch that
     alpha/beta agree."""
     out = _ddp(["search", "fit", *_data_args(synth, True), f"--model.backbone_kwargs={PROXY}",
-                "--model.num_nodes=2", "--trainer.limit_val_batches=1", *_DDP,
+                "--model.num_nodes=2", "--trainer.limit_val_batches=1", *DARTS, *_DDP,
                 f"--trainer.logger.init_args.save_dir={tmp_path}"])
     assert out.returncode == 0, out.stderr[-2000:]
     run = _run_dir(tmp_path)

@@ -17,6 +17,7 @@ from supernet import create_backbone
 from supernet.cells import SearchCell, recalibrate_batchnorm
 from supernet.search import SearchModule
 from supernet.space import NUM_OPS, OP_NAMES
+from supernet.strategies.single_path import SinglePath
 
 PROXY = {"widths": [8, 16, 32], "depths": [1, 1, 1], "stem_width": 8}
 
@@ -146,7 +147,7 @@ def test_data_rules_need_validation_data() -> None:
     model = _supernet()
     with pytest.raises(ValueError, match="validation data"):
         select_cell(model, "perturb", None)
-    with pytest.raises(ValueError, match="accepted: argmax, perturb, perturb_factors, alone"):
+    with pytest.raises(ValueError, match="accepted: alone, argmax, perturb, perturb_factors"):
         select_cell(model, "best")
 
 
@@ -177,7 +178,7 @@ def test_single_path_samples_every_candidate_uniformly() -> None:
     steps = 2400
     ops, ins = Counter(), Counter()
     for step in range(steps):
-        op_mask, in_mask = module.sample_path(step)
+        op_mask, in_mask = SinglePath.sample_path(3, step)
         assert op_mask.sum(-1).tolist() == [1, 1, 1] and in_mask.sum(-1).tolist() == [1, 1, 1]
         for k in range(3):
             ops[k, int(op_mask[k].nonzero())] += 1
@@ -188,7 +189,8 @@ def test_single_path_samples_every_candidate_uniformly() -> None:
         assert min(counts) > expected - 50 and max(counts) < expected + 50, counts
         for j in range(k + 1):
             assert abs(ins[k, j] - steps / (k + 1)) < 5 * math.sqrt(steps / (k + 1))
-    assert module.sample_path(7)[0].equal(module.sample_path(7)[0])  # a resume redraws it
+    assert SinglePath.sample_path(3, 7)[0].equal(SinglePath.sample_path(3, 7)[0])  # a resume
+    assert module.supernet_strategy.name == "single_path"
 
 
 def test_single_path_trains_only_the_sampled_path(synth: Path, tmp_path: Path) -> None:
@@ -200,7 +202,7 @@ def test_single_path_trains_only_the_sampled_path(synth: Path, tmp_path: Path) -
     module = _fit(synth, tmp_path, steps, supernet="single_path")
     after = module.state_dict()
     assert module.global_step >= 2
-    paths = [module.sample_path(s) for s in range(module.global_step)]
+    paths = [SinglePath.sample_path(2, s) for s in range(module.global_step)]
     dims = ("spatial", "temporal", "spatiotemporal")
     for _name, cell in module.model.inserted_blocks():
         for k, edge in enumerate(cell.edges):
@@ -240,21 +242,21 @@ def test_uniform_never_changes_alpha_and_skips_the_arch_step(synth: Path,
 
 def test_darts_arch_step_computes_alpha_gradients_only() -> None:
     torch.manual_seed(0)
-    module = SearchModule(num_classes=2, backbone_kwargs=PROXY, num_nodes=2)
+    module = SearchModule(num_classes=2, backbone_kwargs=PROXY, num_nodes=2, supernet="darts")
     for cell in module.model.modules():  # let gradients into the cells (gamma != 0)
         if isinstance(cell, SearchCell):
             cell.bn.weight.data.fill_(1.0)
     a_opt = torch.optim.Adam(module.model.arch_parameters(), lr=0.1)
     batch = {"video": _videos(4, 0), "label": torch.tensor([0, 1, 0, 1])}
     before = module.arch.alpha.detach().clone()
-    module._arch_step(a_opt, batch, batch, 0)
+    assert module.supernet_strategy.arch_step(module, a_opt, batch, batch, 0) is not None
     assert all(p.grad is None for p in module.model.weight_parameters())
     assert module.arch.alpha.grad is not None and module.arch.alpha.grad.abs().max() > 0
     assert not module.arch.alpha.detach().equal(before)
 
 
 def test_unknown_mode_is_refused() -> None:
-    with pytest.raises(ValueError, match="accepted: darts, uniform, single_path"):
+    with pytest.raises(ValueError, match="accepted: darts, single_path, uniform$"):
         SearchModule(num_classes=2, supernet="spos")
 
 

@@ -93,10 +93,11 @@ def _search_args(root: Path, out: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def searched(synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The run folder of a tiny real darts search (1 epoch, 2 batches)."""
+    """The run folder of a tiny real darts search (1 epoch, 2 batches; round 1's rule)."""
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("runs")
-    assert attnas(_search_args(synth, out)) == 0
+    assert attnas(_search_args(synth, out, "--model.supernet=darts",
+                               "--model.select=argmax")) == 0
     return sorted((out / "search").glob("version_*"))[-1]
 
 
@@ -112,10 +113,10 @@ def _bad_search(case: str, synth: Path, ckpt: Path, out: Path) -> tuple[list[str
     """argv of a search that must be refused, and what its error line must say."""
     if case == "unknown_mode":
         return (_search_args(synth, out, "--model.supernet=spos"),
-                ["'spos'", "darts, uniform, single_path"])
+                ["'spos'", "darts, single_path, uniform"])
     if case == "unknown_rule":
         return (_search_args(synth, out, "--model.select=best"),
-                ["'best'", "argmax, perturb, perturb_factors, alone"])
+                ["'best'", "alone, argmax, perturb, perturb_factors"])
     if case == "no_val_split":  # a training list only: the root given holds no val.txt
         return (_search_args(out.parent / "noval", out, f"--data.train_list={synth}/train.txt",
                              "--model.select=perturb"),
@@ -150,7 +151,7 @@ def test_derive_unknown_rule_exits_2_and_writes_nothing(searched: Path, tmp_path
     assert attnas(["derive", str(ckpt), "--select", "best", "-o",
                    str(tmp_path / "cell.json")]) == 2
     line = _one_error_line(capsys, "derive")
-    assert "'best'" in line and "argmax, perturb, perturb_factors, alone" in line
+    assert "'best'" in line and "alone, argmax, perturb, perturb_factors" in line
     assert _files(tmp_path) == []
     assert _files(searched) == before  # no derived.json next to the run either
 

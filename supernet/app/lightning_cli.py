@@ -29,10 +29,11 @@ from rich.table import Table
 
 from datamodules import TooManyBrokenVideosError, VideoDataModule
 from datamodules.synth import SynthError
-from derive.select import check_rule
+from derive.rules import check_rule, get_rule
 from supernet.counting import count_flops
 from supernet.fusion import SCORES_FILE, load_scores
 from supernet.paths import check_writable, need_file
+from supernet.search import LEGACY_DEFAULTS
 
 from .quiet import HeldBack, quiet_lightning
 from .run_logs import RunLogger
@@ -190,7 +191,7 @@ def check_checkpoint(path: str, kind: str, supernet: str | None = None,
         raise ValueError(f"{path} is a {found or 'foreign'} checkpoint, expected a {kind} "
                          f"checkpoint")
     if supernet is not None:
-        mode = ckpt.get("attnas_supernet", "darts")
+        mode = ckpt.get("attnas_supernet", LEGACY_DEFAULTS["supernet"])  # before modes: darts
         if mode != supernet:
             raise ValueError(f"{path} is a checkpoint of a {mode} supernet search, but this "
                              f"run trains a {supernet} supernet (resume it with "
@@ -200,14 +201,14 @@ def check_checkpoint(path: str, kind: str, supernet: str | None = None,
 def _check_search(model, dm) -> None:
     """Before a search trains: its selection rule exists and, if it scores on validation
     data, the datamodule has some."""
-    rule = check_rule(model.hparams.get("select", "argmax"))
-    if rule != "argmax" and not len(dm.datasets.get("val") or []):
+    rule = check_rule(model.hparams.select)
+    if get_rule(rule).needs_data and not len(dm.datasets.get("val") or []):
         raise ValueError(f"selection rule {rule!r} scores on validation data, and the "
                          f"dataset has no validation split (give --data.val_list, or use "
                          f"--model.select argmax)")
     if hasattr(model, "check_clip"):  # a two-stream stage: every alpha divides the clip
         model.check_clip(int(dm.hparams.num_frames))
-    if model.hparams.get("cost_target") is not None:  # a budget no cell can meet: refuse now
+    if model.hparams.cost_target is not None:  # a budget no cell can meet: refuse now
         crop = int(dm.hparams.crop_size)
         model.cost_budget((int(dm.hparams.num_frames), crop, crop))
 
@@ -367,7 +368,7 @@ def _run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict,
                  and cli.trainer.logger.continue_run(ckpt_path))  # a resumed run's folder
     try:
         if ckpt_path:
-            check_checkpoint(ckpt_path, kind, cli.model.hparams.get("supernet", "darts")
+            check_checkpoint(ckpt_path, kind, cli.model.hparams.supernet
                              if kind == "search" else None,
                              str(getattr(dm, "modality", "rgb")))
             if kind == "retrain" and sub != "fit":
