@@ -10,10 +10,11 @@ nothing outside it imports it. Every ``import`` of every module counts -- at mod
 inside a function or under ``if TYPE_CHECKING`` -- and so does the package ``__init__`` an
 import runs first (importing ``a.b.c`` from outside ``a.b`` runs ``a/b/__init__.py``); the
 dispatcher's table of subcommand modules (``supernet/app/cli.py``, modules named by
-string) counts as imports of the app. A third test keeps the project's own imports out of
-functions, where they used to hide circles.
+string) counts as imports of the app. Two more tests keep the project's own imports out of
+functions, where they used to hide circles, and catch an import of a project module that
+does not exist (a module moved, its relative imports left as they were).
 
-The checker is :func:`problems`, a function of a list of edges; the last test feeds it a
+The checker is :func:`problems`, a function of a list of edges; a self-check feeds it a
 made-up graph with a circle and a back-arrow to show that it reports both.
 """
 
@@ -75,24 +76,28 @@ def _ancestors(module: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
+def _names(node: ast.Import | ast.ImportFrom, module: str, is_package: bool,
+           modules: dict[str, Path]) -> list[str]:
+    """The dotted names one import statement asks for: ``import a.b`` -> ``a.b``;
+    ``from .x import y`` in ``p.m`` -> ``p.x`` (and ``p.x.y`` when that is a module)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if node.level:
+        base = module.split(".") if is_package else module.split(".")[:-1]
+        base = base[:len(base) - (node.level - 1)]
+        prefix = ".".join(base + ([node.module] if node.module else []))
+    else:
+        prefix = node.module or ""
+    return [prefix] + [f"{prefix}.{a.name}" for a in node.names
+                       if f"{prefix}.{a.name}" in modules]
+
+
 def _imported(node: ast.Import | ast.ImportFrom, module: str, is_package: bool,
               modules: dict[str, Path]) -> list[str]:
     """The project modules one import statement loads, parents' ``__init__`` included."""
-    names: list[str] = []
-    if isinstance(node, ast.Import):
-        names = [alias.name for alias in node.names]
-    else:
-        if node.level:
-            base = module.split(".") if is_package else module.split(".")[:-1]
-            base = base[:len(base) - (node.level - 1)]
-            prefix = ".".join(base + ([node.module] if node.module else []))
-        else:
-            prefix = node.module or ""
-        names = [prefix]
-        names += [f"{prefix}.{a.name}" for a in node.names if f"{prefix}.{a.name}" in modules]
     out: list[str] = []
     own = set(_ancestors(module))
-    for name in names:
+    for name in _names(node, module, is_package, modules):
         target = _known(name, modules)
         if target is None:
             continue
@@ -101,6 +106,25 @@ def _imported(node: ast.Import | ast.ImportFrom, module: str, is_package: bool,
         for step in [*_ancestors(target), target]:
             if step in modules and step not in own and step != module and step not in out:
                 out.append(step)
+    return out
+
+
+def unresolved_imports() -> list[str]:
+    """``path:line: name`` for each import of a project module that does not exist (a
+    module moved without its imports: ``from .blocks import X`` left behind)."""
+    modules = project_modules()
+    out = []
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            names = _names(node, module, path.name == "__init__.py", modules)
+            if isinstance(node, ast.ImportFrom):
+                names = names[:1]  # ``from M import x``: x may be any name of M
+            for name in names:
+                if name.split(".")[0] in PACKAGES and name not in modules:
+                    out.append(f"{path.relative_to(ROOT)}:{node.lineno}: {name}")
     return out
 
 
@@ -226,7 +250,7 @@ _ORDER = " < ".join(LAYERS)
 # ------------------------------------------------------------------------------- tests
 def test_the_project_has_no_import_circle() -> None:
     edges = project_edges()
-    assert len({e.source for e in edges}) > 100  # the walk saw the packages
+    assert len(project_modules()) > 100 and len(edges) > 300  # the walk saw the packages
     circles, _ = problems(edges)
     assert not circles, "import circles (each module imports the next):\n" + "\n".join(circles)
 
@@ -245,6 +269,11 @@ def test_no_project_import_inside_a_function() -> None:
     imported at module level (third-party ones may be lazy: ray, matplotlib, onnxruntime)."""
     inside = sorted({f"{e.where}: {e.target}" for e in project_edges() if e.in_function})
     assert not inside, "project modules imported inside functions:\n" + "\n".join(inside)
+
+
+def test_every_project_import_names_a_module() -> None:
+    missing = unresolved_imports()
+    assert not missing, "imports of project modules that do not exist:\n" + "\n".join(missing)
 
 
 def test_the_checker_reports_a_circle_and_a_back_arrow() -> None:

@@ -25,9 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from datamodules.atomic import atomic_path
-
-from .blocks import NonLocalBlock
-from .ops import AttentionOp, dot_activation, group, map_activation, pool_kv, ungroup
+from supernet.blocks import NonLocalBlock
+from supernet.ops import AttentionOp, dot_activation, group, map_activation, pool_kv, ungroup
 
 __all__ = ["attention_maps", "save_attention"]
 
