@@ -81,7 +81,8 @@ DEFAULT_GROUPS = ("uniform+perturb+5ep", "uniform+perturb", "darts+argmax",
 
 
 def _vocab() -> dict[str, tuple[str, ...]]:
-    return {"supernet": SUPERNET_MODES, "select": SELECTION_RULES, "position": POSITIONS}
+    return {"strategy": SUPERNET_MODES, "select": SELECTION_RULES,
+            "position_encoding": POSITIONS}
 
 
 def search_default(name: str) -> Any:
@@ -97,11 +98,11 @@ def group_name(model: dict[str, Any]) -> str:
     def get(key: str) -> Any:
         return model[key] if key in model else search_default(key)
 
-    parts = [str(get("supernet")), str(get("select"))]
-    if str(get("position")) != "none":
-        parts.append(str(get("position")))
-    if str(get("remedy")) != "none":
-        parts.append(f"remedy={get('remedy')}")
+    parts = [str(get("strategy")), str(get("select"))]
+    if str(get("position_encoding")) != "none":
+        parts.append(str(get("position_encoding")))
+    if str(get("anti_collapse")) != "none":  # "remedy=": the names of the results so far
+        parts.append(f"remedy={get('anti_collapse')}")
     if get("cost_target") is not None:
         parts.append(f"cost{get('cost_target')}")
         if float(get("cost_weight")) != 1.0:

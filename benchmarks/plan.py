@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from datamodules import VideoDataModule
 from datamodules.synth import DEFAULTS
 from derive.genotype import load_genotype
 from supernet.factory import BLOCK_NAMES
+from supernet.hparams import RENAMED_OPTIONS, deprecation_line, rename_options
 from supernet.search import SearchModule
 from supernet.space import POSITIONS
 
@@ -46,8 +48,8 @@ BENCH_SEARCH_EPOCHS = 3
 BENCH_RETRAIN_EPOCHS = 3
 #: most runs at a time by default (each gets the cores divided among them)
 MAX_DEFAULT_JOBS = 4
-#: the remedy weight used for a ``--remedy`` value when the config's weight is 0
-DEFAULT_REMEDY_WEIGHT = 1.0
+#: the regulariser weight used for an ``--anti-collapse`` value when the config's weight is 0
+DEFAULT_ANTI_COLLAPSE_WEIGHT = 1.0
 #: toy scale of ``--quick``
 QUICK_DATA = {"classes": 2, "videos_per_class": 12, "frames": 8, "size": 16, "seed": 3}
 QUICK_PROXY = {"widths": [16, 32, 64], "depths": [1, 1, 1], "stem_width": 8}
@@ -61,19 +63,24 @@ _SPEED_ONLY = {"num_workers", "cache", "cache_dir", "cache_memory_mb", "persiste
 #: earlier one's checkpoint instead of training it again
 #: the cell settings round 1's random cells were drawn with (their rows' fingerprint is the
 #: retrain settings alone; other cell settings add themselves to it)
-ROUND1_CELL = {"num_nodes": 3, "inner_ratio": 0.5, "kv_pool": True, "position": "none"}
+ROUND1_RANDOM_CELL_SETTINGS = {"num_nodes": 3, "inner_ratio": 0.5, "kv_pool": True,
+                               "position_encoding": "none"}
 #: the search settings a plan's search model always holds (the config's value, else
 #: SearchModule's default): those the shipped search config wrote out before the defaults
 #: moved into the signature, so a run's fingerprint (which covers its model dict) stayed
 #: the same and no finished run is redone
-PLAN_MODEL_KEYS = ("backbone", "num_nodes", "inner_ratio", "kv_pool", "position", "optimizer",
-                   "lr", "lr_min", "momentum", "weight_decay", "arch_lr", "arch_betas",
-                   "arch_weight_decay", "arch_order", "warmup_epochs", "grad_clip", "remedy",
-                   "remedy_weight", "supernet", "select", "select_bn")
+PLAN_MODEL_KEYS = ("backbone", "num_nodes", "inner_ratio", "kv_pool", "position_encoding",
+                   "optimizer", "lr", "lr_min", "momentum", "weight_decay", "arch_lr",
+                   "arch_betas", "arch_weight_decay", "arch_order", "warmup_epochs",
+                   "grad_clip", "anti_collapse", "anti_collapse_weight", "strategy", "select",
+                   "select_bn")
+#: the fingerprints hash the settings under the names they had when the results so far were
+#: written (``position``, ``remedy``, ``supernet``), so a rename redoes no finished run
+_FINGERPRINT_NAMES = {new: old for old, new in RENAMED_OPTIONS.items()}
 #: version of the validation data a selection rule scores on, part of every search's
 #: fingerprint: 2 = class-interleaved validation batches (1 read a list sorted by class, so
 #: the first batches -- all a rule scores on -- were one class)
-SELECTION_DATA = 2
+SELECTION_DATA_VERSION = 2
 SELECTION_KEYS = frozenset({"select", "select_val_batches", "select_calib_batches",
                             "select_finetune_steps", "select_bn"})
 
@@ -129,12 +136,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="baseline blocks, comma-separated: supernet.factory block names or "
                         "genotype .json files (default %(default)s; '' for none, e.g. for a "
                         "study whose baselines are in another results folder)")
-    p.add_argument("--remedy", default=None,
-                   help="anti-collapse study: comma-separated remedies (none, beta_decay, "
-                        "entropy); each value other than the config's adds a search group")
-    p.add_argument("--remedy-weight", type=float, default=None,
-                   help="remedy weight for --remedy groups when the config's is 0 "
-                        f"(default {DEFAULT_REMEDY_WEIGHT:g})")
+    p.add_argument("--anti-collapse", "--remedy", dest="anti_collapse", default=None,
+                   help="anti-collapse study: comma-separated regularisers (none, beta_decay, "
+                        "entropy); each value other than the config's adds a search group "
+                        "(--remedy: its deprecated name)")
+    p.add_argument("--anti-collapse-weight", "--remedy-weight", dest="anti_collapse_weight",
+                   type=float, default=None,
+                   help="regulariser weight for --anti-collapse groups when the config's is 0 "
+                        f"(default {DEFAULT_ANTI_COLLAPSE_WEIGHT:g}; --remedy-weight: its "
+                        "deprecated name)")
     p.add_argument("--positions", default=None,
                    help="position study: comma-separated cell position options (none, "
                         "coords, sincos); each value other than the config's adds a search "
@@ -196,12 +206,13 @@ def _check_count(value: int, flag: str, minimum: int) -> int:
     return value
 
 
-def _remedies() -> tuple[str, ...]:
-    """The remedies :class:`supernet.search.SearchModule` accepts (read from its signature)."""
+def _anti_collapse_values() -> tuple[str, ...]:
+    """The anti-collapse regularisers :class:`supernet.search.SearchModule` accepts (read from
+    its signature)."""
     import typing
 
     try:
-        hint = typing.get_type_hints(SearchModule.__init__)["remedy"]
+        hint = typing.get_type_hints(SearchModule.__init__)["anti_collapse"]
         values = tuple(str(v) for v in typing.get_args(hint))
     except Exception:  # noqa: BLE001 - an unexpected annotation: fall back to the docs
         values = ()
@@ -229,6 +240,11 @@ def _load_yaml(path: str) -> dict[str, Any]:
             or not isinstance(doc.get("data"), dict):
         raise BenchError(f"config {path} needs a 'data:' section (and 'model:' a mapping)")
     return doc
+
+
+def _fingerprint_names(model: dict[str, Any]) -> dict[str, Any]:
+    """``model`` with the renamed options under their old names (:data:`_FINGERPRINT_NAMES`)."""
+    return {_FINGERPRINT_NAMES.get(k, k): v for k, v in model.items()}
 
 
 def _fingerprint(doc: Any) -> str:
@@ -309,7 +325,11 @@ def _cell_of(path: str) -> dict[str, Any]:
     """What a genotype-file baseline trains: its nodes and cell settings (its fingerprint:
     another cell under the same file name is another row)."""
     doc = json.loads(Path(path).read_text())
-    return {"nodes": doc.get("nodes"), "cell": doc.get("cell")}
+    cell = doc.get("cell")
+    if isinstance(cell, dict) and "position_encoding" in cell:  # under its old name, as the
+        cell = {("position" if k == "position_encoding" else k): v  # results so far hashed it
+                for k, v in cell.items()}
+    return {"nodes": doc.get("nodes"), "cell": cell}
 
 
 def _slug(text: str) -> str:
@@ -324,6 +344,10 @@ def _block_names() -> tuple[str, ...]:
 def build_plan(argv: list[str]) -> Plan:
     """Parse and validate ``argv``; raises :class:`BenchError` on bad input."""
     args = _parser().parse_args(argv)
+    for old, new in (("--remedy", "--anti-collapse"),
+                     ("--remedy-weight", "--anti-collapse-weight")):
+        if any(a == old or a.startswith(old + "=") for a in argv):
+            print(f"attnas bench: {deprecation_line(old[2:], new[2:], '--')}", file=sys.stderr)
     quick = args.quick
     search_seeds = _check_count(args.search_seeds if args.search_seeds is not None
                                 else 1 if quick else 3, "--search-seeds", 1)
@@ -352,10 +376,10 @@ def build_plan(argv: list[str]) -> Plan:
         _check_count(args.limit_batches, "--limit-batches", 1)
     if args.timeout is not None and args.timeout <= 0:
         raise BenchError(f"--timeout must be > 0 seconds, got {args.timeout:g}")
-    if args.remedy_weight is not None and (args.remedy_weight < 0
-                                           or not math.isfinite(args.remedy_weight)):
-        raise BenchError(f"--remedy-weight must be a finite number >= 0, got "
-                         f"{args.remedy_weight:g}")
+    if args.anti_collapse_weight is not None and (
+            args.anti_collapse_weight < 0 or not math.isfinite(args.anti_collapse_weight)):
+        raise BenchError(f"--anti-collapse-weight must be a finite number >= 0, got "
+                         f"{args.anti_collapse_weight:g}")
 
     accepted = _block_names()
     # "" = no baseline rows: a study or investigation whose baselines live in another folder
@@ -376,17 +400,25 @@ def build_plan(argv: list[str]) -> Plan:
     if len(set(blocks)) != len(blocks):
         raise BenchError(f"--blocks lists a block twice: {args.blocks}")
 
-    remedies = _remedies()
+    regularisers = _anti_collapse_values()
     scfg, rcfg = _load_yaml(args.search_config), _load_yaml(args.retrain_config)
     smodel, rmodel = dict(scfg["model"]), dict(rcfg["model"])
-    base_remedy = smodel.get("remedy", _search_default("remedy"))
-    base_position = smodel.get("position", _search_default("position"))
-    study_remedy = _csv_list(args.remedy, "--remedy") if args.remedy else [base_remedy]
+    try:
+        for old in rename_options(smodel):
+            print(f"attnas bench: {args.search_config}: "
+                  f"{deprecation_line(old, RENAMED_OPTIONS[old], 'model.')}", file=sys.stderr)
+    except ValueError as err:
+        raise BenchError(f"{args.search_config}: {err}") from None
+    base_remedy = smodel.get("anti_collapse", _search_default("anti_collapse"))
+    base_position = smodel.get("position_encoding", _search_default("position_encoding"))
+    study_remedy = (_csv_list(args.anti_collapse, "--anti-collapse") if args.anti_collapse
+                    else [base_remedy])
     study_position = (_csv_list(args.positions, "--positions") if args.positions
                       else [base_position])
     for value in study_remedy:
-        if value not in remedies:
-            raise BenchError(f"unknown remedy {value!r}; accepted: {', '.join(remedies)}")
+        if value not in regularisers:
+            raise BenchError(f"unknown anti-collapse regulariser {value!r}; accepted: "
+                             f"{', '.join(regularisers)}")
     for value in study_position:
         if value not in POSITIONS:
             raise BenchError(f"unknown position {value!r}; accepted: {', '.join(POSITIONS)}")
@@ -476,8 +508,9 @@ def build_plan(argv: list[str]) -> Plan:
     smodel.pop("num_classes", None)
 
     # -- searches: one group per way of searching ------------------------------------------
-    remedy_weight = (args.remedy_weight if args.remedy_weight is not None
-                     else float(smodel.get("remedy_weight", 0.0)) or DEFAULT_REMEDY_WEIGHT)
+    remedy_weight = (args.anti_collapse_weight if args.anti_collapse_weight is not None
+                     else float(smodel.get("anti_collapse_weight", 0.0))
+                     or DEFAULT_ANTI_COLLAPSE_WEIGHT)
     for key in PLAN_MODEL_KEYS:  # the signature's defaults, where the config sets none
         smodel.setdefault(key, _search_default(key))
     # the first group is the default one (its targets are checked); '' = the config's group
@@ -492,10 +525,10 @@ def build_plan(argv: list[str]) -> Plan:
     for value in study_remedy:
         if value != base_remedy:
             weight = remedy_weight if value != "none" else 0.0
-            overrides.append({"remedy": value, "remedy_weight": weight})
+            overrides.append({"anti_collapse": value, "anti_collapse_weight": weight})
     for value in study_position:
         if value != base_position:
-            overrides.append({"position": value})
+            overrides.append({"position_encoding": value})
     groups: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
     for over in overrides:
         over = dict(over)
@@ -526,16 +559,17 @@ def build_plan(argv: list[str]) -> Plan:
                        for b in blocks]
     trains: dict[tuple[str, int], str] = {}  # (supernet fingerprint, seed) -> first search
     for group, model, trainer in groups:
-        search_fp = _fingerprint({"search": [model, strip(sdata), trainer], "quick": quick,
-                                  "selection_data": SELECTION_DATA})
+        search_fp = _fingerprint({"search": [_fingerprint_names(model), strip(sdata), trainer],
+                                  "quick": quick, "selection_data": SELECTION_DATA_VERSION})
         # a budget only changes the selection of a supernet whose alpha does not see it
         # (not darts, or darts with a zero cost weight): such groups share the supernets
-        cost_in_alpha = (model.get("supernet") == "darts" and model.get("cost_target") is not None
+        cost_in_alpha = (model.get("strategy") == "darts" and model.get("cost_target") is not None
                          and float(model.get("cost_weight", 1.0)) != 0.0)
         select_only = SELECTION_KEYS | {"cost_min_width"} | (
             set() if cost_in_alpha else {"cost_target", "cost_weight"})
         supernet_fp = _fingerprint({"supernet": [
-            {k: v for k, v in model.items() if k not in select_only}, strip(sdata), trainer],
+            _fingerprint_names({k: v for k, v in model.items() if k not in select_only}),
+            strip(sdata), trainer],
             "quick": quick})
         for seed in range(search_seeds):
             key = f"searched[{group}]/s{seed}"
@@ -558,9 +592,9 @@ def build_plan(argv: list[str]) -> Plan:
     # a random cell is drawn with the search config's cell settings (position, nodes, ...):
     # when they are not round 1's, they are part of the row's fingerprint, so a config
     # change re-draws and re-trains the random cells instead of mixing old and new rows
-    cell = {k: smodel.get(k, _search_default(k)) for k in ROUND1_CELL}
-    random_fp = (retrain_fp if cell == ROUND1_CELL
-                 else _fingerprint([retrain_fp, {"random_cell": cell}]))
+    cell = {k: smodel.get(k, _search_default(k)) for k in ROUND1_RANDOM_CELL_SETTINGS}
+    random_fp = (retrain_fp if cell == ROUND1_RANDOM_CELL_SETTINGS
+                 else _fingerprint([retrain_fp, {"random_cell": _fingerprint_names(cell)}]))
     for i in range(random_cells):
         rows.append(Row(f"random/{i}", f"random cell {i}", "random",
                         str(gdir / f"random_{i}.json"), settings=random_fp))

@@ -113,7 +113,8 @@ def upfront_estimate(plan: Plan, runner: Runner, console: Any) -> dict[str, floa
     save_genotype(random_genotype(int(m.get("num_nodes", 3)), 0,
                                   inner_ratio=float(m.get("inner_ratio", 0.5)),
                                   kv_pool=bool(m.get("kv_pool", True)),
-                                  position=str(m.get("position", _search_default("position")))),
+                                  position=str(m.get("position_encoding",
+                                                     _search_default("position_encoding")))),
                   cell)
     blocks = sorted({r.block for r in plan.rows if r.kind == "baseline"} | {str(cell)})
     sb, rb = int(plan.search_data.get("batch_size", 16)), int(plan.retrain_data["batch_size"])

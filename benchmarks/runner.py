@@ -312,10 +312,11 @@ class Runner:
         row = {
             "search": job.key, "label": job.label, "group": job.group, "seed": job.seed,
             "repeat": job.repeat, "status": result["status"],
-            "supernet": job.model.get("supernet"), "select": job.model.get("select"),
-            "remedy": job.model.get("remedy", "none"),
-            "remedy_weight": job.model.get("remedy_weight", 0.0),
-            "position": job.model.get("position"),
+            # the columns keep the options' old names (the results so far)
+            "supernet": job.model.get("strategy"), "select": job.model.get("select"),
+            "remedy": job.model.get("anti_collapse", "none"),
+            "remedy_weight": job.model.get("anti_collapse_weight", 0.0),
+            "position": job.model.get("position_encoding"),
             "nodes": json.dumps(nodes) if nodes else "",
             "genotype": self._rel(job.genotype) if result["status"] == "ok" else "",
             "val_acc": result.get("val_acc"), "wall_s": fit,
@@ -447,7 +448,8 @@ def _random_genotypes(plan: Plan) -> None:
         seed = int(row.key.split("/")[1])
         cell = {"inner_ratio": float(m.get("inner_ratio", 0.5)),
                 "kv_pool": bool(m.get("kv_pool", True)),
-                "position": str(m.get("position", _search_default("position")))}
+                "position": str(m.get("position_encoding",
+                                     _search_default("position_encoding")))}
         provenance: dict[str, Any] = {"benchmark": row.key}
         nodes = random_genotype(int(m.get("num_nodes", 3)), seed, **cell).nodes
         if row.kind == "random_cost":  # the same random cell, fitted to the group's budget

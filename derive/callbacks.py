@@ -59,9 +59,9 @@ def genotype_from_module(module: pl.LightningModule, epoch: int, run: str | None
         "dataset": dataset,
         "seed": run_seed(None),
         "backbone": hp.backbone,
-        "supernet": hp.supernet,
+        "supernet": hp.strategy,
         "arch_order": hp.arch_order,
-        "remedy": hp.remedy,
+        "remedy": hp.anti_collapse,
     }
     return Genotype.from_arch(module.arch, **module.cell_config(), provenance=provenance)
 

@@ -67,7 +67,7 @@ def genotype_from_checkpoint(path: str | Path) -> tuple[Genotype, Path | None]:
         "seed": hp.get("seed"),
         "backbone": hp["backbone"],
         "arch_order": hp["arch_order"],
-        "remedy": hp["remedy"],
+        "remedy": hp["anti_collapse"],
     }
     seed_file = run / "config.yaml"
     if provenance["seed"] is None and seed_file.is_file():
@@ -76,7 +76,8 @@ def genotype_from_checkpoint(path: str | Path) -> tuple[Genotype, Path | None]:
                 value = line.split(":", 1)[1].strip()
                 provenance["seed"] = int(value) if value.lstrip("-").isdigit() else None
     genotype = Genotype.from_arch(
-        arch, inner_ratio=hp["inner_ratio"], kv_pool=hp["kv_pool"], position=hp["position"],
+        arch, inner_ratio=hp["inner_ratio"], kv_pool=hp["kv_pool"],
+        position=hp["position_encoding"],
         provenance=provenance,
     )
     csv = run / "arch.csv"

@@ -8,7 +8,8 @@ reads, plus the cell hyper-parameters the :class:`~supernet.cells.FixedCell` nee
       "version": 1,
       "nodes": [{"op": "dot.spatiotemporal.softmax", "input": 0},
                 {"op": "map.temporal.sigmoid", "input": 1}],
-      "cell": {"inner_ratio": 0.5, "kv_pool": true, "position": "none", "num_nodes": 2},
+      "cell": {"inner_ratio": 0.5, "kv_pool": true, "position_encoding": "none",
+               "num_nodes": 2},
       "provenance": {"run": "...", "epoch": 49, "alpha_softmax": [[...]], ...}
     }
 
@@ -23,6 +24,9 @@ network from a genotype file without importing ``derive``); ``derive.genotype`` 
 it. Everything read from a file is validated against the search space; any problem raises
 :class:`GenotypeError` with a one-line message naming the file and the field, e.g.
 ``cell.json: nodes[1].input = 5 is out of range (node 1 may read 0..1)``.
+
+The cell's positional encoding was written as ``cell.position`` before it was named
+``position_encoding``; such files still load (the old key is read, the new one written).
 """
 
 from __future__ import annotations
@@ -70,14 +74,17 @@ FORMAT = "attnas-genotype"
 VERSION = 1
 
 _TOP_KEYS = ("format", "version", "nodes", "cell", "provenance")
-_CELL_KEYS = ("inner_ratio", "kv_pool", "position", "num_nodes")
+_CELL_KEYS = ("inner_ratio", "kv_pool", "position_encoding", "num_nodes")
+#: a cell key's old name (files written before the rename): old -> new
+_OLD_CELL_KEYS = {"position": "position_encoding"}
 _MAX_INNER_RATIO = 4.0  # as supernet.cells.inner_width
 
 
 # --------------------------------------------------------------------------- validation
 
 
-def _validate_cell(inner_ratio: Any, kv_pool: Any, position: Any, where: str) -> None:
+def _validate_cell(inner_ratio: Any, kv_pool: Any, position: Any, where: str,
+                   key: str = "position_encoding") -> None:
     """Check the cell hyper-parameters; ``where`` prefixes field names (e.g. ``f.json: cell``)."""
     if not isinstance(inner_ratio, (int, float)) or isinstance(inner_ratio, bool):
         raise GenotypeError(
@@ -93,7 +100,7 @@ def _validate_cell(inner_ratio: Any, kv_pool: Any, position: Any, where: str) ->
         )
     if not isinstance(position, str) or position not in POSITIONS:
         raise GenotypeError(
-            f"{where}.position = {position!r} is not a position option "
+            f"{where}.{key} = {position!r} is not a position encoding "
             f"(accepted: {', '.join(POSITIONS)})"
         )
 
@@ -159,7 +166,7 @@ class Genotype:
 
     def __post_init__(self) -> None:
         self.nodes = validate_nodes(self.nodes, "Genotype")
-        _validate_cell(self.inner_ratio, self.kv_pool, self.position, "Genotype")
+        _validate_cell(self.inner_ratio, self.kv_pool, self.position, "Genotype", "position")
         self.inner_ratio = float(self.inner_ratio)
         if self.provenance is None:
             self.provenance = {}
@@ -200,7 +207,7 @@ class Genotype:
             "cell": {
                 "inner_ratio": self.inner_ratio,
                 "kv_pool": self.kv_pool,
-                "position": self.position,
+                "position_encoding": self.position,
                 "num_nodes": self.num_nodes,
             },
             "provenance": _jsonable(self.provenance, "provenance"),
@@ -257,9 +264,17 @@ class Genotype:
         if not isinstance(cell, Mapping):
             raise GenotypeError(f"{source}: cell must be an object, got {_type_name(cell)}")
         where = f"{source}: cell"
+        cell = dict(cell)
+        for old, new in _OLD_CELL_KEYS.items():
+            if old in cell:
+                if new in cell:
+                    raise GenotypeError(f"{source}: cell has both {old!r} (its old name) and "
+                                        f"{new!r}; keep {new!r}")
+                cell[new] = cell.pop(old)
         _check_keys(cell, _CELL_KEYS, source, "cell")
         values = {key: _require(cell, key, source, "cell") for key in _CELL_KEYS}
-        _validate_cell(values["inner_ratio"], values["kv_pool"], values["position"], where)
+        _validate_cell(values["inner_ratio"], values["kv_pool"], values["position_encoding"],
+                       where)
         num_nodes = values["num_nodes"]
         if not _is_int(num_nodes):
             raise GenotypeError(
@@ -280,7 +295,7 @@ class Genotype:
             nodes=nodes,
             inner_ratio=float(values["inner_ratio"]),
             kv_pool=values["kv_pool"],
-            position=values["position"],
+            position=values["position_encoding"],
             provenance=dict(provenance),
         )
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["check_fraction", "check_nonnegative", "check_positive"]
+__all__ = ["check_fraction", "check_nonnegative", "check_positive", "RENAMED_OPTIONS",
+           "deprecation_line", "rename_options"]
 
 
 def _number(name: str, value: object) -> float:
@@ -35,3 +36,37 @@ def check_fraction(**named: object) -> None:
     for name, value in named.items():
         if not 0 <= _number(name, value) < 1:
             raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+
+
+#: search options renamed in 0.x (old name -> new name); the old names are still accepted
+#: for one release (:func:`rename_options`, the CLI warns) and renamed when a checkpoint
+#: saved with them is loaded (:func:`supernet.search.migrate_hparams`)
+RENAMED_OPTIONS: dict[str, str] = {
+    "position": "position_encoding",
+    "supernet": "strategy",
+    "remedy": "anti_collapse",
+    "remedy_weight": "anti_collapse_weight",
+}
+
+
+def deprecation_line(old: str, new: str, prefix: str = "--model.") -> str:
+    """The one-line warning for a renamed option."""
+    return (f"warning: {prefix}{old} is deprecated and will be removed in the next release; "
+            f"use {prefix}{new}")
+
+
+def rename_options(options: dict, renamed: dict[str, str] | None = None) -> list[str]:
+    """Rename the old keys of ``options`` in place (:data:`RENAMED_OPTIONS`); returns the
+    old names found. ``ValueError`` when an old key and its new key are both given with
+    different values."""
+    found = []
+    for old, new in (RENAMED_OPTIONS if renamed is None else renamed).items():
+        if old not in options:
+            continue
+        value = options.pop(old)
+        if new in options and options[new] != value:
+            raise ValueError(f"{old} (deprecated) and {new} are both given, with different "
+                             f"values ({value!r}, {options[new]!r}); give {new} only")
+        options[new] = value
+        found.append(old)
+    return found

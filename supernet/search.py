@@ -4,7 +4,7 @@ Every training step takes a batch dict ``{"weights": batch, "arch": batch}`` (th
 disjoint halves of the training set, see ``datamodules.VideoDataModule(search=True)``);
 each half's batch is ``{"video": (N, 3, T, H, W) float, "label": (N,) int64, ...}``.
 
-How the supernet is trained (``supernet=``) is a strategy of :mod:`supernet.strategies`,
+How the supernet is trained (``strategy=``) is a strategy of :mod:`supernet.strategies`,
 looked up by name: ``uniform`` (the default: alpha/beta frozen at exactly uniform, an
 iteration is one weight step), ``darts`` (bi-level: an Adam step on alpha/beta on the
 ``arch`` half, first or second order, then the weight step) or ``single_path`` (one
@@ -40,7 +40,13 @@ from .cells import check_bn_mode, recalibrate_batchnorm
 from .costmodel import CellBudget, SpaceCost, check_min_width, parse_cost_target
 from .darts import entropy_penalty
 from .factory import create_backbone
-from .hparams import check_fraction, check_nonnegative, check_positive
+from .hparams import (
+    RENAMED_OPTIONS,
+    check_fraction,
+    check_nonnegative,
+    check_positive,
+    rename_options,
+)
 from .layout import LayoutHooks, apply_layout, check_memory_format
 from .optim import check_optimizer, search_optimizers
 from .rng import seed_epoch
@@ -62,11 +68,12 @@ HPARAMS_VERSION = 2
 #: existed). A checkpoint of version < 2 lacking a key was trained with this value.
 LEGACY_DEFAULTS: dict[str, Any] = {
     "backbone": "proxy", "positions": None, "num_nodes": 3, "inner_ratio": 0.5,
-    "kv_pool": True, "position": "none", "backbone_kwargs": None, "optimizer": "sgd",
+    "kv_pool": True, "position_encoding": "none", "backbone_kwargs": None, "optimizer": "sgd",
     "lr": 0.05, "lr_min": 1e-3, "momentum": 0.9, "weight_decay": 3e-4, "arch_lr": 3e-4,
     "arch_betas": (0.5, 0.999), "arch_weight_decay": 1e-3, "arch_order": 1,
-    "warmup_epochs": 0, "grad_clip": 5.0, "remedy": "none", "remedy_weight": 0.0,
-    "temperature": (1.0, 1.0), "supernet": "darts", "select": "argmax",
+    "warmup_epochs": 0, "grad_clip": 5.0, "anti_collapse": "none",
+    "anti_collapse_weight": 0.0,
+    "temperature": (1.0, 1.0), "strategy": "darts", "select": "argmax",
     "select_val_batches": 8, "select_calib_batches": 4, "select_finetune_steps": 0,
     "select_bn": "recalibrate", "val_recalibrate": 0, "cost_target": None,
     "cost_weight": 1.0, "cost_min_width": 0.0, "in_channels": 3, "memory_format": "auto",
@@ -82,8 +89,11 @@ def migrate_hparams(hparams: Mapping[str, Any], version: int | None = None) -> d
     """A search checkpoint's ``hyper_parameters`` as they are meant: a copy in which a
     checkpoint older than :data:`HPARAMS_VERSION` (``version`` None or below) has every
     missing key filled with its :data:`LEGACY_DEFAULTS` value (the value it was trained
-    with). A current checkpoint's keys are returned as they are."""
+    with). A current checkpoint's keys are returned as they are. Options saved under an
+    old name (:data:`supernet.hparams.RENAMED_OPTIONS`: ``position``, ``supernet``,
+    ``remedy``, ``remedy_weight``) are renamed, whatever the version."""
     out = dict(hparams)
+    rename_options(out)
     if (version or 0) < HPARAMS_VERSION:
         for key, value in LEGACY_DEFAULTS.items():
             out.setdefault(key, value)
@@ -129,7 +139,7 @@ class SearchModule(LayoutHooks, pl.LightningModule):
         num_nodes: K, operation nodes per cell (default 3).
         inner_ratio: cell inner width / channels (default 0.5).
         kv_pool: max-pool dot-product keys/values 1x2x2 (default True).
-        position: positional signal for dot-product ops: none | coords | sincos (default
+        position_encoding: positional signal for dot-product ops: none | coords | sincos (default
             ``sincos``; measured: with it both 5-epoch uniform supernets learned, val 77 /
             47 %, without it 2 of 3 stayed at chance, and the sincos cells retrained to
             42-100 % against non-local's 63 %).
@@ -150,14 +160,14 @@ class SearchModule(LayoutHooks, pl.LightningModule):
         arch_order: 1 (first order) or 2 (unrolled second order).
         warmup_epochs: epochs with alpha/beta frozen at the start.
         grad_clip: max gradient norm of the weight step (0 disables).
-        remedy: anti-collapse term added to the architecture loss: ``none``,
+        anti_collapse: anti-collapse regulariser added to the architecture loss: ``none``,
             ``beta_decay`` (beta-DARTS logsumexp regulariser on alpha) or ``entropy``
             (entropy of softmax(alpha) and of the input weights).
-        remedy_weight: weight of the remedy term (beta-DARTS ramps it linearly over the
-            epochs after warm-up, as its paper does; entropy uses it as is).
+        anti_collapse_weight: weight of the anti-collapse term (beta-DARTS ramps it linearly
+            over the epochs after warm-up, as its paper does; entropy uses it as is).
         temperature: (start, end) softmax temperature on alpha, annealed linearly over the
             search epochs (``(1.0, 1.0)`` = off).
-        supernet: how the supernet is trained, a strategy of :mod:`supernet.strategies`:
+        strategy: how the supernet is trained, a strategy of :mod:`supernet.strategies`:
             ``uniform`` (default: alpha frozen uniform, weight steps only), ``darts``
             (bi-level, alpha learned) or ``single_path`` (one sampled path per step).
         select: the selection rule that derives the cell at the end of the search (a rule
@@ -181,7 +191,7 @@ class SearchModule(LayoutHooks, pl.LightningModule):
             (``"0.5x"``, ``"1x"``), a block name (``"a2"``) or a ratio of one (``"2xa2"``);
             see :mod:`supernet.costmodel`. The selection rule then only picks choices that
             keep the cell within it and fits the cell's inner width to it; with
-            ``supernet="darts"`` the architecture loss also gets ``cost_weight *
+            ``strategy="darts"`` the architecture loss also gets ``cost_weight *
             max(0, E[MACs] / target - 1)``, the expected MACs under softmax(alpha) at the
             supernet's width (target raised to the cheapest cell there, if below it).
         cost_weight: weight of that expected-cost term (darts only).
@@ -195,6 +205,10 @@ class SearchModule(LayoutHooks, pl.LightningModule):
         memory_format: ``auto`` (default: channels-last-3d weights on the CPU, where
             ``benchmarks/layout.py`` measured training steps 1.0-1.3x faster; contiguous
             elsewhere), ``contiguous`` or ``channels_last``. :mod:`supernet.layout`.
+        position: deprecated name of ``position_encoding`` (accepted for one release).
+        supernet: deprecated name of ``strategy`` (accepted for one release).
+        remedy: deprecated name of ``anti_collapse`` (accepted for one release).
+        remedy_weight: deprecated name of ``anti_collapse_weight`` (accepted for one release).
     """
 
     def __init__(
@@ -205,7 +219,7 @@ class SearchModule(LayoutHooks, pl.LightningModule):
         num_nodes: int = 3,
         inner_ratio: float = 0.5,
         kv_pool: bool = True,
-        position: str = "sincos",
+        position_encoding: str = "sincos",
         backbone_kwargs: dict | None = None,
         optimizer: Literal["sgd", "adamw"] = "adamw",
         lr: float = 0.002,
@@ -218,10 +232,10 @@ class SearchModule(LayoutHooks, pl.LightningModule):
         arch_order: int = 1,
         warmup_epochs: int = 0,
         grad_clip: float = 5.0,
-        remedy: Literal["none", "beta_decay", "entropy"] = "none",
-        remedy_weight: float = 0.0,
+        anti_collapse: Literal["none", "beta_decay", "entropy"] = "none",
+        anti_collapse_weight: float = 0.0,
         temperature: tuple[float, float] = (1.0, 1.0),
-        supernet: str = "uniform",
+        strategy: str = "uniform",
         select: str = "perturb",
         select_val_batches: int = 8,
         select_calib_batches: int = 4,
@@ -234,10 +248,32 @@ class SearchModule(LayoutHooks, pl.LightningModule):
         in_channels: int = 3,
         memory_format: str = "auto",
         candidate_norm: bool = False,
+        position: str | None = None,
+        supernet: str | None = None,
+        remedy: Literal["none", "beta_decay", "entropy"] | None = None,
+        remedy_weight: float | None = None,
     ) -> None:
         super().__init__()
+        # the options' old names, accepted for one release (the CLI warns about them)
+        renamed = {k: v for k, v in (("position", position), ("supernet", supernet),
+                                     ("remedy", remedy), ("remedy_weight", remedy_weight))
+                   if v is not None}
+        if renamed:
+            new = {"position_encoding": position_encoding, "strategy": strategy,
+                   "anti_collapse": anti_collapse, "anti_collapse_weight": anti_collapse_weight}
+            defaults = _signature_defaults()
+            given = {k: v for k, v in new.items() if v != defaults[k]}
+            rename_options(renamed)
+            for key, value in renamed.items():
+                if key in given and given[key] != value:
+                    raise ValueError(f"{key} is given under its old name too, with another "
+                                     f"value ({value!r}, {given[key]!r}); give {key} only")
+            position_encoding = renamed.get("position_encoding", position_encoding)
+            strategy = renamed.get("strategy", strategy)
+            anti_collapse = renamed.get("anti_collapse", anti_collapse)
+            anti_collapse_weight = renamed.get("anti_collapse_weight", anti_collapse_weight)
         check_memory_format(memory_format)
-        check_strategy(supernet)
+        check_strategy(strategy)
         check_selection_options(select, select_val_batches, select_calib_batches,
                                 select_finetune_steps, select_bn, cost_target, cost_min_width)
         if not isinstance(val_recalibrate, int) or isinstance(val_recalibrate, bool) \
@@ -246,16 +282,18 @@ class SearchModule(LayoutHooks, pl.LightningModule):
         if arch_order not in (1, 2):
             raise ValueError(f"arch_order must be 1 or 2, got {arch_order!r}")
         check_optimizer(optimizer)
-        if remedy not in ("none", "beta_decay", "entropy"):
-            raise ValueError(f"unknown remedy {remedy!r}; accepted: none, beta_decay, entropy")
+        if anti_collapse not in ("none", "beta_decay", "entropy"):
+            raise ValueError(f"unknown anti_collapse {anti_collapse!r}; accepted: none, "
+                             f"beta_decay, entropy")
         if not isinstance(cost_weight, (int, float)) or not cost_weight >= 0:
             raise ValueError(f"cost_weight must be a number >= 0, got {cost_weight!r}")
         check_positive(lr=lr, arch_lr=arch_lr)
         check_nonnegative(lr_min=lr_min, weight_decay=weight_decay,
                           arch_weight_decay=arch_weight_decay, warmup_epochs=warmup_epochs,
-                          grad_clip=grad_clip, remedy_weight=remedy_weight)
+                          grad_clip=grad_clip,
+                          anti_collapse_weight=anti_collapse_weight)
         check_fraction(momentum=momentum)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=list(RENAMED_OPTIONS))
         self.automatic_optimization = False
         #: (T, H, W) of the training clips, seen at the first step (saved in checkpoints)
         self.clip: tuple[int, int, int] | None = None
@@ -273,14 +311,14 @@ class SearchModule(LayoutHooks, pl.LightningModule):
         self.model = create_backbone(
             hp.backbone, hp.num_classes, block="search", positions=hp.positions,
             block_kwargs={"num_nodes": hp.num_nodes, "inner_ratio": hp.inner_ratio,
-                          "kv_pool": hp.kv_pool, "position": hp.position,
+                          "kv_pool": hp.kv_pool, "position": hp.position_encoding,
                           "candidate_norm": hp.candidate_norm},
             **(hp.backbone_kwargs or {}),
             **({"in_channels": hp.in_channels} if hp.in_channels != 3 else {}),
         )
         apply_layout(self.model, hp.memory_format, "cpu")  # LayoutHooks: device
-        #: the training strategy (``hparams.supernet``), see :mod:`supernet.strategies`
-        self.supernet_strategy: Strategy = get_strategy(hp.supernet)
+        #: the training strategy (``hparams.strategy``), see :mod:`supernet.strategies`
+        self.supernet_strategy: Strategy = get_strategy(hp.strategy)
         self.supernet_strategy.prepare(self)
         self._space = None
         self._recent: collections.deque = collections.deque(maxlen=hp.val_recalibrate or 1)
@@ -298,7 +336,8 @@ class SearchModule(LayoutHooks, pl.LightningModule):
     def cell_config(self) -> dict:
         """The searched cell's hyper-parameters (recorded in every genotype)."""
         hp = self.hparams
-        return {"inner_ratio": hp.inner_ratio, "kv_pool": hp.kv_pool, "position": hp.position}
+        return {"inner_ratio": hp.inner_ratio, "kv_pool": hp.kv_pool,
+                "position": hp.position_encoding}
 
     def space_cost(self, clip: tuple[int, ...] | None = None) -> SpaceCost:
         """The cost model of this search's space (:class:`~supernet.costmodel.SpaceCost`)
@@ -313,7 +352,7 @@ class SearchModule(LayoutHooks, pl.LightningModule):
             if hp.in_channels != 3:
                 kwargs["in_channels"] = hp.in_channels
             self._space = SpaceCost(hp.backbone, hp.positions, clip, hp.num_nodes,
-                                    hp.inner_ratio, hp.kv_pool, hp.position, kwargs)
+                                    hp.inner_ratio, hp.kv_pool, hp.position_encoding, kwargs)
         return self._space
 
     def cost_budget(self, clip: tuple[int, ...] | None = None) -> CellBudget | None:
@@ -483,10 +522,13 @@ class SearchModule(LayoutHooks, pl.LightningModule):
             np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
             random.setstate(rng["python"])
         version = checkpoint.get("attnas_hparams_version")
-        if (version or 0) >= HPARAMS_VERSION:
-            return
         saved = checkpoint.get("hyper_parameters")
         saved = dict(saved) if isinstance(saved, Mapping) else {}
+        if (version or 0) >= HPARAMS_VERSION:
+            if any(old in saved for old in RENAMED_OPTIONS):  # saved under the old names
+                checkpoint["hyper_parameters"] = migrate_hparams(saved, version)
+            return
+        rename_options(saved)
         migrated = migrate_hparams(saved, version)
         checkpoint["hyper_parameters"] = migrated
         checkpoint["attnas_hparams_version"] = HPARAMS_VERSION

@@ -167,7 +167,8 @@ def test_other_settings_are_refused(quick: tuple[Path, str],
     (["--random-cells", "-1"], "--random-cells must be >= 0"),
     (["--blocks", "none,nonlocal,bogus"], "unknown block 'bogus'; accepted: none, nonlocal"),
     (["--blocks", "search"], "unknown block 'search'"),
-    (["--remedy", "none,magic"], "unknown remedy 'magic'; accepted: none, beta_decay"),
+    (["--anti-collapse", "none,magic"],
+     "unknown anti-collapse regulariser 'magic'; accepted: none, beta_decay"),
     (["--positions", "coords,polar"], "unknown position 'polar'; accepted: none, coords"),
     (["--retrain-epochs", "0"], "--retrain-epochs must be >= 1"),
     (["--jobs", "0"], "--jobs must be >= 1, got 0"),
@@ -243,7 +244,7 @@ def test_groups_and_budget_rows_are_planned(tmp_path: Path) -> None:
         "searched[single_path+perturb+sincos]/s1"
     # the position study's other arm: the same group without positions
     none = next(j for j in plan.searches if j.group == "uniform+perturb+5ep")
-    assert none.model["position"] == "none" and none.source is None
+    assert none.model["position_encoding"] == "none" and none.source is None
     assert plan.default_group == f"{GROUP}+5ep"
     assert [j.key for j in plan.searches][:4] == [
         f"searched[{GROUP}+5ep]/s0", f"searched[{GROUP}+5ep]/s1", f"searched[{GROUP}+5ep]/s2",
@@ -260,9 +261,9 @@ def test_groups_and_budget_rows_are_planned(tmp_path: Path) -> None:
     assert plan.searches[0].trainer["max_epochs"] == 5 and plain.trainer is None
     assert plan.searches[0].settings != plain.settings
     models = {j.group: j.model for j in plan.searches}
-    assert models["darts+argmax+sincos"]["supernet"] == "darts"
+    assert models["darts+argmax+sincos"]["strategy"] == "darts"
     assert models["darts+argmax+sincos"]["select"] == "argmax"
-    assert models["single_path+perturb+sincos"]["supernet"] == "single_path"
+    assert models["single_path+perturb+sincos"]["strategy"] == "single_path"
     # the retrain-budget study: nonlocal at 6 epochs, with its own fingerprint
     budget = [r for r in plan.rows if r.kind == "budget"]
     assert [(r.key, r.block, r.epochs) for r in budget] == [("nonlocal@6ep", "nonlocal", 6)]
@@ -278,7 +279,7 @@ def test_groups_and_budget_rows_are_planned(tmp_path: Path) -> None:
         {r.key: r.settings for r in plan.rows if r.kind == "baseline"}
     assert "darts+argmax+sincos" in other.groups
     assert next(j for j in other.searches if j.group == "darts+argmax+sincos"
-                ).model["position"] == "sincos"
+                ).model["position_encoding"] == "sincos"
 
 
 def test_a_new_group_reuses_every_finished_run(quick: tuple[Path, str], tmp_path: Path
@@ -367,7 +368,7 @@ def test_random_cells_follow_the_search_configs_cell_settings(tmp_path: Path) ->
     from benchmarks.run import build_plan
 
     doc = yaml.safe_load(SEARCH_CONFIG.read_text())
-    doc.setdefault("model", {})["position"] = "none"  # round 1's cells
+    doc.setdefault("model", {})["position_encoding"] = "none"  # round 1's cells
     cfg = tmp_path / "none.yaml"
     cfg.write_text(yaml.safe_dump(doc))
     argv = ["--blocks", "nonlocal", "--random-cells", "1", "--groups", "", "--out",

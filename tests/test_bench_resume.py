@@ -79,7 +79,7 @@ def test_killed_search_resumes_and_still_derives_its_cell(tmp_path: Path) -> Non
     spec = {**_spec(tmp_path, "search", "searched[g]/s0", root, batch=2),
             "genotype": str(tmp_path / "g" / "cell.json"), "title": "g",
             "provenance": {"benchmark": "searched[g]/s0"},
-            "model": {"supernet": "uniform", "select": "perturb", "select_bn": "batch",
+            "model": {"strategy": "uniform", "select": "perturb", "select_bn": "batch",
                       "select_val_batches": 1, "optimizer": "adamw", "lr": 0.002,
                       "backbone_kwargs": TINY}}
     spec_path, result = tmp_path / "spec.json", tmp_path / "result.json"

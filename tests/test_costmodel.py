@@ -83,7 +83,7 @@ def test_expected_cost_is_differentiable_and_moves_alpha_to_cheaper_ops() -> Non
     """Accuracy left out (indifferent): Adam on the cost term alone moves alpha from
     uniform toward the cheap map ops, and the expected MACs fall to the target."""
     module = SearchModule(num_classes=2, backbone_kwargs=PROXY, num_nodes=2,
-                          supernet="darts", cost_target="0.6x", cost_weight=1.0)
+                          strategy="darts", cost_target="0.6x", cost_weight=1.0)
     module.clip = CLIP
     budget = module.cost_budget()
     space = budget.space
@@ -225,7 +225,7 @@ def test_budgeted_search_writes_a_cell_within_budget(synth: Path, tmp_path: Path
     """A real search with a budget: the genotype's cell is fitted to it, records its cost
     where it was searched, and ``attnas cost`` reports it next to the baselines."""
     out = tmp_path / "out"
-    assert attnas(_search(synth, out, "--model.cost_target=0.5x", "--model.supernet=uniform",
+    assert attnas(_search(synth, out, "--model.cost_target=0.5x", "--model.strategy=uniform",
                           "--model.select=perturb", "--model.select_val_batches=1",
                           "--model.select_calib_batches=1")) == 0
     path = sorted((out / "search").glob("version_*"))[-1] / "genotype.json"

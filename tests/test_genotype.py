@@ -34,9 +34,24 @@ def valid_doc() -> dict:
         "format": FORMAT,
         "version": VERSION,
         "nodes": [{"op": nd.op, "input": nd.input} for nd in NODES],
-        "cell": {"inner_ratio": 0.5, "kv_pool": True, "position": "none", "num_nodes": 3},
+        "cell": {"inner_ratio": 0.5, "kv_pool": True, "position_encoding": "none",
+                 "num_nodes": 3},
         "provenance": {"run": "runs/test", "epoch": 2},
     }
+
+
+def test_a_file_with_the_old_position_key_loads_and_is_written_with_the_new_one(
+        tmp_path: Path) -> None:
+    """``cell.position`` was the positional encoding's key before the rename."""
+    doc = valid_doc()
+    doc["cell"] = {"inner_ratio": 0.5, "kv_pool": True, "position": "sincos", "num_nodes": 3}
+    genotype = load_genotype(write_doc(tmp_path, doc))
+    assert genotype.position == "sincos"
+    assert genotype.to_dict()["cell"] == {"inner_ratio": 0.5, "kv_pool": True,
+                                          "position_encoding": "sincos", "num_nodes": 3}
+    doc["cell"]["position_encoding"] = "none"
+    with pytest.raises(GenotypeError, match="both 'position' .* and 'position_encoding'"):
+        load_genotype(write_doc(tmp_path, doc, "both.json"))
 
 
 def write_doc(tmp_path: Path, doc, name: str = "cell.json") -> Path:
@@ -98,8 +113,8 @@ def test_cell_kwargs_and_document_layout():
     doc = genotype.to_dict()
     assert doc["format"] == "attnas-genotype" and doc["version"] == 1
     assert doc["nodes"][1] == {"op": "map.temporal.sigmoid", "input": 1}
-    assert doc["cell"] == {"inner_ratio": 0.25, "kv_pool": False, "position": "sincos",
-                           "num_nodes": 3}
+    assert doc["cell"] == {"inner_ratio": 0.25, "kv_pool": False,
+                           "position_encoding": "sincos", "num_nodes": 3}
     assert Genotype.from_dict(json.loads(genotype.to_json())) == genotype
     assert FixedCell(16, **genotype.cell_kwargs()).inner == 4
 
@@ -229,8 +244,8 @@ BAD_DOCS = {
     "inner_ratio string": (_mutate("cell/inner_ratio", "0.5"),
                            "cell.inner_ratio = '0.5' must be a number"),
     "inner_ratio range": (_mutate("cell/inner_ratio", 0), "cell.inner_ratio = 0 is out of range"),
-    "unknown position": (_mutate("cell/position", "learned"),
-                         "cell.position = 'learned' is not a position option (accepted: "
+    "unknown position": (_mutate("cell/position_encoding", "learned"),
+                         "cell.position_encoding = 'learned' is not a position encoding (accepted: "
                          + ", ".join(POSITIONS)),
     "num_nodes disagrees": (_mutate("cell/num_nodes", 4),
                             "cell.json: cell.num_nodes = 4 disagrees with the node list (3 nodes)"),

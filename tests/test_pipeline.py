@@ -36,7 +36,7 @@ def _data_args(root: Path, search: bool) -> list[str]:
 
 #: round 1's search (bi-level DARTS, argmax): alpha moves, so these tests see the
 #: architecture step, its resume and its DDP averaging (the default search freezes alpha)
-DARTS = ("--model.supernet=darts", "--model.select=argmax")
+DARTS = ("--model.strategy=darts", "--model.select=argmax")
 
 
 def _search(root: Path, out: Path, *extra: str, epochs: int = 2) -> int:
@@ -189,8 +189,8 @@ def test_too_many_broken_validation_videos_fail_before_training(
 
 
 def test_second_order_search_runs(synth: Path, tmp_path: Path) -> None:
-    assert _search(synth, tmp_path, "--model.arch_order=2", "--model.remedy=beta_decay",
-                   "--model.remedy_weight=0.5", epochs=1) == 0
+    assert _search(synth, tmp_path, "--model.arch_order=2", "--model.anti_collapse=beta_decay",
+                   "--model.anti_collapse_weight=0.5", epochs=1) == 0
     g = json.loads((_run_dir(tmp_path) / "genotype.json").read_text())
     assert g["provenance"]["arch_order"] == 2
 

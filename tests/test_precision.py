@@ -67,7 +67,7 @@ def test_bf16_mixed_runs_end_to_end(kind: str, synth: Path, tmp_path: Path) -> N
             f"--trainer.default_root_dir={tmp_path}",
             f"--trainer.logger.init_args.save_dir={tmp_path}"]
     if kind == "search":
-        argv += ["--data.search=true", "--model.num_nodes=2", "--model.supernet=uniform",
+        argv += ["--data.search=true", "--model.num_nodes=2", "--model.strategy=uniform",
                  "--model.select=perturb", "--model.select_val_batches=1",
                  "--model.select_calib_batches=1"]
     else:

@@ -22,6 +22,7 @@ from derive.rules import base as rules_base
 from derive.select import SELECTION_RULES, SelectionData, select_cell
 from supernet import configs, strategies
 from supernet.cells import NodeSpec
+from supernet.hparams import RENAMED_OPTIONS
 from supernet.ops import EdgeWeights
 from supernet.search import (
     HPARAMS_VERSION,
@@ -72,7 +73,7 @@ def test_a_registered_strategy_is_a_supernet_mode() -> None:
 
     try:
         module = SearchModule(num_classes=2, backbone_kwargs=PROXY, num_nodes=2,
-                              supernet="frozen_mixture_test")
+                              strategy="frozen_mixture_test")
         assert isinstance(module.supernet_strategy, Frozen) and module.arch.alpha.requires_grad
         checkpoint: dict = {}
         module.supernet_strategy.record(module, checkpoint)
@@ -80,7 +81,7 @@ def test_a_registered_strategy_is_a_supernet_mode() -> None:
     finally:
         del strategies_base._REGISTRY["frozen_mixture_test"]
     with pytest.raises(ValueError, match="unknown supernet mode"):
-        SearchModule(num_classes=2, supernet="frozen_mixture_test")
+        SearchModule(num_classes=2, strategy="frozen_mixture_test")
 
 
 def test_a_registered_rule_is_dispatched_by_select_cell() -> None:
@@ -136,11 +137,12 @@ def test_the_packages_import_every_module_they_hold() -> None:
 def test_the_signature_carries_the_measured_defaults_and_configs_only_what_differs() -> None:
     defaults = {k: p.default for k, p in inspect.signature(SearchModule.__init__).parameters
                 .items() if p.default is not inspect.Parameter.empty}
-    assert {k: defaults[k] for k in ("supernet", "select", "position", "optimizer", "lr",
-                                     "lr_min", "select_bn")} == {
-        "supernet": "uniform", "select": "perturb", "position": "sincos",
+    assert {k: defaults[k] for k in ("strategy", "select", "position_encoding", "optimizer",
+                                     "lr", "lr_min", "select_bn")} == {
+        "strategy": "uniform", "select": "perturb", "position_encoding": "sincos",
         "optimizer": "adamw", "lr": 0.002, "lr_min": 2e-5, "select_bn": "batch"}
-    assert set(LEGACY_DEFAULTS) == set(defaults)  # every setting has a legacy meaning
+    # every setting has a legacy meaning (the old names of renamed ones are aliases)
+    assert set(LEGACY_DEFAULTS) == set(defaults) - set(RENAMED_OPTIONS)
     for name in ("synthetic", "kinetics400_proxy", "ucf101_proxy"):
         doc = yaml.safe_load(configs.path(f"search/{name}.yaml").read_text())
         assert "model" not in doc, name  # data and trainer only
@@ -150,7 +152,7 @@ def test_the_signature_carries_the_measured_defaults_and_configs_only_what_diffe
 
 # --------------------------------------------------------------------- old checkpoints
 #: keys a round-1 checkpoint lacks, or whose old default it took without saving it
-_NEWER = ("supernet", "select", "position", "select_bn", "optimizer", "lr", "lr_min",
+_NEWER = ("strategy", "select", "position_encoding", "select_bn", "optimizer", "lr", "lr_min",
           "val_recalibrate", "candidate_norm", "in_channels", "memory_format", "cost_target",
           "cost_weight", "cost_min_width", "select_finetune_steps")
 
@@ -210,8 +212,54 @@ def test_an_old_checkpoint_loads_as_what_it_was_trained_as(
     assert genotype.position == "none"
     assert genotype.to_dict()["nodes"] == genotype_from_checkpoint(new)[0].to_dict()["nodes"]
     # a current checkpoint keeps what it says; a missing key there is the signature's
-    assert migrate_hparams({"position": "coords"}, HPARAMS_VERSION) == {"position": "coords"}
-    assert migrate_hparams({}, None)["supernet"] == "darts"
+    assert migrate_hparams({"position_encoding": "coords"}, HPARAMS_VERSION) == {
+        "position_encoding": "coords"}
+    assert migrate_hparams({}, None)["strategy"] == "darts"
+    # options saved under their old names are renamed, whatever the version
+    assert migrate_hparams({"position": "coords", "supernet": "darts", "remedy": "entropy",
+                            "remedy_weight": 0.5}, HPARAMS_VERSION) == {
+        "position_encoding": "coords", "strategy": "darts", "anti_collapse": "entropy",
+        "anti_collapse_weight": 0.5}
+
+
+def test_a_checkpoint_saved_under_the_old_option_names_loads(
+        checkpoints: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """A checkpoint written before ``position``, ``supernet`` and ``remedy`` were renamed
+    (version 2, the old keys in its hyper-parameters) loads with the new names."""
+    new, _, _ = checkpoints
+    ckpt = torch.load(new, map_location="cpu", weights_only=False)
+    hp = ckpt["hyper_parameters"]
+    for old, renamed in RENAMED_OPTIONS.items():
+        hp[old] = hp.pop(renamed)
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    path.parent.mkdir()
+    torch.save(ckpt, path)
+    ref = SearchModule.load_from_checkpoint(new, map_location="cpu").eval()
+    module = SearchModule.load_from_checkpoint(path, map_location="cpu").eval()
+    assert not set(RENAMED_OPTIONS) & set(module.hparams)
+    for key in RENAMED_OPTIONS.values():
+        assert module.hparams[key] == ref.hparams[key], key
+    assert module.supernet_strategy.name == "darts" and _positions(module) == {"none"}
+    video = torch.randn(2, 3, 8, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(module(video), ref(video))
+    genotype, _ = genotype_from_checkpoint(path)
+    assert genotype.position == "none"
+    assert genotype.provenance["remedy"] == "none"
+
+
+def test_the_old_option_names_still_build_a_module() -> None:
+    """Python callers may pass the old names for one release; both names at once with
+    different values is an error."""
+    old = SearchModule(num_classes=2, backbone_kwargs=PROXY, num_nodes=1, position="coords",
+                       supernet="darts", remedy="entropy", remedy_weight=0.5)
+    assert {k: old.hparams[k] for k in RENAMED_OPTIONS.values()} == {
+        "position_encoding": "coords", "strategy": "darts", "anti_collapse": "entropy",
+        "anti_collapse_weight": 0.5}
+    assert not set(RENAMED_OPTIONS) & set(old.hparams)
+    with pytest.raises(ValueError, match="strategy is given under its old name too"):
+        SearchModule(num_classes=2, backbone_kwargs=PROXY, num_nodes=1, supernet="darts",
+                     strategy="single_path")
 
 
 def test_an_old_checkpoint_reselects(checkpoints: tuple[Path, Path, Path]) -> None:

@@ -174,7 +174,7 @@ def _fit(synth: Path, tmp: Path, steps: int, **model_kwargs) -> SearchModule:
 
 def test_single_path_samples_every_candidate_uniformly() -> None:
     module = SearchModule(num_classes=2, backbone_kwargs=PROXY, num_nodes=3,
-                          supernet="single_path")
+                          strategy="single_path")
     steps = 2400
     ops, ins = Counter(), Counter()
     for step in range(steps):
@@ -197,9 +197,9 @@ def test_single_path_trains_only_the_sampled_path(synth: Path, tmp_path: Path) -
     steps = 3
     torch.manual_seed(0)
     ref = SearchModule(num_classes=2, backbone_kwargs=PROXY, num_nodes=2,
-                       supernet="single_path", optimizer="adamw", lr=0.01, weight_decay=0.0)
+                       strategy="single_path", optimizer="adamw", lr=0.01, weight_decay=0.0)
     before = {k: v.clone() for k, v in ref.state_dict().items()}
-    module = _fit(synth, tmp_path, steps, supernet="single_path")
+    module = _fit(synth, tmp_path, steps, strategy="single_path")
     after = module.state_dict()
     assert module.global_step >= 2
     paths = [SinglePath.sample_path(2, s) for s in range(module.global_step)]
@@ -233,7 +233,7 @@ def _state_key(module: torch.nn.Module, param: torch.Tensor) -> str:
 
 def test_uniform_never_changes_alpha_and_skips_the_arch_step(synth: Path,
                                                               tmp_path: Path) -> None:
-    module = _fit(synth, tmp_path, 3, supernet="uniform")
+    module = _fit(synth, tmp_path, 3, strategy="uniform")
     assert module.arch.alpha.abs().max() == 0.0 and module.arch.beta.abs().max() == 0.0
     assert not module.arch.alpha.requires_grad
     assert "train_a/loss" not in module.trainer.callback_metrics
@@ -242,7 +242,7 @@ def test_uniform_never_changes_alpha_and_skips_the_arch_step(synth: Path,
 
 def test_darts_arch_step_computes_alpha_gradients_only() -> None:
     torch.manual_seed(0)
-    module = SearchModule(num_classes=2, backbone_kwargs=PROXY, num_nodes=2, supernet="darts")
+    module = SearchModule(num_classes=2, backbone_kwargs=PROXY, num_nodes=2, strategy="darts")
     for cell in module.model.modules():  # let gradients into the cells (gamma != 0)
         if isinstance(cell, SearchCell):
             cell.bn.weight.data.fill_(1.0)
@@ -257,7 +257,7 @@ def test_darts_arch_step_computes_alpha_gradients_only() -> None:
 
 def test_unknown_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="accepted: darts, single_path, uniform$"):
-        SearchModule(num_classes=2, supernet="spos")
+        SearchModule(num_classes=2, strategy="spos")
 
 
 def test_eval_mode_supernet_gives_sane_logits(tmp_path: Path) -> None:
@@ -295,7 +295,8 @@ def _fit_root(root: Path, tmp: Path):
                          num_workers=0, search=True, cache="memory")
     dm.setup("fit")
     module = SearchModule(num_classes=dm.num_classes, backbone_kwargs=PROXY, num_nodes=3,
-                          position="none", optimizer="adamw", lr=0.002, supernet="uniform")
+                          position_encoding="none", optimizer="adamw", lr=0.002,
+                          strategy="uniform")
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=2,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=str(tmp))

@@ -96,7 +96,7 @@ def searched(synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The run folder of a tiny real darts search (1 epoch, 2 batches; round 1's rule)."""
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("runs")
-    assert attnas(_search_args(synth, out, "--model.supernet=darts",
+    assert attnas(_search_args(synth, out, "--model.strategy=darts",
                                "--model.select=argmax")) == 0
     return sorted((out / "search").glob("version_*"))[-1]
 
@@ -112,7 +112,7 @@ def _one_error_line(capsys: pytest.CaptureFixture, prog: str) -> str:
 def _bad_search(case: str, synth: Path, ckpt: Path, out: Path) -> tuple[list[str], list[str]]:
     """argv of a search that must be refused, and what its error line must say."""
     if case == "unknown_mode":
-        return (_search_args(synth, out, "--model.supernet=spos"),
+        return (_search_args(synth, out, "--model.strategy=spos"),
                 ["'spos'", "darts, single_path, uniform"])
     if case == "unknown_rule":
         return (_search_args(synth, out, "--model.select=best"),
@@ -122,8 +122,8 @@ def _bad_search(case: str, synth: Path, ckpt: Path, out: Path) -> tuple[list[str
                              "--model.select=perturb"),
                 ["'perturb'", "no validation split"])
     assert case == "resume_other_mode"  # a darts checkpoint resumed as a uniform search
-    return (_search_args(synth, out, f"--ckpt_path={ckpt}", "--model.supernet=uniform"),
-            ["darts supernet", "--model.supernet darts"])
+    return (_search_args(synth, out, f"--ckpt_path={ckpt}", "--model.strategy=uniform"),
+            ["darts supernet", "--model.strategy darts"])
 
 
 @pytest.mark.parametrize("case", ["unknown_mode", "unknown_rule", "no_val_split",

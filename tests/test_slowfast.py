@@ -102,7 +102,7 @@ def test_a_cell_search_runs_in_both_pathways(tmp_path: Path) -> None:
             "--data.crop_size=16", "--data.batch_size=4", "--data.num_workers=0",
             "--data.cache=memory", "--data.search=true", "--model.backbone=slowfast_r50",
             "--model.positions=both", '--model.backbone_kwargs={"width_div": 8}',
-            "--model.num_nodes=1", "--model.supernet=uniform", "--model.select=perturb",
+            "--model.num_nodes=1", "--model.strategy=uniform", "--model.select=perturb",
             "--model.select_val_batches=1", "--model.select_calib_batches=1",
             "--model.cost_target=1x", "--trainer.max_epochs=1",
             "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",

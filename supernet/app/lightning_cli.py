@@ -14,6 +14,7 @@ import argparse
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from pytorch_lightning.callbacks import (
@@ -32,6 +33,7 @@ from datamodules.synth import SynthError
 from derive.rules import check_rule, get_rule
 from supernet.counting import count_flops
 from supernet.fusion import SCORES_FILE, load_scores
+from supernet.hparams import RENAMED_OPTIONS, deprecation_line
 from supernet.paths import check_writable, need_file
 from supernet.search import LEGACY_DEFAULTS
 
@@ -117,6 +119,9 @@ class _AttnasCLI(LightningCLI):
                             help="retrain test: other runs' test_scores.pt to average with "
                                  "this run's per-video scores (late fusion, e.g. RGB + flow)")
 
+    def before_instantiate_classes(self) -> None:  # noqa: D102
+        warn_renamed_options(self._get(self.config, "model"), self.parser.prog.split(" [")[0])
+
     def instantiate_trainer(self, **kwargs):  # noqa: D102
         # a rich progress bar (safe under DDP) unless the config disables bars or brings
         # its own
@@ -134,6 +139,17 @@ class _AttnasCLI(LightningCLI):
             defaults = self.trainer_defaults.get("callbacks", [])
             self.trainer_defaults = {**self.trainer_defaults, "callbacks": [*defaults, *extra]}
         return super().instantiate_trainer(**kwargs)
+
+
+def warn_renamed_options(model: Any, prog: str = "attnas") -> list[str]:
+    """One warning line on stderr for each option of the parsed ``model`` settings given
+    under its old name (:data:`supernet.hparams.RENAMED_OPTIONS`; the model accepts them
+    for one release); returns the old names found."""
+    found = [old for old in RENAMED_OPTIONS
+             if model is not None and getattr(model, old, None) is not None]
+    for old in found:
+        print(f"{prog}: {deprecation_line(old, RENAMED_OPTIONS[old])}", file=sys.stderr)
+    return found
 
 
 def parse_error_line(message: str) -> str:
@@ -191,11 +207,11 @@ def check_checkpoint(path: str, kind: str, supernet: str | None = None,
         raise ValueError(f"{path} is a {found or 'foreign'} checkpoint, expected a {kind} "
                          f"checkpoint")
     if supernet is not None:
-        mode = ckpt.get("attnas_supernet", LEGACY_DEFAULTS["supernet"])  # before modes: darts
+        mode = ckpt.get("attnas_supernet", LEGACY_DEFAULTS["strategy"])  # before modes: darts
         if mode != supernet:
             raise ValueError(f"{path} is a checkpoint of a {mode} supernet search, but this "
                              f"run trains a {supernet} supernet (resume it with "
-                             f"--model.supernet {mode})")
+                             f"--model.strategy {mode})")
 
 
 def _check_search(model, dm) -> None:
@@ -368,7 +384,7 @@ def _run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict,
                  and cli.trainer.logger.continue_run(ckpt_path))  # a resumed run's folder
     try:
         if ckpt_path:
-            check_checkpoint(ckpt_path, kind, cli.model.hparams.supernet
+            check_checkpoint(ckpt_path, kind, cli.model.hparams.strategy
                              if kind == "search" else None,
                              str(getattr(dm, "modality", "rgb")))
             if kind == "retrain" and sub != "fit":

@@ -2,7 +2,7 @@
 
 A strategy is a small class, one per file in this package, registered by name with
 :func:`register_strategy`; :class:`~supernet.search.SearchModule` looks its
-``supernet=`` argument up with :func:`get_strategy` and calls the strategy's hooks instead
+``strategy=`` argument up with :func:`get_strategy` and calls the strategy's hooks instead
 of branching on the name. What a strategy owns (everything else is shared):
 
 * :attr:`Strategy.trains_arch` -- whether alpha/beta are learned; when not,
@@ -16,7 +16,7 @@ of branching on the name. What a strategy owns (everything else is shared):
 
 Adding a strategy is adding a file: every module of this package is imported when the
 package is, and its ``@register_strategy("name")`` class becomes a value of
-``--model.supernet``.
+``--model.strategy``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Strategy:
     caches that can be rebuilt from the module.
     """
 
-    #: the name ``--model.supernet`` selects it by (set by :func:`register_strategy`)
+    #: the name ``--model.strategy`` selects it by (set by :func:`register_strategy`)
     name: ClassVar[str] = ""
     #: whether alpha/beta are trained (an architecture optimiser step)
     trains_arch: ClassVar[bool] = False
@@ -87,7 +87,7 @@ class Strategy:
 
     def record(self, module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         """Write what this strategy needs into a checkpoint being saved (its name, which a
-        resume checks against the run's ``--model.supernet``)."""
+        resume checks against the run's ``--model.strategy``)."""
         checkpoint["attnas_supernet"] = self.name
 
     def log_epoch(self, module: pl.LightningModule) -> None:

@@ -3,7 +3,7 @@
 ``arch_weight_decay``), first order by default (``autograd.grad`` on alpha/beta alone: no
 weight gradient is computed and thrown away), or the unrolled second-order gradient
 (``arch_order=2``); skipped during the first ``warmup_epochs``. The architecture loss is
-the cross-entropy plus the anti-collapse ``remedy`` and, with a ``cost_target``, the
+the cross-entropy plus the ``anti_collapse`` regulariser and, with a ``cost_target``, the
 expected-cost term ``cost_weight * max(0, E[MACs] / target - 1)``."""
 
 from __future__ import annotations
@@ -69,22 +69,22 @@ class Darts(Strategy):
         return loss_a.detach()
 
     def penalty(self, module: pl.LightningModule) -> Tensor:
-        """The terms added to the architecture loss: the remedy and the expected cost
-        (a scalar; zero when both are off)."""
-        return self.remedy(module) + self.cost_term(module)
+        """The terms added to the architecture loss: the anti-collapse regulariser and the
+        expected cost (a scalar; zero when both are off)."""
+        return self.anti_collapse(module) + self.cost_term(module)
 
     @staticmethod
-    def remedy(module: pl.LightningModule) -> Tensor:
+    def anti_collapse(module: pl.LightningModule) -> Tensor:
         """The anti-collapse term: ``beta_decay`` (beta-DARTS, ramped linearly over the
         epochs after warm-up) or ``entropy`` (of softmax(alpha) and the input weights)."""
         hp, a = module.hparams, module.arch
-        if hp.remedy == "none" or hp.remedy_weight == 0.0:
+        if hp.anti_collapse == "none" or hp.anti_collapse_weight == 0.0:
             return a.alpha.new_zeros(())
-        if hp.remedy == "beta_decay":
+        if hp.anti_collapse == "beta_decay":
             span = max(1, (module.trainer.max_epochs or 1) - hp.warmup_epochs)
             ramp = min(1.0, (module.current_epoch - hp.warmup_epochs + 1) / span)
-            return hp.remedy_weight * ramp * beta_decay_penalty(a.alpha)
-        return hp.remedy_weight * (entropy_penalty(a.op_weights())
+            return hp.anti_collapse_weight * ramp * beta_decay_penalty(a.alpha)
+        return hp.anti_collapse_weight * (entropy_penalty(a.op_weights())
                                    + entropy_penalty(a.input_weights()[1:]))
 
     def cost_term(self, module: pl.LightningModule) -> Tensor:
