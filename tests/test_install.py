@@ -95,4 +95,4 @@ def test_a_wheel_install_runs_attnas_and_finds_the_shipped_configs(tmp_path: Pat
     out = _run([str(venv / "bin" / "attnas"), "search", "fit", "-c", config, "--print_config"],
                work)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "position: sincos" in out.stdout
+    assert "position_encoding: sincos" in out.stdout

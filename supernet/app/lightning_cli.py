@@ -11,6 +11,7 @@ code 2; a non-finite loss ends with one line and exit code 1.
 from __future__ import annotations
 
 import argparse
+import inspect
 import re
 import sys
 from pathlib import Path
@@ -120,7 +121,9 @@ class _AttnasCLI(LightningCLI):
                                  "this run's per-video scores (late fusion, e.g. RGB + flow)")
 
     def before_instantiate_classes(self) -> None:  # noqa: D102
-        warn_renamed_options(self._get(self.config, "model"), self.parser.prog.split(" [")[0])
+        if _has_renamed_options(self.model_class):
+            warn_renamed_options(self._get(self.config, "model"),
+                                 self.parser.prog.split(" [")[0])
 
     def instantiate_trainer(self, **kwargs):  # noqa: D102
         # a rich progress bar (safe under DDP) unless the config disables bars or brings
@@ -139,6 +142,13 @@ class _AttnasCLI(LightningCLI):
             defaults = self.trainer_defaults.get("callbacks", [])
             self.trainer_defaults = {**self.trainer_defaults, "callbacks": [*defaults, *extra]}
         return super().instantiate_trainer(**kwargs)
+
+
+def _has_renamed_options(model_class: type) -> bool:
+    """Whether ``model_class`` takes the renamed options under both names (the old ones as
+    deprecated aliases; the two-stream search keeps its own ``supernet`` option)."""
+    params = inspect.signature(model_class.__init__).parameters
+    return all(old in params and new in params for old, new in RENAMED_OPTIONS.items())
 
 
 def warn_renamed_options(model: Any, prog: str = "attnas") -> list[str]:
@@ -186,7 +196,7 @@ def _error(kind: str, msg: str, code: int = 2) -> int:
 
 
 def check_checkpoint(path: str, kind: str, supernet: str | None = None,
-                     modality: str | None = None) -> None:
+                     modality: str | None = None, option: str = "strategy") -> None:
     """Raise ``ValueError`` unless ``path`` is a readable attnas checkpoint of ``kind``
     (and, for a search checkpoint with ``supernet`` given, of that supernet mode; with
     ``modality`` given, trained on that input modality)."""
@@ -211,7 +221,7 @@ def check_checkpoint(path: str, kind: str, supernet: str | None = None,
         if mode != supernet:
             raise ValueError(f"{path} is a checkpoint of a {mode} supernet search, but this "
                              f"run trains a {supernet} supernet (resume it with "
-                             f"--model.strategy {mode})")
+                             f"--model.{option} {mode})")
 
 
 def _check_search(model, dm) -> None:
@@ -384,9 +394,10 @@ def _run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict,
                  and cli.trainer.logger.continue_run(ckpt_path))  # a resumed run's folder
     try:
         if ckpt_path:
-            check_checkpoint(ckpt_path, kind, cli.model.hparams.strategy
-                             if kind == "search" else None,
-                             str(getattr(dm, "modality", "rgb")))
+            hp = cli.model.hparams
+            option = "strategy" if "strategy" in hp else "supernet"  # two-stream: supernet
+            check_checkpoint(ckpt_path, kind, hp.get(option) if kind == "search" else None,
+                             str(getattr(dm, "modality", "rgb")), option)
             if kind == "retrain" and sub != "fit":
                 cli.model = _model_of_checkpoint(cli, model_class, argv, ckpt_path)
         if cli.trainer.is_global_zero:
