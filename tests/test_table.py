@@ -344,6 +344,8 @@ def test_the_report_says_whether_tasks_discriminate_and_differ() -> None:
     text = "\n".join(discrimination_lines(blink))
     assert "not met" in text and "is not ≤ 97 %" in text
     assert best_one_node(blink).key == "map.spatial.sigmoid~0"
-    assert "differ in family or dimension" in "\n".join(_across_tasks([colour, blink]))
+    across = "\n".join(_across_tasks([colour, blink]))
+    assert "differ in family or dimension" in across and "2 of 24" in across
+    assert "a winner may still change" in across  # fewer than the 24 one-node cells tabled
     same = _fake_table("motion", {"dot.temporal.relu~0": [0.7, 0.7]})
     assert "share a family and dimension" in "\n".join(_across_tasks([colour, same]))
