@@ -22,6 +22,7 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from torch import Tensor, nn
 
+from datamodules.registry import Registry
 from supernet.cells import ArchParameters, NodeSpec
 from supernet.space import FACTORS, NUM_OPS, OP_NAMES, OPS
 
@@ -35,7 +36,7 @@ Tick = Callable[[str], Callable[[], None]]
 #: ``allowed_ops(chosen)``: the op indices the next node may take, given the ops chosen so far
 AllowedOps = Callable[[list[int]], list[int]]
 
-_REGISTRY: dict[str, type[SelectionRule]] = {}
+_REGISTRY: Registry[SelectionRule] = Registry("selection rule")
 R = TypeVar("R", bound="type[SelectionRule]")
 
 
@@ -232,32 +233,21 @@ class ScoringRule(SelectionRule):
 
 def register_rule(name: str) -> Callable[[R], R]:
     """Class decorator: register a :class:`SelectionRule` subclass under ``name``."""
-
-    def add(cls: R) -> R:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"selection rule {name!r} is registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return add
+    return _REGISTRY.register(name)
 
 
 def rule_names() -> tuple[str, ...]:
     """The registered rule names (``alone``, ``argmax``, ``perturb``, ...)."""
-    return tuple(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def check_rule(rule: object) -> str:
     """Return ``rule`` if a rule is registered under it, else ``ValueError`` in one line
     listing the known names."""
-    if not isinstance(rule, str) or rule not in _REGISTRY:
-        raise ValueError(f"unknown selection rule {rule!r}; accepted: "
-                         f"{', '.join(rule_names())}")
-    return rule
+    return _REGISTRY.check(rule)
 
 
 def get_rule(rule: str) -> SelectionRule:
     """A new instance of the rule registered as ``rule`` (``ValueError`` listing the known
     names otherwise)."""
-    return _REGISTRY[check_rule(rule)]()
+    return _REGISTRY.create(rule)

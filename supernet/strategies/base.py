@@ -29,10 +29,12 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from datamodules.registry import Registry
+
 __all__ = ["Strategy", "register_strategy", "get_strategy", "strategy_names", "check_strategy"]
 
 #: name -> strategy class, in registration order (module names, alphabetical)
-_REGISTRY: dict[str, type[Strategy]] = {}
+_REGISTRY: Registry[Strategy] = Registry("supernet mode")
 
 S = TypeVar("S", bound="type[Strategy]")
 
@@ -96,32 +98,21 @@ class Strategy:
 
 def register_strategy(name: str) -> Callable[[S], S]:
     """Class decorator: register a :class:`Strategy` subclass under ``name``."""
-
-    def add(cls: S) -> S:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"supernet strategy {name!r} is registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return add
+    return _REGISTRY.register(name)
 
 
 def strategy_names() -> tuple[str, ...]:
     """The registered strategy names (``darts``, ``single_path``, ``uniform``, ...)."""
-    return tuple(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def check_strategy(name: object) -> str:
     """Return ``name`` if a strategy is registered under it, else ``ValueError`` in one line
     listing the known names."""
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(f"unknown supernet mode {name!r}; accepted: "
-                         f"{', '.join(strategy_names())}")
-    return name
+    return _REGISTRY.check(name)
 
 
 def get_strategy(name: str) -> Strategy:
     """A new instance of the strategy registered as ``name`` (``ValueError`` listing the
     known names otherwise)."""
-    return _REGISTRY[check_strategy(name)]()
+    return _REGISTRY.create(name)
