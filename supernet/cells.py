@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .nodes import NodeSpec, validate_nodes
-from .ops import AttentionOp, MixedEdge, check_video
+from .ops import AttentionOp, MixedEdge, PointwiseConv3d, check_video
 from .space import MAX_NODES, NUM_OPS, OP_NAMES, POSITIONS, check_choice
 
 __all__ = ["NodeSpec", "ArchParameters", "SearchCell", "FixedCell", "fixed_from_search",
@@ -172,11 +172,11 @@ class _CellBase(nn.Module):
         self.kv_pool = bool(kv_pool)
         self.position = check_choice(position, POSITIONS, "position")
         self.num_nodes = num_nodes
-        self.proj = nn.Conv3d(channels, self.inner, 1, bias=False)
+        self.proj = PointwiseConv3d(channels, self.inner, bias=False)
         # one BatchNorm per node output: unnormalised candidates (identity / relu maps and
         # affinities) chained over K nodes otherwise grow polynomially and overflow
         self.norms = nn.ModuleList(nn.BatchNorm3d(self.inner) for _ in range(num_nodes))
-        self.sink = nn.Conv3d(self.inner * num_nodes, channels, 1, bias=False)
+        self.sink = PointwiseConv3d(self.inner * num_nodes, channels, bias=False)
         self.bn = nn.BatchNorm3d(channels)
         nn.init.zeros_(self.bn.weight)
 

@@ -170,11 +170,11 @@ class EdgeWeights(nn.Module):
         self.channels = channels
         self.position = check_choice(position, POSITIONS, "position")
         self.kv_pool = bool(kv_pool)
-        self.v = nn.Conv3d(channels, channels, 1, bias=False)
+        self.v = PointwiseConv3d(channels, channels, bias=False)
         if "dot" in families:
             qk_in = channels + (3 if position == "coords" else 0)
-            self.q = nn.Conv3d(qk_in, channels, 1, bias=False)
-            self.k = nn.Conv3d(qk_in, channels, 1, bias=False)
+            self.q = PointwiseConv3d(qk_in, channels, bias=False)
+            self.k = PointwiseConv3d(qk_in, channels, bias=False)
         if "map" in families:
             self.maps = nn.ModuleDict({
                 d: nn.Conv3d(2, 1, _MAP_KERNELS[d], padding=tuple(k // 2 for k in _MAP_KERNELS[d]))
