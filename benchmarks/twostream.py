@@ -49,7 +49,14 @@ from benchmarks.common import (
 from datamodules.synth import DEFAULTS as SYNTH_DEFAULTS
 from supernet.cost import model_cost
 from supernet.costmodel import TwoStreamBudget
-from supernet.twostream.space import VARIABLE_NAMES, VARIABLES, TwoStreamArch, load_arch
+from supernet.twostream.space import (
+    RENAMED_VARIABLES,
+    VARIABLE_NAMES,
+    VARIABLES,
+    TwoStreamArch,
+    load_arch,
+    migrate_values,
+)
 
 OUT = REPO / "benchmarks" / "results"
 CONFIG = "configs/search/twostream.yaml"
@@ -60,6 +67,9 @@ QUICK_PROXY = {"widths": [16, 32, 64], "depths": [1, 1, 1], "stem_width": 8}
 OPTIM = {"optimizer": "adamw", "lr": 0.002, "lr_min": 0.0, "weight_decay": 0.05,
          "warmup_epochs": 0.5}
 Key = tuple[str, str, int, str]
+#: the fingerprints hash a random row's values under the names they had when the stored
+#: results were recorded (``frame_ratio`` was ``alpha``), so those rows still count
+_FINGERPRINT_NAMES = {new: old for old, new in RENAMED_VARIABLES.items()}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -166,7 +176,9 @@ def _plan(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str
         rows.append((f"random/{i}", _twostream(arch), random_values(i, budget), arch))
     runs = []
     for row, model, extra, arch in rows:
-        settings = _hash(data, trainer, model, extra)
+        settings = _hash(data, trainer, model, {_FINGERPRINT_NAMES.get(k, k): v
+                                                for k, v in extra.items()}
+                         if isinstance(extra, dict) else extra)
         for seed in range(1 if q else args.seeds):
             spec = {"kind": "retrain", "key": row, "seed": seed, "data": data,
                     "trainer": trainer, "model": model, "threads": args.threads}
@@ -350,7 +362,7 @@ def report(searches: list[dict[str, Any]], runs: list[dict[str, Any]],
                   "| search | " + " | ".join(VARIABLE_NAMES) + " |",
                   "|---|" + "---|" * len(VARIABLE_NAMES)]
         for rec in found:
-            v = json.loads(rec["values"])
+            v = migrate_values(json.loads(rec["values"]))
             lines.append(f"| {rec['row']} | " + " | ".join(str(v.get(n, "—"))
                                                           for n in VARIABLE_NAMES) + " |")
     return lines

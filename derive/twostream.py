@@ -101,7 +101,7 @@ def select_choices(model: nn.Module, rule: str, data: SelectionData | None = Non
     ``argmax`` takes the largest weight; ``alone`` pins each allowed value and keeps the
     lowest validation loss; ``perturb`` (and ``perturb_factors``: a variable is already a
     factor) removes each value from the mixture and keeps the one whose removal hurts most
-    -- except for a variable the supernet cannot mix (``alpha``), which is scored
+    -- except for a variable the supernet cannot mix (``frame_ratio``), which is scored
     ``alone``. Margins and their 95 % intervals as in :func:`select_cell`.
 
     Args:
@@ -306,7 +306,7 @@ def draw_twostream(arch: TwoStreamArch, path: str | Path, title: str | None = No
         for i, (x, name) in enumerate(zip(xs, names)):
             if pathway == "slow":
                 kt = 1 if i < 3 else v["slow_kt"]
-                text = f"{name}\nT/{v['alpha']}, C\nkt {kt}"
+                text = f"{name}\nT/{v['frame_ratio']}, C\nkt {kt}"
             else:
                 kt = 5 if i == 0 else v["fast_kt"]
                 text = f"{name}\nT, C/{v['beta_inv']}\nkt {kt}"

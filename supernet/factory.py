@@ -21,6 +21,7 @@ from .backbones import (
 from .block_factory import BLOCK_NAMES, accepted_kwargs, create_block
 from .cells import ArchParameters
 from .genotype import load_genotype
+from .hparams import RENAMED_BACKBONE_KWARGS
 from .inflate import load_pretrained_2d
 from .pretrained import load_pretrained
 from .twostream.build import twostream
@@ -68,7 +69,7 @@ def create_backbone(name: str, num_classes: int, block: str = "none",
             ``dropout``, for I3D ``width_div`` (a narrower I3D-R50 of the same depth),
             for the proxy ``widths``, ``depths``, ``stem_width``,
             ``expansion``, ``stem_kernel``, ``stem_pool``, ``temporal_pool``,
-            ``temporal_kernels``, for S3D ``gated``, for SlowFast ``alpha``, ``beta_inv``,
+            ``temporal_kernels``, for S3D ``gated``, for SlowFast ``frame_ratio``, ``beta_inv``,
             ``width_div``, ``depths``, for twostream ``arch``, ``width_div``, ``depths``;
             ``in_channels`` for every backbone.
 
@@ -92,10 +93,10 @@ def create_backbone(name: str, num_classes: int, block: str = "none",
     builder = _BACKBONES[name]
     accepted = accepted_kwargs(builder)
     unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
+    if unknown:  # the deprecated names (still accepted) are not offered
         raise ValueError(f"backbone {name!r}: unknown keyword(s) {unknown}; accepted: "
                          f"block_kwargs, pretrained_2d, pretrained, pretrained_format, "
-                         f"{', '.join(accepted)}")
+                         f"{', '.join(a for a in accepted if a not in RENAMED_BACKBONE_KWARGS)}")
     if not isinstance(block, str):
         raise ValueError(f"block must be a name string, got {type(block).__name__}")
     if not block.endswith(".json") and block not in BLOCK_NAMES:

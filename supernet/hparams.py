@@ -5,9 +5,12 @@ the optimizer was built, after the run folder, ``classes.json`` and ``config.yam
 from __future__ import annotations
 
 import math
+import warnings
+from typing import Any
 
 __all__ = ["check_fraction", "check_nonnegative", "check_positive", "RENAMED_OPTIONS",
-           "deprecation_line", "rename_options"]
+           "RENAMED_BACKBONE_KWARGS", "deprecation_line", "rename_options",
+           "renamed_argument"]
 
 
 def _number(name: str, value: object) -> float:
@@ -49,6 +52,13 @@ RENAMED_OPTIONS: dict[str, str] = {
 }
 
 
+#: backbone keyword arguments renamed in 0.x (old name -> new name): SlowFast's ``alpha``
+#: (the fast / slow frame ratio, not the architecture weights) is ``frame_ratio``. The old
+#: name is still accepted for one release, with a ``DeprecationWarning``
+#: (:func:`renamed_argument`; the CLI prints one warning line)
+RENAMED_BACKBONE_KWARGS: dict[str, str] = {"alpha": "frame_ratio"}
+
+
 def deprecation_line(old: str, new: str, prefix: str = "--model.") -> str:
     """The one-line warning for a renamed option."""
     return (f"warning: {prefix}{old} is deprecated and will be removed in the next release; "
@@ -70,3 +80,16 @@ def rename_options(options: dict, renamed: dict[str, str] | None = None) -> list
         options[new] = value
         found.append(old)
     return found
+
+
+def renamed_argument(owner: str, old: str, new: str, old_value: Any, new_value: Any,
+                     new_default: Any) -> Any:
+    """The value of an argument given under its old name ``old`` (not None), with a
+    ``DeprecationWarning`` naming ``new``. ``ValueError`` when ``new`` was also given (a
+    value other than its default ``new_default``) and differs."""
+    if new_value != new_default and new_value != old_value:
+        raise ValueError(f"{owner}: {old} (deprecated) and {new} are both given, with "
+                         f"different values ({old_value!r}, {new_value!r}); give {new} only")
+    warnings.warn(f"{owner}: {old} is deprecated and will be removed in the next release; "
+                  f"use {new}", DeprecationWarning, stacklevel=3)
+    return old_value

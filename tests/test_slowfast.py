@@ -54,9 +54,9 @@ def test_blocks_in_either_pathway_train(positions: str) -> None:
     assert all(p.grad is not None for _, b in model.inserted_blocks() for p in b.parameters())
 
 
-def test_a_clip_that_alpha_does_not_divide_is_refused(tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture) -> None:
-    with pytest.raises(ValueError, match="not a multiple of alpha=4"):
+def test_a_clip_that_the_frame_ratio_does_not_divide_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(ValueError, match="not a multiple of frame_ratio=4"):
         slowfast_r50(5, **SMALL)(torch.randn(1, 3, 6, 16, 16))
     root = ensure_synthetic(tmp_path / "data", classes=2, videos_per_class=4, frames=8,
                             size=16, seed=1, workers=1)
@@ -68,7 +68,7 @@ def test_a_clip_that_alpha_does_not_divide_is_refused(tmp_path: Path,
             f"--trainer.logger.init_args.save_dir={tmp_path / 'o'}"]
     assert attnas(argv) == 2
     err = capsys.readouterr().err
-    assert "not a multiple of the backbone's fast/slow frame ratio alpha=4" in err
+    assert "not a multiple of the backbone's fast/slow frame_ratio=4" in err
     assert len([x for x in err.splitlines() if x.strip()]) == 1
     assert not list((tmp_path / "o").rglob("*.ckpt"))
     with pytest.raises(ValueError, match="width_div"):

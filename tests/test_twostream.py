@@ -26,8 +26,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_architecture_file_round_trip_and_refusals(tmp_path: Path) -> None:
-    arch = TwoStreamArch.create({"alpha": 8, "fusion": "sum"}, "fusion",
-                                ["alpha", "beta_inv", "slow_kt", "fast_kt", "fusion",
+    arch = TwoStreamArch.create({"frame_ratio": 8, "fusion": "sum"}, "fusion",
+                                ["frame_ratio", "beta_inv", "slow_kt", "fast_kt", "fusion",
                                  "fusion_at"])
     path = arch.save(tmp_path / "a.json")
     back = load_arch(path)
@@ -70,9 +70,9 @@ def test_every_value_of_the_space_has_its_own_cost(capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     assert "no stem pool" in out and f"{nopool[0]['macs'] / 1e6:10.3f}" in out
     assert attnas(["cost", "--space", "--backbone", "twostream",
-                   "--backbone-kwargs", '{"alpha": 2}']) == 2
+                   "--backbone-kwargs", '{"frame_ratio": 2}']) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "unknown key(s) ['alpha']" in err[0]
+    assert len(err) == 1 and "unknown key(s) ['frame_ratio']" in err[0]
 
 
 def test_kernel_sharing_is_exact() -> None:
@@ -123,7 +123,7 @@ def test_progressive_search_runs_every_stage_resumes_and_repeats(
     out = tmp_path / "ts"
     assert attnas(_argv(root, out)) == 0
     results = {s: load_arch(out / f"{s}.json") for s in ("streams", "fusion", "attention")}
-    assert results["streams"].decided == ("alpha", "beta_inv", "slow_kt", "fast_kt")
+    assert results["streams"].decided == ("frame_ratio", "beta_inv", "slow_kt", "fast_kt")
     # the config searches streams and fusion with a non-local block in the slow pathway,
     # and the file records the network it evaluated and the size it was searched at
     assert results["streams"].values["attention"] == "nonlocal"
@@ -147,11 +147,11 @@ def test_progressive_search_runs_every_stage_resumes_and_repeats(
     assert load_arch(again / "streams.json").values == results["streams"].values
     # the searched network trains in retrain
     net = create_backbone("twostream", 2, arch=str(out / "attention.json"))
-    alpha = final.values["alpha"]
+    frame_ratio = final.values["frame_ratio"]
     assert net.eval()(torch.randn(1, 3, 8, 16, 16)).shape == (1, 2)
     sites = FUSION_SITES[final.values["fusion_at"]]
     assert sorted(int(k) for k in net.laterals) == list(sites)
-    assert net.alpha == alpha
+    assert net.frame_ratio == frame_ratio
     assert not any(isinstance(m, torch.nn.MaxPool3d) for m in net.slow_stem)  # from the file
 
 
@@ -167,7 +167,7 @@ def test_bad_input_is_refused_before_training(tmp_path: Path,
     assert len(err) == 1 and "not a multiple of the fast/slow frame ratio" in err[0]
     assert not list(out.glob("*/version_*/checkpoints/*.ckpt"))  # nothing trained
     bad = TwoStreamArch.create(stage="streams",
-                               decided=["alpha", "beta_inv", "slow_kt", "fast_kt"]).to_dict()
+                               decided=["frame_ratio", "beta_inv", "slow_kt", "fast_kt"]).to_dict()
     bad["values"]["fusion"] = "mean"
     out.mkdir(parents=True, exist_ok=True)
     (out / "streams.json").write_text(json.dumps(bad))
@@ -193,8 +193,8 @@ def test_a_stage_runs_in_every_supernet_mode(tmp_path: Path, mode: str, rule: st
     assert len(record["selection"]["decisions"]) == 4
 
 
-def test_alpha_draws_follow_the_step_not_the_process() -> None:
-    """In training, alpha is drawn from a stream seeded by (seed, step): two modules (two
+def test_frame_ratio_draws_follow_the_step_not_the_process() -> None:
+    """In training, frame_ratio is drawn from a stream seeded by (seed, step): two modules (two
     DDP ranks, or a resumed run) draw the same values at the same steps."""
     draws = []
     for _ in range(2):
@@ -203,7 +203,7 @@ def test_alpha_draws_follow_the_step_not_the_process() -> None:
         seq = []
         for step in range(12):
             m.model.generator = m._generator(step, 1)
-            seq.append(m.choices.sample("alpha", m.model.generator)[0])
+            seq.append(m.choices.sample("frame_ratio", m.model.generator)[0])
         draws.append(seq)
     assert draws[0] == draws[1] and len(set(draws[0])) > 1
 
@@ -211,7 +211,7 @@ def test_alpha_draws_follow_the_step_not_the_process() -> None:
 def test_budget_counts_the_built_network_and_refuses_bad_targets() -> None:
     net_cfg = {"width_div": 8, "depths": [1, 1, 1, 1], "stem_pool": False}
     budget = TwoStreamBudget("1x", net_cfg, (8, 16, 16), 5)
-    point = {**TwoStreamArch.create().values, "alpha": 2, "attention": "nonlocal"}
+    point = {**TwoStreamArch.create().values, "frame_ratio": 2, "attention": "nonlocal"}
     built = create_backbone("twostream", 5, arch=TwoStreamArch.create(point, network=net_cfg))
     assert budget.macs(point) == count_flops(built, (1, 3, 8, 16, 16))["macs"]
     assert budget.target == budget.anchor == budget.macs(TwoStreamArch.create().values)
@@ -221,19 +221,19 @@ def test_budget_counts_the_built_network_and_refuses_bad_targets() -> None:
     for bad in (0, -1, "0x", "wide", "2xnonlocal", True):
         with pytest.raises(ValueError, match="expected a positive number of GMACs"):
             parse_twostream_target(bad)
-    # alpha 2 reads 4x the anchor's slow frames: no choice of the other stream variables
-    # brings it back under SlowFast's point, so it is excluded; alpha 8 always fits
+    # frame_ratio 2 reads 4x the anchor's slow frames: no choice of the other stream variables
+    # brings it back under SlowFast's point, so it is excluded; frame_ratio 8 always fits
     free = {v.name: v.values for v in VARIABLES if v.stage == "streams"}
-    assert budget.admissible("alpha", (2, 4, 8), point, free) in ([4, 8], [8])
+    assert budget.admissible("frame_ratio", (2, 4, 8), point, free) in ([4, 8], [8])
     with pytest.raises(ValueError, match=r"below the cheapest network this stage can reach: "
-                                         r"[\d.]+ MMACs \(alpha 8, beta_inv 8, slow_kt 1"):
+                                         r"[\d.]+ MMACs \(frame_ratio 8, beta_inv 8, slow_kt 1"):
         TwoStreamBudget("0.1x", net_cfg, (8, 16, 16), 5).check(point, free)
 
 
 def test_expected_cost_term_moves_darts_logits_to_cheaper_values() -> None:
     """Where accuracy is indifferent (the cost term alone), the darts objective's
     expected-cost term is differentiable and its steps lower the expected MACs below the
-    target, favouring the cheap values (alpha 8, beta_inv 8)."""
+    target, favouring the cheap values (frame_ratio 8, beta_inv 8)."""
     m = TwoStreamSearch(5, stage="streams", supernet="darts", cost_target="0.8x",
                         stem_pool=False)
     m.clip = (8, 16, 16)
@@ -248,7 +248,7 @@ def test_expected_cost_term_moves_darts_logits_to_cheaper_values() -> None:
         loss.backward()
         opt.step()
     assert float(m.cost_term().detach()) == 0.0  # the expected network is within the budget
-    for name, cheap in (("alpha", 8), ("beta_inv", 8)):
+    for name, cheap in (("frame_ratio", 8), ("beta_inv", 8)):
         w = m.choices.weights(name)
         assert int(w.argmax()) == m.choices.candidates(name).index(cheap), (name, w)
     off = TwoStreamSearch(5, stage="streams", supernet="darts", cost_target="0.8x",
@@ -266,7 +266,7 @@ def test_a_budgeted_stage_keeps_the_network_within_it(tmp_path: Path,
     budget = record["selection"]["budget"]
     assert budget["target"] == "0.8x" and budget["target_macs"] == int(0.8 * budget["anchor_macs"])
     assert record["cost"]["macs"] == budget["macs"] <= budget["target_macs"]
-    assert budget["excluded"]["alpha"] and 8 not in budget["excluded"]["alpha"]
+    assert budget["excluded"]["frame_ratio"] and 8 not in budget["excluded"]["frame_ratio"]
     assert "excluded by the budget" in capsys.readouterr().out
     # refused before training: a target below the cheapest network, or not a target
     for bad, msg in (("0.05x", "below the cheapest network"), ("0", "must be > 0"),
@@ -291,7 +291,7 @@ def test_cost_of_a_searched_network_file(tmp_path: Path,
                                          capsys: pytest.CaptureFixture) -> None:
     """``attnas cost`` on an architecture file: the network the file describes (at its
     ``network`` size), named by the attention it inserts."""
-    arch = TwoStreamArch.create({"alpha": 8, "attention": "nonlocal"},
+    arch = TwoStreamArch.create({"frame_ratio": 8, "attention": "nonlocal"},
                                 network={"width_div": 8, "depths": [1, 1, 1, 1],
                                          "stem_pool": False})
     path = arch.save(tmp_path / "a.json")

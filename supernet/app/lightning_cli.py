@@ -34,7 +34,7 @@ from datamodules.synth import SynthError
 from derive.rules import check_rule, get_rule
 from supernet.counting import count_flops
 from supernet.fusion import SCORES_FILE, load_scores
-from supernet.hparams import RENAMED_OPTIONS, deprecation_line
+from supernet.hparams import RENAMED_BACKBONE_KWARGS, RENAMED_OPTIONS, deprecation_line
 from supernet.paths import check_writable, need_file
 from supernet.search import LEGACY_DEFAULTS
 
@@ -121,9 +121,10 @@ class _AttnasCLI(LightningCLI):
                                  "this run's per-video scores (late fusion, e.g. RGB + flow)")
 
     def before_instantiate_classes(self) -> None:  # noqa: D102
+        prog = self.parser.prog.split(" [")[0]
         if _has_renamed_options(self.model_class):
-            warn_renamed_options(self._get(self.config, "model"),
-                                 self.parser.prog.split(" [")[0])
+            warn_renamed_options(self._get(self.config, "model"), prog)
+        rename_backbone_kwargs(self._get(self.config, "model"), prog)
 
     def instantiate_trainer(self, **kwargs):  # noqa: D102
         # a rich progress bar (safe under DDP) unless the config disables bars or brings
@@ -159,6 +160,24 @@ def warn_renamed_options(model: Any, prog: str = "attnas") -> list[str]:
              if model is not None and getattr(model, old, None) is not None]
     for old in found:
         print(f"{prog}: {deprecation_line(old, RENAMED_OPTIONS[old])}", file=sys.stderr)
+    return found
+
+
+def rename_backbone_kwargs(model: Any, prog: str = "attnas") -> list[str]:
+    """One warning line on stderr for each key of the parsed ``model.backbone_kwargs``
+    given under its old name (:data:`supernet.hparams.RENAMED_BACKBONE_KWARGS`: SlowFast's
+    ``alpha`` is ``frame_ratio``), renamed there unless the new key is also given (the
+    backbone then refuses the two); returns the old names found."""
+    kwargs = getattr(model, "backbone_kwargs", None) if model is not None else None
+    if not isinstance(kwargs, dict):
+        return []
+    found = [old for old in RENAMED_BACKBONE_KWARGS if old in kwargs]
+    for old in found:
+        new = RENAMED_BACKBONE_KWARGS[old]
+        print(f"{prog}: warning: --model.backbone_kwargs key {old} is deprecated and will be "
+              f"removed in the next release; use {new}", file=sys.stderr)
+        if new not in kwargs:
+            kwargs[new] = kwargs.pop(old)
     return found
 
 
@@ -232,7 +251,7 @@ def _check_search(model, dm) -> None:
         raise ValueError(f"selection rule {rule!r} scores on validation data, and the "
                          f"dataset has no validation split (give --data.val_list, or use "
                          f"--model.select argmax)")
-    if hasattr(model, "check_clip"):  # a two-stream stage: every alpha divides the clip
+    if hasattr(model, "check_clip"):  # a two-stream stage: every frame ratio divides the clip
         model.check_clip(int(dm.hparams.num_frames))
     if model.hparams.cost_target is not None:  # a budget no cell can meet: refuse now
         crop = int(dm.hparams.crop_size)
@@ -407,10 +426,10 @@ def _run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict,
             _check_search(cli.model, dm)
         if sub == "fit":
             _check_batches(kind, dm, int(cli.trainer.world_size))
-        alpha = getattr(getattr(cli.model, "model", None), "alpha", None)
-        if isinstance(alpha, int) and dm.num_frames % alpha:
+        ratio = getattr(getattr(cli.model, "model", None), "frame_ratio", None)
+        if isinstance(ratio, int) and dm.num_frames % ratio:
             raise ValueError(f"the clip's --data.num_frames {dm.num_frames} is not a multiple "
-                             f"of the backbone's fast/slow frame ratio alpha={alpha}")
+                             f"of the backbone's fast/slow frame_ratio={ratio}")
     except (ValueError, FileNotFoundError, KeyError, TooManyBrokenVideosError, SynthError) as e:
         return _error(kind, str(e).strip().splitlines()[0])
     if kind == "retrain" and sub == "test":

@@ -3,12 +3,12 @@
 either pathway through the one insertion path.
 
 One clip ``(N, 3, T, H, W)`` goes in (T = the fast pathway's frames, 32 by default); the slow
-pathway reads ``T / alpha`` frames of it, evenly spaced (alpha = 4, as pytorchvideo's
-``PackPathway``)::
+pathway reads ``T / frame_ratio`` frames of it, evenly spaced (``frame_ratio`` = 4, SlowFast's
+alpha, as pytorchvideo's ``PackPathway``)::
 
     slow  stem 1x7x7 conv /(1,2,2) 3->64, maxpool 1x3x3      res2..res5 (3, 4, 6, 3 blocks)
     fast  stem 5x7x7 conv /(1,2,2) 3->8,  maxpool 1x3x3      widths / beta (beta = 8)
-    lateral after the stems and res2..res4: fast -> 7x1x1 conv stride (alpha,1,1),
+    lateral after the stems and res2..res4: fast -> 7x1x1 conv stride (frame_ratio,1,1),
             channels x2, BN, ReLU, concatenated to the slow features
     head  global average pool of each pathway, concat (2048 + 256), dropout, linear
 
@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..hparams import renamed_argument
 from ..ops import check_video
 from .base import BlockStage, VideoBackbone
 from .resnet import Bottleneck
@@ -37,7 +38,7 @@ __all__ = ["SlowFast", "slowfast_r50", "SLOWFAST_PRESETS", "FUSIONS", "FUSION_SI
 
 #: fast -> slow fusion operators: ``tconv`` (time-strided k x 1 x 1 conv, BN, ReLU, channels
 #: x ``fusion_ratio``, concatenated; SlowFast's default), ``tsample`` (the fast frames at the
-#: slow pathway's times, concatenated), ``avgpool`` (average over each ``alpha`` fast frames,
+#: slow pathway's times, concatenated), ``avgpool`` (average over each ``frame_ratio`` fast frames,
 #: concatenated), ``sum`` (time-strided conv to the slow width, BN, added)
 FUSIONS: tuple[str, ...] = ("tconv", "tsample", "avgpool", "sum")
 #: where the fast -> slow fusions happen: lateral 0 joins the stems, 1..3 follow res2..res4
@@ -69,35 +70,36 @@ class _Lateral(nn.Module):
     """One fast -> slow fusion (see :data:`FUSIONS`). ``extra`` is the channels it adds to
     the slow features (0 for ``sum``)."""
 
-    def __init__(self, channels: int, slow_channels: int, ratio: int, alpha: int, kernel: int,
-                 op: str = "tconv") -> None:
+    def __init__(self, channels: int, slow_channels: int, ratio: int, frame_ratio: int,
+                 kernel: int, op: str = "tconv") -> None:
         super().__init__()
         if op not in FUSIONS:
             raise ValueError(f"unknown fusion op {op!r}; accepted: {', '.join(FUSIONS)}")
-        self.op, self.alpha = op, alpha
+        self.op, self.frame_ratio = op, frame_ratio
         self.conv = self.bn = self.relu = None
         if op in ("tconv", "sum"):
             out = channels * ratio if op == "tconv" else slow_channels
-            self.conv = nn.Conv3d(channels, out, (kernel, 1, 1), (alpha, 1, 1),
+            self.conv = nn.Conv3d(channels, out, (kernel, 1, 1), (frame_ratio, 1, 1),
                                   (kernel // 2, 0, 0), bias=False)
             self.bn = nn.BatchNorm3d(out)
             self.relu = nn.ReLU(inplace=True) if op == "tconv" else None
         self.extra = {"tconv": channels * ratio, "tsample": channels, "avgpool": channels,
                       "sum": 0}[op]
 
-    def fused(self, fast: Tensor, alpha: int | None = None) -> Tensor:
-        """What the fusion adds to the slow features: ``(N, extra, T / alpha, H, W)``
-        (``sum``: ``(N, slow channels, ...)``, to be added). ``alpha`` overrides the
-        frame ratio the lateral was built for (the two-stream supernet varies it)."""
-        alpha = int(alpha or self.alpha)
+    def fused(self, fast: Tensor, frame_ratio: int | None = None) -> Tensor:
+        """What the fusion adds to the slow features: ``(N, extra, T / frame_ratio, H, W)``
+        from the fast features ``(N, channels, T, H, W)`` (``sum``: ``(N, slow channels,
+        ...)``, to be added). ``frame_ratio`` overrides the one the lateral was built for
+        (the two-stream supernet varies it)."""
+        ratio = int(frame_ratio or self.frame_ratio)
         if self.op == "tsample":
             t = fast.shape[2]
-            idx = torch.linspace(0, t - 1, t // alpha, device=fast.device).long()
+            idx = torch.linspace(0, t - 1, t // ratio, device=fast.device).long()
             return fast.index_select(2, idx)
         if self.op == "avgpool":
-            return F.avg_pool3d(fast, (alpha, 1, 1))
+            return F.avg_pool3d(fast, (ratio, 1, 1))
         conv = self.conv
-        y = self.bn(F.conv3d(fast, conv.weight, None, (alpha, 1, 1), conv.padding))
+        y = self.bn(F.conv3d(fast, conv.weight, None, (ratio, 1, 1), conv.padding))
         return y if self.relu is None else self.relu(y)
 
     def forward(self, slow: Tensor, fast: Tensor) -> Tensor:
@@ -119,7 +121,8 @@ class SlowFast(VideoBackbone):
 
     Args:
         num_classes: size of the linear head.
-        alpha: frame-rate ratio fast / slow (the clip's T must be a multiple).
+        frame_ratio: frames of the fast pathway per frame of the slow one (SlowFast's
+            alpha; the clip's T must be a multiple).
         beta_inv: channel ratio slow / fast (8: the fast pathway is 1/8 as wide).
         fusion_ratio: lateral output channels / fast channels (2).
         fusion_kernel: temporal kernel of the lateral convs (7).
@@ -135,20 +138,26 @@ class SlowFast(VideoBackbone):
             and res2..res4, ``early``, ``late``, ``none``).
         stem_pool: the stems' 1x3x3 max-pool (True, as SlowFast-R50; a proxy for small
             clips drops it to keep 4x the positions).
+        alpha: deprecated name of ``frame_ratio`` (accepted for one release, with a
+            ``DeprecationWarning``).
 
-    Shapes: ``(N, in_channels, T, H, W)`` with ``T % alpha == 0`` -> ``(N, num_classes)``.
+    Shapes: ``(N, in_channels, T, H, W)`` with ``T % frame_ratio == 0`` ->
+    ``(N, num_classes)``.
     """
 
-    def __init__(self, num_classes: int = 400, alpha: int = 4, beta_inv: int = 8,
+    def __init__(self, num_classes: int = 400, frame_ratio: int = 4, beta_inv: int = 8,
                  fusion_ratio: int = 2, fusion_kernel: int = 7,
                  depths: tuple[int, ...] = _DEPTHS, in_channels: int = 3,
                  dropout: float = 0.5, width_div: int = 1, fusion: str = "tconv",
                  slow_kt: int = 3, fast_kt: int = 3, fusion_at: str = "all",
-                 stem_pool: bool = True) -> None:
+                 stem_pool: bool = True, alpha: int | None = None) -> None:
+        if alpha is not None:
+            frame_ratio = renamed_argument("SlowFast", "alpha", "frame_ratio", alpha,
+                                           frame_ratio, 4)
         super().__init__(num_classes, SLOWFAST_PRESETS, "5blocks",
                          "slowfast_r50" if width_div == 1 and tuple(depths) == _DEPTHS
                          else "slowfast")
-        for name, value in (("alpha", alpha), ("beta_inv", beta_inv),
+        for name, value in (("frame_ratio", frame_ratio), ("beta_inv", beta_inv),
                             ("fusion_ratio", fusion_ratio), ("width_div", width_div)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -164,7 +173,7 @@ class SlowFast(VideoBackbone):
             raise ValueError(f"depths must be four positive integers, got {depths!r}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        self.alpha, self.in_channels = alpha, int(in_channels)
+        self.frame_ratio, self.in_channels = frame_ratio, int(in_channels)
         slow_w = [w // width_div for w in _WIDTHS]
         inner = [max(1, i // width_div) for i in _INNER]
         stem_w = 64 // width_div
@@ -177,7 +186,7 @@ class SlowFast(VideoBackbone):
         lat_in = [stem_w // beta_inv, *fast_w[:3]]
         sites = FUSION_SITES[fusion_at]
         self.laterals = nn.ModuleDict({
-            str(i): _Lateral(c, sw, fusion_ratio, alpha, fusion_kernel, fusion)
+            str(i): _Lateral(c, sw, fusion_ratio, frame_ratio, fusion_kernel, fusion)
             for i, (c, sw) in enumerate(zip(lat_in, [stem_w, *slow_w[:3]])) if i in sites})
         self.fusion, self.fusion_at = fusion, fusion_at
         slow_kts = (1, 1, slow_kt, slow_kt)
@@ -210,12 +219,13 @@ class SlowFast(VideoBackbone):
         nn.init.zeros_(self.head.bias)
 
     def pathways(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(slow, fast)``: ``T / alpha`` evenly spaced frames, and all ``T``."""
+        """``(slow, fast)`` of a clip ``(N, C, T, H, W)``: ``T / frame_ratio`` evenly spaced
+        frames, and all ``T``."""
         t = x.shape[2]
-        if t % self.alpha:
+        if t % self.frame_ratio:
             raise ValueError(f"SlowFast: the clip's {t} frames are not a multiple of "
-                             f"alpha={self.alpha} (fast / slow frame ratio)")
-        idx = torch.linspace(0, t - 1, t // self.alpha, device=x.device).long()
+                             f"frame_ratio={self.frame_ratio} (fast / slow frame ratio)")
+        idx = torch.linspace(0, t - 1, t // self.frame_ratio, device=x.device).long()
         return x.index_select(2, idx), x
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -240,15 +250,20 @@ class SlowFast(VideoBackbone):
         return self.head(self.dropout(self.forward_features(x)))
 
 
-def slowfast_r50(num_classes: int = 400, alpha: int = 4, beta_inv: int = 8,
+def slowfast_r50(num_classes: int = 400, frame_ratio: int = 4, beta_inv: int = 8,
                  in_channels: int = 3, dropout: float = 0.5, width_div: int = 1,
                  depths: tuple[int, ...] = _DEPTHS, fusion: str = "tconv", slow_kt: int = 3,
-                 fast_kt: int = 3, fusion_at: str = "all", stem_pool: bool = True
-                 ) -> SlowFast:
-    """SlowFast-R50 8x8 (alpha 4, beta 1/8); ``width_div`` / ``depths`` make a smaller
-    network of the same family (a two-stream proxy); ``fusion``, ``fusion_at``,
-    ``slow_kt`` and ``fast_kt`` are the variables of the two-stream search space
-    (:mod:`supernet.twostream.space`). Every argument as in :class:`SlowFast`."""
-    return SlowFast(num_classes, alpha=alpha, beta_inv=beta_inv, in_channels=in_channels,
-                    dropout=dropout, width_div=width_div, depths=tuple(depths), fusion=fusion,
-                    slow_kt=slow_kt, fast_kt=fast_kt, fusion_at=fusion_at, stem_pool=stem_pool)
+                 fast_kt: int = 3, fusion_at: str = "all", stem_pool: bool = True,
+                 alpha: int | None = None) -> SlowFast:
+    """SlowFast-R50 8x8 (frame ratio 4, beta 1/8); ``width_div`` / ``depths`` make a
+    smaller network of the same family (a two-stream proxy); ``frame_ratio``,
+    ``beta_inv``, ``fusion``, ``fusion_at``, ``slow_kt`` and ``fast_kt`` are the variables
+    of the two-stream search space (:mod:`supernet.twostream.space`). Every argument as in
+    :class:`SlowFast` (``alpha``: the deprecated name of ``frame_ratio``)."""
+    if alpha is not None:
+        frame_ratio = renamed_argument("slowfast_r50", "alpha", "frame_ratio", alpha,
+                                       frame_ratio, 4)
+    return SlowFast(num_classes, frame_ratio=frame_ratio, beta_inv=beta_inv,
+                    in_channels=in_channels, dropout=dropout, width_div=width_div,
+                    depths=tuple(depths), fusion=fusion, slow_kt=slow_kt, fast_kt=fast_kt,
+                    fusion_at=fusion_at, stem_pool=stem_pool)

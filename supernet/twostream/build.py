@@ -37,7 +37,7 @@ def twostream(num_classes: int, arch: str | Path | Mapping[str, Any] | TwoStream
 
     Returns:
         a :class:`~supernet.backbones.SlowFast` ``(N, C, T, H, W) -> (N, num_classes)``
-        (``T`` a multiple of the architecture's alpha) with ``twostream_arch`` set.
+        (``T`` a multiple of the architecture's ``frame_ratio``) with ``twostream_arch`` set.
 
     Raises:
         ValueError: an unreadable or invalid architecture (one line).

@@ -18,12 +18,12 @@ value is pinned -- single-path steps, selection, or a variable this stage does n
 * ``attention`` / ``attention_at`` -- every candidate block exists after the last block of
   res3 and res4 in each pathway: ``x + g * sum_b w_b * (block_b(x) - x)`` with ``g`` the
   weight of the values of ``attention_at`` that use the pathway;
-* ``alpha`` -- cannot be mixed (the slow stream reads another number of frames): a
+* ``frame_ratio`` -- cannot be mixed (the slow stream reads another number of frames): a
   training step draws one value from ``w`` (its logits then learn through a
   straight-through factor on the slow stream, as in GDAS); evaluation uses the pinned value,
   else the most likely one (ties: SlowFast's 4).
 
-Shapes: ``(N, C, T, H, W)`` with ``T`` a multiple of every allowed ``alpha`` ->
+Shapes: ``(N, C, T, H, W)`` with ``T`` a multiple of every allowed ``frame_ratio`` ->
 ``(N, num_classes)``.
 """
 
@@ -224,7 +224,7 @@ class ElasticTwoStream(nn.Module):
         build_fusion = "tconv" if "tconv" in fusions else max(
             fusions, key=lambda op: {"tsample": 1, "avgpool": 1, "sum": 0}[op])
         self.depths = tuple(int(d) for d in depths)
-        net = SlowFast(num_classes, alpha=4, beta_inv=beta, width_div=width_div,
+        net = SlowFast(num_classes, frame_ratio=4, beta_inv=beta, width_div=width_div,
                        depths=self.depths, in_channels=in_channels, dropout=dropout,
                        fusion=build_fusion, slow_kt=slow_kt, fast_kt=fast_kt,
                        stem_pool=stem_pool,
@@ -307,7 +307,7 @@ class ElasticTwoStream(nn.Module):
         return taps
 
     # -- forward ---------------------------------------------------------------------------
-    def _fuse(self, site: int, slow: Tensor, fast: Tensor, alpha: int) -> Tensor:
+    def _fuse(self, site: int, slow: Tensor, fast: Tensor, frame_ratio: int) -> Tensor:
         pad = self.pad[site]
         ops = self.fusions[str(site)] if str(site) in self.fusions else None
         c = self.choices
@@ -319,7 +319,7 @@ class ElasticTwoStream(nn.Module):
             cands = c.candidates("fusion")
             for op in c.allowed("fusion"):
                 wi = on * w[cands.index(op)]
-                y = ops[op].fused(fast, alpha)
+                y = ops[op].fused(fast, frame_ratio)
                 if op == "sum":
                     slow = slow + wi * y
                     continue
@@ -360,23 +360,23 @@ class ElasticTwoStream(nn.Module):
         net, c = self.net, self.choices
         check_video(x, net.in_channels, "clip")
         if self.training:
-            alpha, st = c.sample("alpha", self.generator)
+            ratio, st = c.sample("frame_ratio", self.generator)
         else:
-            alpha, st = c.eval_value("alpha"), 1.0
+            ratio, st = c.eval_value("frame_ratio"), 1.0
         t = x.shape[2]
-        if t % alpha:
+        if t % ratio:
             raise ValueError(f"two-stream search: the clip's {t} frames are not a multiple "
-                             f"of alpha={alpha} (every allowed fast/slow frame ratio must "
-                             f"divide --data.num_frames)")
-        idx = torch.linspace(0, t - 1, t // alpha, device=x.device).long()
+                             f"of frame_ratio={ratio} (every allowed fast/slow frame ratio "
+                             f"must divide --data.num_frames)")
+        idx = torch.linspace(0, t - 1, t // ratio, device=x.device).long()
         slow, fast = net.slow_stem(x.index_select(2, idx)) * st, net.fast_stem(x)
-        slow = self._fuse(0, slow, fast, alpha)
+        slow = self._fuse(0, slow, fast, ratio)
         for i, name in enumerate(("res2", "res3", "res4", "res5")):
             slow, fast = net.stages[name](slow), net.stages[f"fast_{name}"](fast)
             if name in ("res3", "res4"):
                 slow, fast = self._attend(name, slow), self._attend(f"fast_{name}", fast)
             if i < 3:
-                slow = self._fuse(i + 1, slow, fast, alpha)
+                slow = self._fuse(i + 1, slow, fast, ratio)
         feats = torch.cat([net.pool(slow).flatten(1), net.pool(fast).flatten(1)], 1)
         return net.head(net.dropout(feats))
 

@@ -1,6 +1,6 @@
 """One stage of the progressive two-stream search, as a LightningModule.
 
-Stage ``streams`` searches the streams (alpha, beta_inv, slow_kt, fast_kt) with SlowFast's
+Stage ``streams`` searches the streams (frame_ratio, beta_inv, slow_kt, fast_kt) with SlowFast's
 fusion and ``base_attention`` (``none`` by default; the shipped config uses ``nonlocal``:
 without attention the supernets stayed at chance); ``fusion`` the fusion operator and
 sites with the streams of stage 1 fixed (``previous=`` its architecture file);
@@ -32,7 +32,14 @@ from ..layout import LayoutHooks, apply_layout, check_memory_format
 from ..optim import check_optimizer, search_optimizers
 from ..rng import run_seed, seed_epoch
 from .elastic import ElasticTwoStream, StageChoices
-from .space import STAGES, VARIABLES, TwoStreamArch, load_arch, variables_of
+from .space import (
+    RENAMED_VARIABLES,
+    STAGES,
+    VARIABLES,
+    TwoStreamArch,
+    load_arch,
+    variables_of,
+)
 
 __all__ = ["TwoStreamSearch", "stage_fixed_values"]
 
@@ -243,7 +250,7 @@ class TwoStreamSearch(LayoutHooks, pl.LightningModule):
         hp = self.hparams
         if self.clip is None:
             self.clip = tuple(int(v) for v in bw["video"].shape[2:])
-        self.model.generator = self._generator(self.global_step, 1)  # alpha's draw
+        self.model.generator = self._generator(self.global_step, 1)  # frame_ratio's draw
         if hp.supernet == "darts":
             a_opt.zero_grad()
             loss_a = self._loss(ba)
@@ -329,12 +336,13 @@ class TwoStreamSearch(LayoutHooks, pl.LightningModule):
                                  self.model.arch_parameters(), self.trainer.max_epochs)
 
     def check_clip(self, frames: int) -> None:
-        """Before training: every allowed alpha must divide the clip's frames."""
-        bad = [a for a in self.choices.candidates("alpha") if frames % int(a)]
+        """Before training: every allowed frame ratio must divide the clip's frames."""
+        ratios = self.choices.candidates("frame_ratio")
+        bad = [r for r in ratios if frames % int(r)]
         if bad:
             raise ValueError(f"the clip's --data.num_frames {frames} is not a multiple of the "
-                             f"fast/slow frame ratio alpha={bad[0]} this stage may choose "
-                             f"(alpha in {', '.join(map(str, self.choices.candidates('alpha')))})")
+                             f"fast/slow frame ratio {bad[0]} this stage may choose "
+                             f"(frame_ratio in {', '.join(map(str, ratios))})")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["attnas_kind"] = "search"
@@ -345,6 +353,14 @@ class TwoStreamSearch(LayoutHooks, pl.LightningModule):
             checkpoint["attnas_clip"] = list(self.clip)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Restore the search seconds and the clip; a checkpoint saved before
+        ``alpha`` was renamed ``frame_ratio`` gets its logits' new key."""
+        state = checkpoint.get("state_dict")
+        if isinstance(state, dict):
+            for key in [k for k in state if k.rpartition(".")[0].endswith("choices.logits")]:
+                head, _, name = key.rpartition(".")
+                if name in RENAMED_VARIABLES:
+                    state[f"{head}.{RENAMED_VARIABLES[name]}"] = state.pop(key)
         self.train_seconds = float(checkpoint.get("attnas_train_seconds", 0.0))
         if checkpoint.get("attnas_clip"):
             self.clip = tuple(int(v) for v in checkpoint["attnas_clip"])

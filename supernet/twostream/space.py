@@ -7,7 +7,8 @@ stages the search decides in turn (streams, then fusion, then attention):
 ==============  =================  ===========================================================
 variable        values             meaning
 ==============  =================  ===========================================================
-alpha           2, 4, 8            fast / slow frame ratio: the slow stream reads T / alpha
+frame_ratio     2, 4, 8            fast / slow frame ratio (SlowFast's alpha): the slow
+                                   stream reads T / frame_ratio frames
 beta_inv        2, 4, 8            slow / fast channel ratio: the fast stream is 1/beta as wide
 slow_kt         1, 3               temporal kernel of the slow res4 / res5 blocks
 fast_kt         1, 3, 5            temporal kernel of every fast block
@@ -21,26 +22,29 @@ attention_at    slow, fast, both   the pathway(s) it goes into, after the last b
                                    and res4
 ==============  =================  ===========================================================
 
-The hand-designed point (:data:`SLOWFAST_DEFAULT`) is SlowFast's: alpha 4, beta 1/8, kernels
+The hand-designed point (:data:`SLOWFAST_DEFAULT`) is SlowFast's: frame ratio 4, beta 1/8, kernels
 3, time-strided-conv fusion everywhere, no attention. It is the seeds' anchor of the
 benchmark and the fixed value of every variable a stage does not search.
 
-An **architecture file** (``attnas-twostream``, version 1) is a JSON object::
+An **architecture file** (``attnas-twostream``, version 2) is a JSON object::
 
-    {"format": "attnas-twostream", "version": 1, "stage": "fusion",
-     "values": {"alpha": 4, ...all eight...}, "decided": ["alpha", ..., "fusion_at"],
+    {"format": "attnas-twostream", "version": 2, "stage": "fusion",
+     "values": {"frame_ratio": 4, ...all eight...}, "decided": ["frame_ratio", ..., "fusion_at"],
      "cell": <genotype dict or null>, "network": {"width_div": 8, "depths": [1, 1, 1, 1],
      "stem_pool": false}, "provenance": {"streams": {...}, "fusion": {...}}}
 
 ``decided`` lists the variables searched so far (the others hold their defaults);
 ``provenance`` keeps, per stage, the selection record (every decision with its margin),
 the supernet mode, the seed, the search seconds and the result's params / MACs.
+Version 1 called ``frame_ratio`` ``alpha``; such a file still loads (renamed on reading;
+its ``provenance`` is kept as it was written).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -49,17 +53,19 @@ from datamodules.atomic import atomic_write_text
 
 __all__ = ["Variable", "VARIABLES", "VARIABLE_NAMES", "STAGES", "SLOWFAST_DEFAULT",
            "TwoStreamArch", "load_arch", "variables_of", "attention_positions", "ARCH_FORMAT",
-           "inactive"]
+           "inactive", "RENAMED_VARIABLES", "migrate_values"]
 
 ARCH_FORMAT = "attnas-twostream"
-_VERSION = 1
+_VERSION = 2
+#: the versions :func:`load_arch` reads (1: ``frame_ratio`` was called ``alpha``)
+_READS = (1, 2)
 #: the stages of the progressive search, in order
 STAGES: tuple[str, ...] = ("streams", "fusion", "attention")
 
 
 class Variable(NamedTuple):
     """One variable of the space: its values, the stage that searches it, and whether
-    the supernet can mix its values in one forward pass (``alpha`` cannot: the slow stream
+    the supernet can mix its values in one forward pass (``frame_ratio`` cannot: the slow stream
     reads a different number of frames for each value, so a step samples one)."""
 
     name: str
@@ -70,8 +76,9 @@ class Variable(NamedTuple):
 
 
 VARIABLES: tuple[Variable, ...] = (
-    Variable("alpha", (2, 4, 8), "streams", False,
-             "fast / slow frame ratio (the slow stream reads T / alpha frames)"),
+    Variable("frame_ratio", (2, 4, 8), "streams", False,
+             "fast / slow frame ratio, SlowFast's alpha (the slow stream reads T / frame_ratio "
+             "frames)"),
     Variable("beta_inv", (2, 4, 8), "streams", True,
              "slow / fast channel ratio (the fast stream is 1 / beta_inv as wide)"),
     Variable("slow_kt", (1, 3), "streams", True, "temporal kernel of the slow res4 / res5"),
@@ -90,9 +97,34 @@ VARIABLE_NAMES: tuple[str, ...] = tuple(v.name for v in VARIABLES)
 _BY_NAME = {v.name: v for v in VARIABLES}
 
 #: SlowFast's hand-designed point of the space
-SLOWFAST_DEFAULT: dict[str, Any] = {"alpha": 4, "beta_inv": 8, "slow_kt": 3, "fast_kt": 3,
-                                    "fusion": "tconv", "fusion_at": "all",
+SLOWFAST_DEFAULT: dict[str, Any] = {"frame_ratio": 4, "beta_inv": 8, "slow_kt": 3,
+                                    "fast_kt": 3, "fusion": "tconv", "fusion_at": "all",
                                     "attention": "none", "attention_at": "slow"}
+#: variables renamed in 0.x (old name -> new name); the old names are read from files and
+#: records (:func:`migrate_values`) and accepted, with a ``DeprecationWarning``, by
+#: :meth:`TwoStreamArch.create` for one release
+RENAMED_VARIABLES: dict[str, str] = {"alpha": "frame_ratio"}
+
+
+def migrate_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` (variable name -> value) with the old names of :data:`RENAMED_VARIABLES`
+    renamed (what an architecture file of version 1 or a stored record holds); the new
+    name wins where both are present."""
+    out = {}
+    for name, value in values.items():
+        new = RENAMED_VARIABLES.get(name, name)
+        if new == name or new not in values:
+            out[new] = value
+    return out
+
+
+def _warn_renamed(names: list[str], where: str) -> None:
+    """A ``DeprecationWarning`` for each old variable name among ``names`` (once each),
+    pointing at the caller of ``where``."""
+    for name in dict.fromkeys(n for n in names if n in RENAMED_VARIABLES):
+        warnings.warn(f"{where}: two-stream variable {name} is deprecated and will be "
+                      f"removed in the next release; use {RENAMED_VARIABLES[name]}",
+                      DeprecationWarning, stacklevel=3)
 
 
 def variables_of(stage: str) -> tuple[Variable, ...]:
@@ -149,9 +181,16 @@ class TwoStreamArch(NamedTuple):
                provenance: dict[str, Any] | None = None,
                network: dict[str, Any] | None = None) -> TwoStreamArch:
         """The defaults updated with ``values``, checked; ``ValueError`` (one line) for an
-        unknown variable or value, or a ``cell`` attention without a cell."""
+        unknown variable or value, or a ``cell`` attention without a cell. An old variable
+        name (:data:`RENAMED_VARIABLES`) in ``values`` or ``decided`` is renamed, with a
+        ``DeprecationWarning``."""
+        values = dict(values or {})
+        if any(name in RENAMED_VARIABLES for name in [*values, *decided]):
+            _warn_renamed([*values, *decided], "TwoStreamArch.create")
+            values, decided = migrate_values(values), [RENAMED_VARIABLES.get(n, n)
+                                                       for n in decided]
         merged = dict(SLOWFAST_DEFAULT)
-        for name, value in dict(values or {}).items():
+        for name, value in values.items():
             var = variable(name)
             if value not in var.values or isinstance(value, bool):
                 raise ValueError(f"two-stream variable {name}: {value!r} is not one of "
@@ -175,8 +214,9 @@ class TwoStreamArch(NamedTuple):
     def backbone_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`supernet.backbones.slowfast_r50` for this point."""
         v = self.values
-        return {"alpha": v["alpha"], "beta_inv": v["beta_inv"], "slow_kt": v["slow_kt"],
-                "fast_kt": v["fast_kt"], "fusion": v["fusion"], "fusion_at": v["fusion_at"]}
+        return {"frame_ratio": v["frame_ratio"], "beta_inv": v["beta_inv"],
+                "slow_kt": v["slow_kt"], "fast_kt": v["fast_kt"], "fusion": v["fusion"],
+                "fusion_at": v["fusion_at"]}
 
     def describe(self) -> str:
         """One line: every variable's value, the decided ones marked ``*``."""
@@ -212,17 +252,20 @@ def load_arch(source: str | Path | Mapping[str, Any]) -> TwoStreamArch:
         raise ValueError(f"{where}: not a two-stream architecture (format "
                          f"{doc.get('format') if isinstance(doc, dict) else None!r}, "
                          f"expected {ARCH_FORMAT!r})")
-    if doc.get("version") != _VERSION:
+    if doc.get("version") not in _READS:
         raise ValueError(f"{where}: version {doc.get('version')!r} of {ARCH_FORMAT} is not "
-                         f"supported (this attnas reads version {_VERSION})")
+                         f"supported (this attnas reads versions "
+                         f"{', '.join(map(str, _READS))})")
     values = doc.get("values")
     if not isinstance(values, dict):
         raise ValueError(f"{where}: 'values' must be an object of the eight variables")
+    values = migrate_values(values)
+    decided = [RENAMED_VARIABLES.get(n, n) for n in list(doc.get("decided") or [])]
     missing = [n for n in VARIABLE_NAMES if n not in values]
     if missing:
         raise ValueError(f"{where}: missing variable(s) {', '.join(missing)}")
     try:
-        return TwoStreamArch.create(values, doc.get("stage"), list(doc.get("decided") or []),
+        return TwoStreamArch.create(values, doc.get("stage"), decided,
                                     doc.get("cell"), doc.get("provenance") or {},
                                     doc.get("network") or {})
     except ValueError as err:
