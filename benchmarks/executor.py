@@ -1,6 +1,6 @@
 """Where the benchmark's runs execute: Ray (default) or plain local subprocesses.
 
-Every run is one ``python -m benchmarks._jobs SPEC RESULT`` process (isolation: a crash, a
+Every run is one ``python -m benchmarks.jobs SPEC RESULT`` process (isolation: a crash, a
 leak or an out-of-memory kill takes down one row; the process's high-water RSS is the
 run's peak memory). :class:`RayExecutor` starts that process inside a Ray task that asks
 for the run's CPUs (its ``--threads``), so the runs are placed by Ray -- on this machine

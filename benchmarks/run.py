@@ -32,7 +32,7 @@ defaults (``configs/search/synthetic.yaml``, ``configs/retrain/synthetic.yaml``)
 5. **reproducibility**: how often each node's op is chosen across search seeds, and
    whether repeated same-seed searches gave the same genotype.
 
-Every search / training run is its own subprocess (``benchmarks._jobs``): a crash or an
+Every search / training run is its own subprocess (``benchmarks.jobs``): a crash or an
 out-of-memory kill fails that row only (recorded with its one-line error), the memory of
 each run is its own (peak RSS per search), and nothing leaks from one row into the next.
 Results are appended to ``<out>/accuracy.csv`` and ``<out>/search.csv`` as each run ends;

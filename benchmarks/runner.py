@@ -2,7 +2,7 @@
 
 Owns :class:`Ledger` (a CSV file of finished runs: ``accuracy.csv``, ``search.csv``,
 ``steptime.csv``) and :class:`Runner`, which launches each search, retrain or step timing as
-its own ``benchmarks._jobs`` subprocess, records it and prints the progress with the
+its own ``benchmarks.jobs`` subprocess, records it and prints the progress with the
 estimate from the runs timed so far; also the random cells' genotypes and the schedule
 (:func:`_tasks`, :func:`_schedule`: ``--jobs`` runs at a time, each once the searches it
 needs have ended).
@@ -218,7 +218,7 @@ class Runner:
                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
                                                            os.environ.get("PYTHONPATH")]))}
         t0 = time.perf_counter()
-        cmd = [sys.executable, "-m", "benchmarks._jobs", str(spec_path), str(result_path)]
+        cmd = [sys.executable, "-m", "benchmarks.jobs", str(spec_path), str(result_path)]
         code, error = self.executor.run(cmd, env, REPO, log, self.plan.args.timeout,
                                         self.plan.threads)
         if error == "timed out":

@@ -279,7 +279,7 @@ def _run(run: dict[str, Any], work: Path) -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"])}
     t0 = time.perf_counter()
     with (run_dir / "log.txt").open("w") as log:
-        subprocess.run([sys.executable, "-m", "benchmarks._jobs", str(spec_path),
+        subprocess.run([sys.executable, "-m", "benchmarks.jobs", str(spec_path),
                         str(result_path)], stdout=log, stderr=subprocess.STDOUT, env=env,
                        cwd=str(REPO), check=False)
     wall = time.perf_counter() - t0

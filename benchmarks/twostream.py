@@ -258,7 +258,7 @@ def _search(s: dict[str, Any], threads: int) -> dict[str, Any]:
 
 
 def _retrain(run: dict[str, Any], work: Path) -> dict[str, Any]:
-    """One retrain in its own ``benchmarks._jobs`` process; its CSV record."""
+    """One retrain in its own ``benchmarks.jobs`` process; its CSV record."""
     rec = {k: run[k] for k in ("row", "block", "seed", "settings")}
     rec["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     if run["arch"] and not Path(run["arch"]).is_file():
@@ -272,7 +272,7 @@ def _retrain(run: dict[str, Any], work: Path) -> dict[str, Any]:
     spec_path.write_text(json.dumps(spec))
     result_path.unlink(missing_ok=True)
     (run_dir / "log.txt").unlink(missing_ok=True)
-    _, wall = _call([sys.executable, "-m", "benchmarks._jobs", str(spec_path),
+    _, wall = _call([sys.executable, "-m", "benchmarks.jobs", str(spec_path),
                      str(result_path)], run_dir / "log.txt", spec["threads"])
     try:
         result = json.loads(result_path.read_text())

@@ -19,11 +19,11 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from .factory import create_backbone
-from .fusion import fuse, load_scores, save_scores
 from .hparams import check_fraction, check_nonnegative, check_positive
-from .layout import LayoutHooks, apply_layout, check_memory_format
+from .memory_format import LayoutHooks, apply_layout, check_memory_format
 from .optim import check_optimizer, weight_optimizer
 from .rng import seed_epoch
+from .score_fusion import fuse, load_scores, save_scores
 
 __all__ = ["VideoClassifier", "check_runtime"]
 
@@ -72,9 +72,9 @@ class VideoClassifier(LayoutHooks, pl.LightningModule):
         in_channels: input channels (linked from ``data.modality`` by the CLI: 3 for RGB
             and RGB difference, 2 for optical flow).
         memory_format: ``auto`` (default: ``channels_last`` on the CPU, where
-            ``benchmarks/layout.py`` measured it 1.0-1.3x faster per step, ``contiguous``
+            ``benchmarks/memory_format_speed.py`` measured it faster per step; ``contiguous``
             elsewhere), ``contiguous`` or ``channels_last`` (``channels_last_3d`` weights;
-            oneDNN / cuDNN pick channels-last kernels). :mod:`supernet.layout`.
+            oneDNN / cuDNN pick channels-last kernels). :mod:`supernet.memory_format`.
         compile: run the network through ``torch.compile`` (compiled on the first step;
             the checkpoint keeps the plain module's keys). Measured in ``benchmarks/gpu.py
             --compile off,on``: on CPU the first step compiles for about a minute.
@@ -135,7 +135,7 @@ class VideoClassifier(LayoutHooks, pl.LightningModule):
         self._topk = (1, top5)
         self._video_scores: dict[int, Tensor] = {}
         #: set by ``attnas retrain test``: where this run's per-video scores go, and the
-        #: scores files of other runs to fuse with (:mod:`supernet.fusion`)
+        #: scores files of other runs to fuse with (:mod:`supernet.score_fusion`)
         self.scores_path: str | None = None
         self.fuse_scores: list[str] = []
         self._video_labels: dict[int, int] = {}

@@ -47,7 +47,7 @@ from .hparams import (
     check_positive,
     rename_options,
 )
-from .layout import LayoutHooks, apply_layout, check_memory_format
+from .memory_format import LayoutHooks, apply_layout, check_memory_format
 from .optim import check_optimizer, search_optimizers
 from .rng import seed_epoch
 from .strategies import Strategy, check_strategy, get_strategy, strategy_names
@@ -203,8 +203,8 @@ class SearchModule(LayoutHooks, pl.LightningModule):
         in_channels: input channels (linked from ``data.modality`` by the CLI: 3 for RGB,
             2 for optical flow).
         memory_format: ``auto`` (default: channels-last-3d weights on the CPU, where
-            ``benchmarks/layout.py`` measured training steps 1.0-1.3x faster; contiguous
-            elsewhere), ``contiguous`` or ``channels_last``. :mod:`supernet.layout`.
+            ``benchmarks/memory_format_speed.py`` measured training steps faster; contiguous
+            elsewhere), ``contiguous`` or ``channels_last``. :mod:`supernet.memory_format`.
         position: deprecated name of ``position_encoding`` (accepted for one release).
         supernet: deprecated name of ``strategy`` (accepted for one release).
         remedy: deprecated name of ``anti_collapse`` (accepted for one release).

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks._jobs import CRASH_ENV
+from benchmarks.jobs import CRASH_ENV
 from benchmarks.plan import BenchError
 from benchmarks.run import main as bench
 

@@ -11,14 +11,14 @@ from pathlib import Path
 
 from repo import REPO
 
-from benchmarks._jobs import KILL_ENV
+from benchmarks.jobs import KILL_ENV
 from datamodules.synth import ensure_synthetic
 
 
 def _launch(spec_path: Path, result: Path, env_extra: dict[str, str]) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1", **env_extra,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "benchmarks._jobs", str(spec_path),
+    return subprocess.run([sys.executable, "-m", "benchmarks.jobs", str(spec_path),
                            str(result)], env=env, cwd=str(REPO), check=False,
                           capture_output=True).returncode
 

@@ -129,7 +129,7 @@ def test_other_backbones_train_the_same_in_channels_last(backbone: str, kwargs: 
 
 
 def test_auto_layout_is_channels_last_on_the_cpu_and_a_choice_elsewhere() -> None:
-    from supernet.layout import layout_for
+    from supernet.memory_format import layout_for
     from supernet.search import SearchModule
 
     assert layout_for("auto", "cpu") == torch.channels_last_3d

@@ -33,9 +33,9 @@ from datamodules import TooManyBrokenVideosError, VideoDataModule
 from datamodules.synth import SynthError
 from derive.rules import check_rule, get_rule
 from supernet.counting import count_flops
-from supernet.fusion import SCORES_FILE, load_scores
 from supernet.hparams import RENAMED_BACKBONE_KWARGS, RENAMED_OPTIONS, deprecation_line
 from supernet.paths import check_writable, need_file
+from supernet.score_fusion import SCORES_FILE, load_scores
 from supernet.search import LEGACY_DEFAULTS
 
 from .quiet import HeldBack, quiet_lightning

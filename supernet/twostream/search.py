@@ -28,7 +28,7 @@ from ..cells import check_bn_mode, recalibrate_batchnorm
 from ..costmodel import TwoStreamBudget, parse_twostream_target
 from ..genotype import load_genotype
 from ..hparams import check_fraction, check_nonnegative, check_positive
-from ..layout import LayoutHooks, apply_layout, check_memory_format
+from ..memory_format import LayoutHooks, apply_layout, check_memory_format
 from ..optim import check_optimizer, search_optimizers
 from ..rng import run_seed, seed_epoch
 from .elastic import ElasticTwoStream, StageChoices
@@ -118,8 +118,8 @@ class TwoStreamSearch(LayoutHooks, pl.LightningModule):
             toward values that keep the network within the budget. 0: the budget acts at
             selection only (always the case under ``uniform`` / ``single_path``).
         memory_format: ``auto`` (default: channels-last-3d weights on the CPU, where
-            ``benchmarks/layout.py`` measured training steps 1.0-1.3x faster; contiguous
-            elsewhere), ``contiguous`` or ``channels_last``. :mod:`supernet.layout`.
+            ``benchmarks/memory_format_speed.py`` measured training steps faster; contiguous
+            elsewhere), ``contiguous`` or ``channels_last``. :mod:`supernet.memory_format`.
     """
 
     def __init__(self, num_classes: int, stage: str = "streams", previous: str | None = None,

@@ -2,11 +2,11 @@
 and retrain (``--model.memory_format``).
 
 ``auto`` (the default) is ``channels_last`` on the CPU and ``contiguous`` elsewhere:
-``benchmarks/layout.py`` measured channels-last-3d weights 1.13-1.34x faster per training
-step (1 thread; 1.01-1.27x with 2; never slower) on this machine's CPU for the proxy
-supernet, the derived networks, the baselines, S3D and the two-stream proxy (oneDNN has
-channels-last kernels for 3-D convolution and BatchNorm); on a GPU the choice is left
-to ``benchmarks/gpu.py --memory-formats`` until it is measured there. Only the weights are
+``benchmarks/memory_format_speed.py`` measured channels-last-3d weights faster per training
+step on the CPU for the proxy supernet, the derived networks, the baselines, S3D and the
+two-stream proxy (``benchmarks/results/layout.md``; oneDNN has channels-last kernels for
+3-D convolution and BatchNorm); on a GPU the choice is left to
+``benchmarks/gpu.py --memory-formats`` until it is measured there. Only the weights are
 converted: a convolution with channels-last weights returns channels-last activations, so
 the clips need no copy. The layout changes the order of floating-point sums, not the
 network: the same weights give the same outputs within rounding, and checkpoints load into

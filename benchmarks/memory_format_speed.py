@@ -1,13 +1,15 @@
 """Memory layout of a training step: contiguous vs channels-last-3d weights, side by side.
 
-    python -m benchmarks.layout [--threads 1,2] [--steps 5] [--out benchmarks/results]
+    python -m benchmarks.memory_format_speed [--threads 1,2] [--steps 5]
+        [--out benchmarks/results]
 
 For each network (the default search's uniform supernet, the proxy with no block, a
 non-local block and a searched cell, S3D, the two-stream proxy) one training step
 (forward, backward, AdamW step) at the batch and clip the benchmarks train with, in both
 layouts, alternating between them in one process (this machine is shared: the ratio of
-two interleaved medians is what carries over, not the milliseconds). Writes ``layout.md``;
-:mod:`supernet.layout` takes its ``auto`` default from it.
+two interleaved medians is what carries over, not the milliseconds). Writes ``layout.md``
+(the name the stored result has); :mod:`supernet.memory_format` takes its ``auto`` default
+from it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 from benchmarks.common import REPO, cpu_name, write_text_atomic
 from supernet.factory import create_backbone
 
+PROG = "benchmarks.memory_format_speed"
 CELL = (REPO / "benchmarks" / "results" / "genotypes"
         / "searched_uniform_perturb_sincos_5ep__s0.json")
 
@@ -68,7 +71,7 @@ def _step_time(model: torch.nn.Module, shape: tuple[int, ...], layout: torch.mem
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.layout", description=__doc__)
+    p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__)
     p.add_argument("--threads", default="1,2", help="torch thread counts (comma-separated)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per layout and round")
     p.add_argument("--rounds", type=int, default=2, help="alternations of the two layouts")
@@ -78,14 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         threads = [int(t) for t in args.threads.split(",") if t.strip()]
     except ValueError:
-        print(f"benchmarks.layout: error: --threads {args.threads!r} is not a list of "
+        print(f"{PROG}: error: --threads {args.threads!r} is not a list of "
               f"integers", file=sys.stderr)
         return 2
     cases = _cases()
     names = list(cases) if args.only is None else [n.strip() for n in args.only.split(",")]
     unknown = [n for n in names if n not in cases]
     if unknown or args.steps < 1 or args.rounds < 1 or not threads or min(threads) < 1:
-        print(f"benchmarks.layout: error: unknown case(s) {unknown} (accepted: "
+        print(f"{PROG}: error: unknown case(s) {unknown} (accepted: "
               f"{', '.join(cases)}) or a count below 1", file=sys.stderr)
         return 2
     rows = ["| network | input | threads | contiguous (ms) | channels-last (ms) | speed-up |",
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 notes.append(f"- {name}: {what}")
     text = "\n".join([
         f"# Memory layout of a training step ({time.strftime('%Y-%m-%d')})", "",
-        f"Command: `python -m benchmarks.layout {' '.join(argv or sys.argv[1:])}`  ",
+        f"Command: `python -m {PROG} {' '.join(argv or sys.argv[1:])}`  ",
         f"Machine: {cpu_name()}, torch {torch.__version__}. One step = forward, backward and "
         f"AdamW; median of {args.steps * args.rounds} steps per layout, the two layouts "
         f"alternating {args.rounds}x in one process (a shared machine: read the ratio).", "",

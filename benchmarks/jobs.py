@@ -2,7 +2,7 @@
 
 Each job runs in its own process, started by :mod:`benchmarks.run` as
 
-    python -m benchmarks._jobs SPEC.json RESULT.json
+    python -m benchmarks.jobs SPEC.json RESULT.json
 
 ``SPEC.json`` holds everything the job needs (model / data / trainer keyword arguments,
 seed, threads, output paths); the job writes ``RESULT.json`` atomically and exits 0, or
@@ -400,10 +400,10 @@ def _write(path: Path, doc: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks._jobs SPEC.json RESULT.json``; exit 0 on success, else 1."""
+    """``python -m benchmarks.jobs SPEC.json RESULT.json``; exit 0 on success, else 1."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
-        print("usage: python -m benchmarks._jobs SPEC.json RESULT.json", file=sys.stderr)
+        print("usage: python -m benchmarks.jobs SPEC.json RESULT.json", file=sys.stderr)
         return 2
     spec_path, result_path = Path(argv[0]), Path(argv[1])
     spec = json.loads(spec_path.read_text())
