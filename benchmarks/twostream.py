@@ -48,7 +48,7 @@ from benchmarks.common import (
 )
 from datamodules.synth import DEFAULTS as SYNTH_DEFAULTS
 from supernet.cost import model_cost
-from supernet.costmodel import TwoStreamBudget
+from supernet.twostream.budget import TwoStreamBudget
 from supernet.twostream.space import (
     RENAMED_VARIABLES,
     VARIABLE_NAMES,
@@ -97,7 +97,7 @@ def _hash(*parts: Any) -> str:
 def random_values(seed: int, budget: Any = None) -> dict[str, Any]:
     """A point of the two-stream space, every variable drawn uniformly (attention ``cell``
     excluded) with ``random.Random(seed)``; with a
-    :class:`~supernet.costmodel.TwoStreamBudget`, the first draw within it (the searched
+    :class:`~supernet.twostream.budget.TwoStreamBudget`, the first draw within it (the searched
     networks' budget: random points of matched cost)."""
     rng = random.Random(seed)
     for _ in range(10_000):

@@ -23,8 +23,8 @@ from torch import Tensor, nn
 
 from datamodules.atomic import atomic_path
 from supernet.backbones.slowfast import FUSION_SITES
-from supernet.costmodel import twostream_cost
 from supernet.rng import run_seed
+from supernet.twostream.budget import twostream_cost
 from supernet.twostream.space import VARIABLES, TwoStreamArch, inactive, variable
 
 from .callbacks import _all_cores, _printer, run_dir
@@ -110,7 +110,7 @@ def select_choices(model: nn.Module, rule: str, data: SelectionData | None = Non
         rule: one of :data:`SELECTION_RULES`.
         data: validation / calibration batches (every rule but ``argmax``).
         progress: optional ``callable(done, total, what)`` after each score.
-        budget: a :class:`~supernet.costmodel.TwoStreamBudget`: each variable only takes
+        budget: a :class:`~supernet.twostream.budget.TwoStreamBudget`: each variable only takes
             values with which the network can still meet it (the others are listed as
             excluded; a variable left with one value is not scored).
 

@@ -10,7 +10,7 @@ from typing import Any
 
 __all__ = ["check_fraction", "check_nonnegative", "check_positive", "RENAMED_OPTIONS",
            "RENAMED_BACKBONE_KWARGS", "deprecation_line", "rename_options",
-           "renamed_argument"]
+           "renamed_argument", "parse_gmacs"]
 
 
 def _number(name: str, value: object) -> float:
@@ -93,3 +93,23 @@ def renamed_argument(owner: str, old: str, new: str, old_value: Any, new_value: 
     warnings.warn(f"{owner}: {old} is deprecated and will be removed in the next release; "
                   f"use {new}", DeprecationWarning, stacklevel=3)
     return old_value
+
+
+def parse_gmacs(target: Any, forms: str) -> float | None:
+    """A cost target given as a number of GMACs (a number, or a string that is one), or
+    None for another string; ``ValueError`` (naming ``forms``) for a bool, zero, a negative
+    or a non-finite number."""
+    if isinstance(target, bool):
+        raise ValueError(f"cost target {target!r}: expected {forms}")
+    if isinstance(target, str):
+        try:
+            value = float(target.strip())
+        except ValueError:
+            return None
+    elif isinstance(target, (int, float)):
+        value = float(target)
+    else:
+        raise ValueError(f"cost target {target!r}: expected {forms}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"cost target {target!r} must be > 0: expected {forms}")
+    return value

@@ -17,9 +17,10 @@ from typing import Any
 import torch
 
 from supernet.cost import model_cost
-from supernet.costmodel import COST_BLOCKS, SpaceCost, describe_twostream
+from supernet.costmodel import COST_BLOCKS, SpaceCost
 from supernet.factory import BACKBONE_NAMES, BLOCK_NAMES
 from supernet.latency import default_cache_path, space_latency
+from supernet.twostream.budget import describe_twostream
 
 __all__ = ["main", "parse_positions"]
 

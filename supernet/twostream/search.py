@@ -25,12 +25,12 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..cells import check_bn_mode, recalibrate_batchnorm
-from ..costmodel import TwoStreamBudget, parse_twostream_target
 from ..genotype import load_genotype
 from ..hparams import check_fraction, check_nonnegative, check_positive
 from ..memory_format import LayoutHooks, apply_layout, check_memory_format
 from ..optim import check_optimizer, search_optimizers
 from ..rng import run_seed, seed_epoch
+from .budget import TwoStreamBudget, parse_twostream_target
 from .elastic import ElasticTwoStream, StageChoices
 from .space import (
     RENAMED_VARIABLES,
@@ -110,7 +110,7 @@ class TwoStreamSearch(LayoutHooks, pl.LightningModule):
             (``1x``, ``0.8x``) or ``slowfast`` (= ``1x``). The stage's selection only takes
             values with which the network can still meet it, the later stages' variables
             counted at the values this stage holds them (see
-            :class:`supernet.costmodel.TwoStreamBudget`); a budget no network of the stage
+            :class:`supernet.twostream.budget.TwoStreamBudget`); a budget no network of the stage
             can meet is refused before training.
         cost_weight: under ``darts``, the weight of the expected-cost term added to the
             architecture loss, ``cost_weight * relu(E[MACs] / target - 1)`` (E over the
@@ -181,7 +181,7 @@ class TwoStreamSearch(LayoutHooks, pl.LightningModule):
                                         for k in ("train_w", "val")})
 
     def cost_budget(self, clip: tuple[int, int, int] | None = None) -> TwoStreamBudget | None:
-        """The selection's :class:`~supernet.costmodel.TwoStreamBudget` at ``clip``
+        """The selection's :class:`~supernet.twostream.budget.TwoStreamBudget` at ``clip``
         (``(T, H, W)``; default: the clip seen in training) or None without a target;
         ``ValueError`` when no network of this stage meets the target."""
         hp = self.hparams
