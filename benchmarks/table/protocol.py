@@ -60,6 +60,9 @@ class Protocol:
         train_from: the first trained stage; the stem and the stages before it are the
             fixed prefix (``stem``: train everything).
         prefix_seed: the seed that draws the fixed prefix's weights and calibration clips.
+        prefix_steps: 0: the prefix keeps its drawn (random) weights; ``N > 0``: the prefix
+            is that of the proxy without a cell (``none``) trained whole, from the stem, for
+            ``N`` steps of this recipe (warm-up ``warmup_steps``) from ``prefix_seed``.
         calib_clips: training clips that calibrate the prefix's BatchNorm statistics.
         eval_batch: clips per evaluation batch (no effect on the numbers).
     """
@@ -79,6 +82,7 @@ class Protocol:
     positions: str = "default"
     train_from: str = "res3"
     prefix_seed: int = 0
+    prefix_steps: int = 0
     calib_clips: int = 1024
     eval_batch: int = 150
 
@@ -93,6 +97,9 @@ class Protocol:
         """12 hex digits that change with any field that changes the fixed prefix."""
         keys = ("frame_step", "widths", "depths", "stem_width", "stem_kernel", "train_from",
                 "prefix_seed", "calib_clips")
+        if self.prefix_steps:  # a trained prefix depends on the recipe that trained it
+            keys += ("prefix_steps", "batch_size", "lr", "warmup_steps", "weight_decay",
+                     "grad_clip", "dropout")
         fields = {k: getattr(self, k) for k in keys}
         text = json.dumps({"version": PROTOCOL_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -162,12 +169,21 @@ def _prefix_modules(model: nn.Module, protocol: Protocol) -> list[str]:
     return ["stem.", *(f"stages.{n}." for n in before)]
 
 
-def _fixed_prefix(protocol: Protocol, clips: np.ndarray) -> nn.Module:
-    """The fixed prefix's network (the proxy without a cell, weights from ``prefix_seed``),
-    its BatchNorm statistics calibrated on ``calib_clips`` of ``clips``, in eval mode."""
+def _fixed_prefix(protocol: Protocol, clips: np.ndarray, labels: np.ndarray | None = None
+                  ) -> nn.Module:
+    """The fixed prefix's network (the proxy without a cell, weights from ``prefix_seed``;
+    trained whole on ``clips``/``labels`` for ``prefix_steps`` steps when that is not 0), its
+    BatchNorm statistics calibrated on ``calib_clips`` of ``clips``, in eval mode."""
     with torch.random.fork_rng():
         torch.manual_seed(protocol.prefix_seed)
-        model = build_model(parse_cell("none"), 2, protocol)
+        classes = int(labels.max()) + 1 if protocol.prefix_steps and labels is not None else 2
+        model = build_model(parse_cell("none"), classes, protocol)
+        if protocol.prefix_steps:
+            if labels is None:
+                raise ValueError("a trained prefix (prefix_steps > 0) needs the labels")
+            whole = replace(protocol, train_from="stem", steps=protocol.prefix_steps)
+            inputs = lambda index: clips_to_tensor(clips, index, protocol.frame_step)  # noqa: E731
+            _train(model, inputs, labels, whole, protocol.prefix_seed)
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.momentum = None  # a cumulative average over the calibration batches
@@ -194,7 +210,7 @@ def prefix_features(data: TaskData, protocol: Protocol,
         if announce is not None:
             announce(f"computing the fixed prefix's features of {data.task.name} "
                      f"({protocol.prefix_fingerprint()}), once")
-        model = _fixed_prefix(protocol, data.x_train)
+        model = _fixed_prefix(protocol, data.x_train, data.y_train)
         with torch.no_grad():
             for split, path in paths.items():
                 clips = data.split(split)[0]
@@ -257,6 +273,44 @@ def _lr_at(step: int, protocol: Protocol) -> float:
     return protocol.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _train(model: nn.Module, inputs: Callable[[np.ndarray], Tensor], labels: np.ndarray,
+           protocol: Protocol, seed: int) -> tuple[int, float]:
+    """Train ``model`` in place with ``protocol``'s recipe on the rows ``inputs(index)`` of
+    the training split (``labels`` ``(N,)``); clip order from ``seed``. The stages before
+    ``train_from`` stay as they are. Returns ``(skipped steps, final loss EMA)``."""
+    frozen = _prefix_modules(model, protocol) if protocol.frozen else []
+    trained = [p for name, p in model.named_parameters()
+               if not any(name.startswith(f) for f in frozen)]
+    opt = torch.optim.AdamW(trained, lr=protocol.lr, weight_decay=protocol.weight_decay)
+    order = torch.Generator().manual_seed(seed)
+    n = len(labels)
+    perm, cursor = torch.randperm(n, generator=order), 0
+    skipped, loss_ema = 0, float("nan")
+    model.train()
+    for step in range(protocol.steps):
+        if cursor + protocol.batch_size > n:
+            perm, cursor = torch.randperm(n, generator=order), 0
+        idx = perm[cursor:cursor + protocol.batch_size].numpy()
+        cursor += protocol.batch_size
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, protocol)
+        loss = F.cross_entropy(_forward(model, inputs(idx), protocol), _labels(labels, idx))
+        opt.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            skipped += 1
+            continue
+        loss.backward()
+        norm = (nn.utils.clip_grad_norm_(trained, protocol.grad_clip)
+                if protocol.grad_clip > 0 else torch.tensor(0.0))
+        if not torch.isfinite(norm):
+            skipped += 1
+            continue
+        opt.step()
+        value = float(loss.detach())
+        loss_ema = value if math.isnan(loss_ema) else 0.95 * loss_ema + 0.05 * value
+    return skipped, loss_ema
+
+
 def train_cell(cell: TableCell, data: TaskData, protocol: Protocol, seed: int) -> RunRecord:
     """Train ``cell`` on ``data`` with ``protocol`` from ``seed``; score the final weights.
 
@@ -273,38 +327,8 @@ def train_cell(cell: TableCell, data: TaskData, protocol: Protocol, seed: int) -
     shape = (1, 3, len(range(0, t, protocol.frame_step)), h, w)
     macs = int(count_flops(model, shape)["macs"])
     params = count_params(model)
-    frozen = _prefix_modules(model, protocol) if protocol.frozen else []
-    trained = [p for name, p in model.named_parameters()
-               if not any(name.startswith(f) for f in frozen)]
-    opt = torch.optim.AdamW(trained, lr=protocol.lr, weight_decay=protocol.weight_decay)
-    order = torch.Generator().manual_seed(seed)
-    labels = data.y_train
-    n = len(labels)
-    perm, cursor = torch.randperm(n, generator=order), 0
-    skipped, loss_ema = 0, float("nan")
-    model.train()
-    for step in range(protocol.steps):
-        if cursor + protocol.batch_size > n:
-            perm, cursor = torch.randperm(n, generator=order), 0
-        idx = perm[cursor:cursor + protocol.batch_size].numpy()
-        cursor += protocol.batch_size
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, protocol)
-        loss = F.cross_entropy(_forward(model, inputs("train", idx), protocol),
-                               _labels(labels, idx))
-        opt.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            skipped += 1
-            continue
-        loss.backward()
-        norm = (nn.utils.clip_grad_norm_(trained, protocol.grad_clip)
-                if protocol.grad_clip > 0 else torch.tensor(0.0))
-        if not torch.isfinite(norm):
-            skipped += 1
-            continue
-        opt.step()
-        value = float(loss.detach())
-        loss_ema = value if math.isnan(loss_ema) else 0.95 * loss_ema + 0.05 * value
+    skipped, loss_ema = _train(model, lambda index: inputs("train", index), data.y_train,
+                               protocol, seed)
     val = _accuracy(model, inputs, "val")
     test = _accuracy(model, inputs, "test")
     return RunRecord(cell.key, seed, val, test, params, macs,
