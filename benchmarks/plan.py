@@ -1,16 +1,14 @@
-"""The benchmark's plan: the command line, its defaults and what one invocation runs.
+"""The benchmark's plan: what one invocation runs.
 
-Owns the argparse parser (its ``--help`` text is the docstring of :mod:`benchmarks.run`),
-the defaults and the toy scale of ``--quick``, :class:`BenchError`, and :func:`build_plan`,
-which validates the arguments and the configs and resolves them into a :class:`Plan`: the
-searches (:class:`SearchJob`) and the table rows (:class:`Row`), each with the settings
-fingerprint of what it depends on.
+:func:`build_plan` parses and validates the command line (:mod:`benchmarks.arguments`: the
+parser, its defaults, :class:`BenchError`) and the configs, and resolves them into a
+:class:`Plan`: the searches (:class:`SearchJob`) and the table rows (:class:`Row`), each
+with the settings fingerprint of what it depends on.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import hashlib
 import json
 import math
@@ -21,6 +19,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.arguments import (
+    BENCH_RETRAIN_EPOCHS,
+    BENCH_SEARCH_EPOCHS,
+    DEFAULT_ANTI_COLLAPSE_WEIGHT,
+    DEFAULT_OUT,
+    MAX_DEFAULT_JOBS,
+    QUICK_DATA,
+    QUICK_OUT,
+    QUICK_PROXY,
+    QUICK_TRAINER,
+    BenchError,
+    anti_collapse_values,
+    check_count,
+    csv_list,
+    load_config,
+    parser,
+)
 from benchmarks.common import REPO
 from benchmarks.groups import DEFAULT_GROUPS, group_name, parse_group, search_default
 from datamodules import VideoDataModule
@@ -28,39 +43,14 @@ from datamodules.synth import DEFAULTS
 from derive.genotype import load_genotype
 from supernet.factory import BLOCK_NAMES
 from supernet.hparams import RENAMED_OPTIONS, deprecation_line, rename_options
-from supernet.search import SearchModule
 from supernet.space import POSITIONS
 
 __all__ = ["BenchError", "Plan", "Row", "SearchJob", "build_plan"]
 
 
-SEARCH_CONFIG = REPO / "configs" / "search" / "synthetic.yaml"
-RETRAIN_CONFIG = REPO / "configs" / "retrain" / "synthetic.yaml"
-DEFAULT_OUT = REPO / "benchmarks" / "results"
-QUICK_OUT = DEFAULT_OUT / "quick"
-#: the baselines; ``nonlocal_sincos`` (a one-node cell that is a non-local block with
-#: sinusoidal positions) is the control for what the positions alone buy
-DEFAULT_BLOCKS = ("none", "nonlocal", "a2", "cinst", "stinc",
-                  "benchmarks/baselines/nonlocal_sincos.json")
-#: the benchmark's budget when --search-epochs / --retrain-epochs are not given: what fits
-#: the full run (2 searches, 30 trainings) in about two hours on 2 CPU cores
-BENCH_SEARCH_EPOCHS = 3
-BENCH_RETRAIN_EPOCHS = 3
-#: most runs at a time by default (each gets the cores divided among them)
-MAX_DEFAULT_JOBS = 4
-#: the regulariser weight used for an ``--anti-collapse`` value when the config's weight is 0
-DEFAULT_ANTI_COLLAPSE_WEIGHT = 1.0
-#: toy scale of ``--quick``
-QUICK_DATA = {"classes": 2, "videos_per_class": 12, "frames": 8, "size": 16, "seed": 3}
-QUICK_PROXY = {"widths": [16, 32, 64], "depths": [1, 1, 1], "stem_width": 8}
-QUICK_TRAINER = {"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 1,
-                 "log_every_n_steps": 1}
 #: data settings that change speed only (left out of the settings fingerprint)
 _SPEED_ONLY = {"num_workers", "cache", "cache_dir", "cache_memory_mb", "persistent_workers",
                "pin_memory", "decode_threads", "root"}
-#: search settings that only decide how the trained supernet becomes a cell: two groups that
-#: differ in these alone train the same supernet, so the later one re-selects from the
-#: earlier one's checkpoint instead of training it again
 #: the cell settings round 1's random cells were drawn with (their rows' fingerprint is the
 #: retrain settings alone; other cell settings add themselves to it)
 ROUND1_RANDOM_CELL_SETTINGS = {"num_nodes": 3, "inner_ratio": 0.5, "kv_pool": True,
@@ -81,165 +71,15 @@ _FINGERPRINT_NAMES = {new: old for old, new in RENAMED_OPTIONS.items()}
 #: fingerprint: 2 = class-interleaved validation batches (1 read a list sorted by class, so
 #: the first batches -- all a rule scores on -- were one class)
 SELECTION_DATA_VERSION = 2
+#: search settings that only decide how the trained supernet becomes a cell: two groups that
+#: differ in these alone train the same supernet, so the later one re-selects from the
+#: earlier one's checkpoint instead of training it again
 SELECTION_KEYS = frozenset({"select", "select_val_batches", "select_calib_batches",
                             "select_finetune_steps", "select_bn"})
 
 
-class BenchError(ValueError):
-    """Bad benchmark input: reported as one line, exit code 2."""
-
-
-# ------------------------------------------------------------------------------ the CLI
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line on stderr, exit code 2
-        raise BenchError(message)
-
-
-def _help_text() -> str:
-    """The ``--help`` text: the docstring of the entry point ``benchmarks/run.py`` (read
-    from its source, so that this module does not import it)."""
-    source = Path(__file__).with_name("run.py").read_text()
-    return ast.get_docstring(ast.parse(source), clean=False) or ""
-
-
-def _parser() -> argparse.ArgumentParser:
-    doc = _help_text()
-    p = _Parser(prog="attnas bench", description=doc.split("\n\n")[0],
-                formatter_class=argparse.RawDescriptionHelpFormatter,
-                epilog="\n\n".join(doc.split("\n\n")[1:]))
-    p.add_argument("--quick", action="store_true",
-                   help="the whole chain at toy scale (tiny data and proxy, 1 epoch, 1 search "
-                        "seed run twice, 1 random cell, 1 training seed) into "
-                        f"{QUICK_OUT.relative_to(REPO)}/")
-    p.add_argument("--out", default=None,
-                   help=f"results folder (default {DEFAULT_OUT.relative_to(REPO)}, or "
-                        f"{QUICK_OUT.relative_to(REPO)} with --quick)")
-    p.add_argument("--work", default=None,
-                   help="folder for run logs, Lightning logs, the clip cache and --quick's "
-                        "data (default <out>/_work)")
-    p.add_argument("--data-root", default=None, metavar="DIR",
-                   help="run the benchmark on your dataset: a folder per class, or a folder "
-                        "with train.txt / val.txt / test.txt, for both configs (default: "
-                        "the configs' data, the embedded synthetic benchmark)")
-    p.add_argument("--search-config", default=str(SEARCH_CONFIG), help="search YAML")
-    p.add_argument("--retrain-config", default=str(RETRAIN_CONFIG), help="retrain YAML")
-    p.add_argument("--search-seeds", type=int, default=None,
-                   help="search seeds 0..S-1 (default 3; --quick 1)")
-    p.add_argument("--train-seeds", type=int, default=None,
-                   help="training seeds 0..N-1 per row (default 3; --quick 1)")
-    p.add_argument("--random-cells", type=int, default=None,
-                   help="random cells of the search space (default 3; --quick 1)")
-    p.add_argument("--repeat-search", type=int, default=None,
-                   help="extra searches with the first seed, to check that the same seed "
-                        "gives the same genotype (default 0; --quick 1)")
-    p.add_argument("--blocks", default=",".join(DEFAULT_BLOCKS),
-                   help="baseline blocks, comma-separated: supernet.factory block names or "
-                        "genotype .json files (default %(default)s; '' for none, e.g. for a "
-                        "study whose baselines are in another results folder)")
-    p.add_argument("--anti-collapse", "--remedy", dest="anti_collapse", default=None,
-                   help="anti-collapse study: comma-separated regularisers (none, beta_decay, "
-                        "entropy); each value other than the config's adds a search group "
-                        "(--remedy: its deprecated name)")
-    p.add_argument("--anti-collapse-weight", "--remedy-weight", dest="anti_collapse_weight",
-                   type=float, default=None,
-                   help="regulariser weight for --anti-collapse groups when the config's is 0 "
-                        f"(default {DEFAULT_ANTI_COLLAPSE_WEIGHT:g}; --remedy-weight: its "
-                        "deprecated name)")
-    p.add_argument("--positions", default=None,
-                   help="position study: comma-separated cell position options (none, "
-                        "coords, sincos); each value other than the config's adds a search "
-                        "group")
-    p.add_argument("--groups", default=None,
-                   help="search groups, comma-separated specs 'supernet+rule[+position]"
-                        "[+<N>ep]', e.g. 'uniform+perturb,darts+argmax'; the first is the "
-                        "default group whose targets are checked; settings a spec leaves out "
-                        "come from the search config (default: " + ",".join(DEFAULT_GROUPS)
-                   + "; --quick and '': the config's group alone); see benchmarks/groups.py")
-    p.add_argument("--budget-epochs", default=None,
-                   help="retrain-budget study: comma-separated epoch counts at which "
-                        "`nonlocal` is also trained with every training seed (its std must "
-                        "resolve a 2-point difference; default 6; --quick and '': none)")
-    p.add_argument("--search-epochs", type=int, default=None,
-                   help="search epochs (default "
-                        f"{BENCH_SEARCH_EPOCHS}; the config's max_epochs is the demo's)")
-    p.add_argument("--retrain-epochs", type=int, default=None,
-                   help=f"training epochs, the same for every row (default "
-                        f"{BENCH_RETRAIN_EPOCHS})")
-    p.add_argument("--limit-batches", type=int, default=None,
-                   help="smoke test of the full configuration: at most this many train / "
-                        "val / test batches per epoch (not a result; use its own --out)")
-    p.add_argument("--jobs", type=int, default=None,
-                   help="runs at a time, each its own subprocess (default: the CPU cores, at "
-                        f"most {MAX_DEFAULT_JOBS}; --quick 1); two 1-thread runs on 2 cores "
-                        "do more work than one 2-thread run")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads per run (default: the CPU cores available divided by "
-                        "--jobs; --quick 1)")
-    p.add_argument("--executor", default=None, choices=("ray", "local"),
-                   help="where runs execute: ray (default: a local Ray started in-process, "
-                        "each run asking for its --threads CPUs; a cluster with --address) "
-                        "or local (plain subprocesses; the default of --quick, where Ray's "
-                        "start-up would dominate); every run is its own process either way")
-    p.add_argument("--address", default=None,
-                   help="a Ray cluster to run on: auto, or ray://HOST:10001 (the repository "
-                        "and --out must be on a filesystem every node sees)")
-    p.add_argument("--timeout", type=float, default=None,
-                   help="seconds after which one run is killed and recorded as failed")
-    p.add_argument("--plan", action="store_true",
-                   help="print what would run (and what is done) and exit")
-    p.add_argument("--report", action="store_true",
-                   help="write accuracy.md / accuracy.png from the runs finished so far and "
-                        "exit (runs nothing; safe while a bench is writing to the folder)")
-    return p
-
-
-def _csv_list(text: str, what: str) -> list[str]:
-    values = [v.strip() for v in text.split(",") if v.strip()]
-    if not values:
-        raise BenchError(f"{what} is empty")
-    return values
-
-
-def _check_count(value: int, flag: str, minimum: int) -> int:
-    if value < minimum:
-        raise BenchError(f"{flag} must be >= {minimum}, got {value}")
-    return value
-
-
-def _anti_collapse_values() -> tuple[str, ...]:
-    """The anti-collapse regularisers :class:`supernet.search.SearchModule` accepts (read from
-    its signature)."""
-    import typing
-
-    try:
-        hint = typing.get_type_hints(SearchModule.__init__)["anti_collapse"]
-        values = tuple(str(v) for v in typing.get_args(hint))
-    except Exception:  # noqa: BLE001 - an unexpected annotation: fall back to the docs
-        values = ()
-    return values or ("none", "beta_decay", "entropy")
-
-
 #: the default of a :class:`supernet.search.SearchModule` argument
 _search_default = search_default
-
-
-def _load_yaml(path: str) -> dict[str, Any]:
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise BenchError(f"config {path} does not exist")
-    try:
-        doc = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise BenchError(f"config {path} is not valid YAML ({' '.join(str(err).split())})"
-                         ) from None
-    if isinstance(doc, dict) and doc.get("model") is None:
-        doc["model"] = {}  # the module's defaults (the shipped search configs set none)
-    if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict) \
-            or not isinstance(doc.get("data"), dict):
-        raise BenchError(f"config {path} needs a 'data:' section (and 'model:' a mapping)")
-    return doc
 
 
 def _fingerprint_names(model: dict[str, Any]) -> dict[str, Any]:
@@ -343,37 +183,37 @@ def _block_names() -> tuple[str, ...]:
 
 def build_plan(argv: list[str]) -> Plan:
     """Parse and validate ``argv``; raises :class:`BenchError` on bad input."""
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     for old, new in (("--remedy", "--anti-collapse"),
                      ("--remedy-weight", "--anti-collapse-weight")):
         if any(a == old or a.startswith(old + "=") for a in argv):
             print(f"attnas bench: {deprecation_line(old[2:], new[2:], '--')}", file=sys.stderr)
     quick = args.quick
-    search_seeds = _check_count(args.search_seeds if args.search_seeds is not None
+    search_seeds = check_count(args.search_seeds if args.search_seeds is not None
                                 else 1 if quick else 3, "--search-seeds", 1)
-    train_seeds = _check_count(args.train_seeds if args.train_seeds is not None
+    train_seeds = check_count(args.train_seeds if args.train_seeds is not None
                                else 1 if quick else 3, "--train-seeds", 1)
-    random_cells = _check_count(args.random_cells if args.random_cells is not None
+    random_cells = check_count(args.random_cells if args.random_cells is not None
                                 else 1 if quick else 3, "--random-cells", 0)
-    repeats = _check_count(args.repeat_search if args.repeat_search is not None
+    repeats = check_count(args.repeat_search if args.repeat_search is not None
                            else 1 if quick else 0, "--repeat-search", 0)
     for flag, value in (("--search-epochs", args.search_epochs),
                         ("--retrain-epochs", args.retrain_epochs)):
         if value is not None:
-            _check_count(value, flag, 1)
+            check_count(value, flag, 1)
     cores = len(os.sched_getaffinity(0))
     if args.jobs is None:
         args.jobs = 1 if quick else max(1, min(MAX_DEFAULT_JOBS, cores))
-    _check_count(args.jobs, "--jobs", 1)
+    check_count(args.jobs, "--jobs", 1)
     if not quick:
         if args.search_epochs is None:
             args.search_epochs = BENCH_SEARCH_EPOCHS
         if args.retrain_epochs is None:
             args.retrain_epochs = BENCH_RETRAIN_EPOCHS
     if args.threads is not None:
-        _check_count(args.threads, "--threads", 1)
+        check_count(args.threads, "--threads", 1)
     if args.limit_batches is not None:
-        _check_count(args.limit_batches, "--limit-batches", 1)
+        check_count(args.limit_batches, "--limit-batches", 1)
     if args.timeout is not None and args.timeout <= 0:
         raise BenchError(f"--timeout must be > 0 seconds, got {args.timeout:g}")
     if args.anti_collapse_weight is not None and (
@@ -383,7 +223,7 @@ def build_plan(argv: list[str]) -> Plan:
 
     accepted = _block_names()
     # "" = no baseline rows: a study or investigation whose baselines live in another folder
-    blocks = _csv_list(args.blocks, "--blocks") if args.blocks.strip() else []
+    blocks = csv_list(args.blocks, "--blocks") if args.blocks.strip() else []
     # a genotype file is found from the working folder, else from the repository (the
     # shipped control baselines), and keeps the name it was given as its row key
     where = {b: (b if Path(b).is_file() or not (REPO / b).is_file() else str(REPO / b))
@@ -400,8 +240,8 @@ def build_plan(argv: list[str]) -> Plan:
     if len(set(blocks)) != len(blocks):
         raise BenchError(f"--blocks lists a block twice: {args.blocks}")
 
-    regularisers = _anti_collapse_values()
-    scfg, rcfg = _load_yaml(args.search_config), _load_yaml(args.retrain_config)
+    regularisers = anti_collapse_values()
+    scfg, rcfg = load_config(args.search_config), load_config(args.retrain_config)
     smodel, rmodel = dict(scfg["model"]), dict(rcfg["model"])
     try:
         for old in rename_options(smodel):
@@ -411,9 +251,9 @@ def build_plan(argv: list[str]) -> Plan:
         raise BenchError(f"{args.search_config}: {err}") from None
     base_remedy = smodel.get("anti_collapse", _search_default("anti_collapse"))
     base_position = smodel.get("position_encoding", _search_default("position_encoding"))
-    study_remedy = (_csv_list(args.anti_collapse, "--anti-collapse") if args.anti_collapse
+    study_remedy = (csv_list(args.anti_collapse, "--anti-collapse") if args.anti_collapse
                     else [base_remedy])
-    study_position = (_csv_list(args.positions, "--positions") if args.positions
+    study_position = (csv_list(args.positions, "--positions") if args.positions
                       else [base_position])
     for value in study_remedy:
         if value not in regularisers:
@@ -516,7 +356,7 @@ def build_plan(argv: list[str]) -> Plan:
     # the first group is the default one (its targets are checked); '' = the config's group
     specs = args.groups if args.groups is not None else "" if quick else ",".join(DEFAULT_GROUPS)
     overrides: list[dict[str, Any]] = []
-    for spec in (_csv_list(specs, "--groups") if specs.strip() else []):
+    for spec in (csv_list(specs, "--groups") if specs.strip() else []):
         try:
             overrides.append(parse_group(spec))
         except ValueError as err:
@@ -609,14 +449,14 @@ def build_plan(argv: list[str]) -> Plan:
                             group=f"cost{spec}",
                             settings=_fingerprint([random_fp, {"cost_target": spec}])))
     budgets = args.budget_epochs if args.budget_epochs is not None else "" if quick else "6"
-    for text in (_csv_list(budgets, "--budget-epochs") if budgets.strip() else []):
+    for text in (csv_list(budgets, "--budget-epochs") if budgets.strip() else []):
         if "nonlocal" not in blocks:  # the study trains `nonlocal` at other budgets
             break
         try:
             ep = int(text)
         except ValueError:
             raise BenchError(f"--budget-epochs: {text!r} is not an epoch count") from None
-        _check_count(ep, "--budget-epochs", 1)
+        check_count(ep, "--budget-epochs", 1)
         if ep == rtrainer.get("max_epochs") or f"nonlocal@{ep}ep" in [x.key for x in rows]:
             continue
         rows.append(Row(f"nonlocal@{ep}ep", f"nonlocal, {ep} epochs", "budget", "nonlocal",

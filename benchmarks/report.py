@@ -17,13 +17,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from benchmarks.arguments import QUICK_PROXY, QUICK_TRAINER
 from benchmarks.common import cpu_name, save_figure_atomic
 from benchmarks.common import finite_float as _float
 from benchmarks.common import fmt_seconds as _fmt_s
 from benchmarks.common import node_source as _source
 from benchmarks.groups import budget_lines, group_table_lines, target_lines
 from benchmarks.pareto import cost_lines, pareto_plot
-from benchmarks.plan import QUICK_PROXY, QUICK_TRAINER, Plan
+from benchmarks.plan import Plan
 from benchmarks.runner import Ledger, Runner
 from datamodules.atomic import atomic_write_text
 

@@ -364,7 +364,7 @@ def test_report_writes_the_tables_and_runs_nothing(quick: tuple[Path, str], tmp_
 def test_random_cells_follow_the_search_configs_cell_settings(tmp_path: Path) -> None:
     import yaml
 
-    from benchmarks.plan import SEARCH_CONFIG
+    from benchmarks.arguments import SEARCH_CONFIG
     from benchmarks.run import build_plan
 
     doc = yaml.safe_load(SEARCH_CONFIG.read_text())
