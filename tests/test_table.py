@@ -324,6 +324,31 @@ def test_the_fixed_prefix_is_computed_once_and_shared_by_every_run(
         train_cell(parse_cell("none"), d, replace(p, train_from="res9"), seed=0)
 
 
+def test_a_trained_prefix_is_trained_once_from_its_seed_and_stamps_its_recipe(
+        built: tuple[Path, Path]) -> None:
+    root, data = built
+    d = load_task_data(Table.load("colour", root).variant, data)
+    drawn = replace(Protocol(), steps=3, warmup_steps=1, calib_clips=16)
+    trained = replace(drawn, prefix_steps=4)
+    # the recipe that trains the prefix is part of its fingerprint; the cells' steps are not
+    assert trained.prefix_fingerprint() != drawn.prefix_fingerprint()
+    assert replace(trained, lr=1e-3).prefix_fingerprint() != trained.prefix_fingerprint()
+    assert replace(drawn, lr=1e-3).prefix_fingerprint() == drawn.prefix_fingerprint()
+    assert replace(trained, steps=9).prefix_fingerprint() == trained.prefix_fingerprint()
+    clips = clips_to_tensor(d.x_val, np.arange(4), drawn.frame_step)
+    with torch.no_grad():
+        a = _fixed_prefix(trained, d.x_train, d.y_train).features_before(clips, "res3")
+        b = _fixed_prefix(trained, d.x_train, d.y_train).features_before(clips, "res3")
+        c = _fixed_prefix(drawn, d.x_train).features_before(clips, "res3")
+    assert torch.equal(a, b)  # deterministic from prefix_seed
+    assert not torch.allclose(a, c)  # training moved the weights away from the draw
+    with pytest.raises(ValueError, match="needs the labels"):
+        _fixed_prefix(trained, d.x_train)
+    feats = prefix_features(d, trained)
+    assert torch.allclose(torch.from_numpy(feats["val"][:4].astype(np.float32)), a,
+                          atol=2e-2, rtol=1e-2)
+
+
 def _fake_table(task: str, accs: dict[str, list[float]]) -> Table:
     table = Table(task, Protocol())
     for key, values in accs.items():

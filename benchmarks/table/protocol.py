@@ -183,7 +183,8 @@ def _fixed_prefix(protocol: Protocol, clips: np.ndarray, labels: np.ndarray | No
                 raise ValueError("a trained prefix (prefix_steps > 0) needs the labels")
             whole = replace(protocol, train_from="stem", steps=protocol.prefix_steps)
             inputs = lambda index: clips_to_tensor(clips, index, protocol.frame_step)  # noqa: E731
-            _train(model, inputs, labels, whole, protocol.prefix_seed)
+            with torch.enable_grad():
+                _train(model, inputs, labels, whole, protocol.prefix_seed)
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.momentum = None  # a cumulative average over the calibration batches
