@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import write_text_atomic
+from datamodules.atomic import atomic_write_text
 from supernet import create_backbone
 from supernet.blocks import NonLocalBlock
 from supernet.cost import model_cost
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         NOTES]),
     ])
     print("\n" + text)
-    write_text_atomic(args.out, text)
+    atomic_write_text(args.out, text)
     return 0
 
 

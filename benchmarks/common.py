@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.markup import escape as _rich_escape
 
-from datamodules.atomic import atomic_path, atomic_write_text
+from datamodules.atomic import atomic_path
 
 #: the repository's root folder (benchmarks/ lies in it)
 REPO = Path(__file__).resolve().parents[1]
@@ -64,10 +64,6 @@ def cpu_name(fallback: str | None = None) -> str:
     except OSError:
         pass
     return platform.processor() or fallback or platform.machine()
-
-
-#: the old name of :func:`datamodules.atomic.atomic_write_text`
-write_text_atomic = atomic_write_text
 
 
 def save_figure_atomic(fig: Any, path: str | Path, dpi: int) -> Path:

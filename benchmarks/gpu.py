@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import write_text_atomic
+from datamodules.atomic import atomic_write_text
 from supernet import create_backbone
 
 #: dense peak TFLOPS (bf16, fp32 without TF32) by a substring of the device name
@@ -230,8 +230,8 @@ def main(argv: list[str] | None = None) -> int:
               f"(**{sd['ratio']:.2f}×**).", ""]
     print("\n".join(lines[-2:]))
     if args.out:
-        write_text_atomic(Path(args.out), "\n".join(lines) + "\n")
-        write_text_atomic(Path(args.out).with_suffix(".json"),
+        atomic_write_text(Path(args.out), "\n".join(lines) + "\n")
+        atomic_write_text(Path(args.out).with_suffix(".json"),
                           json.dumps({"device": name, "rows": rows, "supernet": sd}, indent=1))
     return 0
 

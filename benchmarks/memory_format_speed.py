@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import REPO, cpu_name, write_text_atomic
+from benchmarks.common import REPO, cpu_name
+from datamodules.atomic import atomic_write_text
 from supernet.factory import create_backbone
 
 PROG = "benchmarks.memory_format_speed"
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "`--model.memory_format auto` (search, two-stream search, retrain) trains in "
         "channels-last on the CPU because of this table; on a GPU it stays contiguous until "
         "`benchmarks/gpu.py --memory-formats` measures otherwise.", ""])
-    out = write_text_atomic(Path(args.out) / "layout.md", text)
+    out = atomic_write_text(Path(args.out) / "layout.md", text)
     print(f"wrote {out}")
     return 0
 

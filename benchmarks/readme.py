@@ -19,7 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.common import REPO, write_text_atomic
+from benchmarks.common import REPO
+from datamodules.atomic import atomic_write_text
 
 START, END = "<!-- round2-results:start -->", "<!-- round2-results:end -->"
 #: first cells of header rows (never replaced)
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmarks.readme: error: {err}", file=sys.stderr)
         return 2
     if text != readme:
-        write_text_atomic(args.readme, text)
+        atomic_write_text(args.readme, text)
     print(f"{args.readme}: {changed} row(s) refreshed")
     return 0
 

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks.common import write_text_atomic
+from datamodules.atomic import atomic_write_text
 from supernet.cells import ArchParameters, FixedCell, SearchCell
 
 SHAPES = {"proxy": (2, 64, 8, 28, 28), "res4": (2, 1024, 4, 14, 14)}
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     text = "\n".join(header + lines + [""] + summary) + "\n"
     print("\n" + text)
-    write_text_atomic(args.out, text)
+    atomic_write_text(args.out, text)
     return 0
 
 

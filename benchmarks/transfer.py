@@ -46,8 +46,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO, append_run, read_runs, write_text_atomic
+from benchmarks.common import REPO, append_run, read_runs
 from benchmarks.plan import BenchError, build_plan
+from datamodules.atomic import atomic_write_text
 from datamodules.datamodule import VideoDataModule
 from datamodules.modality import check_modality, modality_channels
 from datamodules.synth import SynthError, ensure_synthetic
@@ -415,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["# Transfer: one searched cell in other backbones, modalities and data", "",
              f"Command: `python -m benchmarks.transfer {' '.join(argv or sys.argv[1:])}`", "",
              *report(runs, done, args.cell)]
-    write_text_atomic(out / "transfer.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "transfer.md", "\n".join(lines) + "\n")
     print("\n".join(report(runs, done, args.cell)))
     return 0
 

@@ -44,8 +44,8 @@ from benchmarks.common import (
     finite_float,
     read_runs,
     save_figure_atomic,
-    write_text_atomic,
 )
+from datamodules.atomic import atomic_write_text
 from datamodules.synth import DEFAULTS as SYNTH_DEFAULTS
 from supernet.cost import model_cost
 from supernet.twostream.budget import TwoStreamBudget
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
             list(pool.map(one, r_todo))
     done = _read(csv_path)
     body = report(searches, runs, done)
-    write_text_atomic(out / "twostream.md", "\n".join([
+    atomic_write_text(out / "twostream.md", "\n".join([
         "# Two-stream search (after Auto-TSNet)", "",
         f"Command: `python -m benchmarks.twostream {' '.join(argv or sys.argv[1:])}`", "",
         *body]) + "\n")

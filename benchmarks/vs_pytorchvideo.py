@@ -48,7 +48,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from benchmarks.block_cost import _machine, _peak_mib
-from benchmarks.common import write_text_atomic
+from datamodules.atomic import atomic_write_text
 from supernet import create_backbone, create_block
 from supernet.blocks import NonLocalBlock
 
@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         NOTES,
     ])
-    write_text_atomic(args.out, text)
+    atomic_write_text(args.out, text)
     print(f"\nwrote {args.out}")
     return 0
 
