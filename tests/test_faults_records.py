@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from repo import REPO
 
 from datamodules.synth import ensure_synthetic
 from supernet.app.cli import main as attnas
 
 PROXY = '{"widths": [16, 32, 64], "depths": [1, 1, 1], "stem_width": 8}'
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def _retrain_process(root: Path, out: Path, *extra: str, new_session: bool = Fal
                   "--data.persistent_workers=true", "--data.cache=memory",
                   "--model.optimizer=adamw", "--model.lr=0.05", *extra)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT, start_new_session=new_session)
+                            text=True, cwd=REPO, start_new_session=new_session)
 
 
 def _wait_for(proc: subprocess.Popen, path: Path, limit: float = 240) -> None:
@@ -149,7 +149,7 @@ def _twostream_process(root: Path, out: Path) -> subprocess.Popen:
            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
            "--model.select_val_batches=2"]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT)
+                            text=True, cwd=REPO)
 
 
 def test_a_killed_twostream_stage_resumed_equals_the_uninterrupted_one(

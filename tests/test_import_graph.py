@@ -25,7 +25,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple
 
-ROOT = Path(__file__).resolve().parents[1]
+from repo import REPO
+
 PACKAGES = ("datamodules", "supernet", "derive", "benchmarks")
 APP = "supernet.app"
 #: the layers, lowest first (a module's layer: :func:`layer_of`)
@@ -56,8 +57,8 @@ def project_modules() -> dict[str, Path]:
     """Every module of :data:`PACKAGES` by dotted name (a package by its own name)."""
     out = {}
     for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        for path in sorted((REPO / package).rglob("*.py")):
+            parts = list(path.relative_to(REPO).with_suffix("").parts)
             if parts[-1] == "__init__":
                 parts = parts[:-1]
             out[".".join(parts)] = path
@@ -124,7 +125,7 @@ def unresolved_imports() -> list[str]:
                 names = names[:1]  # ``from M import x``: x may be any name of M
             for name in names:
                 if name.split(".")[0] in PACKAGES and name not in modules:
-                    out.append(f"{path.relative_to(ROOT)}:{node.lineno}: {name}")
+                    out.append(f"{path.relative_to(REPO)}:{node.lineno}: {name}")
     return out
 
 
@@ -147,7 +148,7 @@ def project_edges() -> list[Edge]:
     edges = []
     for module, path in modules.items():
         tree = ast.parse(path.read_text(), filename=str(path))
-        rel = path.relative_to(ROOT)
+        rel = path.relative_to(REPO)
         parents: dict[ast.AST, ast.AST] = {}
         for node in ast.walk(tree):
             for child in ast.iter_child_nodes(node):
@@ -164,7 +165,7 @@ def project_edges() -> list[Edge]:
                 edges.append(Edge(module, target, f"{rel}:{node.lineno}{how}", in_function))
     for name, line in _dispatched(modules[DISPATCHER]):
         assert name in modules, f"{DISPATCHER}: COMMANDS names {name!r}, not a module"
-        edges.append(Edge(DISPATCHER, name, f"{modules[DISPATCHER].relative_to(ROOT)}:{line}"
+        edges.append(Edge(DISPATCHER, name, f"{modules[DISPATCHER].relative_to(REPO)}:{line}"
                                             f", by name in COMMANDS"))
     return edges
 

@@ -12,6 +12,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
+from repo import REPO
 
 from datamodules import VideoDataModule
 from datamodules.synth import ensure_synthetic
@@ -37,7 +38,6 @@ from supernet.strategies import base as strategies_base
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 PROXY = {"widths": [8, 16, 32], "depths": [1, 1, 1], "stem_width": 8}
-REPO = Path(__file__).resolve().parent.parent
 
 
 # ------------------------------------------------------------------------- registries

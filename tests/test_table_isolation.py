@@ -6,9 +6,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from repo import REPO
+
 #: the command dispatcher names subcommands by module string; it imports none of them
-DISPATCHER = ROOT / "supernet" / "app" / "cli.py"
+DISPATCHER = REPO / "supernet" / "app" / "cli.py"
 
 
 def _imports(path: Path) -> set[str]:
@@ -25,14 +26,14 @@ def _imports(path: Path) -> set[str]:
 def test_the_search_packages_never_import_the_benchmarks() -> None:
     offenders, seen = [], 0
     for package in ("datamodules", "supernet", "derive"):
-        for path in sorted((ROOT / package).rglob("*.py")):
+        for path in sorted((REPO / package).rglob("*.py")):
             if path == DISPATCHER:
                 continue
             seen += 1
             bad = sorted(m for m in _imports(path) if m.split(".")[0] == "benchmarks")
             if bad:
-                offenders.append(f"{path.relative_to(ROOT)}: {', '.join(bad)}")
+                offenders.append(f"{path.relative_to(REPO)}: {', '.join(bad)}")
     assert not offenders, offenders
     assert seen > 50 and DISPATCHER.is_file()
     # the check sees absolute imports: the table's own modules import the search's
-    assert "supernet.factory" in _imports(ROOT / "benchmarks" / "table" / "protocol.py")
+    assert "supernet.factory" in _imports(REPO / "benchmarks" / "table" / "protocol.py")
