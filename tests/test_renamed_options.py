@@ -18,6 +18,7 @@ import yaml
 from cliargs import search_argv
 
 from benchmarks.run import build_plan
+from datamodules.synth import ensure_synthetic
 from supernet.app.cli import main as attnas
 from supernet.app.lightning_cli import rename_backbone_kwargs
 from supernet.backbones import SlowFast, slowfast_r50
@@ -119,18 +120,32 @@ def test_slowfast_takes_alpha_as_a_deprecated_name_of_frame_ratio() -> None:
     assert "frame_ratio" in str(err.value) and "alpha" not in str(err.value)
 
 
-def test_an_old_retrain_checkpoint_with_alpha_still_loads(tmp_path: Path) -> None:
-    new = VideoClassifier(num_classes=3, backbone="slowfast_r50", positions="none",
+def test_an_old_retrain_checkpoint_with_alpha_still_loads(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    new = VideoClassifier(num_classes=2, backbone="slowfast_r50", positions="none",
                           backbone_kwargs={"frame_ratio": 2, **SMALL_SLOWFAST})
     old_hparams = {**new.hparams, "backbone_kwargs": {"alpha": 2, **SMALL_SLOWFAST}}
     path = tmp_path / "old.ckpt"
     torch.save({"state_dict": new.state_dict(), "hyper_parameters": old_hparams,
-                "pytorch-lightning_version": pl.__version__}, path)
+                "pytorch-lightning_version": pl.__version__, "attnas_kind": "retrain"}, path)
     with pytest.warns(DeprecationWarning, match="alpha is deprecated"):
         loaded = VideoClassifier.load_from_checkpoint(path, map_location="cpu")
     assert loaded.model.frame_ratio == 2
     for k, v in new.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
+    # evaluated with the new name on the command line: the same architecture, not refused
+    root = ensure_synthetic(tmp_path / "data", classes=2, videos_per_class=3, frames=8,
+                            size=16, seed=1, workers=1)
+    kwargs = json.dumps({"frame_ratio": 2, **SMALL_SLOWFAST})
+    capsys.readouterr()
+    assert attnas(["retrain", "test", f"--data.root={root}", "--data.num_frames=8",
+                   "--data.crop_size=16", "--data.batch_size=2", "--data.num_workers=0",
+                   "--data.test_clips=1", "--model.backbone=slowfast_r50",
+                   "--model.positions=none", f"--model.backbone_kwargs={kwargs}",
+                   "--trainer.enable_progress_bar=false",
+                   f"--trainer.default_root_dir={tmp_path / 'o'}",
+                   f"--trainer.logger.init_args.save_dir={tmp_path / 'o'}",
+                   f"--ckpt_path={path}"]) == 0, capsys.readouterr().err
 
 
 def test_backbone_kwargs_alpha_on_the_command_line_warns_once_and_is_renamed(

@@ -33,7 +33,12 @@ from datamodules import TooManyBrokenVideosError, VideoDataModule
 from datamodules.synth import SynthError
 from derive.rules import check_rule, get_rule
 from supernet.counting import count_flops
-from supernet.hparams import RENAMED_BACKBONE_KWARGS, RENAMED_OPTIONS, deprecation_line
+from supernet.hparams import (
+    RENAMED_BACKBONE_KWARGS,
+    RENAMED_OPTIONS,
+    deprecation_line,
+    rename_options,
+)
 from supernet.paths import check_writable, need_file
 from supernet.score_fusion import SCORES_FILE, load_scores
 from supernet.search import LEGACY_DEFAULTS
@@ -324,6 +329,9 @@ def _model_of_checkpoint(cli, model_class: type, argv: list[str], ckpt_path: str
     """
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     saved = dict(ckpt.get("hyper_parameters") or {})
+    if isinstance(saved.get("backbone_kwargs"), dict):  # saved under old names (alpha)
+        saved["backbone_kwargs"] = dict(saved["backbone_kwargs"])
+        rename_options(saved["backbone_kwargs"], RENAMED_BACKBONE_KWARGS)
     current = dict(cli.model.hparams)
     if saved.get("num_classes") not in (None, current.get("num_classes")):
         raise ValueError(f"{ckpt_path} was trained on {saved['num_classes']} classes, the data "
