@@ -10,7 +10,8 @@ from typing import Any
 
 __all__ = ["check_fraction", "check_nonnegative", "check_positive", "RENAMED_OPTIONS",
            "RENAMED_BACKBONE_KWARGS", "deprecation_line", "rename_options",
-           "renamed_argument", "parse_gmacs"]
+           "renamed_argument", "rename_backbone_kwargs", "deprecated_key_line",
+           "parse_gmacs"]
 
 
 def _number(name: str, value: object) -> float:
@@ -79,6 +80,26 @@ def rename_options(options: dict, renamed: dict[str, str] | None = None) -> list
                              f"values ({value!r}, {options[new]!r}); give {new} only")
         options[new] = value
         found.append(old)
+    return found
+
+
+def deprecated_key_line(old: str, new: str, option: str) -> str:
+    """The one-line warning for a key of a JSON option (e.g. ``--model.backbone_kwargs``)
+    given under its old name."""
+    return (f"warning: {option} key {old} is deprecated and will be removed in the next "
+            f"release; use {new}")
+
+
+def rename_backbone_kwargs(kwargs: Any) -> list[str]:
+    """Rename in place the keys of the dict ``kwargs`` given under an old name
+    (:data:`RENAMED_BACKBONE_KWARGS`), unless the new key is also given (the backbone then
+    refuses the two); returns the old names found (none for anything but a dict)."""
+    if not isinstance(kwargs, dict):
+        return []
+    found = [old for old in RENAMED_BACKBONE_KWARGS if old in kwargs]
+    for old in found:
+        if RENAMED_BACKBONE_KWARGS[old] not in kwargs:
+            kwargs[RENAMED_BACKBONE_KWARGS[old]] = kwargs.pop(old)
     return found
 
 

@@ -8,7 +8,6 @@ command line and in a YAML config, with one warning line naming the new key (in 
 from __future__ import annotations
 
 import json
-from argparse import Namespace
 from pathlib import Path
 
 import pytest
@@ -20,10 +19,9 @@ from cliargs import search_argv
 from benchmarks.run import build_plan
 from datamodules.synth import ensure_synthetic
 from supernet.app.cli import main as attnas
-from supernet.app.lightning_cli import rename_backbone_kwargs
 from supernet.backbones import SlowFast, slowfast_r50
 from supernet.factory import create_backbone
-from supernet.hparams import RENAMED_OPTIONS, rename_options
+from supernet.hparams import RENAMED_OPTIONS, rename_backbone_kwargs, rename_options
 from supernet.retrain import VideoClassifier
 from supernet.twostream import TwoStreamArch, load_arch
 from supernet.twostream.search import TwoStreamSearch
@@ -164,13 +162,21 @@ def test_backbone_kwargs_alpha_on_the_command_line_warns_once_and_is_renamed(
     # renamed in the parsed settings, so the backbone is built with frame_ratio (no
     # DeprecationWarning) and config.yaml / the checkpoint hold the new name; both names
     # given are left for the backbone to refuse
-    model = Namespace(backbone_kwargs={"alpha": 2, "width_div": 8})
-    assert rename_backbone_kwargs(model, "attnas retrain") == ["alpha"]
-    assert model.backbone_kwargs == {"frame_ratio": 2, "width_div": 8}
-    both = Namespace(backbone_kwargs={"alpha": 2, "frame_ratio": 8})
-    rename_backbone_kwargs(both)
-    assert both.backbone_kwargs == {"alpha": 2, "frame_ratio": 8}
-    assert rename_backbone_kwargs(Namespace(backbone_kwargs=None)) == []
+    kwargs = {"alpha": 2, "width_div": 8}
+    assert rename_backbone_kwargs(kwargs) == ["alpha"]
+    assert kwargs == {"frame_ratio": 2, "width_div": 8}
+    both = {"alpha": 2, "frame_ratio": 8}
+    assert rename_backbone_kwargs(both) == ["alpha"]
+    assert both == {"alpha": 2, "frame_ratio": 8}
+    assert rename_backbone_kwargs(None) == []
+    # attnas cost takes the old key with the same line
+    capsys.readouterr()
+    assert attnas(["cost", "--backbone", "slowfast_r50", "--frames", "8", "--size", "32",
+                   "--no-latency", "--positions", "none", "--backbone-kwargs",
+                   json.dumps({"alpha": 2, **SMALL_SLOWFAST})]) == 0
+    assert [line for line in capsys.readouterr().err.splitlines() if WARNING in line] == [
+        "attnas cost: warning: --backbone-kwargs key alpha is deprecated and will be removed "
+        "in the next release; use frame_ratio"]
 
 
 def test_a_version_1_twostream_file_with_alpha_still_loads(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import torch
 from supernet.cost import model_cost
 from supernet.costmodel import COST_BLOCKS, SpaceCost
 from supernet.factory import BACKBONE_NAMES, BLOCK_NAMES
+from supernet.hparams import RENAMED_BACKBONE_KWARGS, deprecated_key_line, rename_backbone_kwargs
 from supernet.latency import default_cache_path, space_latency
 from supernet.twostream.budget import describe_twostream
 
@@ -172,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--repeats must be >= 1 and --warmup >= 0")
         block_kwargs = _json_object(args.block_kwargs, "--block-kwargs")
         backbone_kwargs = _json_object(args.backbone_kwargs, "--backbone-kwargs")
+        for old in rename_backbone_kwargs(backbone_kwargs):
+            line = deprecated_key_line(old, RENAMED_BACKBONE_KWARGS[old], "--backbone-kwargs")
+            print(f"attnas cost: {line}", file=sys.stderr)
         frames, size = _DEFAULT_CLIP.get(args.backbone, (8, 224))
         frames = frames if args.frames is None else args.frames
         size = size if args.size is None else args.size

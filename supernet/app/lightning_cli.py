@@ -36,8 +36,9 @@ from supernet.counting import count_flops
 from supernet.hparams import (
     RENAMED_BACKBONE_KWARGS,
     RENAMED_OPTIONS,
+    deprecated_key_line,
     deprecation_line,
-    rename_options,
+    rename_backbone_kwargs,
 )
 from supernet.paths import check_writable, need_file
 from supernet.score_fusion import SCORES_FILE, load_scores
@@ -129,7 +130,7 @@ class _AttnasCLI(LightningCLI):
         prog = self.parser.prog.split(" [")[0]
         if _has_renamed_options(self.model_class):
             warn_renamed_options(self._get(self.config, "model"), prog)
-        rename_backbone_kwargs(self._get(self.config, "model"), prog)
+        warn_renamed_backbone_kwargs(self._get(self.config, "model"), prog)
 
     def instantiate_trainer(self, **kwargs):  # noqa: D102
         # a rich progress bar (safe under DDP) unless the config disables bars or brings
@@ -168,21 +169,15 @@ def warn_renamed_options(model: Any, prog: str = "attnas") -> list[str]:
     return found
 
 
-def rename_backbone_kwargs(model: Any, prog: str = "attnas") -> list[str]:
+def warn_renamed_backbone_kwargs(model: Any, prog: str = "attnas") -> list[str]:
     """One warning line on stderr for each key of the parsed ``model.backbone_kwargs``
     given under its old name (:data:`supernet.hparams.RENAMED_BACKBONE_KWARGS`: SlowFast's
-    ``alpha`` is ``frame_ratio``), renamed there unless the new key is also given (the
-    backbone then refuses the two); returns the old names found."""
-    kwargs = getattr(model, "backbone_kwargs", None) if model is not None else None
-    if not isinstance(kwargs, dict):
-        return []
-    found = [old for old in RENAMED_BACKBONE_KWARGS if old in kwargs]
+    ``alpha`` is ``frame_ratio``), renamed there (:func:`supernet.hparams.
+    rename_backbone_kwargs`); returns the old names found."""
+    found = rename_backbone_kwargs(getattr(model, "backbone_kwargs", None))
     for old in found:
-        new = RENAMED_BACKBONE_KWARGS[old]
-        print(f"{prog}: warning: --model.backbone_kwargs key {old} is deprecated and will be "
-              f"removed in the next release; use {new}", file=sys.stderr)
-        if new not in kwargs:
-            kwargs[new] = kwargs.pop(old)
+        line = deprecated_key_line(old, RENAMED_BACKBONE_KWARGS[old], "--model.backbone_kwargs")
+        print(f"{prog}: {line}", file=sys.stderr)
     return found
 
 
@@ -331,7 +326,7 @@ def _model_of_checkpoint(cli, model_class: type, argv: list[str], ckpt_path: str
     saved = dict(ckpt.get("hyper_parameters") or {})
     if isinstance(saved.get("backbone_kwargs"), dict):  # saved under old names (alpha)
         saved["backbone_kwargs"] = dict(saved["backbone_kwargs"])
-        rename_options(saved["backbone_kwargs"], RENAMED_BACKBONE_KWARGS)
+        rename_backbone_kwargs(saved["backbone_kwargs"])
     current = dict(cli.model.hparams)
     if saved.get("num_classes") not in (None, current.get("num_classes")):
         raise ValueError(f"{ckpt_path} was trained on {saved['num_classes']} classes, the data "
