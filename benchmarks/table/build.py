@@ -11,6 +11,8 @@ finished run, so a killed build loses only the runs in flight.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict
@@ -78,14 +80,23 @@ def run_one(task: dict[str, Any], key: str, seed: int, protocol: dict[str, Any],
     return {**record._asdict(), "nodes": cell.num_nodes}
 
 
-def _init_worker() -> None:
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)  # the build that started this worker is gone: its result has no taker
+
+
+def _init_worker(parent: int) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
+    # a killed build must not leave its workers training on: each watches its parent (whose
+    # pid is passed in, since the build may die while this worker is still starting)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
 
 
 class _LocalPool:
     def __init__(self, workers: int) -> None:
         self._pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
-                                         initializer=_init_worker)
+                                         initializer=_init_worker, initargs=(os.getpid(),))
 
     def submit(self, *args: Any) -> Future:
         return self._pool.submit(run_one, *args)
