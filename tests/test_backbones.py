@@ -293,3 +293,20 @@ def test_a_flow_stem_is_inflated_from_the_rgb_filters_averaged(r50_2d) -> None:
     torch.testing.assert_close(w[:, 0].sum(1), mean)  # inflation divides by kt
     torch.testing.assert_close(w[:, 1], w[:, 0])
     assert model(torch.randn(1, 2, 4, 32, 32)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("positions", ["none", "default"])
+def test_a_forward_splits_at_a_named_block_with_or_without_a_block_inserted(
+        positions: str) -> None:
+    torch.manual_seed(0)
+    model = create_backbone("proxy", 3, positions=positions, widths=(16, 32, 64),
+                            depths=(1, 2, 1), block="nonlocal").eval()
+    x = torch.randn(2, 3, 8, 32, 32)
+    with torch.no_grad():
+        whole = model(x)
+        for point in [("res3", 0), ("res3", 1), ("res4", 0)]:
+            h = model.forward_prefix(x, point)
+            assert torch.allclose(model.forward_suffix(h, point), whole, atol=1e-5)
+        if positions == "none":  # nothing inserted: no default point to split at
+            with pytest.raises(ValueError, match="no inserted block"):
+                model.forward_prefix(x)

@@ -19,8 +19,13 @@ from benchmarks.table.protocol import (
     Protocol,
     RunRecord,
     _fixed_prefix,
+    _forward,
+    _prefix_forward,
+    _train,
+    build_model,
     clips_to_tensor,
     prefix_features,
+    split_point,
     train_cell,
 )
 from benchmarks.table.report import _across_tasks, best_one_node, discrimination_lines
@@ -347,6 +352,29 @@ def test_a_trained_prefix_is_trained_once_from_its_seed_and_stamps_its_recipe(
     feats = prefix_features(d, trained)
     assert torch.allclose(torch.from_numpy(feats["val"][:4].astype(np.float32)), a,
                           atol=2e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("key", ["none", "nonlocal", "dot.temporal.softmax~0"])
+def test_training_from_the_cells_freezes_what_comes_before_the_first_cell(key: str) -> None:
+    p = replace(Protocol(), steps=4, warmup_steps=1, batch_size=4, train_from="cells")
+    assert split_point(p) == ("res3", 0) and p.frozen
+    torch.manual_seed(0)
+    model = build_model(parse_cell(key), 4, p)
+    clips = torch.randn(6, 3, 16, 24, 24)
+    labels = np.arange(6) % 4
+    model.eval()
+    with torch.no_grad():  # the two halves are the whole network, with or without a cell
+        feats = _prefix_forward(model, clips, p)
+        assert feats.shape == (6, p.widths[1], 8, 6, 6)
+        assert torch.allclose(_forward(model, feats, p), model(clips), atol=1e-5)
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    _train(model, lambda index: feats[np.sort(index)], labels, p, seed=0)
+    after = model.state_dict()
+    moved = {n for n in before if not torch.equal(before[n], after[n])}
+    assert not any(n.startswith(("stem.", "stages.res2.", "stages.res3.blocks.")) for n in moved)
+    assert any(n.startswith("stages.res4.") for n in moved)
+    if key != "none":
+        assert any(n.startswith("stages.res3.inserted.") for n in moved)
 
 
 def _fake_table(task: str, accs: dict[str, list[float]]) -> Table:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from datamodules.atomic import atomic_save_npy
+from supernet.backbones import proxy_presets
 from supernet.counting import count_flops, count_params
 from supernet.factory import create_backbone
 
@@ -36,7 +37,7 @@ from .cells import TableCell, parse_cell
 from .tasks import SPLITS, TaskData
 
 __all__ = ["Protocol", "RunRecord", "build_model", "train_cell", "evaluate", "clips_to_tensor",
-           "prefix_features", "PROTOCOL_VERSION"]
+           "prefix_features", "split_point", "PROTOCOL_VERSION"]
 
 #: bump when the training code changes what a protocol's numbers mean
 PROTOCOL_VERSION = 2
@@ -57,8 +58,10 @@ class Protocol:
         grad_clip: gradient-norm clipping (0 = off).
         widths, depths, stem_width, stem_kernel, dropout: the proxy backbone's.
         positions: insertion preset of the proxy (``default``: after res3 and res4).
-        train_from: the first trained stage; the stem and the stages before it are the
-            fixed prefix (``stem``: train everything).
+        train_from: where training starts; everything before it is the fixed prefix. A
+            stage name (``res3``: the stem and res2 are fixed), ``cells`` (everything before
+            the first inserted cell is fixed: with the default positions the stem, res2 and
+            res3's blocks) or ``stem`` (train everything).
         prefix_seed: the seed that draws the fixed prefix's weights and calibration clips.
         prefix_steps: 0: the prefix keeps its drawn (random) weights; ``N > 0``: the prefix
             is that of the proxy without a cell (``none``) trained whole, from the stem, for
@@ -155,18 +158,43 @@ def _labels(labels: np.ndarray, index: np.ndarray | Tensor) -> Tensor:
     return torch.from_numpy(labels[np.sort(np.asarray(index))])
 
 
+def split_point(protocol: Protocol) -> tuple[str, int]:
+    """``(stage, block index)`` after which the protocol's first cell is inserted."""
+    presets = proxy_presets(tuple(protocol.depths))
+    if protocol.positions not in presets:
+        raise ValueError(f"positions: no preset {protocol.positions!r} ({', '.join(presets)})")
+    where = presets[protocol.positions]
+    for index in range(len(protocol.depths)):
+        stage = f"res{index + 2}"
+        if where.get(stage):
+            return stage, min(where[stage])
+    raise ValueError(f"train_from 'cells': positions {protocol.positions!r} insert no cell")
+
+
 def _prefix_modules(model: nn.Module, protocol: Protocol) -> list[str]:
-    """Names of the top-level parameter prefixes that the fixed prefix owns."""
+    """Names of the parameter prefixes that the fixed prefix owns."""
     stages = list(model.stages)
+    if protocol.train_from == "cells":
+        stage, index = split_point(protocol)
+        blocks = [f"stages.{stage}.blocks.{i}." for i in range(index + 1)]
+        return ["stem.", *(f"stages.{n}." for n in stages[:stages.index(stage)]),
+                f"stages.{stage}.pre.", *blocks]
     if protocol.train_from not in stages:
         raise ValueError(f"train_from: no stage {protocol.train_from!r} ({', '.join(stages)}, "
-                         "or 'stem' to train everything)")
+                         "'cells', or 'stem' to train everything)")
     before = stages[:stages.index(protocol.train_from)]
     for name in before:
         if len(getattr(model.stages[name], "inserted", {})):
             raise ValueError(f"train_from {protocol.train_from!r}: a block is inserted in "
                              f"{name}, which would be frozen")
     return ["stem.", *(f"stages.{n}." for n in before)]
+
+
+def _prefix_forward(model: nn.Module, x: Tensor, protocol: Protocol) -> Tensor:
+    """A clip batch ``(N, 3, T, H, W)`` -> the fixed prefix's features ``(N, C, T', H', W')``."""
+    if protocol.train_from == "cells":
+        return model.forward_prefix(x, split_point(protocol))
+    return model.features_before(x, protocol.train_from)
 
 
 def _fixed_prefix(protocol: Protocol, clips: np.ndarray, labels: np.ndarray | None = None
@@ -194,8 +222,8 @@ def _fixed_prefix(protocol: Protocol, clips: np.ndarray, labels: np.ndarray | No
     model.train()
     with torch.no_grad():
         for start in range(0, len(pick), 64):
-            model.features_before(clips_to_tensor(clips, pick[start:start + 64],
-                                                  protocol.frame_step), protocol.train_from)
+            _prefix_forward(model, clips_to_tensor(clips, pick[start:start + 64],
+                                                   protocol.frame_step), protocol)
     return model.eval()
 
 
@@ -215,9 +243,9 @@ def prefix_features(data: TaskData, protocol: Protocol,
         with torch.no_grad():
             for split, path in paths.items():
                 clips = data.split(split)[0]
-                out = [model.features_before(
-                    clips_to_tensor(clips, np.arange(a, min(a + 200, len(clips))),
-                                    protocol.frame_step), protocol.train_from).half().numpy()
+                out = [_prefix_forward(model, clips_to_tensor(
+                    clips, np.arange(a, min(a + 200, len(clips))), protocol.frame_step),
+                    protocol).half().numpy()
                        for a in range(0, len(clips), 200)]
                 atomic_save_npy(path, np.concatenate(out))
     return {split: np.load(path, mmap_mode="r") for split, path in paths.items()}
@@ -238,6 +266,8 @@ class _Inputs:
 
 
 def _forward(model: nn.Module, x: Tensor, protocol: Protocol) -> Tensor:
+    if protocol.train_from == "cells":
+        return model.forward_suffix(x, split_point(protocol))
     return model.forward_from(x, protocol.train_from) if protocol.frozen else model(x)
 
 

@@ -126,8 +126,10 @@ class BlockStage(nn.Module):
 
     def forward_from(self, x: Tensor, index: int) -> Tensor:
         """The rest of :meth:`forward` from the input of the block inserted after block
-        ``index``: ``forward_from(forward_until(x, i), i) == forward(x)``."""
-        x = self.inserted[str(index)](x)
+        ``index`` (or from block ``index``'s output when nothing is inserted there):
+        ``forward_from(forward_until(x, i), i) == forward(x)``."""
+        if str(index) in self.inserted:
+            x = self.inserted[str(index)](x)
         for i in range(index + 1, len(self.blocks)):
             x = self.blocks[i](x)
             if str(i) in self.inserted:
@@ -228,11 +230,13 @@ class VideoBackbone(nn.Module):
                 return name, min(int(k) for k in stage.inserted)
         return None
 
-    def forward_prefix(self, x: Tensor) -> Tensor:
+    def forward_prefix(self, x: Tensor, point: tuple[str, int] | None = None) -> Tensor:
         """``(N, C, T, H, W)`` clip -> the input of the first inserted block: the part of
-        the forward that the inserted blocks do not change."""
-        point = self.split_point()
-        if point is None:
+        the forward that the inserted blocks do not change. ``point`` ``(stage, block
+        index)`` splits after that block instead, whether or not a block is inserted there
+        (default: :meth:`split_point`)."""
+        point = point or self.split_point()
+        if point is None or not self.splittable:
             raise ValueError(f"{self.name}: no inserted block to split the forward at")
         x = self.stem(x)
         for name, stage in self.stages.items():
@@ -241,11 +245,12 @@ class VideoBackbone(nn.Module):
             x = self._after_stage(name, stage(x))
         raise AssertionError("unreachable: the split point is one of the stages")
 
-    def forward_suffix(self, h: Tensor) -> Tensor:
-        """The rest of the forward from :meth:`forward_prefix`'s output -> logits
-        ``(N, num_classes)``; ``forward_suffix(forward_prefix(x)) == forward(x)``."""
-        point = self.split_point()
-        if point is None:
+    def forward_suffix(self, h: Tensor, point: tuple[str, int] | None = None) -> Tensor:
+        """The rest of the forward from :meth:`forward_prefix`'s output (split at the same
+        ``point``) -> logits ``(N, num_classes)``;
+        ``forward_suffix(forward_prefix(x, p), p) == forward(x)``."""
+        point = point or self.split_point()
+        if point is None or not self.splittable:
             raise ValueError(f"{self.name}: no inserted block to split the forward at")
         x, started = h, False
         for name, stage in self.stages.items():
