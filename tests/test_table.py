@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from benchmarks.table.protocol import (
 )
 from benchmarks.table.report import _across_tasks, best_one_node, discrimination_lines
 from benchmarks.table.store import Table, TableError
+from benchmarks.table.study import paired_difference, seed_effects
 from benchmarks.table.tasks import TASKS, load_task_data, task_folder
 from supernet.app.cli import main as attnas
 from supernet.genotype import load_genotype, random_genotype
@@ -402,3 +404,15 @@ def test_the_report_says_whether_tasks_discriminate_and_differ() -> None:
     assert "a winner may still change" in across  # fewer than the 24 one-node cells tabled
     same = _fake_table("motion", {"dot.temporal.relu~0": [0.7, 0.7]})
     assert "share a family and dimension" in "\n".join(_across_tasks([colour, same]))
+
+
+def test_seed_luck_shared_by_every_cell_cancels_in_paired_comparisons() -> None:
+    luck = {0: 4.0, 1: -1.0, 2: -3.0}
+    acc = {"a": {s: 80 + luck[s] for s in luck}, "b": {s: 70 + luck[s] for s in luck},
+           "c": {0: 50.0, 1: 52.0, 2: 48.0}}
+    effects = seed_effects(acc)
+    assert effects[0] > effects[1] > effects[2] and abs(sum(effects.values())) < 1e-9
+    mean, se, n = paired_difference(acc["a"], acc["b"])
+    assert (mean, se, n) == (10.0, 0.0, 3)  # the luck cancels exactly
+    mean, se, n = paired_difference(acc["a"], {0: 1.0})
+    assert n == 1 and math.isnan(se)

@@ -93,6 +93,8 @@ class Protocol:
         """12 hex digits that change with any field that changes the numbers."""
         fields = asdict(self)
         fields.pop("eval_batch")
+        if not fields["prefix_steps"]:  # the field came later; 0 is what tables before it did
+            fields.pop("prefix_steps")
         text = json.dumps({"version": PROTOCOL_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 

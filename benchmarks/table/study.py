@@ -23,7 +23,8 @@ from derive.oneshot import kendall_tau
 
 from .store import TABLE_DIR, Table
 
-__all__ = ["STUDY_CELLS", "REFERENCE_CELLS", "study_markdown", "STUDY_DIR"]
+__all__ = ["STUDY_CELLS", "REFERENCE_CELLS", "study_markdown", "STUDY_DIR", "seed_effects",
+           "paired_difference"]
 
 STUDY_DIR = TABLE_DIR.parent / "table_study"
 REFERENCE_CELLS = ("none", "nonlocal", "nonlocal_sincos")
@@ -36,6 +37,78 @@ STUDY_CELLS = (
     "dot.temporal.relu~0+map.spatiotemporal.softmax~1+dot.spatiotemporal.softmax~1",
     "dot.spatiotemporal.softmax~0+dot.spatial.softmax~0+dot.spatiotemporal.softmax~0",
 )
+
+
+def _by_seed(table: Table, cells: list[str]) -> dict[str, dict[int, float]]:
+    """Test accuracy (%) of each of ``cells`` by training seed."""
+    out: dict[str, dict[int, float]] = {c: {} for c in cells}
+    for r in table.rows:
+        if r["key"] in out:
+            out[r["key"]][int(r["seed"])] = 100 * float(r["test_acc"])
+    return out
+
+
+def seed_effects(acc: dict[str, dict[int, float]]) -> dict[int, float]:
+    """The luck a training seed brings to every cell: over the seeds that every cell of
+    ``acc`` (cell -> seed -> accuracy) has, each seed's mean deviation from the cells' own
+    means. A seed draws the same backbone and head weights and clip order for every cell,
+    so this part of a cell's spread is shared and cancels when cells are compared seed by
+    seed."""
+    seeds = sorted(set.intersection(*(set(v) for v in acc.values()))) if acc else []
+    if len(seeds) < 2:
+        return {}
+    means = {c: sum(v[s] for s in seeds) / len(seeds) for c, v in acc.items()}
+    return {s: sum(v[s] - means[c] for c, v in acc.items()) / len(acc) for s in seeds}
+
+
+def _std(values: list[float]) -> float:
+    m = sum(values) / len(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def paired_difference(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, int]:
+    """``(mean, standard error, n)`` of ``a[s] - b[s]`` over the seeds both have."""
+    seeds = sorted(set(a) & set(b))
+    diffs = [a[s] - b[s] for s in seeds]
+    if len(diffs) < 2:
+        return (diffs[0] if diffs else math.nan), math.nan, len(diffs)
+    return sum(diffs) / len(diffs), _std(diffs) / math.sqrt(len(diffs)), len(diffs)
+
+
+def _paired_lines(table: Table, cells: list[str]) -> list[str]:
+    """The seed-adjusted spread of each cell and the resolution of neighbours in the
+    ranking, as markdown lines."""
+    acc = {c: v for c, v in _by_seed(table, cells).items() if len(v) >= 2}
+    effects = seed_effects(acc)
+    if not effects:
+        return []
+    seeds = sorted(effects)
+    lines = ["", "### Paired by seed", "",
+             "Each seed's shared luck (mean deviation of every cell from its own mean, over "
+             f"the {len(seeds)} seeds all {len(acc)} cells have): " +
+             ", ".join(f"seed {s} {effects[s]:+.1f}" for s in seeds) + ".", "",
+             "| cell | raw std | std with the seed's shared luck removed | ≤ 2 |",
+             "|---|---:|---:|:-:|"]
+    adjusted = {}
+    for c, v in acc.items():
+        adjusted[c] = _std([v[s] - effects[s] for s in seeds])
+        lines.append(f"| `{c}` | {_std([v[s] for s in seeds]):.1f} | {adjusted[c]:.1f} | "
+                     f"{'yes' if adjusted[c] <= 2 else 'no'} |")
+    tight = sum(a <= 2 for a in adjusted.values())
+    lines += ["", f"{tight} of {len(adjusted)} cells ({100 * tight / len(adjusted):.0f} %) "
+              "have a seed-adjusted std ≤ 2 points.", "",
+              "Neighbours in the ranking, compared seed by seed (resolved: the mean paired "
+              "difference is more than twice its standard error):", "",
+              "| higher | lower | difference (points) | SE | resolved |", "|---|---|---:|---:|:-:|"]
+    order = sorted(acc, key=lambda c: -sum(acc[c].values()) / len(acc[c]))
+    resolved = 0
+    for hi, lo in zip(order, order[1:]):
+        mean, se, _ = paired_difference(acc[hi], acc[lo])
+        ok = mean > 2 * se
+        resolved += ok
+        lines.append(f"| `{hi}` | `{lo}` | {mean:+.1f} | {se:.1f} | {'yes' if ok else 'no'} |")
+    lines += ["", f"{resolved} of {len(order) - 1} neighbouring pairs resolved."]
+    return lines
 
 
 def study_markdown(task: str = "colour", root: Path = TABLE_DIR,
@@ -58,6 +131,7 @@ def study_markdown(task: str = "colour", root: Path = TABLE_DIR,
                   f"({100 * tight / len(judged):.0f} %) have a seed std ≤ 2 points (target: "
                   f"≥ 90 % with 5 seeds each; seeds so far: {min(s.n for s in rows)}–"
                   f"{max(s.n for s in rows)})."]
+    lines += _paired_lines(table, [c for c in STUDY_CELLS if c in base])
     if walls:
         lines += ["", f"Wall time of one run (one torch thread, two runs at a time, all "
                   f"{len(walls)} runs of the `{task}` table): median {walls[len(walls) // 2]:.0f}"
