@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -41,6 +40,7 @@ from datamodules.atomic import atomic_write_text
 from .block_factory import create_block
 from .cells import inner_width
 from .counting import measure_latency
+from .machine import cache_dir, device_name
 from .ops import AttentionOp
 from .space import OP_NAMES
 
@@ -74,21 +74,7 @@ class LatencyTable(NamedTuple):
 
 def default_cache_path() -> Path:
     """``$ATTNAS_CACHE/latency.json``, else ``~/.cache/attnas/latency.json``."""
-    root = os.environ.get("ATTNAS_CACHE") or Path.home() / ".cache" / "attnas"
-    return Path(root) / "latency.json"
-
-
-def device_name(device: torch.device) -> str:
-    """A readable name of ``device`` for the cache key and the table's title."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:  # Linux: the CPU model, so that two machines sharing a home folder do not collide
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} CPU"
+    return cache_dir() / "latency.json"
 
 
 def _median_ms(module: nn.Module, x: torch.Tensor, repeats: int, warmup: int) -> float:
