@@ -15,8 +15,9 @@ measuring), which implementations *apply* to given arguments and which of those 
 4. else it measures: one warm-up call of each candidate on fresh tensors like the
    arguments (filled from a private generator: the global RNG is left as it was), then up
    to ``repeats`` rounds timing one call of each, the order alternating, stopping early
-   once the timed calls took ``budget_s``. The lowest median wins; it is remembered and
-   written to the cache file.
+   once the timed calls took ``budget_s``. The lowest median wins -- unless the fixed
+   rule's choice is within ``margin`` of it (then that one stays: a tie is not worth
+   leaving the fixed path for) -- and is remembered and written to the cache file.
 
 The setting (``$ATTNAS_DISPATCH``, or :func:`set_dispatch` which takes precedence) is a
 comma-separated list of tokens:
@@ -313,6 +314,8 @@ class ChoicePoint:
         timer: how one call is timed (default :func:`wall_timer`; tests inject their own).
         warmup, repeats, budget_s: untimed calls of each candidate, at most this many timed
             rounds, and the timed seconds after which no further round starts.
+        margin: the fixed rule's choice stays unless another is faster by more than this
+            fraction of its time.
     """
 
     def __init__(self, name: str, impls: Mapping[str, Callable[..., Tensor]],
@@ -320,7 +323,7 @@ class ChoicePoint:
                  applicable: Callable[..., Sequence[str]] | None = None,
                  candidates: Callable[..., Sequence[str]] | None = None,
                  timer: Timer | None = None, warmup: int = 1, repeats: int = 3,
-                 budget_s: float = 0.25) -> None:
+                 budget_s: float = 0.25, margin: float = 0.05) -> None:
         if len(impls) < 1:
             raise ValueError(f"choice point {name!r} needs at least one implementation")
         self.name = name
@@ -330,6 +333,7 @@ class ChoicePoint:
         self.candidates = candidates or self.applicable
         self.timer = timer or wall_timer
         self.warmup, self.repeats, self.budget_s = int(warmup), int(repeats), float(budget_s)
+        self.margin = float(margin)
         self.memo: dict[tuple, str] = {}
         #: the last measurement's median milliseconds per candidate (for reports)
         self.last_ms: dict[str, float] = {}
@@ -380,6 +384,9 @@ class ChoicePoint:
         if not finite:
             return self.fixed(*args)
         choice = min(finite, key=lambda c: ms[c])
+        rule = self.fixed(*args)
+        if rule in finite and ms[rule] <= ms[choice] * (1 + self.margin):
+            choice = rule
         return _disk_put(path, digest, {"spec": spec, "choice": choice,
                                         "ms": {c: ms[c] if c in finite else None for c in cands},
                                         "candidates": list(cands),
