@@ -8,6 +8,7 @@ modules by string so that ``attnas --help`` imports none of them.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 #: subcommand -> (module, one-line help)
@@ -30,6 +31,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+#: ``$ATTNAS_DISPATCH`` (kernels chosen by measurement, :mod:`supernet.dispatch`) is checked
+#: before a subcommand runs, by this module's ``check_env`` (named by string, like the
+#: subcommands, so that ``attnas --help`` imports no torch)
+DISPATCH_ENV, DISPATCH_MODULE = "ATTNAS_DISPATCH", "supernet.dispatch"
+
+
 def _usage() -> str:
     lines = ["usage: attnas <command> [args...]", "", "commands:"]
     lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
@@ -48,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"attnas: unknown command {name!r}; expected one of: {', '.join(COMMANDS)}",
               file=sys.stderr)
         return 2
+    if os.environ.get(DISPATCH_ENV):
+        try:
+            importlib.import_module(DISPATCH_MODULE).check_env()
+        except ValueError as err:  # an unknown implementation: one line, exit 2
+            print(f"attnas: {err}", file=sys.stderr)
+            return 2
     module = importlib.import_module(COMMANDS[name][0])
     code = module.main(rest)
     return int(code or 0)
