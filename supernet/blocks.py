@@ -20,11 +20,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from .dispatch import ChoicePoint, register
 from .ops import PointwiseConv3d, check_video, pool_kv, with_position
 from .space import POSITIONS, check_choice
 
 __all__ = ["NonLocalBlock", "DoubleAttention", "CinST", "STinC", "pool_kv",
-           "channel_major_attention"]
+           "channel_major_attention", "NONLOCAL_SOFTMAX"]
 
 _NL_MODES = ("softmax", "dot")
 _NL_IMPLS = ("sdpa", "explicit", "auto")
@@ -99,11 +100,79 @@ def channel_major_attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Te
     return torch.bmm(v, _attention_probs(q, k, scale).transpose(1, 2))
 
 
-def _cpu_autocast() -> bool:
+def _autocast(device: torch.device) -> bool:
     try:
-        return torch.is_autocast_enabled("cpu")
+        return torch.is_autocast_enabled(device.type)
     except TypeError:  # torch < 2.4
-        return torch.is_autocast_cpu_enabled()
+        return torch.is_autocast_cpu_enabled() if device.type == "cpu" else \
+            torch.is_autocast_enabled()
+
+
+def _softmax_channel_major(theta: Tensor, phi: Tensor, g: Tensor, heads: int,
+                           keep_probs: bool) -> Tensor:
+    """:func:`channel_major_attention` of ``theta`` ``(B, dh, L)``, ``phi`` ``(B, dh, Lk)``,
+    ``g`` ``(B, dh, Lk)`` (``B = N * heads``) -> ``(B, dh, L)``, scale ``dh ** -0.5``."""
+    return channel_major_attention(theta, phi, g, theta.shape[1] ** -0.5)
+
+
+def _softmax_explicit(theta: Tensor, phi: Tensor, g: Tensor, heads: int,
+                      keep_probs: bool) -> Tensor:
+    """The textbook form: the ``(B, L, Lk)`` affinity, softmax, product with ``g``; shapes
+    as :func:`_softmax_channel_major`."""
+    s = torch.bmm(theta.transpose(1, 2), phi)  # (B, L, Lk)
+    return torch.bmm(g, (s * theta.shape[1] ** -0.5).softmax(-1).transpose(1, 2))
+
+
+def _softmax_sdpa(theta: Tensor, phi: Tensor, g: Tensor, heads: int,
+                  keep_probs: bool) -> Tensor:
+    """``F.scaled_dot_product_attention`` on 4-D contiguous ``(N, heads, L, dh)`` copies --
+    the layout the CPU flash kernel accepts (3-D or strided inputs fall back to the math
+    path, which stores the ``L x Lk`` matrix); shapes as :func:`_softmax_channel_major`."""
+    b, hd, _ = theta.shape
+    q, k, v = (z.reshape(b // heads, heads, hd, z.shape[-1]).transpose(2, 3).contiguous()
+               for z in (theta, phi, g))
+    y = F.scaled_dot_product_attention(q, k, v)  # (N, h, L, dh)
+    return y.transpose(2, 3).reshape(b, hd, -1)
+
+
+def _stores_probs_ok(theta: Tensor) -> bool:
+    """Whether the channel-major form applies: float32/float64 outside autocast."""
+    return theta.dtype in (torch.float32, torch.float64) and not _autocast(theta.device)
+
+
+def _softmax_applicable(theta: Tensor, phi: Tensor, g: Tensor, heads: int,
+                        keep_probs: bool) -> tuple[str, ...]:
+    if _stores_probs_ok(theta):
+        return ("channel_major", "sdpa", "explicit")
+    return ("sdpa", "explicit")
+
+
+def _softmax_candidates(theta: Tensor, phi: Tensor, g: Tensor, heads: int,
+                        keep_probs: bool) -> tuple[str, ...]:
+    """Beyond the memory bound (``keep_probs`` False) only SDPA, which stores no ``L x Lk``
+    matrix, is worth measuring."""
+    if not keep_probs:
+        return ("sdpa",)
+    return _softmax_applicable(theta, phi, g, heads, keep_probs)
+
+
+def _softmax_fixed(theta: Tensor, phi: Tensor, g: Tensor, heads: int,
+                   keep_probs: bool) -> str:
+    return ("channel_major" if keep_probs and theta.device.type == "cpu"
+            and _stores_probs_ok(theta) else "sdpa")
+
+
+#: The softmax non-local attention's choice point (:mod:`supernet.dispatch`), used by
+#: ``NonLocalBlock(impl="auto")``: ``channel_major``, ``sdpa`` or ``explicit`` on
+#: ``(theta, phi, g, heads, keep_probs)``. ``keep_probs``: the ``L x Lk`` probabilities
+#: take at most twice the block input's memory (``heads * Lk <= 2 C``); beyond, only SDPA
+#: is measured. Without measuring: channel-major on the CPU within the bound (float32/64,
+#: no autocast), SDPA otherwise.
+NONLOCAL_SOFTMAX = register(ChoicePoint(
+    "nonlocal_softmax",
+    {"channel_major": _softmax_channel_major, "sdpa": _softmax_sdpa,
+     "explicit": _softmax_explicit},
+    fixed=_softmax_fixed, applicable=_softmax_applicable, candidates=_softmax_candidates))
 
 
 class NonLocalBlock(nn.Module):
@@ -122,12 +191,14 @@ class NonLocalBlock(nn.Module):
     phi_j / L_k``, computed as ``theta (phi^T g) / L_k`` (associativity: ``d x d`` instead
     of ``L x L_k``). ``impl="explicit"`` materialises the affinity instead (the textbook
     formulation, kept for tests and the benchmark); ``impl="auto"`` (what
-    :func:`~supernet.factory.create_block` builds) uses :func:`channel_major_attention` on
-    CPU when the ``L x L_k`` probabilities take at most twice the block input's memory
-    (``heads * L_k <= 2 C``; float32/float64 outside autocast) -- no transposed copies and
-    one product fewer in backward than the flash kernel -- and SDPA otherwise (larger
-    affinities, GPUs). All give the same function. The four 1x1x1 convs are
-    :class:`~supernet.ops.PointwiseConv3d` (one ``bmm`` each on CPU).
+    :func:`~supernet.factory.create_block` builds) lets the :data:`NONLOCAL_SOFTMAX` choice
+    point (:mod:`supernet.dispatch`) pick, by measurement on the machine at hand, among
+    :func:`channel_major_attention` (no transposed copies, one product fewer in backward than
+    the flash kernel; float32/float64 outside autocast), the explicit form and SDPA while
+    the ``L x L_k`` probabilities take at most twice the block input's memory (``heads * L_k
+    <= 2 C``), and uses SDPA beyond; with ``ATTNAS_DISPATCH=fixed``: channel-major on the CPU
+    within that bound, SDPA otherwise. All give the same function. The four 1x1x1 convs
+    are :class:`~supernet.ops.PointwiseConv3d` (kernel chosen by measurement too).
 
     Args:
         channels: C of the input/output ``(N, C, T, H, W)``.
@@ -189,32 +260,19 @@ class NonLocalBlock(nn.Module):
         hd = self.inner // self.heads
         # (N * heads, dh, L): each head attends on its own slice of the d channels
         theta, phi, g = (z.reshape(n * self.heads, hd, z.shape[-1]) for z in (theta, phi, g))
-        if self._channel_major(theta, lk):
-            y = channel_major_attention(theta, phi, g, hd ** -0.5)  # (N*h, dh, L)
-        elif self.impl == "explicit":
-            s = torch.bmm(theta.transpose(1, 2), phi)  # (N*h, L, Lk)
-            if self.mode == "softmax":
-                a = (s * hd ** -0.5).softmax(-1)
+        if self.mode == "softmax":
+            keep = self.heads * lk <= _AUTO_MAX_KEYS_PER_CHANNEL * self.channels
+            if self.impl == "auto":
+                y = NONLOCAL_SOFTMAX(theta, phi, g, self.heads, keep)  # (N*h, dh, L)
             else:
-                a = s / lk
+                y = NONLOCAL_SOFTMAX.impls[self.impl](theta, phi, g, self.heads, keep)
+        elif self.impl == "explicit":
+            a = torch.bmm(theta.transpose(1, 2), phi) / lk  # (N*h, L, Lk)
             y = torch.bmm(g, a.transpose(1, 2))  # (N*h, dh, L)
-        elif self.mode == "softmax":
-            # 4-D, contiguous (N, h, L, dh): the layout the CPU flash kernel accepts (3-D or
-            # strided inputs fall back to the math path, which stores the L x Lk matrix)
-            q, k, v = (z.reshape(n, self.heads, hd, z.shape[-1]).transpose(2, 3).contiguous()
-                       for z in (theta, phi, g))
-            y = F.scaled_dot_product_attention(q, k, v)  # (N, h, L, dh)
-            y = y.transpose(2, 3).reshape(n * self.heads, hd, -1)
         else:
             kv = torch.bmm(g, phi.transpose(1, 2)) / lk  # (N*h, dh, dh): sum_j g_j phi_j^T
             y = torch.bmm(kv, theta)  # (N*h, dh, L)
         return y.reshape(n, self.inner, t, h, w)
-
-    def _channel_major(self, theta: Tensor, lk: int) -> bool:
-        """Whether ``impl="auto"`` takes :func:`channel_major_attention` here."""
-        return (self.impl == "auto" and self.mode == "softmax" and theta.device.type == "cpu"
-                and theta.dtype in (torch.float32, torch.float64) and not _cpu_autocast()
-                and self.heads * lk <= _AUTO_MAX_KEYS_PER_CHANNEL * self.channels)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(N, C, T, H, W)`` -> ``(N, C, T, H, W)``."""

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .dispatch import ChoicePoint, register
 from .space import ACTIVATIONS, DIMENSIONS, OPS, POSITIONS, OpSpec, check_choice, parse_op
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "positional_encoding",
     "check_video",
     "PointwiseConv3d",
+    "POINTWISE",
     "pool_kv",
     "with_position",
 ]
@@ -85,34 +87,64 @@ def check_video(x: Tensor, channels: int | None = None, what: str = "input") -> 
         )
 
 
+def _pointwise_bmm(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """A 1x1x1 convolution of ``x`` ``(N, C_in, T, H, W)`` (contiguous or channels-last)
+    as one matrix product in the input's layout, no copy: contiguous as ``(C_out, C_in)
+    x (N, C_in, L)`` (``bmm``, ``baddbmm`` with a bias), channels-last as ``(N L, C_in)
+    x (C_in, C_out)`` (``F.linear``). -> ``(N, C_out, T, H, W)`` in the input's layout."""
+    n, c, t, h, w = x.shape
+    w2 = weight.flatten(1)  # (C_out, C_in)
+    if x.is_contiguous():
+        x3 = x.view(n, c, t * h * w)
+        w3 = w2.expand(n, -1, -1)
+        y = torch.bmm(w3, x3) if bias is None else torch.baddbmm(bias.view(1, -1, 1), w3, x3)
+        return y.view(n, -1, t, h, w)
+    rows = x.permute(0, 2, 3, 4, 1).reshape(n * t * h * w, c)  # a view when channels-last
+    return F.linear(rows, w2, bias).view(n, t, h, w, -1).permute(0, 4, 1, 2, 3)
+
+
+def _pointwise_conv3d(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``F.conv3d`` with a 1x1x1 ``weight`` ``(C_out, C_in, 1, 1, 1)``."""
+    return F.conv3d(x, weight, bias)
+
+
+def _pointwise_applicable(x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[str, ...]:
+    if x.dim() == 5 and (x.is_contiguous()
+                         or x.is_contiguous(memory_format=torch.channels_last_3d)):
+        return ("bmm", "conv3d")
+    return ("conv3d",)
+
+
+def _pointwise_fixed(x: Tensor, weight: Tensor, bias: Tensor | None) -> str:
+    return "bmm" if x.device.type == "cpu" and x.dim() == 5 and x.is_contiguous() else "conv3d"
+
+
+#: The 1x1x1 convolution's choice point (:mod:`supernet.dispatch`): ``bmm`` (one matrix
+#: product in the input's layout) or ``conv3d`` (ATen's convolution, oneDNN on the CPU).
+#: Without measuring, a contiguous 5-D input on the CPU takes ``bmm``, anything else the conv.
+POINTWISE = register(ChoicePoint("pointwise_conv",
+                                 {"bmm": _pointwise_bmm, "conv3d": _pointwise_conv3d},
+                                 fixed=_pointwise_fixed, applicable=_pointwise_applicable))
+
+
 class PointwiseConv3d(nn.Conv3d):
-    """A 1x1x1 ``nn.Conv3d`` (stride 1) computed on CPU as one batched matrix product.
+    """A 1x1x1 ``nn.Conv3d`` (stride 1) whose kernel is chosen by measurement.
 
     Same parameters, state-dict keys, initialisation and function as
-    ``nn.Conv3d(in_channels, out_channels, 1, bias=bias)``; only the CPU kernel differs: a
-    contiguous ``(N, C_in, T, H, W)`` input is viewed as ``(N, C_in, L)`` and multiplied by
-    the ``(C_out, C_in)`` weight with ``torch.bmm`` (``baddbmm`` with a bias), which needs no
-    copy and gives ``(N, C_out, L)`` in the output layout. ATen sends a 1x1x1 conv to
-    oneDNN when more than one thread runs; with 2 threads on a shared 2-core machine the
-    forward+backward of a res3-res5 1x1x1 conv took 2-3x the CPU time of the ``bmm`` (the
-    same time with one thread; ``benchmarks/vs_pytorchvideo.py``). Other devices,
-    channels-last or non-contiguous inputs use the ordinary convolution.
+    ``nn.Conv3d(in_channels, out_channels, 1, bias=bias)``; ``(N, C_in, T, H, W)`` ->
+    ``(N, C_out, T, H, W)``. The product runs through the :data:`POINTWISE` choice point:
+    ``conv3d`` (ATen's convolution, which hands a 1x1x1 conv to oneDNN on the CPU when more
+    than one thread runs) or ``bmm`` (one batched matrix product on the input's own layout,
+    no copy), whichever :mod:`supernet.dispatch` measured faster for this shape, dtype,
+    thread count and device; with ``ATTNAS_DISPATCH=fixed``, ``bmm`` for a contiguous input
+    on the CPU and the convolution otherwise.
     """
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
         super().__init__(in_channels, out_channels, 1, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.device.type != "cpu" or x.dim() != 5 or not x.is_contiguous():
-            return super().forward(x)
-        n, c, t, h, w = x.shape
-        weight = self.weight.view(self.out_channels, c).expand(n, -1, -1)
-        x3 = x.view(n, c, t * h * w)
-        if self.bias is None:
-            y = torch.bmm(weight, x3)
-        else:
-            y = torch.baddbmm(self.bias.view(1, -1, 1), weight, x3)
-        return y.view(n, self.out_channels, t, h, w)
+        return POINTWISE(x, self.weight, self.bias)
 
 
 def positional_encoding(kind: str, channels: int, t: int, h: int, w: int,
