@@ -27,8 +27,15 @@ ratios. pytorchvideo is an optional dependency: ``make install-compare`` or
 ``pip install -e '.[compare]'``. torchvision is not needed (and must not be installed next
 to our CPU torch): see :func:`import_pytorchvideo`.
 
+Our 1x1x1 convolutions and non-local attention run the kernels :mod:`supernet.dispatch`
+chooses (measured during the warm-up steps, or read from its cache); ``--dispatch fixed``
+prints the table on the fixed rule's kernels instead, ``--dispatch measure`` (or a forced
+implementation, e.g. ``pointwise_conv=conv3d``) on others. The header says which setting
+ran and how many shapes took each kernel.
+
     python -m benchmarks.vs_pytorchvideo [--threads 2] [--repeats 7] [--warmup 2] [--tiny]
-        [--no-mem] [--out benchmarks/results/vs_pytorchvideo.md]
+        [--no-mem] [--dispatch auto|measure|fixed|IMPL|POINT=IMPL]
+        [--out benchmarks/results/vs_pytorchvideo.md]
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ from typing import Any
 
 from benchmarks.block_cost import _machine, _peak_mib
 from datamodules.atomic import atomic_write_text
-from supernet import create_backbone, create_block
+from supernet import create_backbone, create_block, dispatch
 from supernet.blocks import NonLocalBlock
 
 CLIP = (2, 3, 8, 112, 112)
@@ -90,6 +97,11 @@ NOTES = """## Notes
   state-dict keys; other devices and channels-last inputs use the conv). (3) The
   bottleneck's and the non-local block's residual additions are in place (BatchNorm's
   backward does not need its output).
+- **Kernels by measurement.** (1)'s channel-major attention and (2)'s `bmm` are now
+  candidates of `supernet.dispatch`: next to SDPA and the explicit form, and next to the
+  convolution, each timed once per shape, thread count and processor and the faster kept
+  (cached in `~/.cache/attnas/dispatch.json`); "Our kernels" above says which ran.
+  `--dispatch fixed` gives the fixed rule of (1) and (2).
 - **Cost of (1).** Where `auto` takes the channel-major path the block keeps its B×L×Lk
   probabilities for backward: +9.8 MB per res3 block per 4-frame 224² clip in training
   (the non-local row of `block_cost.md`'s "peak train" column grows by that); inference,
@@ -265,9 +277,12 @@ def child_mem(which: str, shape: tuple[int, ...], threads: int) -> dict:
     return {"peak_mib": _peak_mib(lambda: _nl_step(block, x, go))}
 
 
-def _run_mem(which: str, shape: tuple[int, ...], threads: int) -> dict:
+def _run_mem(which: str, shape: tuple[int, ...], threads: int,
+             setting: str | None = None) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.vs_pytorchvideo", "--_child", which,
            "x".join(map(str, shape)), str(threads)]
+    if setting is not None:
+        cmd += ["--dispatch", setting]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False,
                          env=dict(os.environ, **MMAP_ENV))
     if out.returncode != 0:
@@ -310,6 +325,16 @@ def _cpu_note(what: str, runs: dict[str, list[tuple[float, float]]]) -> str:
             f"({cpu['ours'] / max(cpu['theirs'], 1e-12):.2f}×){extra}.")
 
 
+def _dispatch_note(setting: str | None) -> str:
+    """The dispatch setting that ran and how many shapes each point sent to each kernel."""
+    text = setting if setting is not None else os.environ.get(dispatch.ENV) or "auto"
+    counts = "; ".join(
+        f"`{point}` " + ", ".join(f"{impl} ×{n}" for impl, n in impls.items() if n)
+        for point, impls in dispatch.chosen().items() if any(impls.values()))
+    return (f"`--dispatch {text}` (supernet.dispatch); shapes per kernel where measured "
+            f"or read from the cache: {counts or 'none (the fixed rule everywhere)'}.")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -318,9 +343,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiny", action="store_true",
                     help="toy sizes (1x3x4x32² clip, 64-channel non-local), for tests")
     ap.add_argument("--no-mem", action="store_true", help="skip the peak-memory row")
+    ap.add_argument("--dispatch", default=None, metavar="SETTING",
+                    help="kernels of our side (supernet.dispatch): auto (measure on the "
+                         "CPU), measure, fixed, an implementation or POINT=IMPL; default: "
+                         "$ATTNAS_DISPATCH, else auto")
     ap.add_argument("--out", default="benchmarks/results/vs_pytorchvideo.md")
     ap.add_argument("--_child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    try:  # an unknown implementation: one line, exit 2
+        if args.dispatch is not None:
+            dispatch.set_dispatch(args.dispatch)
+        else:
+            dispatch.check_env()
+    except ValueError as err:
+        print(f"vs_pytorchvideo: {err}", file=sys.stderr)
+        return 2
     if import_pytorchvideo() is None:
         print(INSTALL_HINT, file=sys.stderr)
         return 2
@@ -364,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     print(rows[-1], flush=True)
     mem_note = ""
     if not args.no_mem:
-        mem = {w: _run_mem(w, nl_mem, args.threads) for w in ("ours", "theirs")}
+        mem = {w: _run_mem(w, nl_mem, args.threads, args.dispatch) for w in ("ours", "theirs")}
         if any("error" in m for m in mem.values()):
             rows.append(f"| non-local fwd+bwd peak memory (MiB) | {_shape(nl_mem)} | "
                         f"failed: {mem} |")
@@ -391,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Times: {args.warmup} warm-up step(s) each, then {args.repeats} round(s) timing one "
         f"step of each, alternating which goes first.{mem_note} Non-local outputs of the two "
         f"blocks (same weights) differ by at most {diff:.1e}.",
+        "",
+        f"Our kernels: {_dispatch_note(args.dispatch)}",
         "",
         *head,
         *rows,

@@ -51,6 +51,12 @@ def test_same_weights_same_function() -> None:
         sum(p.numel() for p in bench.build_i3d("theirs", 10).parameters())
 
 
+def test_an_unknown_dispatch_is_one_line_exit_2(capsys: pytest.CaptureFixture) -> None:
+    assert bench.main(["--tiny", "--dispatch", "pointwise_conv=fft"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no implementation 'fft'" in err and "bmm, conv3d" in err
+
+
 def test_missing_pytorchvideo_says_how_to_install(monkeypatch, capsys: pytest.CaptureFixture
                                                   ) -> None:
     monkeypatch.setattr(bench, "import_pytorchvideo", lambda: None)
