@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from supernet import dispatch
 from supernet.app.cli import main as attnas
 from supernet.blocks import NONLOCAL_SOFTMAX, NonLocalBlock
-from supernet.ops import POINTWISE, PointwiseConv3d
+from supernet.ops import POINTWISE, PointwiseConv3d, pool_kv
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -68,9 +68,10 @@ def standin_args() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.ones(3, 4, requires_grad=True), torch.full((4,), 2.0, requires_grad=True)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh cache folder and memo; the setting back to the environment's afterwards."""
+    """A fresh cache folder and memo for every test (nothing written to the user's cache);
+    the setting back to the environment's afterwards."""
     monkeypatch.setenv("ATTNAS_CACHE", str(tmp_path))
     dispatch.clear_memo()
     yield tmp_path / "dispatch.json"
@@ -311,12 +312,12 @@ def test_pointwise_module_keeps_parameters_keys_and_init(name: str) -> None:
     for a, b in zip(fast.state_dict().values(), conv.state_dict().values()):
         assert torch.equal(a, b)
     x = torch.randn(2, 6, 2, 3, 3, dtype=torch.float64)
-    with dispatch.dispatching(f"pointwise_conv={name}"):
+    with dispatch.dispatching(f"fixed,pointwise_conv={name}"):
         assert POINTWISE.choose(x, fast.weight, fast.bias) == name
         _compare(lambda t: fast(t), lambda t: conv(t), [x])
     fast.zero_grad()
     conv.zero_grad()
-    with dispatch.dispatching(f"pointwise_conv={name}"):
+    with dispatch.dispatching(f"fixed,pointwise_conv={name}"):
         fast(x).sum().backward()
     conv(x).sum().backward()
     for p, q in zip(fast.parameters(), conv.parameters()):
@@ -344,6 +345,13 @@ def test_every_nonlocal_implementation_is_softmax_attention(heads: int) -> None:
                  lambda t, k, v: _reference_attention(t, k, v, heads, True), [theta, phi, g])
 
 
+def _qkv(block: NonLocalBlock, x: torch.Tensor) -> list[torch.Tensor]:
+    """The block's ``(N * heads, dh, L)`` theta, phi and g on ``x``."""
+    pooled = pool_kv(x)
+    return [conv(z).flatten(2).reshape(x.shape[0] * block.heads, -1, z[0, 0].numel())
+            for conv, z in ((block.theta, x), (block.phi, pooled), (block.g, pooled))]
+
+
 @pytest.mark.parametrize("name", ["channel_major", "sdpa", "explicit"])
 def test_nonlocal_block_on_each_implementation(name: str) -> None:
     torch.manual_seed(4)
@@ -352,5 +360,6 @@ def test_nonlocal_block_on_each_implementation(name: str) -> None:
     ref = NonLocalBlock(16, heads=2, impl="explicit").double()
     ref.load_state_dict(auto.state_dict())
     x = torch.randn(2, 16, 2, 4, 4, dtype=torch.float64)  # 2 heads x Lk 8 <= 2 x 16
-    with dispatch.dispatching(f"nonlocal_softmax={name}"):
+    with dispatch.dispatching(f"fixed,nonlocal_softmax={name}"):
+        assert NONLOCAL_SOFTMAX.choose(*_qkv(auto, x), 2, True) == name
         _compare(lambda t: auto(t), lambda t: ref(t), [x])
