@@ -44,6 +44,7 @@ __all__ = [
     "check_video",
     "PointwiseConv3d",
     "POINTWISE",
+    "DOT_SOFTMAX",
     "pool_kv",
     "with_position",
 ]
@@ -285,11 +286,39 @@ def map_activation(logits: Tensor, act: str) -> Tensor:
     return logits
 
 
+def _dot_sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """``softmax(q k^T / sqrt(d)) v`` by ``F.scaled_dot_product_attention``: ``q`` ``(B, Lq,
+    d)``, ``k`` ``(B, Lk, d)``, ``v`` ``(B, Lk, dv)`` -> ``(B, Lq, dv)``; no ``Lq x Lk``
+    matrix on the flash/memory-efficient backends."""
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+def _dot_explicit(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """The same function with the ``(B, Lq, Lk)`` affinity materialised; shapes as
+    :func:`_dot_sdpa`."""
+    return dot_activation(q @ k.transpose(1, 2) * (q.shape[-1] ** -0.5), "softmax") @ v
+
+
+def _dot_candidates(q: Tensor, k: Tensor, v: Tensor) -> tuple[str, ...]:
+    """Both while the ``Lq x Lk`` probabilities take at most twice the memory of ``q``
+    (``Lk <= 2 d``, as the non-local block's bound), SDPA alone beyond."""
+    return ("sdpa", "explicit") if k.shape[1] <= 2 * q.shape[-1] else ("sdpa",)
+
+
+#: The softmax dot product's choice point (:mod:`supernet.dispatch`) of single candidates
+#: (:func:`single_op`: fixed cells, one-shot scores): ``sdpa`` or ``explicit`` on grouped
+#: ``(q, k, v)``; the fixed rule is SDPA.
+DOT_SOFTMAX = register(ChoicePoint("dot_softmax",
+                                   {"sdpa": _dot_sdpa, "explicit": _dot_explicit},
+                                   fixed=lambda q, k, v: "sdpa", candidates=_dot_candidates))
+
+
 def single_op(weights: EdgeWeights, spec: OpSpec, z: Tensor, use_sdpa: bool = True) -> Tensor:
     """One candidate on ``z`` ``(N, C, T, H, W)`` -> same shape.
 
-    A softmax dot product goes through ``F.scaled_dot_product_attention`` (no N x N
-    matrix on flash/memory-efficient backends) unless ``use_sdpa`` is False.
+    A softmax dot product goes through the :data:`DOT_SOFTMAX` choice point (SDPA or the
+    explicit affinity, whichever was measured faster here; SDPA with
+    ``ATTNAS_DISPATCH=fixed``) unless ``use_sdpa`` is False (then explicitly).
     """
     if spec.family == "map":
         return map_activation(weights.map_logits(z, spec.dimension), spec.activation) * weights.v(z)
@@ -299,7 +328,7 @@ def single_op(weights: EdgeWeights, spec: OpSpec, z: Tensor, use_sdpa: bool = Tr
     kg = group(weights.pool_kv(k, d), d)
     vg = group(weights.pool_kv(v, d), d)
     if spec.activation == "softmax" and use_sdpa:
-        y = F.scaled_dot_product_attention(qg, kg, vg)
+        y = DOT_SOFTMAX(qg, kg, vg)
     else:
         s = qg @ kg.transpose(1, 2) * (qg.shape[-1] ** -0.5)
         y = dot_activation(s, spec.activation) @ vg

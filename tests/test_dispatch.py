@@ -24,7 +24,14 @@ from torch.utils.flop_counter import FlopCounterMode
 from supernet import dispatch
 from supernet.app.cli import main as attnas
 from supernet.blocks import NONLOCAL_SOFTMAX, NonLocalBlock
-from supernet.ops import POINTWISE, PointwiseConv3d, pool_kv
+from supernet.ops import (
+    DOT_SOFTMAX,
+    POINTWISE,
+    AttentionOp,
+    PointwiseConv3d,
+    pool_kv,
+    single_op,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -363,3 +370,29 @@ def test_nonlocal_block_on_each_implementation(name: str) -> None:
     with dispatch.dispatching(f"fixed,nonlocal_softmax={name}"):
         assert NONLOCAL_SOFTMAX.choose(*_qkv(auto, x), 2, True) == name
         _compare(lambda t: auto(t), lambda t: ref(t), [x])
+
+
+def test_every_dot_product_implementation_is_softmax_attention() -> None:
+    gen = torch.Generator().manual_seed(5)
+    q = torch.randn(3, 7, 4, dtype=torch.float64, generator=gen)  # (B, Lq, d)
+    k, v = (torch.randn(3, 5, 4, dtype=torch.float64, generator=gen) for _ in range(2))
+    assert DOT_SOFTMAX.candidates(q, k, v) == ("sdpa", "explicit")  # Lk 5 <= 2 d
+    assert DOT_SOFTMAX.candidates(q, torch.cat([k, k], 1), torch.cat([v, v], 1)) == ("sdpa",)
+    for impl in DOT_SOFTMAX.impls.values():
+        _compare(impl, lambda a, b, c: _reference_attention(
+            a.transpose(1, 2), b.transpose(1, 2), c.transpose(1, 2), 1, True).transpose(1, 2),
+            [q, k, v])
+
+
+@pytest.mark.parametrize("name", ["sdpa", "explicit"])
+@pytest.mark.parametrize("dim", ["spatial", "temporal", "spatiotemporal"])
+def test_attention_op_on_each_implementation(name: str, dim: str) -> None:
+    torch.manual_seed(6)
+    op = AttentionOp(8, f"dot.{dim}.softmax", "sincos").double()
+    x = torch.randn(2, 8, 3, 4, 4, dtype=torch.float64)
+    with dispatch.dispatching("fixed"):
+        ref = single_op(op.weights, op.spec, x, use_sdpa=False)  # the explicit reference
+    with dispatch.dispatching(f"fixed,dot_softmax={name}"):
+        _compare(lambda t: op(t), lambda t: single_op(op.weights, op.spec, t, use_sdpa=False),
+                 [x])
+        torch.testing.assert_close(op(x), ref, **TOL)
