@@ -270,7 +270,7 @@ def _can_measure(args: Sequence[Any], device: torch.device) -> bool:
     """False where a measurement would be wrong or seen: see the module docstring."""
     if device.type not in ("cpu", "cuda"):
         return False
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
         return False
     stacks = (getattr(torch._C, "_len_torch_dispatch_stack", lambda: 0)(),
               getattr(torch._C, "_len_torch_function_stack", lambda: 0)())
@@ -348,7 +348,7 @@ class ChoicePoint:
         forced = spec.forced.get(self.name)
         if forced is not None and forced in self.applicable(*args):
             return forced
-        if spec.mode == "fixed":
+        if spec.mode == "fixed" or torch.compiler.is_compiling():  # compile: no key, no break
             return self.fixed(*args)
         device = _device(args)
         if spec.mode == "auto" and device.type != "cpu":

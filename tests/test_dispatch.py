@@ -232,6 +232,17 @@ def test_nothing_is_measured_where_it_would_be_wrong_or_seen(cache: Path) -> Non
     assert not point.memo and not cache.exists()
 
 
+def test_tracing_and_compiling_take_the_fixed_rule(cache: Path) -> None:
+    conv = PointwiseConv3d(8, 4)
+    x = torch.randn(1, 8, 2, 3, 3)
+    with dispatch.dispatching("measure"):
+        traced = torch.jit.trace(conv, x, check_trace=False)
+        assert not POINTWISE.memo  # nothing measured while tracing
+        compiled = torch.compile(conv, backend="eager", fullgraph=True)  # no graph break
+        torch.testing.assert_close(compiled(x), conv(x))
+    torch.testing.assert_close(traced(x), conv(x))
+
+
 def test_the_key_holds_threads_and_grad_mode(cache: Path) -> None:
     log: list[str] = []
     point = make_standin(fake_timer({"sum": 1e-3, "product": 2e-3}, log))
