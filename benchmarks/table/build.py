@@ -20,6 +20,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from supernet.dispatch import ENV as DISPATCH_ENV
 from supernet.genotype import load_genotype
 
 from .cells import BASELINES, TableCell, one_node_cells, parse_cell, sample_cells
@@ -88,6 +89,9 @@ def _exit_with(parent: int) -> None:
 
 def _init_worker(parent: int) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
+    # a run's kernels do not depend on what a timing saw under the moment's load (the
+    # user's $ATTNAS_DISPATCH still wins)
+    os.environ.setdefault(DISPATCH_ENV, "fixed")
     # a killed build must not leave its workers training on: each watches its parent (whose
     # pid is passed in, since the build may die while this worker is still starting)
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
