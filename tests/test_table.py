@@ -31,6 +31,7 @@ from benchmarks.table.protocol import (
 )
 from benchmarks.table.report import _across_tasks, best_one_node, discrimination_lines
 from benchmarks.table.store import Table, TableError
+from benchmarks.table.study import main as study_main
 from benchmarks.table.study import paired_difference, seed_effects
 from benchmarks.table.tasks import TASKS, load_task_data, task_folder
 from supernet.app.cli import main as attnas
@@ -416,3 +417,14 @@ def test_seed_luck_shared_by_every_cell_cancels_in_paired_comparisons() -> None:
     assert (mean, se, n) == (10.0, 0.0, 3)  # the luck cancels exactly
     mean, se, n = paired_difference(acc["a"], {0: 1.0})
     assert n == 1 and math.isnan(se)
+
+
+def test_the_study_of_a_table_is_written_where_asked(built: tuple[Path, Path],
+                                                     tmp_path: Path) -> None:
+    root, _ = built
+    out = tmp_path / "study.md"
+    assert study_main(["colour", "--root", str(root), "--write", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "Seed spread on `colour`" in text and "`nonlocal_sincos`" in text
+    assert "### Paired by seed" in text and "seed 0 " in text and "seed 1 " in text
+    assert study_main(["colour", "--root", str(tmp_path / "nothing")]) == 2

@@ -14,14 +14,16 @@ runs exist (``--write``: into ``benchmarks/results/table/protocol.md``).
 
 from __future__ import annotations
 
+import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
 from datamodules.atomic import atomic_write_text
 from derive.oneshot import kendall_tau
 
-from .store import TABLE_DIR, Table
+from .store import TABLE_DIR, Table, TableError
 
 __all__ = ["STUDY_CELLS", "REFERENCE_CELLS", "study_markdown", "STUDY_DIR", "seed_effects",
            "paired_difference"]
@@ -172,15 +174,28 @@ def study_markdown(task: str = "colour", root: Path = TABLE_DIR,
 
 
 def main(argv: list[str]) -> int:
-    """Print (or with ``--write`` also write) the study of a task (default ``colour``)."""
-    args = [a for a in argv if a != "--write"]
-    text = study_markdown(args[0] if args else "colour")
+    """Print the study of a task (default ``colour``) from the table in ``--root``; with
+    ``--write`` also write it (to ``--out``, default ``<root>/protocol.md``). 0, or 2 on bad
+    arguments or a table that cannot be read."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.table.study",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("task", nargs="?", default="colour")
+    p.add_argument("--root", type=Path, default=TABLE_DIR, help="the table's folder")
+    p.add_argument("--write", action="store_true", help="write the study as markdown")
+    p.add_argument("--out", type=Path, default=None, help="where (default <root>/protocol.md)")
+    args = p.parse_args(argv)
+    try:
+        text = study_markdown(args.task, args.root)
+    except (TableError, ValueError) as err:
+        print(f"study: {err}", file=sys.stderr)
+        return 2
     print(text)
-    if "--write" in argv:
-        path = TABLE_DIR / "protocol.md"
-        head = ("# The table protocol study\n\nWritten by `python -m benchmarks.table.study "
-                "--write` from the runs stored so far; what the protocol is and why: "
-                "[docs/table.md](../../../docs/table.md).\n\n")
+    if args.write:
+        path = args.out or Path(args.root) / "protocol.md"
+        docs = os.path.relpath(Path("docs/table.md").resolve(), path.resolve().parent)
+        head = (f"# The table protocol study\n\nWritten by `python -m benchmarks.table.study "
+                f"{args.task} --root {args.root} --write` from the runs stored so far; what the "
+                f"protocol is and why: [docs/table.md]({docs}).\n\n")
         atomic_write_text(path, head + text)
     return 0
 
