@@ -194,8 +194,8 @@ def main(argv: list[str]) -> int:
         path = args.out or Path(args.root) / "protocol.md"
         docs = os.path.relpath(Path("docs/table.md").resolve(), path.resolve().parent)
         head = (f"# The table protocol study\n\nWritten by `python -m benchmarks.table.study "
-                f"{args.task} --root {args.root} --write` from the runs stored so far; what the "
-                f"protocol is and why: [docs/table.md]({docs}).\n\n")
+                f"{args.task} --root {os.path.relpath(args.root)} --write` from the runs "
+                f"stored so far; what the protocol is and why: [docs/table.md]({docs}).\n\n")
         atomic_write_text(path, head + text)
     return 0
 
