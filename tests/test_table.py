@@ -428,3 +428,19 @@ def test_the_study_of_a_table_is_written_where_asked(built: tuple[Path, Path],
     assert "Seed spread on `colour`" in text and "`nonlocal_sincos`" in text
     assert "### Paired by seed" in text and "seed 0 " in text and "seed 1 " in text
     assert study_main(["colour", "--root", str(tmp_path / "nothing")]) == 2
+
+
+def test_each_run_stores_its_training_loss_curve_beside_the_table(
+        built: tuple[Path, Path]) -> None:
+    root, _ = built
+    table = Table.load("colour", root)
+    curves = table.curves()
+    assert set(curves) == table.done()
+    for row in table.rows:
+        curve = curves[(row["key"], int(row["seed"]))]
+        assert len(curve) == 3  # 3 steps: one point a step after the first, and the end
+        assert curve[-1] == pytest.approx(float(row["final_loss"]), abs=1e-4)
+    # a line cut short by a kill is skipped, the rest still read
+    with table.curves_path.open("a") as fh:
+        fh.write('{"key": "none", "seed": 9, "loss_cu')
+    assert table.curves() == curves

@@ -210,8 +210,10 @@ def build_table(task: TableTask, cells: Sequence[TableCell], seeds: Iterable[int
                                    f" {err}"})
                     continue
                 nodes = row.pop("nodes")
-                table.add(RunRecord(**row), nodes)
+                record = RunRecord(**row)
+                table.add(record, nodes)
                 table.save()
+                table.add_curve(record)
                 if on_result is not None:
                     on_result({**row, "nodes": nodes})
     finally:

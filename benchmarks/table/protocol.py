@@ -136,6 +136,8 @@ class RunRecord(NamedTuple):
     wall_s: float
     skipped_steps: int
     final_loss: float
+    #: the training loss (moving average) at 16 evenly spaced steps, the last one the end
+    loss_curve: tuple[float, ...] = ()
 
 
 def build_model(cell: TableCell, num_classes: int, protocol: Protocol) -> nn.Module:
@@ -307,10 +309,11 @@ def _lr_at(step: int, protocol: Protocol) -> float:
 
 
 def _train(model: nn.Module, inputs: Callable[[np.ndarray], Tensor], labels: np.ndarray,
-           protocol: Protocol, seed: int) -> tuple[int, float]:
+           protocol: Protocol, seed: int) -> tuple[int, float, tuple[float, ...]]:
     """Train ``model`` in place with ``protocol``'s recipe on the rows ``inputs(index)`` of
     the training split (``labels`` ``(N,)``); clip order from ``seed``. The stages before
-    ``train_from`` stay as they are. Returns ``(skipped steps, final loss EMA)``."""
+    ``train_from`` stay as they are. Returns ``(skipped steps, final loss EMA, the loss EMA
+    at 16 evenly spaced steps)``."""
     frozen = _prefix_modules(model, protocol) if protocol.frozen else []
     trained = [p for name, p in model.named_parameters()
                if not any(name.startswith(f) for f in frozen)]
@@ -318,9 +321,12 @@ def _train(model: nn.Module, inputs: Callable[[np.ndarray], Tensor], labels: np.
     order = torch.Generator().manual_seed(seed)
     n = len(labels)
     perm, cursor = torch.randperm(n, generator=order), 0
-    skipped, loss_ema = 0, float("nan")
+    skipped, loss_ema, curve = 0, float("nan"), []
+    every = max(1, protocol.steps // 16)
     model.train()
     for step in range(protocol.steps):
+        if step and step % every == 0:
+            curve.append(round(loss_ema, 4))
         if cursor + protocol.batch_size > n:
             perm, cursor = torch.randperm(n, generator=order), 0
         idx = perm[cursor:cursor + protocol.batch_size].numpy()
@@ -341,7 +347,7 @@ def _train(model: nn.Module, inputs: Callable[[np.ndarray], Tensor], labels: np.
         opt.step()
         value = float(loss.detach())
         loss_ema = value if math.isnan(loss_ema) else 0.95 * loss_ema + 0.05 * value
-    return skipped, loss_ema
+    return skipped, loss_ema, (*curve, round(loss_ema, 4))
 
 
 def train_cell(cell: TableCell, data: TaskData, protocol: Protocol, seed: int) -> RunRecord:
@@ -360,9 +366,9 @@ def train_cell(cell: TableCell, data: TaskData, protocol: Protocol, seed: int) -
     shape = (1, 3, len(range(0, t, protocol.frame_step)), h, w)
     macs = int(count_flops(model, shape)["macs"])
     params = count_params(model)
-    skipped, loss_ema = _train(model, lambda index: inputs("train", index), data.y_train,
-                               protocol, seed)
+    skipped, loss_ema, curve = _train(model, lambda index: inputs("train", index),
+                                      data.y_train, protocol, seed)
     val = _accuracy(model, inputs, "val")
     test = _accuracy(model, inputs, "test")
     return RunRecord(cell.key, seed, val, test, params, macs,
-                     round(time.perf_counter() - start, 2), skipped, round(loss_ema, 4))
+                     round(time.perf_counter() - start, 2), skipped, round(loss_ema, 4), curve)

@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
@@ -220,6 +221,39 @@ class Table:
         self.rows = [r for r in self.rows if (r["key"], r["seed"]) != (record.key, record.seed)]
         self.rows.append({k: row[k] for k in COLUMNS})
         self._stats = None
+
+    @property
+    def curves_path(self) -> Path:
+        """The JSON-lines file beside the CSV that holds each run's training-loss curve."""
+        return self.path.with_name(f"{self.path.stem}.curves.jsonl")
+
+    def add_curve(self, record: RunRecord) -> None:
+        """Append ``record``'s loss curve to :attr:`curves_path` (one line a run, flushed to
+        disk; a line cut short by a kill is skipped by :meth:`curves`)."""
+        line = json.dumps({"key": record.key, "seed": record.seed,
+                           "protocol": self.protocol.fingerprint(),
+                           "task": self.variant.fingerprint(),
+                           "loss_curve": list(record.loss_curve)})
+        with self.curves_path.open("a") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def curves(self) -> dict[tuple[str, int], list[float]]:
+        """``(key, seed) -> loss curve`` of the runs of this protocol and task variant that
+        stored one (the latest line of a run wins)."""
+        out: dict[tuple[str, int], list[float]] = {}
+        if not self.curves_path.is_file():
+            return out
+        want = (self.protocol.fingerprint(), self.variant.fingerprint())
+        for text in self.curves_path.read_text().splitlines():
+            try:
+                doc = json.loads(text)
+                if (doc["protocol"], doc["task"]) == want:
+                    out[(doc["key"], int(doc["seed"]))] = [float(v) for v in doc["loss_curve"]]
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a kill
+        return out
 
     def done(self) -> set[tuple[str, int]]:
         """The ``(key, seed)`` pairs already in the table."""
