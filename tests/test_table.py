@@ -32,7 +32,7 @@ from benchmarks.table.protocol import (
 from benchmarks.table.report import _across_tasks, best_one_node, discrimination_lines
 from benchmarks.table.store import Table, TableError
 from benchmarks.table.study import main as study_main
-from benchmarks.table.study import paired_difference, seed_effects
+from benchmarks.table.study import paired_difference, seed_effects, still_learning
 from benchmarks.table.tasks import TASKS, load_task_data, task_folder
 from supernet.app.cli import main as attnas
 from supernet.genotype import load_genotype, random_genotype
@@ -427,6 +427,7 @@ def test_the_study_of_a_table_is_written_where_asked(built: tuple[Path, Path],
     text = out.read_text()
     assert "Seed spread on `colour`" in text and "`nonlocal_sincos`" in text
     assert "### Paired by seed" in text and "seed 0 " in text and "seed 1 " in text
+    assert "### Did the runs finish learning?" in text
     assert study_main(["colour", "--root", str(tmp_path / "nothing")]) == 2
 
 
@@ -444,3 +445,11 @@ def test_each_run_stores_its_training_loss_curve_beside_the_table(
     with table.curves_path.open("a") as fh:
         fh.write('{"key": "none", "seed": 9, "loss_cu')
     assert table.curves() == curves
+
+
+def test_a_run_whose_loss_still_falls_at_the_end_is_still_learning() -> None:
+    plateau_then_drop = [1.38] * 12 + [1.2, 1.0, 0.8, 0.6]
+    assert still_learning(plateau_then_drop)
+    assert not still_learning([1.3, 0.9, 0.6, 0.5] + [0.45] * 12)
+    assert not still_learning([1.38] * 16)  # stuck is not learning
+    assert not still_learning([0.7])

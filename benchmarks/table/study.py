@@ -26,7 +26,7 @@ from derive.oneshot import kendall_tau
 from .store import TABLE_DIR, Table, TableError
 
 __all__ = ["STUDY_CELLS", "REFERENCE_CELLS", "study_markdown", "STUDY_DIR", "seed_effects",
-           "paired_difference"]
+           "paired_difference", "still_learning"]
 
 STUDY_DIR = TABLE_DIR.parent / "table_study"
 REFERENCE_CELLS = ("none", "nonlocal", "nonlocal_sincos")
@@ -113,6 +113,32 @@ def _paired_lines(table: Table, cells: list[str]) -> list[str]:
     return lines
 
 
+def still_learning(curve: list[float], share: float = 0.25, drop: float = 0.05) -> bool:
+    """Whether a run's training loss fell by more than ``drop`` (relative) over its last
+    ``share`` of steps: it ended before it had finished learning."""
+    if len(curve) < 2:
+        return False
+    back = curve[max(0, len(curve) - 1 - max(1, round(share * (len(curve) - 1))))]
+    return back > 0 and (back - curve[-1]) / back > drop
+
+
+def _curve_lines(table: Table, cells: list[str]) -> list[str]:
+    curves = table.curves()
+    if not curves:
+        return []
+    lines = ["", "### Did the runs finish learning?", "",
+             "A run is *still learning* when its training loss fell by more than 5 % over its "
+             "last quarter of steps.", "", "| cell | runs with a curve | still learning | "
+             "final loss (min–max) |", "|---|---:|---:|---|"]
+    for c in cells:
+        mine = [v for (k, _), v in curves.items() if k == c]
+        if mine:
+            ends = [v[-1] for v in mine]
+            lines.append(f"| `{c}` | {len(mine)} | {sum(still_learning(v) for v in mine)} | "
+                         f"{min(ends):.2f}–{max(ends):.2f} |")
+    return lines
+
+
 def study_markdown(task: str = "colour", root: Path = TABLE_DIR,
                    study_root: Path = STUDY_DIR) -> str:
     """The study's findings as markdown, from the runs stored so far."""
@@ -134,6 +160,7 @@ def study_markdown(task: str = "colour", root: Path = TABLE_DIR,
                   f"≥ 90 % with 5 seeds each; seeds so far: {min(s.n for s in rows)}–"
                   f"{max(s.n for s in rows)})."]
     lines += _paired_lines(table, [c for c in STUDY_CELLS if c in base])
+    lines += _curve_lines(table, [c for c in STUDY_CELLS if c in base])
     if walls:
         lines += ["", f"Wall time of one run (one torch thread, two runs at a time, all "
                   f"{len(walls)} runs of the `{task}` table): median {walls[len(walls) // 2]:.0f}"
