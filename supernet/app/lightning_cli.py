@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -464,6 +465,10 @@ def _run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict,
         # step, or PyTorch reports the loader workers the same signal ended first
         if not getattr(cli.trainer, "received_sigterm", False):
             raise
+        # the loader workers the same SIGTERM ended may be reaped only at interpreter exit,
+        # where PyTorch's SIGCHLD handler would print a traceback after our one line
+        if hasattr(signal, "SIGCHLD"):
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         return _error(kind, f"stopped by SIGTERM ({type(e).__name__}); " + _resume_hint(cli),
                       code=143)
     return 0
