@@ -427,7 +427,7 @@ def test_the_study_of_a_table_is_written_where_asked(built: tuple[Path, Path],
     text = out.read_text()
     assert "Seed spread on `colour`" in text and "`nonlocal_sincos`" in text
     assert "### Paired by seed" in text and "seed 0 " in text and "seed 1 " in text
-    assert "### Did the runs finish learning?" in text
+    assert "### Did the runs finish learning?" in text and "at chance" in text
     assert study_main(["colour", "--root", str(tmp_path / "nothing")]) == 2
 
 

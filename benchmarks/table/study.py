@@ -126,16 +126,20 @@ def _curve_lines(table: Table, cells: list[str]) -> list[str]:
     curves = table.curves()
     if not curves:
         return []
+    chance = math.log(table.variant.classes)
     lines = ["", "### Did the runs finish learning?", "",
              "A run is *still learning* when its training loss fell by more than 5 % over its "
-             "last quarter of steps.", "", "| cell | runs with a curve | still learning | "
-             "final loss (min–max) |", "|---|---:|---:|---|"]
+             f"last quarter of steps, and *at chance* when it ended within 5 % of ln(classes) "
+             f"= {chance:.3f} nats (it never left the plateau).", "",
+             "| cell | runs with a curve | still learning | at chance | final loss (min–max) |",
+             "|---|---:|---:|---:|---|"]
     for c in cells:
         mine = [v for (k, _), v in curves.items() if k == c]
         if mine:
             ends = [v[-1] for v in mine]
+            stuck = sum(e >= 0.95 * chance for e in ends)
             lines.append(f"| `{c}` | {len(mine)} | {sum(still_learning(v) for v in mine)} | "
-                         f"{min(ends):.2f}–{max(ends):.2f} |")
+                         f"{stuck} | {min(ends):.2f}–{max(ends):.2f} |")
     return lines
 
 
