@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import update_bn
 
 from .nodes import NodeSpec, validate_nodes
 from .ops import AttentionOp, MixedEdge, PointwiseConv3d, check_video
@@ -293,22 +294,13 @@ def recalibrate_batchnorm(model: nn.Module, batches: Sequence[Tensor]) -> None:
     (videos ``(N, 3, T, H, W)``) with the model as it is now (its current restrictions).
 
     A supernet's running statistics are an average over many mixtures (and, single-path,
-    over many paths): they are not those of the network being evaluated. No-op for an
-    empty list. Leaves the model in eval mode.
+    over many paths): they are not those of the network being evaluated. This is
+    :func:`torch.optim.swa_utils.update_bn` (statistics reset, cumulative average, momenta
+    restored, forward under ``no_grad``), except that an empty list leaves the statistics
+    as they are. Leaves the model in eval mode.
     """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not batches or not bns:
-        model.eval()
-        return
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the calibration batches
-    model.train()
     try:
-        for video in batches:
-            model(video)
+        if batches:
+            update_bn(batches, model)
     finally:
-        for m, mom in zip(bns, momenta):
-            m.momentum = mom
         model.eval()

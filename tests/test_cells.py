@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from supernet.cells import ArchParameters, FixedCell, SearchCell, fixed_from_search
+from supernet.cells import (
+    ArchParameters,
+    FixedCell,
+    SearchCell,
+    fixed_from_search,
+    recalibrate_batchnorm,
+)
 from supernet.ops import AttentionOp, MixedEdge, reference_mixed_edge
 from supernet.space import OP_NAMES, OPS, parse_op
 
@@ -150,3 +156,24 @@ def test_bad_input_messages() -> None:
         FixedCell(8, [("dot.spatial.softmax", 0), ("map.spatial.relu", 2)])
     with pytest.raises(ValueError, match="unknown position 'xyz'; accepted: none, coords, sincos"):
         FixedCell(8, [("dot.spatial.softmax", 0)], position="xyz")
+
+
+def test_recalibration_is_the_exact_average_and_restores_the_module() -> None:
+    """Running statistics become the plain mean of the per-batch mean/var; momentum and the
+    other buffers come back; the model ends in eval mode; an empty list changes nothing."""
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm3d(4, momentum=0.3)
+    model = torch.nn.Sequential(torch.nn.Conv3d(3, 4, 1), bn).train()
+    batches = [torch.randn(2, 3, 2, 3, 3) * (i + 1) for i in range(3)]
+    with torch.no_grad():
+        feats = [model[0](b) for b in batches]
+    mean = torch.stack([f.mean((0, 2, 3, 4)) for f in feats]).mean(0)
+    var = torch.stack([f.transpose(0, 1).flatten(1).var(1) for f in feats]).mean(0)
+    recalibrate_batchnorm(model, batches)
+    assert torch.allclose(bn.running_mean, mean, atol=1e-5)
+    assert torch.allclose(bn.running_var, var, rtol=1e-4)
+    assert bn.momentum == 0.3 and not model.training and int(bn.num_batches_tracked) == 3
+    before = bn.running_mean.clone()
+    model.train()
+    recalibrate_batchnorm(model, [])
+    assert torch.equal(bn.running_mean, before) and not model.training
