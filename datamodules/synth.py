@@ -21,6 +21,11 @@ is ``1 / N`` (25 % by default).
 flash at one place (a lamp that blinks the class colours in turn): the order of events at one
 position, a temporal relation that needs no spatial one.
 
+**Which colour flashes with the marker?** (``task="marker"``) The colour task's flashes, in any
+order, and a white square (the marker) shown elsewhere in the frame during exactly one of them:
+the class is the colour of that flash. What decides it is a relation between two places in one
+frame, which a global view of each frame finds and the order of events does not.
+
 **Which way does the first mover go?** (``task="motion"``) The same video with motion in
 place of colour, for motion-only inputs such as optical flow, which cannot see colour: the
 events are grey squares of one shade, each moving for 4 frames in its own direction (right,
@@ -83,7 +88,9 @@ DISTRACTOR_COLOURS = ((120, 120, 120), (110, 70, 40), (60, 110, 110))
 NUM_DISTRACTORS = 2
 MAX_CLASSES = len(COLOURS)
 #: what decides the class: the first flash's colour (the default) or the first mover's direction
-TASKS = ("colour", "motion", "blink")
+TASKS = ("colour", "motion", "blink", "marker")
+#: the marker task's marker colour (a flash colour no marker-task class uses)
+MARKER_COLOUR = COLOURS[-1][1]
 #: how many events a video shows: one per class (``all``) or 1 to ``classes`` (``graded``)
 EVENTS = ("all", "graded")
 #: the motion task's directions (dy, dx), in the order classes use them
@@ -110,8 +117,10 @@ def _check(classes: int, videos_per_class: int, frames: int, size: int, seed: in
         raise ValueError(f"--frames must be >= {MOVE_FRAMES * classes} for the motion task "
                          f"with {classes} classes ({classes} movers of {MOVE_FRAMES} frames "
                          f"in distinct slots), got {frames}")
-    if not 2 <= classes <= MAX_CLASSES:
-        raise ValueError(f"--classes must be between 2 and {MAX_CLASSES}, got {classes}")
+    most = MAX_CLASSES - 1 if task == "marker" else MAX_CLASSES  # white is the marker
+    if not 2 <= classes <= most:
+        raise ValueError(f"--classes must be between 2 and {most} for the {task} task, got "
+                         f"{classes}")
     if videos_per_class < 3:
         raise ValueError(f"--videos-per-class must be >= 3 (train/val/test), got "
                          f"{videos_per_class}")
@@ -144,9 +153,10 @@ def class_directions(classes: int = DEFAULTS["classes"]) -> list[str]:
 def class_names(classes: int = DEFAULTS["classes"], task: str = "colour",
                 **_: object) -> list[str]:
     """Class names in index order (sorted), e.g. ``["blue_first", "green_first", ...]``
-    (the motion task: ``["down_first", "left_first", ...]``)."""
+    (the motion task: ``["down_first", "left_first", ...]``; the marker task:
+    ``["blue_marked", ...]``)."""
     keys = class_directions(classes) if task == "motion" else class_colours(classes)
-    return [f"{c}_first" for c in keys]
+    return [f"{c}_{'marked' if task == 'marker' else 'first'}" for c in keys]
 
 
 def classes_markdown(classes: int = DEFAULTS["classes"], task: str = "colour") -> str:
@@ -164,6 +174,19 @@ def classes_markdown(classes: int = DEFAULTS["classes"], task: str = "colour") -
                          "before the others move |")
         return "\n".join(lines) + "\n"
     colours = [name for name, _ in COLOURS[:classes]]
+    if task == "marker":
+        lines = ["**Which colour flashes with the marker?** Every video holds the same "
+                 f"ingredients: {classes} brief flashes (a square shown for 2 frames), one of "
+                 f"each colour ({', '.join(colours)}), at random, well separated positions "
+                 "and in distinct random time slots; a white square (the marker) shown "
+                 "elsewhere during exactly one flash; two dull drifting squares "
+                 "(distractors); a noisy textured background. The class is the colour of the "
+                 "flash the marker **accompanies**.", "",
+                 "| index | class | meaning |", "|---:|---|---|"]
+        for i, colour in enumerate(class_colours(classes)):
+            lines.append(f"| {i} | `{colour}_marked` | the marker is shown while {colour} "
+                         "flashes |")
+        return "\n".join(lines) + "\n"
     if task == "blink":
         lines = ["**Which colour does the lamp show first?** Every video holds the same "
                  f"ingredients: one lamp at a random place that blinks {classes} colours "
@@ -253,18 +276,35 @@ def render_video(class_index: int, classes: int = DEFAULTS["classes"],
     min_dist = s / 4
     # blink: every flash at one place (the lamp); drawn only then, so colour videos are unchanged
     lamp = rng.integers(0, (s - obj) // 2 + 1, 2) * 2 if task == "blink" else None
-    for colour, when in zip([first, *others], slots.tolist()):
+    order = [first, *others]
+    if task == "marker":  # the class colour at a random slot (drawn only then)
+        k = int(rng.integers(count))
+        order[0], order[k] = order[k], order[0]
+    for colour, when in zip(order, slots.tolist()):
         if lamp is not None:
             pos = lamp
         else:
-            for _ in range(100):
-                pos = rng.integers(0, (s - obj) // 2 + 1, 2) * 2  # even: chroma-aligned
-                if all(np.hypot(*(pos - q)) >= min_dist for q in placed):
-                    break
+            pos = _free_place(s, obj, placed, min_dist, rng)
         placed.append(pos)
         for f in (when, when + 1):
             _square(video[f], pos[0], pos[1], obj, palette[colour])
+    if task == "marker":
+        when = slots[order.index(first)]
+        pos = _free_place(s, obj, placed, min_dist, rng)
+        for f in (when, when + 1):
+            _square(video[f], pos[0], pos[1], obj, MARKER_COLOUR)
     return np.clip(video, 0, 255).astype(np.uint8)
+
+
+def _free_place(s: int, obj: int, placed: list[np.ndarray], min_dist: float,
+                rng: np.random.Generator) -> np.ndarray:
+    """A random even ``(y, x)`` for a square of side ``obj`` at least ``min_dist`` from every
+    place in ``placed`` (the last draw if 100 draws find none)."""
+    for _ in range(100):
+        pos = rng.integers(0, (s - obj) // 2 + 1, 2) * 2  # even: chroma-aligned
+        if all(np.hypot(*(pos - q)) >= min_dist for q in placed):
+            break
+    return pos
 
 
 def _add_movers(video: np.ndarray, class_index: int, classes: int, obj: int,
@@ -366,9 +406,11 @@ def ensure_synthetic(out: str | Path, classes: int = DEFAULTS["classes"],
         out: output folder (created).
         classes, videos_per_class, frames, size, seed: generator parameters (recorded in
             ``meta.json``; a folder with the same parameters is reused as is).
-        task: ``colour`` (default: the first flash's colour is the class) or ``motion``
-            (the first mover's direction; recorded in ``meta.json`` only when not
-            ``colour``, so colour folders made before the option are reused).
+        task: ``colour`` (default: the first flash's colour is the class), ``blink`` (the
+            lamp's first colour), ``marker`` (the colour of the flash the marker
+            accompanies) or ``motion`` (the first mover's direction); recorded in
+            ``meta.json`` only when not ``colour``, so colour folders made before the
+            option are reused.
         events: ``all`` (every video shows one event per class) or ``graded`` (each video
             shows 1 to ``classes`` events, uniformly: the first is still the class, and a
             video with fewer events is easier; recorded only when not ``all``).

@@ -17,6 +17,7 @@ from datamodules.synth import (
     MOVE_FRAMES,
     MOVER_GREY,
     SynthError,
+    check_params,
     class_colours,
     class_names,
     classes_markdown,
@@ -249,6 +250,26 @@ def test_the_blink_lamp_shows_the_class_colour_first_at_one_place() -> None:
             places |= where
     assert len(places) > 1  # the lamp's place changes from video to video
     assert "lamp" in classes_markdown(4, "blink")
+
+
+def test_the_marker_accompanies_the_class_colour_and_only_it() -> None:
+    rng = np.random.default_rng(7)
+    palette = dict(COLOURS)
+    used = [name for name, _ in COLOURS[:4]]
+    marker = palette["white"]
+    slots_of_class = set()
+    for c, colour in enumerate(class_colours(4)):
+        for _ in range(6):
+            v = render_video(c, 4, 32, 24, rng, task="marker", events="graded")
+            times = {name: ts for name in used if (ts := _flash_times(v, palette[name]))}
+            assert colour in times
+            assert _flash_times(v, marker) == times[colour]  # shown with that flash only
+            assert _flash_place(v, marker) != _flash_place(v, palette[colour])
+            slots_of_class.add(sorted(ts[0] for ts in times.values()).index(times[colour][0]))
+    assert slots_of_class - {0}  # the marked flash is not always the first
+    assert class_names(4, "marker")[0] == "blue_marked"
+    with pytest.raises(ValueError, match="between 2 and 5 for the marker task"):
+        check_params(6, 10, 32, 24, 0, task="marker")
 
 
 def test_the_colour_videos_are_those_of_generator_version_2() -> None:

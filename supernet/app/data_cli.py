@@ -58,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--task", choices=TASKS, default="colour",
                    help="what decides the class: the first flash's colour (default), the "
                         "first mover's direction (motion: for flow and other colour-blind "
-                        "inputs) or the first colour of a lamp blinking at one place (blink)")
+                        "inputs), the first colour of a lamp blinking at one place (blink) or "
+                        "the colour of the flash a white marker accompanies (marker)")
     s.add_argument("--workers", type=int, default=None, metavar="W",
                    help="encoder processes (default: number of CPU cores, at most 8)")
     s.add_argument("--force", action="store_true",
