@@ -130,17 +130,15 @@ def parser() -> argparse.ArgumentParser:
                    help="smoke test of the full configuration: at most this many train / "
                         "val / test batches per epoch (not a result; use its own --out)")
     p.add_argument("--jobs", type=int, default=None,
-                   help="runs at a time, each its own subprocess (default: the CPU cores, at "
+                   help="runs at a time, each its own process (default: the CPU cores, at "
                         f"most {MAX_DEFAULT_JOBS}; --quick 1); two 1-thread runs on 2 cores "
                         "do more work than one 2-thread run")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per run (default: the CPU cores available divided by "
                         "--jobs; --quick 1)")
     p.add_argument("--executor", default=None, choices=("ray", "local"),
-                   help="where runs execute: ray (default: a local Ray started in-process, "
-                        "each run asking for its --threads CPUs; a cluster with --address) "
-                        "or local (plain subprocesses; the default of --quick, where Ray's "
-                        "start-up would dominate); every run is its own process either way")
+                   help="deprecated, ignored: every run is a Ray task in its own worker "
+                        "process (a local Ray unless --address)")
     p.add_argument("--address", default=None,
                    help="a Ray cluster to run on: auto, or ray://HOST:10001 (the repository "
                         "and --out must be on a filesystem every node sees)")

@@ -188,6 +188,9 @@ def build_plan(argv: list[str]) -> Plan:
                      ("--remedy-weight", "--anti-collapse-weight")):
         if any(a == old or a.startswith(old + "=") for a in argv):
             print(f"attnas bench: {deprecation_line(old[2:], new[2:], '--')}", file=sys.stderr)
+    if args.executor is not None:
+        print("attnas bench: warning: --executor is deprecated and ignored: every run is a "
+              "Ray task (a local Ray unless --address)", file=sys.stderr)
     quick = args.quick
     search_seeds = check_count(args.search_seeds if args.search_seeds is not None
                                 else 1 if quick else 3, "--search-seeds", 1)

@@ -32,9 +32,11 @@ defaults (``configs/search/synthetic.yaml``, ``configs/retrain/synthetic.yaml``)
 5. **reproducibility**: how often each node's op is chosen across search seeds, and
    whether repeated same-seed searches gave the same genotype.
 
-Every search / training run is its own subprocess (``benchmarks.jobs``): a crash or an
-out-of-memory kill fails that row only (recorded with its one-line error), the memory of
-each run is its own (peak RSS per search), and nothing leaks from one row into the next.
+Every search / training run is a Ray task in its own worker process (``benchmarks.jobs``'s
+job functions; ``benchmarks/executor.py``; a local Ray by default, a cluster with
+``--address``): a crash or an out-of-memory kill fails that row only (recorded with its
+one-line error), the memory of each run is its own (peak RSS per search), and nothing leaks
+from one row into the next.
 Results are appended to ``<out>/accuracy.csv`` and ``<out>/search.csv`` as each run ends;
 re-running the command skips every finished (``ok``) run and retries failed ones. Each
 run's settings fingerprint covers what that run depends on (a baseline row: the retrain
@@ -54,12 +56,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import escape
+from benchmarks import executor
+from benchmarks.common import escape, one_line
 from benchmarks.common import fmt_seconds as _fmt_s
-from benchmarks.executor import make_executor
+from benchmarks.jobs import run_job
 from benchmarks.plan import BenchError, Plan, _search_default, build_plan
 from benchmarks.report import plot, summarise, write_markdown
-from benchmarks.runner import Ledger, Runner, _random_genotypes, _schedule
+from benchmarks.runner import Ledger, Runner, _random_genotypes, schedule
 from datamodules import VideoDataModule
 from datamodules.synth import SynthError, ensure_synthetic
 from derive.genotype import random_genotype, save_genotype
@@ -121,14 +124,17 @@ def upfront_estimate(plan: Plan, runner: Runner, console: Any) -> dict[str, floa
     t, px = plan.clip
     console.print(f"calibrating: a few training steps of the supernet and of {len(blocks)} "
                   f"networks ({plan.threads} thread(s)) …")
-    result, wall, log = runner.launch("calibrate", {
-        "kind": "calibrate", "key": "calibrate", "search_model": plan.search_model,
-        "retrain_model": plan.retrain_model, "num_classes": plan.num_classes,
-        "search_shape": [sb, 3, t, px, px], "retrain_shape": [rb, 3, t, px, px],
-        "blocks": blocks, "steps": 2})
-    if result.get("status") != "ok":
-        console.print(f"calibration failed: {result.get('error')} (log: {log})", markup=False)
+    t0 = time.perf_counter()
+    try:  # in this process: a few steps of small networks, no data
+        result = run_job({
+            "kind": "calibrate", "key": "calibrate", "search_model": plan.search_model,
+            "retrain_model": plan.retrain_model, "num_classes": plan.num_classes,
+            "search_shape": [sb, 3, t, px, px], "retrain_shape": [rb, 3, t, px, px],
+            "blocks": blocks, "steps": 2, "threads": plan.threads})
+    except Exception as err:  # noqa: BLE001 - the plan is printed without the estimate
+        console.print(f"calibration failed: {one_line(err)}", markup=False)
         return None
+    wall = time.perf_counter() - t0
     counts = _split_counts(plan)
     st, rt = plan.search_trainer, plan.retrain_trainer
     rdata = plan.retrain_data
@@ -272,14 +278,13 @@ def _main(plan: Plan) -> int:
         md = _report(plan, runner)
         console.print(f"tables of the finished runs: {md}")
         return 0
-    kind = ("ray" if plan.args.address else plan.args.executor
-            or ("local" if plan.quick else "ray"))
-    try:  # an unreachable Ray cluster is refused before anything is written
-        runner.executor = make_executor(kind, plan.args.address,
-                                        max(plan.threads * plan.args.jobs, plan.threads))
-    except ValueError as err:
-        print(f"attnas bench: error: {err}", file=sys.stderr)
-        return 2
+    where = "nothing to run"
+    if runner.todo():
+        try:  # an unreachable Ray cluster is refused before anything is written
+            where = executor.start(plan.args.address, plan.threads * plan.args.jobs)
+        except ValueError as err:
+            print(f"attnas bench: error: {err}", file=sys.stderr)
+            return 2
     plan.out.mkdir(parents=True, exist_ok=True)
     plan.work.mkdir(parents=True, exist_ok=True)
     import fcntl
@@ -288,13 +293,14 @@ def _main(plan: Plan) -> int:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        runner.executor.close()
+        executor.stop()
         print(f"attnas bench: error: another attnas bench is writing to {plan.out}",
               file=sys.stderr)
         return 2
     try:
-        return _run(plan, runner, console)
+        return _run(plan, runner, console, where)
     finally:
+        executor.stop()
         lock.close()
 
 
@@ -309,7 +315,7 @@ def _report(plan: Plan, runner: Runner) -> Path:
     return write_markdown(plan, runner, table, png)
 
 
-def _run(plan: Plan, runner: Runner, console: Any) -> int:
+def _run(plan: Plan, runner: Runner, console: Any, where: str) -> int:
     """Every step, then the reports; the exit code."""
     t0 = time.perf_counter()
     console.print(f"[bold]attnas bench[/bold]{' --quick' if plan.quick else ''}: "
@@ -318,14 +324,12 @@ def _run(plan: Plan, runner: Runner, console: Any) -> int:
                   f"{plan.out}")
     for note in plan.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
-    console.print(f"runs execute on: {runner.executor.name}"
-                  + (f" ({plan.args.address})" if plan.args.address else ""))
+    console.print(f"runs execute on: {escape(where)}")
     if plan.synth is not None:
         console.print(f"data: {escape(plan.retrain_data['root'])} (generated if missing)")
         try:
             ensure_synthetic(plan.retrain_data["root"], **plan.synth, progress=not plan.quick)
         except (SynthError, ValueError, OSError) as err:
-            runner.executor.close()
             print(f"attnas bench: error: {' '.join(str(err).split())}", file=sys.stderr)
             return 2
     else:
@@ -334,13 +338,13 @@ def _run(plan: Plan, runner: Runner, console: Any) -> int:
     _random_genotypes(plan)
     interrupted = False
     try:
-        _schedule(plan, runner)
+        schedule(plan, runner)
     except KeyboardInterrupt:
         interrupted = True
         console.print("[red]interrupted[/red]: finished runs are kept; re-run the same "
                       "command to resume")
     finally:
-        runner.executor.close()
+        executor.stop()
     md = _report(plan, runner)
     if runner.skipped:
         console.print(f"skipped {runner.skipped} finished runs (recorded in {plan.out})")

@@ -1,32 +1,31 @@
-"""Running the benchmark: the result ledgers, the jobs and their schedule.
+"""Running the benchmark: the result ledgers, the runs and their schedule on Ray.
 
 Owns :class:`Ledger` (a CSV file of finished runs: ``accuracy.csv``, ``search.csv``,
-``steptime.csv``) and :class:`Runner`, which launches each search, retrain or step timing as
-its own ``benchmarks.jobs`` subprocess, records it and prints the progress with the
-estimate from the runs timed so far; also the random cells' genotypes and the schedule
-(:func:`_tasks`, :func:`_schedule`: ``--jobs`` runs at a time, each once the searches it
-needs have ended).
+``steptime.csv``) and :class:`Runner`, which makes each search, retrain or step timing's
+:mod:`benchmarks.jobs` spec, records its result and prints the progress with the estimate
+from the runs timed so far; also the random cells' genotypes and the schedule
+(:func:`_tasks`: the order and what each run waits for; :func:`schedule`: every run not
+finished sent to Ray at once, each waiting for the searches it needs through their
+ObjectRefs, ``--jobs`` at a time by the CPUs they ask for; :mod:`benchmarks.executor`).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 import statistics
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from benchmarks import executor
 from benchmarks.common import escape, one_line
 from benchmarks.common import finite_float as _float
 from benchmarks.common import fmt_seconds as _fmt_s
 from benchmarks.common import node_source as _source
-from benchmarks.executor import LocalExecutor
-from benchmarks.plan import REPO, Plan, Row, SearchJob, _search_default, _slug
+from benchmarks.plan import Plan, Row, SearchJob, _search_default, _slug
 from datamodules.atomic import atomic_path
 from derive.draw import draw_cell
 from derive.genotype import Genotype, load_genotype, random_genotype, save_genotype
@@ -63,7 +62,6 @@ class Ledger:
     def __init__(self, path: Path, fields: list[str], key: tuple[str, ...]) -> None:
         self.path, self.fields, self.key = path, fields, key
         self.rows: dict[tuple[str, ...], dict[str, str]] = {}
-        self._lock = threading.Lock()  # --jobs: runs finish on several threads
         if path.is_file():
             with path.open(newline="") as fh:
                 for row in csv.DictReader(fh):
@@ -84,12 +82,11 @@ class Ledger:
     def put(self, row: dict[str, Any]) -> None:
         """Record (or replace) a row and rewrite the file atomically."""
         clean = {f: "" if row.get(f) is None else str(row.get(f)) for f in self.fields}
-        with self._lock:
-            self.rows[self._key(clean)] = clean
-            with atomic_path(self.path) as tmp, tmp.open("w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=self.fields)
-                writer.writeheader()
-                writer.writerows(list(self.rows.values()))
+        self.rows[self._key(clean)] = clean
+        with atomic_path(self.path) as tmp, tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=self.fields)
+            writer.writeheader()
+            writer.writerows(list(self.rows.values()))
 
     def settings(self) -> set[str]:
         """The settings fingerprints of the rows recorded."""
@@ -102,7 +99,12 @@ def _now() -> str:
 
 # ------------------------------------------------------------------------------ running
 class Runner:
-    """Launches jobs (``--jobs`` at a time), records them, prints progress and the estimate."""
+    """Makes each run's spec, records its result, prints progress and the estimate.
+
+    Args:
+        plan: what this invocation runs.
+        console: a ``rich`` console for the progress lines (None: plan only).
+    """
 
     def __init__(self, plan: Plan, console: Any) -> None:
         self.plan, self.console = plan, console
@@ -110,22 +112,12 @@ class Runner:
         self.srch = Ledger(plan.out / "search.csv", SEARCH_FIELDS, ("search",))
         self.step = Ledger(plan.out / "steptime.csv", STEP_FIELDS, ("key",))
         self.total = len(plan.searches) + 1 + len(plan.rows) * len(plan.train_seeds)
-        self.index = 0
         self.ran = 0
         self.skipped = 0
         self.failed = 0
         self.finished = 0
         self.cost_cache: dict[str, dict[str, Any]] = {}
-        self._lock = threading.RLock()
-        #: where the jobs run (benchmarks.executor); run.py sets Ray or local
-        self.executor: Any = LocalExecutor()
-
-    def _bump(self, counter: str) -> int:
-        """Add one to a progress counter (thread-safe); returns its new value."""
-        with self._lock:
-            value = getattr(self, counter) + 1
-            setattr(self, counter, value)
-            return value
+        self.bar: Any = None  #: the rich progress (and its task) while :func:`schedule` runs
 
     # -- estimate --------------------------------------------------------------------
     def _walls(self) -> dict[str, list[float]]:
@@ -188,59 +180,14 @@ class Runner:
         eta = (f" | full run ≈ {_fmt_s(total)}, left ≈ {_fmt_s(left)}"
                if total is not None else "")
         colour = {"ok": "green", "failed": "red", "skip": "dim"}.get(status, "white")
-        done = self._bump("finished")
-        self.console.print(f"\\[{done:>3}/{self.total} done] {escape(what)}: "
+        self.finished += 1
+        self.failed += status == "failed"
+        self.console.print(f"\\[{self.finished:>3}/{self.total} done] {escape(what)}: "
                            f"[{colour}]{status}"
                            f"[/{colour}] {escape(detail)}{eta}", highlight=False)
-
-    def _start(self, what: str) -> None:
-        index = self._bump("index")
-        self.console.print(f"\\[{index:>3}/{self.total}] {escape(what)} … "
-                           f"[dim]started {time.strftime('%H:%M:%S')}[/dim]", highlight=False)
-
-    # -- one subprocess ------------------------------------------------------------------
-    def launch(self, slug: str, spec: dict[str, Any]) -> tuple[dict[str, Any], float, Path]:
-        """Run one job in a subprocess; returns (result, wall seconds, log path)."""
-        work = self.plan.work
-        run_dir = work / "runs" / slug
-        log = work / "logs" / f"{slug}.log"
-        if run_dir.is_dir():  # a previous attempt's Lightning logs
-            shutil.rmtree(run_dir)
-        for d in (run_dir, log.parent, work / "specs"):
-            d.mkdir(parents=True, exist_ok=True)
-        spec = {**spec, "run_dir": str(run_dir), "threads": self.plan.threads,
-                "resume_dir": str(work / "resume")}  # a retrain killed part-way resumes
-        spec_path = work / "specs" / f"{slug}.json"
-        spec_path.write_text(json.dumps(spec, indent=1, default=str) + "\n")
-        result_path = run_dir / "result.json"
-        result_path.unlink(missing_ok=True)
-        env = {**os.environ, "OMP_NUM_THREADS": str(self.plan.threads),
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
-                                                           os.environ.get("PYTHONPATH")]))}
-        t0 = time.perf_counter()
-        cmd = [sys.executable, "-m", "benchmarks.jobs", str(spec_path), str(result_path)]
-        code, error = self.executor.run(cmd, env, REPO, log, self.plan.args.timeout,
-                                        self.plan.threads)
-        if error == "timed out":
-            error = f"timed out after {_fmt_s(self.plan.args.timeout)}"
-        wall = time.perf_counter() - t0
-        result: dict[str, Any] = {}
-        if result_path.is_file():
-            try:
-                result = json.loads(result_path.read_text())
-            except ValueError:
-                result = {}
-        if result.get("status") not in ("ok", "failed"):
-            if error is None:
-                if code is not None and code < 0:
-                    error = f"killed by signal {-code}" + (" (out of memory?)"
-                                                            if -code == 9 else "")
-                else:
-                    lines = [ln for ln in log.read_text(errors="replace").splitlines()
-                             if ln.strip()]
-                    error = lines[-1].strip()[:300] if lines else f"exit code {code}"
-            result = {"status": "failed", "error": error}
-        return result, wall, log
+        if self.bar is not None:
+            bar, task = self.bar
+            bar.update(task, advance=1, left=f"left ≈ {_fmt_s(left)}" if left else "")
 
     def _rel(self, path: Path | str) -> str:
         p = Path(path)
@@ -249,59 +196,99 @@ class Runner:
         except ValueError:
             return str(p)
 
-    # -- the steps -----------------------------------------------------------------------
+    def _placed(self, slug: str, spec: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+        """``spec`` with its run folder, threads and resume folder; and its log file."""
+        work = self.plan.work
+        return ({**spec, "run_dir": str(work / "runs" / slug), "threads": self.plan.threads,
+                 "resume_dir": str(work / "resume")},  # a run killed part-way resumes
+                work / "logs" / f"{slug}.log")
+
+    # -- the runs: spec, then record ------------------------------------------------------
     def _search_slug(self, key: str) -> str:
         return _slug("search_" + key.replace("/", "_"))
 
     def trained_supernet(self, job: SearchJob) -> tuple[str, Path] | None:
-        """``(search key, last.ckpt)`` of a trained supernet ``job`` can re-select from: its
-        source search's, or -- when that checkpoint is gone (another machine, a cleaned
+        """``(search key, last.ckpt)`` of a trained supernet ``job`` can re-select from now:
+        its source search's, or -- when that checkpoint is gone (another machine, a cleaned
         work folder) -- one trained by a finished search with the same source (the same
         supernet: such groups differ only in their selection rule or budget)."""
-        if job.source is None:
-            return None
-        siblings = [j.key for j in self.plan.searches
-                    if j.source == job.source and j.key != job.key]
-        for key in (job.source, *siblings):
+        for key in self._supernets(job):
             if self.srch.done(key) and self.checkpoint_of(key).is_file():
                 return key, self.checkpoint_of(key)
         return None
+
+    def _supernets(self, job: SearchJob) -> list[str]:
+        """The searches whose trained supernet ``job`` may re-select from, in order."""
+        if job.source is None:
+            return []
+        return [job.source, *[j.key for j in self.plan.searches
+                              if j.source == job.source and j.key != job.key]]
 
     def checkpoint_of(self, key: str) -> Path:
         """Where search ``key`` keeps its trained supernet (it may not exist)."""
         return self.plan.work / "runs" / self._search_slug(key) / "last.ckpt"
 
-    def source_checkpoint(self, job: SearchJob) -> Path | None:
-        """The checkpoint of :meth:`trained_supernet` (None: ``job`` searches in full)."""
-        found = self.trained_supernet(job)
-        return None if found is None else found[1]
+    def todo(self) -> bool:
+        """Whether any run of the plan is still to run (not finished ok)."""
+        return (not self.step.done("steptime")
+                or any(not (self.srch.done(j.key) and j.genotype.is_file())
+                       for j in self.plan.searches)
+                or any(not self.acc.done(r.key, s) for r in self.plan.rows
+                       for s in self.plan.train_seeds))
 
-    def run_search(self, job: SearchJob) -> None:
-        """Search (or skip, if finished) one job; a job whose supernet another search of
-        the plan already trained only re-runs the selection on that checkpoint."""
-        found = self.trained_supernet(job)
-        source, ckpt = found if found is not None else (None, None)
-        what = (f"re-select {job.label} from {source}" if ckpt is not None
-                else f"search {job.label}")
+    def prepare(self, item: Any) -> tuple[dict[str, Any], Path, dict[str, bool]] | None:
+        """The run of a :func:`_tasks` item: ``(spec, log, whether each search its spec
+        names has finished ok so far)``, or None when it finished before (skipped)."""
+        if isinstance(item, SearchJob):
+            made = self.search_spec(item)
+        elif item == "steptime":
+            made = self.steptime_spec()
+        else:
+            made = self.row_spec(*item)
+        if made is None:
+            self.skipped += 1
+            return None
+        spec, log = made
+        names = [k for k, _ in spec.get("supernets", []) + spec.get("cells", [])]
+        if "requires" in spec:
+            names.append(spec["requires"][0])
+        return spec, log, {k: self.srch.done(k) for k in names}
+
+    def record(self, item: Any, result: dict[str, Any], ran: dict[str, Any] | None) -> None:
+        """Record the ended run of a :func:`_tasks` item (``ran``: the spec it ran, None
+        when it could not start) and print its line."""
+        self.ran += ran is not None
+        if isinstance(item, SearchJob):
+            self.record_search(item, result, ran)
+        elif item == "steptime":
+            self.record_steptime(result, ran)
+        else:
+            self.record_row(*item, result, ran)
+
+    def search_spec(self, job: SearchJob) -> tuple[dict[str, Any], Path] | None:
+        """A search's spec (None: finished); one whose supernet another search of the plan
+        trains names it (``supernets``): it then only re-runs the selection on it."""
         if self.srch.done(job.key) and job.genotype.is_file():
-            self._bump("index")
-            self._bump("skipped")
-            return
-        self._start(what)
+            return None
         spec = {
             "kind": "search", "key": job.key, "seed": job.seed, "model": job.model,
             "data": self.plan.search_data, "trainer": job.trainer or self.plan.search_trainer,
             "genotype": str(job.genotype), "title": job.label,
             "provenance": {"benchmark": job.key, "group": job.group},
         }
-        if ckpt is not None:
-            spec.update(kind="reselect", checkpoint=str(ckpt))
-            spec["provenance"]["supernet_from"] = source
-        result, wall, log = self.launch(self._search_slug(job.key), spec)
-        self._bump("ran")
+        if job.source is not None:
+            spec["supernets"] = [[k, str(self.checkpoint_of(k))] for k in self._supernets(job)]
+        return self._placed(self._search_slug(job.key), spec)
+
+    def record_search(self, job: SearchJob, result: dict[str, Any],
+                      ran: dict[str, Any] | None) -> None:
+        """Record one search (or re-selection) and print its line."""
+        source = (ran or {}).get("provenance", {}).get("supernet_from")
+        what = f"re-select {job.label} from {source}" if source else f"search {job.label}"
+        wall = float(result.get("run_s") or 0.0)
         nodes = result.get("nodes")
         total, fit = round(wall + float(result.get("prior_s") or 0.0), 2), result.get("wall_s")
-        if ckpt is not None and result["status"] == "ok":
+        if source is not None and result["status"] == "ok":
             # the cost of this way of searching: the shared supernet training + own selection
             src = self.srch.get(source) or {}
             train = (_float(src.get("wall_s")) or 0.0) - (_float(src.get("select_s")) or 0.0)
@@ -309,6 +296,7 @@ class Runner:
             total = round((_float(src.get("total_s")) or 0.0)
                           - (_float(src.get("select_s")) or 0.0) + wall, 2)
             result.setdefault("val_acc", src.get("val_acc"))
+        log = self._placed(self._search_slug(job.key), {})[1]
         row = {
             "search": job.key, "label": job.label, "group": job.group, "seed": job.seed,
             "repeat": job.repeat, "status": result["status"],
@@ -329,7 +317,7 @@ class Runner:
             "log": self._rel(log),
             "alpha_softmax": json.dumps(result.get("alpha_softmax"))
             if result.get("alpha_softmax") else "",
-            "supernet_from": source if ckpt is not None else "",
+            "supernet_from": source or "",
         }
         self.srch.put(row)
         if result["status"] == "ok":
@@ -337,53 +325,41 @@ class Runner:
             self._progress(what, "ok", f"{_fmt_s(wall)}, peak RSS "
                            f"{result.get('peak_rss_mib', 0):.0f} MiB; cell {cell}")
         else:
-            self._bump("failed")
             self._progress(what, "failed", f"{result['error']} (log: {log})")
 
-    def run_steptime(self) -> None:
-        """Time supernet vs derived-network training steps (once)."""
+    def steptime_spec(self) -> tuple[dict[str, Any], Path] | None:
+        """The step timing's spec (None: finished): it times the first cell of the default
+        group's first searches that ended ok (``cells``)."""
         if self.step.done("steptime"):
-            self._bump("index")
-            self._bump("skipped")
-            return
-        ok = [j for j in self.plan.searches if j.group == self.plan.default_group
-              and j.repeat == 0
-              and self.srch.done(j.key) and j.genotype.is_file()]
-        what = "step time: supernet vs derived network"
-        self._start(what)
-        if not ok:
-            self.step.put({"key": "steptime", "status": "failed",
-                           "settings": self.plan.steptime_settings,
-                           "finished": _now(), "error": "no searched cell to time"})
-            self._bump("failed")
-            self._progress(what, "failed", "no searched cell to time")
-            return
+            return None
         batch = int(self.plan.search_data.get("batch_size", 16))
-        spec = {"kind": "steptime", "key": "steptime", "genotype": str(ok[0].genotype),
+        cells = [[j.key, str(j.genotype)] for j in self.plan.searches
+                 if j.group == self.plan.default_group and j.repeat == 0]
+        spec = {"kind": "steptime", "key": "steptime", "cells": cells,
                 "search_model": self.plan.search_model, "retrain_model": self.plan.retrain_model,
                 "num_classes": self.plan.num_classes,
                 "shape": [batch, 3, self.plan.clip[0], self.plan.clip[1], self.plan.clip[1]],
                 "steps": 2 if self.plan.quick else 5}
-        result, wall, log = self.launch("steptime", spec)
-        self._bump("ran")
+        return self._placed("steptime", spec)
+
+    def record_steptime(self, result: dict[str, Any], ran: dict[str, Any] | None) -> None:
+        """Record the step timing (supernet vs derived-network steps) and print its line."""
+        what = "step time: supernet vs derived network"
+        log = self._placed("steptime", {})[1]
         self.step.put({**{k: result.get(k) for k in STEP_FIELDS}, "key": "steptime",
-                       "genotype": self._rel(ok[0].genotype),
+                       "genotype": self._rel(ran["genotype"]) if ran else "",
                        "shape": "x".join(map(str, result.get("shape", []))),
                        "settings": self.plan.steptime_settings, "finished": _now(),
-                       "log": self._rel(log), "wall_s": round(wall, 2)})
+                       "log": self._rel(log) if ran else "",
+                       "wall_s": round(float(result.get("run_s") or 0.0), 2) if ran else ""})
         if result["status"] == "ok":
             ratio = result["supernet_iteration_s"] / result["derived_step_s"]
             self._progress(what, "ok", f"search iteration / derived step = {ratio:.1f}×")
         else:
-            self._bump("failed")
-            self._progress(what, "failed", f"{result['error']} (log: {log})")
+            self._progress(what, "failed", result["error"] + (f" (log: {log})" if ran else ""))
 
     def cost(self, row: Row) -> dict[str, Any]:
         """Params and MACs of the proxy with ``row``'s block at the benchmark clip."""
-        with self._lock:  # one MAC count at a time (the counter is a global mode)
-            return self._cost(row)
-
-    def _cost(self, row: Row) -> dict[str, Any]:
         if row.key in self.cost_cache:
             return self.cost_cache[row.key]
         m = self.plan.retrain_model
@@ -399,30 +375,35 @@ class Runner:
         self.cost_cache[row.key] = out
         return out
 
-    def run_row(self, row: Row, seed: int) -> None:
-        """Train and test one (row, seed), or skip it if finished."""
-        what = f"train {row.label} seed {seed}"
+    def _row_slug(self, row: Row, seed: int) -> str:
+        return _slug(f"train_{row.key.replace('/', '_')}_seed{seed}")
+
+    def row_spec(self, row: Row, seed: int) -> tuple[dict[str, Any], Path] | None:
+        """The spec of one (row, seed) training (None: finished); a searched cell's row
+        runs only if its search ended ok (``requires``)."""
         if self.acc.done(row.key, seed):
-            self._bump("index")
-            self._bump("skipped")
-            return
-        self._start(what)
-        base = {"row": row.key, "label": row.label, "kind": row.kind,
-                "block": self._rel(row.block), "seed": seed, "settings": row.settings}
-        if row.search is not None and not (self.srch.done(row.search.key)
-                                           and Path(row.block).is_file()):
-            self.acc.put({**base, "status": "failed", "finished": _now(),
-                          "error": f"its search {row.search.key} failed"})
-            self._bump("failed")
-            self._progress(what, "failed", f"its search {row.search.key} failed")
-            return
-        cost = self.cost(row)
+            return None
         spec = {"kind": "retrain", "key": row.key, "seed": seed, "data": self.plan.retrain_data,
                 "trainer": self.plan.trainer_for(row),
                 "model": {**self.plan.retrain_model, "block": row.block}}
-        slug = _slug(f"train_{row.key.replace('/', '_')}_seed{seed}")
-        result, wall, log = self.launch(slug, spec)
-        self._bump("ran")
+        if row.search is not None:
+            spec["requires"] = [row.search.key, str(row.block)]
+        return self._placed(self._row_slug(row, seed), spec)
+
+    def record_row(self, row: Row, seed: int, result: dict[str, Any],
+                   ran: dict[str, Any] | None) -> None:
+        """Record one (row, seed) training and print its line."""
+        what = f"train {row.label} seed {seed}"
+        base = {"row": row.key, "label": row.label, "kind": row.kind,
+                "block": self._rel(row.block), "seed": seed, "settings": row.settings}
+        if ran is None and row.search is not None and result["error"].startswith("its search"):
+            self.acc.put({**base, "status": "failed", "finished": _now(),
+                          "error": result["error"]})
+            self._progress(what, "failed", result["error"])
+            return
+        cost = self.cost(row)
+        log = self._placed(self._row_slug(row, seed), {})[1]
+        wall = float(result.get("run_s") or 0.0)
         self.acc.put({**base, **{k: result.get(k) for k in
                                  ("status", "video_top1", "clip_top1", "val_top1", "epochs",
                                   "peak_rss_mib", "error")},
@@ -433,7 +414,6 @@ class Runner:
             self._progress(what, "ok", f"video top-1 {100 * result['video_top1']:.1f} % "
                            f"in {_fmt_s(wall)}")
         else:
-            self._bump("failed")
             self._progress(what, "failed", f"{result['error']} (log: {log})")
 
 
@@ -476,7 +456,8 @@ def _random_genotypes(plan: Plan) -> None:
 
 # ------------------------------------------------------------------------------ schedule
 def _tasks(plan: Plan, runner: Runner) -> list[tuple[Any, set[str], str]]:
-    """Every run as (callable, the search keys it waits for, its own key), in the order
+    """Every run as (item, the search keys it waits for, its own key) -- the item a
+    :class:`~benchmarks.plan.SearchJob`, a ``(Row, seed)`` or ``"steptime"`` -- in the order
     that gives the main answer first: the default group's searches, then its rows with
     the baselines and random cells seed by seed, the step-time job, then the other groups
     one at a time in the plan's order, each its searches and then its rows (and a budget
@@ -503,14 +484,13 @@ def _tasks(plan: Plan, runner: Runner) -> list[tuple[Any, set[str], str]]:
                 needs.add(retrains[job.source])
             else:
                 retrains[job.source] = job.key
-        tasks.append((lambda: runner.run_search(job), needs, job.key))
+        tasks.append((job, needs, job.key))
 
     def rows(chosen: list[Row]) -> None:
         for seed in plan.train_seeds:
             for row in chosen:
                 needs = {row.search.key} if row.search is not None else set()
-                tasks.append((lambda row=row, seed=seed: runner.run_row(row, seed), needs,
-                              f"{row.key}/{seed}"))
+                tasks.append(((row, seed), needs, f"{row.key}/{seed}"))
 
     def late(row: Row) -> bool:
         return row.kind in ("searched", "random_cost") and row.group != default
@@ -520,7 +500,7 @@ def _tasks(plan: Plan, runner: Runner) -> list[tuple[Any, set[str], str]]:
             search(job)
     rows([r for r in plan.rows if not late(r)])
     first = [j.key for j in plan.searches if j.group == default and j.repeat == 0]
-    tasks.append((runner.run_steptime, set(first), "steptime"))
+    tasks.append(("steptime", set(first), "steptime"))
 
     cheap = [j for j in plan.searches if j.group != default
              and source_group.get(j.source) == default
@@ -541,36 +521,42 @@ def _tasks(plan: Plan, runner: Runner) -> list[tuple[Any, set[str], str]]:
     return tasks
 
 
-def _schedule(plan: Plan, runner: Runner) -> None:
-    """Run every task, ``--jobs`` at a time; a task starts once the searches it needs
-    have ended (ok or failed: a failed search fails its rows)."""
-    jobs = plan.args.jobs
-    pending = _tasks(plan, runner)
-    if jobs <= 1:
-        for fn, _, _ in pending:
-            fn()
-        return
-    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+def schedule(plan: Plan, runner: Runner) -> None:
+    """Run every task not finished: all are sent to Ray at once in :func:`_tasks`'s order,
+    each with the ObjectRefs of the searches it needs (Ray starts it once they have ended,
+    ok or failed: a failed search fails its rows), ``--jobs`` at a time by the CPUs they
+    ask for; each is recorded as it ends, under a ``rich`` progress bar."""
+    runs: dict[str, tuple[Any, Any, dict[str, Any], list[str]]] = {}  # key: item, ref, ...
+    for item, needs, key in _tasks(plan, runner):
+        made = runner.prepare(item)
+        if made is None:
+            continue
+        spec, log, known = made
+        waits = {k: runs[k][1] for k in needs if k in runs}
+        ref = executor.submit(spec, log, plan.threads, plan.args.timeout, waits, known)
+        runs[key] = (item, ref, spec, list(waits))
+    ended: dict[str, bool] = {}
 
-    ended: set[str] = set()
-    running: dict[Future[Any], str] = {}
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    def record(key: str) -> None:
+        item, ref, spec, waits = runs[key]
+        for k in waits:  # a run is recorded after the runs it waited for
+            if k not in ended:
+                record(k)
+        failed = [k for k in waits if not ended[k]]
+        result, ran = executor.outcome(ref, spec, failed)
+        ended[key] = result.get("status") == "ok"
+        runner.record(item, result, ran)
+
+    columns = (TextColumn("runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[left]}"))
+    with Progress(*columns, console=runner.console) as bar:
+        runner.bar = bar, bar.add_task("runs", total=runner.total, completed=runner.skipped,
+                                       left="")
         try:
-            while pending or running:
-                for task in list(pending):
-                    if len(running) >= jobs:
-                        break
-                    fn, needs, key = task
-                    if needs <= ended:
-                        pending.remove(task)
-                        running[pool.submit(fn)] = key
-                if not running:  # cannot happen: every dependency is a task of the plan
-                    raise RuntimeError(f"unschedulable runs: {[k for _, _, k in pending]}")
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for fut in done:
-                    ended.add(running.pop(fut))
-                    fut.result()  # re-raise a bug in the runner itself
-        except BaseException:
-            for fut in running:
-                fut.cancel()
-            raise
+            while len(ended) < len(runs):
+                ready = executor.ended([runs[k][1] for k in runs if k not in ended], 1.0)
+                for key in [k for k in runs if k not in ended and runs[k][1] in ready]:
+                    if key not in ended:
+                        record(key)
+        finally:
+            runner.bar = None
