@@ -124,6 +124,25 @@ def test_the_fingerprint_follows_the_protocol() -> None:
     assert TASKS["colour"].fingerprint() != TASKS["blink"].fingerprint()
 
 
+def test_a_c2d_protocol_mixes_frames_only_in_its_cells() -> None:
+    v2 = Protocol()
+    assert v2.fingerprint() == "1a716ae7dfb5"  # tables built before the field still load
+    c2d = replace(v2, stem_kernel=(1, 3, 3), block_temporal_kernel=1)
+    assert c2d.fingerprint() != v2.fingerprint()
+    assert c2d.prefix_fingerprint() != v2.prefix_fingerprint()
+    # the convolutions see 2 frames (the temporal max-pool), the default proxy 10
+    assert build_model(parse_cell("none"), 4, c2d).receptive_field()[0] == 2
+    assert build_model(parse_cell("none"), 4, v2).receptive_field()[0] > 2
+    # so a frame's features do not depend on the other frames
+    model = build_model(parse_cell("none"), 4, c2d).eval()
+    x = torch.randn(1, 3, 8, 24, 24)
+    y = x.clone()
+    y[:, :, 6:] = torch.randn(1, 3, 2, 24, 24)
+    with torch.no_grad():
+        a, b = model.features_before(x, "res4"), model.features_before(y, "res4")
+    assert torch.equal(a[:, :, :3], b[:, :, :3]) and not torch.equal(a[:, :, 3], b[:, :, 3])
+
+
 def test_a_stale_table_is_refused_not_mixed(built: tuple[Path, Path],
                                             capsys: pytest.CaptureFixture) -> None:
     root, data = built

@@ -57,6 +57,10 @@ class Protocol:
         weight_decay: AdamW weight decay.
         grad_clip: gradient-norm clipping (0 = off).
         widths, depths, stem_width, stem_kernel, dropout: the proxy backbone's.
+        block_temporal_kernel: the temporal kernel of every block's first conv (``None``:
+            the proxy's default, 3 in res2 and in res3's first block). 1 with a stem
+            kernel ``(1, k, k)`` makes a C2D network: its convolutions never mix frames, so
+            whatever relates frames is the cell's doing.
         positions: insertion preset of the proxy (``default``: after res3 and res4).
         train_from: where training starts; everything before it is the fixed prefix. A
             stage name (``res3``: the stem and res2 are fixed), ``cells`` (everything before
@@ -81,6 +85,7 @@ class Protocol:
     depths: tuple[int, ...] = (1, 1, 1)
     stem_width: int = 16
     stem_kernel: tuple[int, ...] = (3, 3, 3)
+    block_temporal_kernel: int | None = None
     dropout: float = 0.0
     positions: str = "default"
     train_from: str = "res3"
@@ -93,8 +98,9 @@ class Protocol:
         """12 hex digits that change with any field that changes the numbers."""
         fields = asdict(self)
         fields.pop("eval_batch")
-        if not fields["prefix_steps"]:  # the field came later; 0 is what tables before it did
-            fields.pop("prefix_steps")
+        for late, before in (("prefix_steps", 0), ("block_temporal_kernel", None)):
+            if fields[late] == before:  # fields that came later: as tables before them did
+                fields.pop(late)
         text = json.dumps({"version": PROTOCOL_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -102,6 +108,8 @@ class Protocol:
         """12 hex digits that change with any field that changes the fixed prefix."""
         keys = ("frame_step", "widths", "depths", "stem_width", "stem_kernel", "train_from",
                 "prefix_seed", "calib_clips")
+        if self.block_temporal_kernel is not None:
+            keys += ("block_temporal_kernel",)
         if self.prefix_steps:  # a trained prefix depends on the recipe that trained it
             keys += ("prefix_steps", "batch_size", "lr", "warmup_steps", "weight_decay",
                      "grad_clip", "dropout")
@@ -142,11 +150,13 @@ class RunRecord(NamedTuple):
 
 def build_model(cell: TableCell, num_classes: int, protocol: Protocol) -> nn.Module:
     """The proxy of ``protocol`` with ``cell`` inserted: ``(N, 3, T, H, W)`` -> logits."""
+    kernels = ({} if protocol.block_temporal_kernel is None else {"temporal_kernels": [
+        (protocol.block_temporal_kernel,) * d for d in protocol.depths]})
     return create_backbone("proxy", num_classes, positions=protocol.positions,
                            widths=tuple(protocol.widths), depths=tuple(protocol.depths),
                            stem_width=protocol.stem_width,
                            stem_kernel=tuple(protocol.stem_kernel), dropout=protocol.dropout,
-                           **cell.backbone_kwargs())
+                           **kernels, **cell.backbone_kwargs())
 
 
 def clips_to_tensor(clips: np.ndarray, index: np.ndarray | Tensor, frame_step: int = 1

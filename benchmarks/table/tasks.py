@@ -35,7 +35,7 @@ class TableTask:
 
     Attributes:
         name: the table's name for it (``--task``).
-        synth_task: the generator's task (``colour`` | ``motion`` | ``blink``).
+        synth_task: the generator's task (``colour`` | ``motion`` | ``blink`` | ``marker``).
         summary: one line: what decides the class.
         events: ``graded`` (each video shows 1 to ``classes`` events, so the task has
             easy and hard videos and a cell's accuracy grows with how much of the
@@ -73,6 +73,8 @@ TASKS: dict[str, TableTask] = {
                   "(no colour cue)"),
         TableTask("blink", "blink", "the first colour of a lamp that blinks one to four "
                   "colours at one place"),
+        TableTask("marker", "marker", "the colour of the one of one to four flashes that a "
+                  "white marker elsewhere in the frame accompanies"),
     )
 }
 
