@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
                         "study; needs its own --root)")
     b.add_argument("--steps", type=int, default=None, metavar="N",
                    help="a protocol of N steps (tests and studies; needs its own --root)")
+    b.add_argument("--prefix-steps", type=int, default=None, metavar="N",
+                   help="a protocol whose fixed prefix is trained N steps (0: drawn at "
+                        "random; tests and studies; needs its own --root)")
     b.add_argument("--videos-per-class", type=int, default=None, metavar="N",
                    help="a smaller variant of the task (smoke tests; needs its own --root)")
     b.add_argument("--frames", type=int, default=None, metavar="T",
@@ -151,11 +154,11 @@ def _cell(spec: str) -> TableCell:
 
 def _protocol(args: argparse.Namespace) -> Protocol:
     record = protocol_of_record(args.root)
-    if args.longer is None and args.steps is None:
+    if args.longer is None and args.steps is None and args.prefix_steps is None:
         return record
     if Path(args.root).resolve() == TABLE_DIR.resolve():
-        raise ValueError("--longer / --steps make another protocol: give it its own --root "
-                         "(a table never mixes protocols)")
+        raise ValueError("--longer / --steps / --prefix-steps make another protocol: give it "
+                         "its own --root (a table never mixes protocols)")
     base = protocol_of_record(TABLE_DIR)
     if args.longer is not None:
         if args.longer <= 0:
@@ -166,6 +169,10 @@ def _protocol(args: argparse.Namespace) -> Protocol:
             raise ValueError(f"--steps must be >= 1, got {args.steps}")
         base = replace(base, steps=args.steps, warmup_steps=min(base.warmup_steps,
                                                                  args.steps // 10))
+    if args.prefix_steps is not None:
+        if args.prefix_steps < 0:
+            raise ValueError(f"--prefix-steps must be >= 0, got {args.prefix_steps}")
+        base = replace(base, prefix_steps=args.prefix_steps)
     if (Path(args.root) / "protocol.json").is_file() and record != base:
         raise ValueError(f"{args.root}/protocol.json holds protocol {record.fingerprint()}, "
                          f"not {base.fingerprint()}; use another --root")

@@ -36,11 +36,15 @@ from supernet.factory import create_backbone
 from .cells import TableCell, parse_cell
 from .tasks import SPLITS, TaskData
 
-__all__ = ["Protocol", "RunRecord", "build_model", "train_cell", "evaluate", "clips_to_tensor",
-           "prefix_features", "split_point", "PROTOCOL_VERSION"]
+__all__ = ["Protocol", "RunRecord", "LATE_FIELDS", "build_model", "train_cell", "evaluate",
+           "clips_to_tensor", "prefix_features", "split_point", "PROTOCOL_VERSION"]
 
 #: bump when the training code changes what a protocol's numbers mean
 PROTOCOL_VERSION = 2
+#: fields added after tables were built, with the value those tables used: a fingerprint
+#: leaves such a field out at that value, and a protocol file without it reads it so
+LATE_FIELDS: dict[str, object] = {"prefix_steps": 0, "block_temporal_kernel": None,
+                                  "prefix_warmup_steps": None}
 _MEAN, _STD = 0.45, 0.225
 
 
@@ -69,28 +73,31 @@ class Protocol:
         prefix_seed: the seed that draws the fixed prefix's weights and calibration clips.
         prefix_steps: 0: the prefix keeps its drawn (random) weights; ``N > 0``: the prefix
             is that of the proxy without a cell (``none``) trained whole, from the stem, for
-            ``N`` steps of this recipe (warm-up ``warmup_steps``) from ``prefix_seed``.
+            ``N`` steps of this recipe from ``prefix_seed``.
+        prefix_warmup_steps: the warm-up of that training (``None``: ``warmup_steps``), so
+            that a longer recipe for the cells can keep the same prefix.
         calib_clips: training clips that calibrate the prefix's BatchNorm statistics.
         eval_batch: clips per evaluation batch (no effect on the numbers).
     """
 
-    steps: int = 800
+    steps: int = 1000
     batch_size: int = 16
     frame_step: int = 2
     lr: float = 2e-3
-    warmup_steps: int = 80
+    warmup_steps: int = 100
     weight_decay: float = 0.05
     grad_clip: float = 1.0
     widths: tuple[int, ...] = (32, 64, 128)
     depths: tuple[int, ...] = (1, 1, 1)
     stem_width: int = 16
-    stem_kernel: tuple[int, ...] = (3, 3, 3)
-    block_temporal_kernel: int | None = None
+    stem_kernel: tuple[int, ...] = (1, 3, 3)
+    block_temporal_kernel: int | None = 1
     dropout: float = 0.0
     positions: str = "default"
     train_from: str = "res3"
     prefix_seed: int = 0
-    prefix_steps: int = 0
+    prefix_steps: int = 1600
+    prefix_warmup_steps: int | None = None
     calib_clips: int = 1024
     eval_batch: int = 150
 
@@ -98,7 +105,7 @@ class Protocol:
         """12 hex digits that change with any field that changes the numbers."""
         fields = asdict(self)
         fields.pop("eval_batch")
-        for late, before in (("prefix_steps", 0), ("block_temporal_kernel", None)):
+        for late, before in LATE_FIELDS.items():
             if fields[late] == before:  # fields that came later: as tables before them did
                 fields.pop(late)
         text = json.dumps({"version": PROTOCOL_VERSION, **fields}, sort_keys=True)
@@ -114,8 +121,14 @@ class Protocol:
             keys += ("prefix_steps", "batch_size", "lr", "warmup_steps", "weight_decay",
                      "grad_clip", "dropout")
         fields = {k: getattr(self, k) for k in keys}
+        if self.prefix_steps:
+            fields["warmup_steps"] = self.prefix_warmup()
         text = json.dumps({"version": PROTOCOL_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def prefix_warmup(self) -> int:
+        """The warm-up steps of the trained prefix's recipe."""
+        return self.warmup_steps if self.prefix_warmup_steps is None else self.prefix_warmup_steps
 
     @property
     def frozen(self) -> bool:
@@ -123,9 +136,11 @@ class Protocol:
         return self.train_from != "stem"
 
     def longer(self, factor: float) -> Protocol:
-        """The same recipe trained ``factor`` times as many steps (warm-up scaled too)."""
+        """The same recipe trained ``factor`` times as many steps (warm-up scaled too), from
+        the same fixed prefix."""
         return replace(self, steps=int(round(self.steps * factor)),
-                       warmup_steps=int(round(self.warmup_steps * factor)))
+                       warmup_steps=int(round(self.warmup_steps * factor)),
+                       prefix_warmup_steps=self.prefix_warmup() if self.prefix_steps else None)
 
     def to_dict(self) -> dict:
         """The fields as JSON-able values, plus the fingerprint and version."""
@@ -223,7 +238,8 @@ def _fixed_prefix(protocol: Protocol, clips: np.ndarray, labels: np.ndarray | No
         if protocol.prefix_steps:
             if labels is None:
                 raise ValueError("a trained prefix (prefix_steps > 0) needs the labels")
-            whole = replace(protocol, train_from="stem", steps=protocol.prefix_steps)
+            whole = replace(protocol, train_from="stem", steps=protocol.prefix_steps,
+                            warmup_steps=protocol.prefix_warmup())
             inputs = lambda index: clips_to_tensor(clips, index, protocol.frame_step)  # noqa: E731
             with torch.enable_grad():
                 _train(model, inputs, labels, whole, protocol.prefix_seed)

@@ -25,7 +25,7 @@ from datamodules.atomic import atomic_write_text
 from supernet.genotype import Genotype
 
 from .cells import TableCell, parse_cell
-from .protocol import Protocol, RunRecord
+from .protocol import LATE_FIELDS, Protocol, RunRecord
 from .tasks import TableTask, get_task
 
 __all__ = ["Table", "TableError", "CellStats", "TABLE_DIR", "COLUMNS", "table_path",
@@ -86,6 +86,7 @@ def read_setup(root: str | Path = TABLE_DIR) -> tuple[Protocol, dict[str, TableT
         doc = json.loads(path.read_text())
         fields = {k: tuple(v) if isinstance(v, list) else v for k, v in doc["protocol"].items()
                   if k not in ("version", "fingerprint")}
+        fields = {**LATE_FIELDS, **fields}  # a file written before a field was added
         tasks = {name: TableTask(**{k: v for k, v in t.items() if k != "fingerprint"})
                  for name, t in doc.get("tasks", {}).items()}
         return Protocol(**fields), tasks

@@ -214,9 +214,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--root", type=Path, default=TABLE_DIR, help="the table's folder")
     p.add_argument("--write", action="store_true", help="write the study as markdown")
     p.add_argument("--out", type=Path, default=None, help="where (default <root>/protocol.md)")
+    p.add_argument("--longer-root", type=Path, default=STUDY_DIR,
+                   help="the folder that holds longer2/ and longer3/, the same cells trained "
+                        "2x and 3x as long (default benchmarks/results/table_study)")
     args = p.parse_args(argv)
     try:
-        text = study_markdown(args.task, args.root)
+        text = study_markdown(args.task, args.root, args.longer_root)
     except (TableError, ValueError) as err:
         print(f"study: {err}", file=sys.stderr)
         return 2
@@ -225,7 +228,8 @@ def main(argv: list[str]) -> int:
         path = args.out or Path(args.root) / "protocol.md"
         docs = os.path.relpath(Path("docs/table.md").resolve(), path.resolve().parent)
         head = (f"# The table protocol study\n\nWritten by `python -m benchmarks.table.study "
-                f"{args.task} --root {os.path.relpath(args.root)} --write` from the runs "
+                f"{args.task} --root {os.path.relpath(args.root)} --longer-root "
+                f"{os.path.relpath(args.longer_root)} --write` from the runs "
                 f"stored so far; what the protocol is and why: [docs/table.md]({docs}).\n\n")
         atomic_write_text(path, head + text)
     return 0

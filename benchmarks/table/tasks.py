@@ -48,7 +48,7 @@ class TableTask:
     summary: str
     events: str = "graded"
     classes: int = 4
-    videos_per_class: int = 1500
+    videos_per_class: int = 4000
     frames: int = 32
     size: int = 24
     seed: int = 0
