@@ -154,6 +154,15 @@ def test_derive_unknown_rule_exits_2_and_writes_nothing(searched: Path, tmp_path
     assert "'best'" in line and "alone, argmax, perturb, perturb_factors" in line
     assert _files(tmp_path) == []
     assert _files(searched) == before  # no derived.json next to the run either
+    # the options are parsed by jsonargparse: --data.KEY VALUE overrides reach the data,
+    # and a bad flag or value is one line naming it
+    for argv, says in ((["--select", "perturb", "--data.root", str(tmp_path / "nowhere"),
+                         "--data.num_workers", "0"], str(tmp_path / "nowhere")),
+                       (["--val-batches", "x"], "--val-batches: 'x' is not valid"),
+                       (["--frobnicate", "1"], "unrecognized arguments: --frobnicate 1")):
+        assert attnas(["derive", str(ckpt), *argv, "-o", str(tmp_path / "cell.json")]) == 2
+        assert says in _one_error_line(capsys, "derive")
+    assert _files(tmp_path) == [] and _files(searched) == before
 
 
 def test_derive_reruns_perturb_selection_from_a_checkpoint(

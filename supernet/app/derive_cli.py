@@ -13,11 +13,9 @@ one line and exit code 2, and nothing is written.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
-
-import yaml
+from typing import Any
 
 from derive.checkpoint import genotype_from_checkpoint, select_from_checkpoint
 from derive.draw import draw_cell, plot_alpha, plot_selection
@@ -26,40 +24,14 @@ from derive.select import SELECTION_RULES, check_bn_mode, check_rule, report_fro
 from supernet.costmodel import check_min_width, parse_cost_target
 from supernet.paths import check_writable, output_file
 
+from .parsing import OneLineParser
+
 __all__ = ["main"]
-
-
-def _data_overrides(items: list[str]) -> dict:
-    """``--data.KEY VALUE`` / ``--data.KEY=VALUE`` pairs -> ``{KEY: value}`` (YAML values)."""
-    out: dict = {}
-    i = 0
-    while i < len(items):
-        item = items[i]
-        if not item.startswith("--data."):
-            raise ValueError(f"unrecognised argument {item!r} (data overrides look like "
-                             f"--data.root DIR)")
-        key, eq, value = item[len("--data."):].partition("=")
-        if not eq:
-            if i + 1 >= len(items):
-                raise ValueError(f"{item} needs a value")
-            value = items[i + 1]
-            i += 1
-        out[key] = yaml.safe_load(value)
-        i += 1
-    return out
-
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
-        raise ValueError(message)
 
 
 def main(argv: list[str]) -> int:
     """Entry point of ``attnas derive``."""
-    ap = _Parser(prog="attnas derive", description=__doc__.split("\n\n")[0],
-                 epilog="Data overrides for data-driven rules: --data.KEY VALUE (any "
-                        "VideoDataModule argument, e.g. --data.root DIR --data.num_workers 0).")
+    ap = OneLineParser(prog="attnas derive", description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint", help="a search checkpoint (.ckpt)")
     ap.add_argument("--select", default=None,
                     help=f"selection rule: {' | '.join(SELECTION_RULES)} (default: the "
@@ -90,9 +62,13 @@ def main(argv: list[str]) -> int:
                     help="alpha heat map / alpha over epochs (default: next to the JSON, "
                          "when the run's arch.csv exists)")
     ap.add_argument("--quiet", action="store_true", help="do not print the genotype")
+    ap.add_argument("--data", type=dict[str, Any] | None, default=None, metavar="KEY VALUE",
+                    help="data overrides for data-driven rules: --data.KEY VALUE (any "
+                         "VideoDataModule argument, YAML values, e.g. --data.root DIR "
+                         "--data.num_workers 0; default: the search's saved data settings)")
     try:
-        args, rest = ap.parse_known_args(argv)
-        overrides = _data_overrides(rest)
+        args = ap.parse_args(argv)
+        overrides = args.data or {}
         if args.select is not None:
             check_rule(args.select)
         if args.bn is not None:

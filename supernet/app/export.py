@@ -15,7 +15,6 @@ Input ``video`` ``float32 (N, 3, T, H, W)`` (normalised like the training data),
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import warnings
@@ -29,6 +28,7 @@ from supernet.paths import check_writable, output_file
 from supernet.retrain import VideoClassifier
 
 from .lightning_cli import check_checkpoint
+from .parsing import OneLineParser
 
 __all__ = ["FORMATS", "export_checkpoint", "main"]
 
@@ -97,14 +97,9 @@ def export_checkpoint(ckpt_path: str | Path, out: str | Path, fmt: str = "torchs
             "max_abs_diff": diff}
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
-        raise ValueError(message)
-
-
 def main(argv: list[str]) -> int:
     """Entry point of ``attnas export``."""
-    p = _Parser(prog="attnas export", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="attnas export", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="a retrain checkpoint (.ckpt)")
     p.add_argument("--format", default="torchscript", help=" | ".join(FORMATS))
     p.add_argument("-o", "--out", required=True, help="file to write (.pt / .onnx); a folder: "

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import re
 import signal
 import sys
 from pathlib import Path
@@ -45,6 +44,7 @@ from supernet.paths import check_writable, need_file
 from supernet.score_fusion import SCORES_FILE, load_scores
 from supernet.search import LEGACY_DEFAULTS
 
+from .parsing import parse_error_line
 from .quiet import HeldBack, quiet_lightning
 from .run_logs import RunLogger
 
@@ -180,34 +180,6 @@ def warn_renamed_backbone_kwargs(model: Any, prog: str = "attnas") -> list[str]:
         line = deprecated_key_line(old, RENAMED_BACKBONE_KWARGS[old], "--model.backbone_kwargs")
         print(f"{prog}: {line}", file=sys.stderr)
     return found
-
-
-def parse_error_line(message: str) -> str:
-    """One line from a jsonargparse error: the option, the value given and, for a choice,
-    the accepted values (``--trainer.precision: 'bogus' is not accepted; accepted: ...``)."""
-    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
-    head = re.match(r'Parser key "([^"]+)":?', lines[0]) if lines else None
-    if head is None:
-        return " ".join(lines)[:300]
-    key = head.group(1)
-    given = next((ln.split(":", 1)[1].strip() for ln in lines
-                  if ln.startswith("Given value:")), None)
-    if given is None:
-        got = re.search(r"Got value: (.*)$", message.strip().splitlines()[-1])
-        given = got.group(1).strip() if got else None
-    literals: list[str] = []
-    for chunk in re.findall(r"Literal\[([^\]]*)\]", message):
-        for item in chunk.split(","):
-            item = item.strip().strip("'\"")
-            if item and item not in literals:
-                literals.append(item)
-    if literals:
-        return (f"--{key}: {given!r} is not accepted; accepted: {', '.join(literals)}"
-                if given is not None else f"--{key}: accepted: {', '.join(literals)}")
-    want = re.sub(r"<class '([^']+)'>", r"\1", lines[1] if len(lines) > 1 else "")
-    want = want.split(". Got value")[0]
-    return f"--{key}: {given!r} is not valid ({want})" if given is not None else \
-        f"--{key}: {want}"
 
 
 def _error(kind: str, msg: str, code: int = 2) -> int:

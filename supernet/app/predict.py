@@ -21,7 +21,6 @@ or one JSON object per line with ``--json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -38,6 +37,7 @@ from supernet.retrain import VideoClassifier
 
 from .attention_maps import attention_maps, save_attention
 from .lightning_cli import check_checkpoint
+from .parsing import OneLineParser
 
 __all__ = ["predict_videos", "main"]
 
@@ -113,14 +113,9 @@ def _draw_attention(model: torch.nn.Module, view: torch.Tensor, data: dict[str, 
     save_attention(frames, maps, stem)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
-        raise ValueError(message)
-
-
 def main(argv: list[str]) -> int:
     """Entry point of ``attnas predict``."""
-    p = _Parser(prog="attnas predict", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="attnas predict", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="a retrain checkpoint (.ckpt)")
     p.add_argument("videos", nargs="+", help="video files")
     p.add_argument("--topk", type=int, default=5, help="labels shown per video (default 5)")
