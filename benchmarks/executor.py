@@ -59,6 +59,7 @@ def start(address: str | None, cpus: int) -> str:
     try:
         ray.init(**kwargs)
     except Exception as err:  # noqa: BLE001 - unreachable cluster, bad address
+        ray.shutdown()  # a failed client connection stays behind and breaks the next init
         raise ValueError(f"cannot start or reach Ray ({address or 'local'}): "
                          f"{' '.join(str(err).split())[:200]}") from None
     return f"ray ({address})" if address else f"ray (local, {cpus} CPUs)"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import executor
 from benchmarks.jobs import CRASH_ENV
 from benchmarks.plan import BenchError
 from benchmarks.run import main as bench
@@ -462,6 +463,11 @@ def test_an_unreachable_ray_cluster_is_one_line(tmp_path: Path, capsys: pytest.C
     err = capsys.readouterr().err.strip()
     assert "cannot start or reach Ray" in err and "\n" not in err
     assert not out.exists()
+    # the failed connection leaves nothing behind: a local Ray starts in the same process
+    try:
+        assert executor.start(None, 1) == "ray (local, 1 CPUs)"
+    finally:
+        executor.stop()
 
 
 def test_budget_groups_get_matched_cost_random_cells(tmp_path: Path) -> None:

@@ -124,6 +124,7 @@ class _RayPool:
         try:
             ray.init(**kwargs)
         except Exception as err:  # noqa: BLE001 - unreachable cluster, bad address
+            ray.shutdown()  # a failed client connection stays behind and breaks the next init
             raise ValueError(f"cannot start or reach Ray ({address or 'local'}): "
                              f"{' '.join(str(err).split())[:200]}") from None
         self._ray = ray
