@@ -443,6 +443,11 @@ def _run(kind: str, model_class: type, argv: list[str], trainer_defaults: dict,
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         return _error(kind, f"stopped by SIGTERM ({type(e).__name__}); " + _resume_hint(cli),
                       code=143)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # end the process group here, not in the interpreter's exit, where a DDP rank's gloo
+        # threads were once torn down mid-flight ("terminate called without an active
+        # exception", the rank aborted after its run had finished)
+        torch.distributed.destroy_process_group()
     return 0
 
 
