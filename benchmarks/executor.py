@@ -29,6 +29,7 @@ from typing import Any
 from benchmarks.common import REPO, one_line
 from benchmarks.common import fmt_seconds as _fmt_s
 from benchmarks.jobs import run_job
+from benchmarks.ray_start import start_ray
 
 try:  # the [sweep] extra; without it `attnas bench` says so in one line (start)
     import ray
@@ -48,20 +49,7 @@ def start(address: str | None, cpus: int) -> str:
     if ray is None:
         raise ValueError("attnas bench needs the ray package (pip install 'attnas[sweep]'; "
                          "make install brings it)")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, in-process cluster
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                              "configure_logging": False, "ignore_reinit_error": True}
-    if address:
-        kwargs["address"] = address
-    else:  # a new private instance, even if another bench's Ray runs on this machine
-        kwargs.update(address="local", num_cpus=cpus)
-    try:
-        ray.init(**kwargs)
-    except Exception as err:  # noqa: BLE001 - unreachable cluster, bad address
-        ray.shutdown()  # a failed client connection stays behind and breaks the next init
-        raise ValueError(f"cannot start or reach Ray ({address or 'local'}): "
-                         f"{' '.join(str(err).split())[:200]}") from None
+    start_ray(address, cpus)
     return f"ray ({address})" if address else f"ray (local, {cpus} CPUs)"
 
 

@@ -20,6 +20,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from benchmarks.ray_start import start_ray
 from supernet.dispatch import ENV as DISPATCH_ENV
 from supernet.genotype import load_genotype
 
@@ -111,22 +112,9 @@ class _LocalPool:
 
 class _RayPool:
     def __init__(self, address: str | None, workers: int) -> None:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-        import ray
+        import ray  # optional: the [sweep] extra
 
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                  "configure_logging": False, "ignore_reinit_error": True}
-        if address:
-            kwargs["address"] = address
-        else:
-            kwargs.update(address="local", num_cpus=workers)
-        try:
-            ray.init(**kwargs)
-        except Exception as err:  # noqa: BLE001 - unreachable cluster, bad address
-            ray.shutdown()  # a failed client connection stays behind and breaks the next init
-            raise ValueError(f"cannot start or reach Ray ({address or 'local'}): "
-                             f"{' '.join(str(err).split())[:200]}") from None
+        start_ray(address, workers)
         self._ray = ray
         self._task = ray.remote(num_cpus=1, max_retries=1)(run_one)
 
